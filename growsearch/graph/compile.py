@@ -1,0 +1,182 @@
+"""Compile a task's view of a module graph into a `torch.nn.Module`.
+
+The view is emitted as a `torch.fx` graph, so the generated `forward` is straight-line code with one call
+per node: no Python loop over nodes, no dict look-ups, the same cost as a hand-written `nn.Sequential`.
+
+For training, `compile_for_training` splits the view at its frozen frontier: the fully frozen prefix
+(nodes frozen together with all their ancestors) is compiled apart, so the trainer computes its outputs
+once per task instead of once per batch per epoch.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from growsearch.errors import GraphError
+from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
+
+
+@dataclass
+class MaskedParameter:
+    """A parameter of which only some entries may train (PackNet's free weights).
+
+    The trainer multiplies its gradient by `trainable` and, after each step, puts `frozen_values` back
+    into the entries that are not trainable, so no optimiser setting (momentum, weight decay) moves them.
+    """
+
+    parameter: nn.Parameter
+    trainable: torch.Tensor  # bool, same shape
+    frozen_values: torch.Tensor
+
+    def restore_frozen(self) -> None:
+        with torch.no_grad():
+            self.parameter.copy_(torch.where(self.trainable, self.parameter, self.frozen_values))
+
+
+@dataclass
+class CompiledView:
+    """A task's view as one module, plus what the trainer and write-back need."""
+
+    task: int
+    module: fx.GraphModule
+    node_modules: dict[str, nn.Module]
+    masked: list[MaskedParameter]
+    trainable_nodes: list[str]
+
+
+@dataclass
+class TrainingProgram:
+    """A view split at its frozen frontier: `suffix(*prefix(x)) == full(x)`."""
+
+    full: CompiledView
+    prefix: fx.GraphModule | None  # None when the first trainable node reads the input directly
+    suffix: fx.GraphModule
+
+
+def _attribute_name(node_id: str, taken: set[str]) -> str:
+    name = re.sub(r"\W", "_", node_id)
+    if not name or name[0].isdigit():
+        name = "n_" + name
+    base, i = name, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def visible_mask(owners: torch.Tensor, task: int, include_free: bool) -> torch.Tensor:
+    """The entries of an owner-tracked tensor that task `task`'s view uses."""
+    visible = (owners >= 0) & (owners <= task)
+    return visible | (owners == FREE) if include_free else visible
+
+
+def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: bool) -> nn.Module:
+    node = graph.node(node_id)
+    module = node.spec.build()
+    state = {}
+    for name, value in node.weights.items():
+        if name in node.owners:
+            value = value * visible_mask(node.owners[name], task, include_free)
+        state[name] = value
+    module.load_state_dict(state)
+    return module
+
+
+def _fx_module(
+    graph: ModuleGraph, modules: dict[str, nn.Module], nodes: list[str], inputs: list[str], outputs: list[str]
+) -> fx.GraphModule:
+    """Straight-line code computing `outputs` from placeholders for `inputs` through `nodes`."""
+    root = nn.Module()
+    code = fx.Graph()
+    values: dict[str, fx.Node] = {}
+    taken: set[str] = set()
+    for node_id in inputs:
+        values[node_id] = code.placeholder(_attribute_name(node_id, taken))
+    for node_id in nodes:
+        if node_id in values:
+            continue
+        node = graph.node(node_id)
+        args = [values[i] for i in node.inputs]
+        if len(args) == 1:
+            merged = args[0]
+        elif node.merge == "sum":
+            merged = args[0]
+            for arg in args[1:]:
+                merged = code.call_function(operator.add, (merged, arg))
+        else:
+            merged = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
+        name = _attribute_name(node_id, taken)
+        root.add_module(name, modules[node_id])
+        values[node_id] = code.call_module(name, (merged,))
+    result = [values[o] for o in outputs]
+    code.output(result[0] if len(result) == 1 else tuple(result))
+    return fx.GraphModule(root, code)
+
+
+def compile_view(graph: ModuleGraph, task: int, *, include_free: bool = False, train: bool = False) -> CompiledView:
+    """Compile task `task`'s view. `include_free` makes unclaimed weights visible (the task being trained);
+    with `train`, parameters of unfrozen nodes require grad and owner-tracked ones are masked."""
+    view = graph.view(task)
+    graph.shapes(view)  # a mismatched graph fails here with the node named, not inside torch
+    modules: dict[str, nn.Module] = {}
+    masked: list[MaskedParameter] = []
+    trainable: list[str] = []
+    for node_id in view:
+        if node_id == INPUT:
+            continue
+        node = graph.node(node_id)
+        module = _build_module(graph, node_id, task, include_free)
+        learns = train and not node.frozen
+        for name, parameter in module.named_parameters():
+            parameter.requires_grad_(learns)
+            if learns and name in node.owners:
+                free = node.owners[name] == FREE
+                masked.append(MaskedParameter(parameter, free, parameter.detach().clone()))
+        if learns:
+            trainable.append(node_id)
+        modules[node_id] = module
+    if train and not trainable:
+        raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
+    module = _fx_module(graph, modules, view, [INPUT], [graph.head(task)])
+    return CompiledView(task, module, modules, masked, trainable)
+
+
+def frozen_prefix(graph: ModuleGraph, view: list[str]) -> set[str]:
+    """Nodes of `view` that are frozen and have only frozen ancestors: their outputs never change."""
+    fixed: set[str] = set()
+    for node_id in view:
+        node = graph.node(node_id)
+        if node.frozen and all(i in fixed for i in node.inputs):
+            fixed.add(node_id)
+    return fixed
+
+
+def compile_for_training(graph: ModuleGraph, task: int) -> TrainingProgram:
+    """Compile the candidate for task `task` for training, split at its frozen frontier."""
+    full = compile_view(graph, task, include_free=True, train=True)
+    view = graph.view(task)
+    fixed = frozen_prefix(graph, view)
+    rest = [n for n in view if n not in fixed]
+    frontier = [n for n in view if n in fixed and any(s not in fixed for s in graph.nx.successors(n) if s in rest)]
+    prefix = None
+    if frontier != [INPUT]:
+        prefix = _fx_module(graph, full.node_modules, [n for n in view if n in fixed], [INPUT], frontier)
+    suffix = _fx_module(graph, full.node_modules, rest, frontier, [graph.head(task)])
+    return TrainingProgram(full, prefix, suffix)
+
+
+def write_back(graph: ModuleGraph, compiled: CompiledView) -> None:
+    """Copy the trained weights of the compiled view's trainable nodes into `graph` (in place)."""
+    for node_id in compiled.trainable_nodes:
+        node = graph.node(node_id)
+        for name, value in compiled.node_modules[node_id].state_dict().items():
+            value = value.detach().clone()
+            if name in node.owners:
+                value = torch.where(node.owners[name] == FREE, value, node.weights[name])
+            node.weights[name] = value

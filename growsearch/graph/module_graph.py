@@ -1,0 +1,190 @@
+"""The module graph: the intermediate representation every method grows.
+
+A `ModuleGraph` wraps a `networkx.DiGraph`. A node is one module: a declarative spec, the task that owns
+it, whether it is frozen, how it merges several inputs (sum or concat), the layer index it sits at, and its
+weights. Weight-level methods (PackNet) also keep an `owners` tensor per parameter: the task that owns each
+weight, or FREE. Edges are data flow; a node's `inputs` list fixes their order (it matters for concat).
+A task's view is the sub-graph from the input to its head.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import networkx as nx
+import torch
+
+from growsearch.errors import GraphError
+from growsearch.graph.specs import Input, NodeSpec, Shape
+
+INPUT = "input"
+FREE = -1  # owner value of a weight that no task has claimed yet
+MERGES = ("sum", "concat")
+
+
+@dataclass
+class Node:
+    """One node's data. Mutated only by growth operators, on a copy of the graph."""
+
+    spec: NodeSpec
+    owner: int
+    inputs: tuple[str, ...]
+    frozen: bool = False
+    merge: str | None = None
+    layer: int | None = None
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    owners: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(t.numel() for t in self.weights.values())
+
+
+class ModuleGraph:
+    """A directed acyclic graph of modules, with one head per task."""
+
+    def __init__(self, input_shape: Shape):
+        self.nx = nx.DiGraph()
+        self.input_shape = tuple(input_shape)
+        self.heads: dict[int, str] = {}
+        self.nx.add_node(INPUT, node=Node(spec=Input(self.input_shape), owner=FREE, inputs=(), frozen=True))
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self.nx
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(nx.lexicographical_topological_sort(self.nx))
+
+    def node(self, node_id: str) -> Node:
+        if node_id not in self.nx:
+            raise GraphError(f"no node {node_id!r} in the graph; nodes are {sorted(self.nx)}")
+        return self.nx.nodes[node_id]["node"]
+
+    def nodes(self) -> Iterator[tuple[str, Node]]:
+        for node_id in self:
+            yield node_id, self.node(node_id)
+
+    @property
+    def tasks(self) -> list[int]:
+        return sorted(self.heads)
+
+    def head(self, task: int) -> str:
+        if task not in self.heads:
+            raise GraphError(f"task {task} has no head; tasks with heads: {self.tasks}")
+        return self.heads[task]
+
+    def view(self, task: int) -> list[str]:
+        """The nodes task `task` runs, input first, head last, in topological order."""
+        head = self.head(task)
+        members = nx.ancestors(self.nx, head) | {head}
+        return [n for n in nx.lexicographical_topological_sort(self.nx.subgraph(members))]
+
+    def shapes(self, node_ids: Iterable[str] | None = None) -> dict[str, Shape]:
+        """Output shape of every node (of `node_ids` and their ancestors), checking every merge."""
+        wanted = set(self.nx) if node_ids is None else set(node_ids)
+        for n in list(wanted):
+            wanted |= nx.ancestors(self.nx, n)
+        shapes: dict[str, Shape] = {}
+        for node_id in nx.lexicographical_topological_sort(self.nx.subgraph(wanted)):
+            node = self.node(node_id)
+            shapes[node_id] = node.spec.output_shape(self.merged_input_shape(node_id, shapes))
+        return shapes
+
+    def merged_input_shape(self, node_id: str, shapes: dict[str, Shape]) -> Shape:
+        node = self.node(node_id)
+        if not node.inputs:
+            return self.input_shape
+        inputs = [shapes[i] for i in node.inputs]
+        if len(inputs) == 1:
+            return inputs[0]
+        if node.merge == "sum":
+            if any(s != inputs[0] for s in inputs):
+                raise GraphError(f"node {node_id!r} sums inputs {list(node.inputs)} of unequal shapes {inputs}")
+            return inputs[0]
+        if node.merge == "concat":
+            if any(s[1:] != inputs[0][1:] for s in inputs):
+                raise GraphError(f"node {node_id!r} concatenates inputs of mismatched shapes {inputs}")
+            return (sum(s[0] for s in inputs), *inputs[0][1:])
+        raise GraphError(f"node {node_id!r} has {len(inputs)} inputs but merge={node.merge!r}; expected {MERGES}")
+
+    def n_parameters(self, node_ids: Iterable[str] | None = None) -> int:
+        ids = list(self.nx) if node_ids is None else node_ids
+        return sum(self.node(n).n_parameters for n in ids)
+
+    def macs(self, node_ids: Iterable[str]) -> int:
+        """Multiply-adds of one forward pass of one sample through `node_ids`."""
+        ids = list(node_ids)
+        shapes = self.shapes(ids)
+        return sum(self.node(n).spec.macs(self.merged_input_shape(n, shapes)) for n in ids)
+
+    def layer_nodes(self, task: int) -> dict[int, str]:
+        """The node at each layer index of a task's view (nodes without a layer are left out)."""
+        return {self.node(n).layer: n for n in self.view(task) if self.node(n).layer is not None}
+
+    # ---- changing (growth operators call these on a copy) ---------------------------------------------
+    def add(
+        self,
+        node_id: str,
+        spec: NodeSpec,
+        inputs: Iterable[str],
+        owner: int,
+        *,
+        merge: str | None = None,
+        layer: int | None = None,
+        frozen: bool = False,
+        weights: dict[str, torch.Tensor] | None = None,
+    ) -> Node:
+        inputs = tuple(inputs)
+        if node_id in self.nx:
+            raise GraphError(f"node {node_id!r} already exists")
+        if "|" in node_id:
+            raise GraphError(f"node id {node_id!r} may not contain '|' (it separates ids in weight files)")
+        missing = [i for i in inputs if i not in self.nx]
+        if missing:
+            raise GraphError(f"node {node_id!r} takes inputs {missing} that are not in the graph")
+        if not inputs:
+            raise GraphError(f"node {node_id!r} needs at least one input (use {INPUT!r} for the data)")
+        if len(inputs) > 1 and merge not in MERGES:
+            raise GraphError(f"node {node_id!r} has {len(inputs)} inputs; merge must be one of {MERGES}")
+        if weights is None:
+            weights = {k: v.detach().clone() for k, v in spec.build().state_dict().items()}
+        node = Node(spec=spec, owner=owner, inputs=inputs, frozen=frozen, merge=merge, layer=layer, weights=weights)
+        self.nx.add_node(node_id, node=node)
+        for source in inputs:
+            self.nx.add_edge(source, node_id)
+        self.shapes([node_id])  # refuse a shape mismatch now, naming the node
+        return node
+
+    def set_head(self, task: int, node_id: str) -> None:
+        self.node(node_id)
+        self.heads[task] = node_id
+
+    def copy(self) -> ModuleGraph:
+        """A deep copy: tensors are cloned, so training a copy never touches this graph."""
+        return copy.deepcopy(self)
+
+    def __deepcopy__(self, memo: dict) -> ModuleGraph:
+        new = ModuleGraph.__new__(ModuleGraph)
+        new.input_shape = self.input_shape
+        new.heads = dict(self.heads)
+        new.nx = nx.DiGraph()
+        for node_id in self.nx:
+            node = self.node(node_id)
+            new.nx.add_node(
+                node_id,
+                node=Node(
+                    spec=node.spec,
+                    owner=node.owner,
+                    inputs=node.inputs,
+                    frozen=node.frozen,
+                    merge=node.merge,
+                    layer=node.layer,
+                    weights={k: v.clone() for k, v in node.weights.items()},
+                    owners={k: v.clone() for k, v in node.owners.items()},
+                ),
+            )
+        new.nx.add_edges_from(self.nx.edges)
+        return new

@@ -1,0 +1,140 @@
+"""Save and load a module graph: structure as readable JSON, weights as safetensors, and checksums.
+
+A checkpoint folder holds `graph.json` (networkx node-link data of the specs; no pickles),
+`weights.safetensors` (tensors keyed `node_id|param`, owner masks `node_id|param|owners`) and
+`checksums.json` (sha256 of both, written last). Loading refuses a torn or edited checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from growsearch.atomic_files import atomic_write_bytes, atomic_write_json, sha256_of
+from growsearch.errors import CheckpointError, GrowsearchError
+from growsearch.graph.module_graph import INPUT, ModuleGraph, Node
+from growsearch.graph.specs import Input, spec_from_dict
+
+GRAPH_FILE, WEIGHTS_FILE, CHECKSUM_FILE = "graph.json", "weights.safetensors", "checksums.json"
+FORMAT_VERSION = 1
+
+
+def graph_to_json(graph: ModuleGraph) -> dict:
+    """The graph as node-link data a person (or networkx, or Gephi) can read."""
+    plain = nx.DiGraph()
+    for node_id, node in graph.nodes():
+        plain.add_node(
+            node_id,
+            spec=node.spec.to_dict(),
+            owner=node.owner,
+            inputs=list(node.inputs),
+            frozen=node.frozen,
+            merge=node.merge,
+            layer=node.layer,
+            parameters=node.n_parameters,
+            owner_tracked=sorted(node.owners),
+        )
+    plain.add_edges_from(graph.nx.edges)
+    data = nx.node_link_data(plain, edges="edges")
+    data["graph"] = {
+        "format_version": FORMAT_VERSION,
+        "input_shape": list(graph.input_shape),
+        "heads": {str(t): h for t, h in sorted(graph.heads.items())},
+    }
+    return data
+
+
+def save_graph(graph: ModuleGraph, folder: Path) -> Path:
+    folder = Path(folder)
+    tensors = {}
+    for node_id, node in graph.nodes():
+        for name, value in node.weights.items():
+            tensors[f"{node_id}|{name}"] = value.contiguous()
+        for name, value in node.owners.items():
+            tensors[f"{node_id}|{name}|owners"] = value.contiguous()
+    atomic_write_json(folder / GRAPH_FILE, graph_to_json(graph))
+    atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
+    checksums = {name: sha256_of(folder / name) for name in (GRAPH_FILE, WEIGHTS_FILE)}
+    atomic_write_json(folder / CHECKSUM_FILE, checksums)
+    return folder
+
+
+def verify_checksums(folder: Path) -> None:
+    folder = Path(folder)
+    checksum_path = folder / CHECKSUM_FILE
+    if not checksum_path.is_file():
+        raise CheckpointError(f"{checksum_path} is missing: the checkpoint in {folder} was not written whole")
+    try:
+        expected = json.loads(checksum_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{checksum_path} is not valid JSON ({error}); the checkpoint is torn") from error
+    for name in (GRAPH_FILE, WEIGHTS_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing from the checkpoint")
+        if sha256_of(path) != expected.get(name):
+            raise CheckpointError(
+                f"{path} does not match its checksum in {CHECKSUM_FILE}: the file is torn or was edited"
+            )
+
+
+def load_graph(folder: Path, *, verify: bool = True) -> ModuleGraph:
+    folder = Path(folder)
+    if verify:
+        verify_checksums(folder)
+    try:
+        data = json.loads((folder / GRAPH_FILE).read_text())
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+    except (OSError, json.JSONDecodeError, SafetensorError) as error:
+        raise CheckpointError(f"cannot read the checkpoint in {folder}: {error}") from error
+    try:
+        return _graph_from_data(data, tensors)
+    except GrowsearchError as error:
+        raise CheckpointError(f"{folder / GRAPH_FILE}: {error}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder / GRAPH_FILE} is not a growsearch graph: {error!r}") from error
+
+
+def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
+    meta = data["graph"]
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"graph format_version {meta.get('format_version')!r}; expected {FORMAT_VERSION}")
+    graph = ModuleGraph(tuple(meta["input_shape"]))
+    plain = nx.node_link_graph(data, edges="edges")
+    per_node: dict[str, dict[str, object]] = {}
+    for key, value in tensors.items():
+        node_id, _, name = key.partition("|")
+        per_node.setdefault(node_id, {})[name] = value
+    for node_id in nx.lexicographical_topological_sort(plain):
+        if node_id == INPUT:
+            continue
+        attrs = plain.nodes[node_id]
+        spec = spec_from_dict(attrs["spec"])
+        if isinstance(spec, Input):
+            raise CheckpointError(f"node {node_id!r} is a second Input")
+        node: Node = graph.add(
+            node_id,
+            spec,
+            attrs["inputs"],
+            attrs["owner"],
+            merge=attrs["merge"],
+            layer=attrs["layer"],
+            frozen=attrs["frozen"],
+            weights={},
+        )
+        for name, value in per_node.get(node_id, {}).items():
+            if name.endswith("|owners"):
+                node.owners[name.removesuffix("|owners")] = value
+            else:
+                node.weights[name] = value
+        expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in node.weights.items()}
+        if found != expected:
+            raise CheckpointError(f"weights of node {node_id!r} are {found}; its spec expects {expected}")
+    for task, head in meta["heads"].items():
+        graph.set_head(int(task), head)
+    return graph

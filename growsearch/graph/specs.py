@@ -1,0 +1,316 @@
+"""Declarative node specs: what a module is, as plain data.
+
+A spec knows how to build its `torch.nn.Module`, the shape it outputs for a given input shape, and the
+multiply-adds one sample costs. Specs serialise to small dicts (`{"kind": "Linear", ...}`) so a graph is
+readable JSON. A new node kind is one frozen dataclass here, registered with `@node_kind`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from growsearch.errors import GraphError, UnknownNameError
+
+Shape = tuple[int, ...]  # per-sample shape, without the batch dimension
+
+NODE_KINDS: dict[str, type[NodeSpec]] = {}
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def node_kind(cls: type[NodeSpec]) -> type[NodeSpec]:
+    NODE_KINDS[cls.kind] = cls
+    return cls
+
+
+def _with_activation(module: nn.Module, activation: str | None) -> nn.Module:
+    if activation is None:
+        return module
+    if activation not in ACTIVATIONS:
+        raise UnknownNameError("activation", activation, list(ACTIVATIONS))
+    return nn.Sequential(module, ACTIVATIONS[activation]())
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Base of all specs. Subclasses set `kind` and implement the three methods."""
+
+    kind: ClassVar[str] = ""
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        raise NotImplementedError
+
+    def macs(self, input_shape: Shape) -> int:
+        """Multiply-adds of one forward pass of one sample."""
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"kind": self.kind}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            data[field.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    def _expect_features(self, input_shape: Shape, expected: int) -> None:
+        if len(input_shape) != 1 or input_shape[0] != expected:
+            raise GraphError(f"{self.kind} expects input of {expected} features, got shape {input_shape}")
+
+    def _expect_channels(self, input_shape: Shape, expected: int) -> None:
+        if len(input_shape) != 3 or input_shape[0] != expected:
+            raise GraphError(f"{self.kind} expects input (C={expected}, H, W), got shape {input_shape}")
+
+
+def spec_from_dict(data: dict[str, Any]) -> NodeSpec:
+    data = dict(data)
+    kind = data.pop("kind", None)
+    if kind not in NODE_KINDS:
+        raise UnknownNameError("node kind", str(kind), list(NODE_KINDS))
+    cls = NODE_KINDS[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise GraphError(f"{kind} spec has unknown fields {sorted(unknown)}; expected {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@node_kind
+@dataclass(frozen=True)
+class Input(NodeSpec):
+    """The data entering the graph; holds no parameters."""
+
+    kind: ClassVar[str] = "Input"
+    shape: Shape = ()
+
+    def build(self) -> nn.Module:
+        return nn.Identity()
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return self.shape
+
+
+@node_kind
+@dataclass(frozen=True)
+class Linear(NodeSpec):
+    """A dense layer; `flatten` flattens a (C, H, W) input first."""
+
+    kind: ClassVar[str] = "Linear"
+    in_features: int = 0
+    out_features: int = 0
+    activation: str | None = "relu"
+    bias: bool = True
+    flatten: bool = False
+
+    def build(self) -> nn.Module:
+        layer = _with_activation(nn.Linear(self.in_features, self.out_features, bias=self.bias), self.activation)
+        return nn.Sequential(nn.Flatten(), layer) if self.flatten else layer
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        features = (math.prod(input_shape),) if self.flatten else input_shape
+        self._expect_features(features, self.in_features)
+        return (self.out_features,)
+
+    def macs(self, input_shape: Shape) -> int:
+        return self.in_features * self.out_features
+
+
+@node_kind
+@dataclass(frozen=True)
+class Head(Linear):
+    """A task's classifier: a linear layer with no activation."""
+
+    kind: ClassVar[str] = "Head"
+    activation: str | None = None
+
+
+@node_kind
+@dataclass(frozen=True)
+class Conv2d(NodeSpec):
+    """A convolution, its activation, and an optional max-pool of size `pool` after it."""
+
+    kind: ClassVar[str] = "Conv2d"
+    in_channels: int = 0
+    out_channels: int = 0
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 1
+    activation: str | None = "relu"
+    pool: int = 1
+
+    def build(self) -> nn.Module:
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding)
+        layer = _with_activation(conv, self.activation)
+        return nn.Sequential(layer, nn.MaxPool2d(self.pool)) if self.pool > 1 else layer
+
+    def _conv_shape(self, input_shape: Shape) -> Shape:
+        self._expect_channels(input_shape, self.in_channels)
+        _, h, w = input_shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (self.out_channels, _conv_out(h, k, s, p), _conv_out(w, k, s, p))
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        c, h, w = self._conv_shape(input_shape)
+        return (c, h // self.pool, w // self.pool)
+
+    def macs(self, input_shape: Shape) -> int:
+        c, h, w = self._conv_shape(input_shape)
+        return c * h * w * self.in_channels * self.kernel_size**2
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x))
+
+
+@node_kind
+@dataclass(frozen=True)
+class ResBlock(NodeSpec):
+    """Two 3x3 convolutions with a skip connection (a 1x1 projection when the shape changes).
+
+    No batch norm: running statistics would change a frozen block's outputs for old tasks.
+    """
+
+    kind: ClassVar[str] = "ResBlock"
+    in_channels: int = 0
+    out_channels: int = 0
+    stride: int = 1
+
+    def build(self) -> nn.Module:
+        return _ResidualBlock(self.in_channels, self.out_channels, self.stride)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        self._expect_channels(input_shape, self.in_channels)
+        _, h, w = input_shape
+        return (self.out_channels, _conv_out(h, 3, self.stride, 1), _conv_out(w, 3, self.stride, 1))
+
+    def macs(self, input_shape: Shape) -> int:
+        c, h, w = self.output_shape(input_shape)
+        total = c * h * w * 9 * (self.in_channels + c)
+        if self.stride != 1 or self.in_channels != self.out_channels:
+            total += c * h * w * self.in_channels
+        return total
+
+
+@node_kind
+@dataclass(frozen=True)
+class Flatten(NodeSpec):
+    kind: ClassVar[str] = "Flatten"
+
+    def build(self) -> nn.Module:
+        return nn.Flatten()
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (math.prod(input_shape),)
+
+
+@node_kind
+@dataclass(frozen=True)
+class Activation(NodeSpec):
+    """A parameter-free join: its inputs are summed (or concatenated), then the activation applied.
+
+    PNN uses it to form `relu(W h^t + sum_j U h^j)` from a column layer and its lateral adapters.
+    """
+
+    kind: ClassVar[str] = "Activation"
+    activation: str = "relu"
+
+    def build(self) -> nn.Module:
+        return _with_activation(nn.Identity(), self.activation)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+
+class _ScaledAdapter(nn.Module):
+    """PNN lateral: U sigma(V (alpha * h)), with a learned scalar alpha (Rusu et al. 2016, sec. 2)."""
+
+    def __init__(self, reduce: nn.Module, project: nn.Module, alpha_init: float, flatten: bool):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.flatten = flatten
+        self.reduce, self.project = reduce, project
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.flatten:
+            h = h.flatten(1)
+        return self.project(torch.relu(self.reduce(self.alpha * h)))
+
+
+@node_kind
+@dataclass(frozen=True)
+class Adapter(NodeSpec):
+    """A PNN lateral connection from an older column into a newer column's layer.
+
+    Dense: a one-hidden-layer MLP of `hidden` units. Convolutional (`conv_kernel` > 0): a 1x1 convolution
+    reducing to `hidden` channels, then a convolution shaped like the target layer. It outputs the
+    target layer's pre-activation shape, so it is summed with the target before the activation.
+    """
+
+    kind: ClassVar[str] = "Adapter"
+    in_features: int = 0  # features (dense) or channels (conv) of the source layer
+    out_features: int = 0  # features or channels of the target layer
+    hidden: int = 0
+    conv_kernel: int = 0  # 0: dense adapter; else the target conv's kernel, stride and padding
+    conv_stride: int = 1
+    conv_padding: int = 0
+    pool: int = 1
+    flatten: bool = False
+    alpha_init: float = 1.0
+
+    @property
+    def is_conv(self) -> bool:
+        return self.conv_kernel > 0
+
+    def build(self) -> nn.Module:
+        if not self.is_conv:
+            return _ScaledAdapter(
+                nn.Linear(self.in_features, self.hidden),
+                nn.Linear(self.hidden, self.out_features),
+                self.alpha_init,
+                self.flatten,
+            )
+        project: nn.Module = nn.Conv2d(
+            self.hidden, self.out_features, self.conv_kernel, self.conv_stride, self.conv_padding
+        )
+        if self.pool > 1:
+            project = nn.Sequential(project, nn.MaxPool2d(self.pool))
+        return _ScaledAdapter(nn.Conv2d(self.in_features, self.hidden, 1), project, self.alpha_init, False)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if not self.is_conv:
+            features = (math.prod(input_shape),) if self.flatten else input_shape
+            self._expect_features(features, self.in_features)
+            return (self.out_features,)
+        self._expect_channels(input_shape, self.in_features)
+        _, h, w = input_shape
+        k, s, p = self.conv_kernel, self.conv_stride, self.conv_padding
+        return (self.out_features, _conv_out(h, k, s, p) // self.pool, _conv_out(w, k, s, p) // self.pool)
+
+    def macs(self, input_shape: Shape) -> int:
+        if not self.is_conv:
+            return self.in_features * self.hidden + self.hidden * self.out_features
+        _, h, w = input_shape
+        k, s, p = self.conv_kernel, self.conv_stride, self.conv_padding
+        out_hw = _conv_out(h, k, s, p) * _conv_out(w, k, s, p)
+        return h * w * self.in_features * self.hidden + out_hw * self.out_features * self.hidden * k * k
