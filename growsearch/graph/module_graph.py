@@ -120,9 +120,16 @@ class ModuleGraph:
         shapes = self.shapes(ids)
         return sum(self.node(n).spec.macs(self.merged_input_shape(n, shapes)) for n in ids)
 
+    def main_path(self, task: int) -> list[str]:
+        """The chain from the input to a task's head that follows each node's first input."""
+        path = [self.head(task)]
+        while path[-1] != INPUT:
+            path.append(self.node(path[-1]).inputs[0])
+        return path[::-1]
+
     def layer_nodes(self, task: int) -> dict[int, str]:
-        """The node at each layer index of a task's view (nodes without a layer are left out)."""
-        return {self.node(n).layer: n for n in self.view(task) if self.node(n).layer is not None}
+        """The output node of each layer on a task's main path (a PNN layer's join, not its pre-activation)."""
+        return {self.node(n).layer: n for n in self.main_path(task) if self.node(n).layer is not None}
 
     # ---- changing (growth operators call these on a copy) ---------------------------------------------
     def add(

@@ -233,12 +233,17 @@ class Activation(NodeSpec):
     """
 
     kind: ClassVar[str] = "Activation"
-    activation: str = "relu"
+    activation: str | None = "relu"
+    pool: int = 1
 
     def build(self) -> nn.Module:
-        return _with_activation(nn.Identity(), self.activation)
+        module = _with_activation(nn.Identity(), self.activation)
+        return nn.Sequential(module, nn.MaxPool2d(self.pool)) if self.pool > 1 else module
 
     def output_shape(self, input_shape: Shape) -> Shape:
+        if self.pool > 1:
+            c, h, w = input_shape
+            return (c, h // self.pool, w // self.pool)
         return input_shape
 
 

@@ -4,10 +4,10 @@ Notation: ``a[i][j]`` is the test accuracy on task ``j`` after training task ``i
 Sources: Chaudhry et al. 2018 (``A_T``, forgetting), Diaz-Rodriguez et al. 2018 (``A``, FWT, BWT, MS, CE),
 Lopez-Paz & Ranzato 2017 (GEM forms of BWT and FWT with a random-init baseline ``b``).
 
-Partial runs: :func:`compute_metrics` takes the full ``(T, T)`` matrix and uses only its leading ``k`` complete
-rows (row ``i`` is complete when ``a[i][0..i]`` are all finite, see :func:`accuracy_rows_complete`). Every
-metric is then computed as if the run had ``k`` tasks: over the leading ``k x k`` block of the matrix and the
-first ``k`` entries of the per-task arrays. Later entries (rows not yet run) may be NaN.
+Partial runs: :func:`compute_metrics` takes the full ``(T, T)`` matrix and uses only its leading ``k``
+complete rows (row ``i`` is complete when ``a[i][0..i]`` are all finite, see :func:`accuracy_rows_complete`).
+Every metric is then computed as if the run had ``k`` tasks: over the leading ``k x k`` block of the matrix
+and the first ``k`` entries of the per-task arrays. Later entries (rows not yet run) may be NaN.
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def _check_square(accuracy: np.ndarray) -> int:
 class RunRecord:
     """What a run measured, per task ``i = 0..T-1``.
 
-    ``accuracy[i][j]``: test accuracy on task ``j`` after training task ``i``; NaN where unknown (tasks not yet
-    trained, ``j > i``, or rows of a run still in progress). ``random_init_accuracy[j]``: ``b_j``, accuracy of a
-    randomly initialised model on task ``j``. ``parameters[i]``: ``Mem(theta_i)``, parameter count after task
-    ``i``. ``train_ops[i]``: multiply-adds spent learning task ``i`` (all trials, all epochs). ``pass_ops[i]``:
-    multiply-adds of one forward+backward pass over task ``i``'s training data. Arrays are stored as float64.
+    ``accuracy[i][j]``: test accuracy on task ``j`` after training task ``i``; NaN where unknown (tasks not
+    yet trained, ``j > i``, or rows of a run still in progress). ``random_init_accuracy[j]``: ``b_j``,
+    accuracy of a randomly initialised model on task ``j``. ``parameters[i]``: ``Mem(theta_i)``, parameter
+    count after task ``i``. ``train_ops[i]``: multiply-adds spent learning task ``i`` (all trials, all
+    epochs). ``pass_ops[i]``: multiply-adds of one forward+backward pass over task ``i``'s training data.
+    Arrays are converted to float64; shapes are checked here, values in :func:`compute_metrics`.
     """
 
     accuracy: np.ndarray
@@ -146,8 +147,8 @@ def accuracy_rows_complete(accuracy: np.ndarray) -> int:
             j = int(known[0])
             missing = [c for c in range(complete + 1) if not np.isfinite(accuracy[complete, c])]
             raise MetricsError(
-                f"accuracy matrix has a NaN hole: row {complete} lacks a[{complete}][{missing[0]}] but a later "
-                f"row has a[{i}][{j}] = {accuracy[i, j]}; rows must be filled in task order"
+                f"accuracy matrix has a NaN hole: row {complete} lacks a[{complete}][{missing[0]}] "
+                f"but a later row has a[{i}][{j}] = {accuracy[i, j]}; rows must be filled in task order"
             )
     return complete
 
@@ -156,7 +157,9 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def _positive_prefix(array: np.ndarray | None, name: str, k: int, *, allow_zero: bool = False) -> np.ndarray | None:
+def _positive_prefix(
+    array: np.ndarray | None, name: str, k: int, *, allow_zero: bool = False
+) -> np.ndarray | None:
     if array is None:
         return None
     prefix = array[:k]
@@ -164,7 +167,9 @@ def _positive_prefix(array: np.ndarray | None, name: str, k: int, *, allow_zero:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         expected = "a finite count >= 0" if allow_zero else "a finite count > 0"
-        raise MetricsError(f"{name}[{i}] = {prefix[i]}; expected {expected} for each of the {k} completed tasks")
+        raise MetricsError(
+            f"{name}[{i}] = {prefix[i]}; expected {expected} for each of the {k} completed tasks"
+        )
     return prefix
 
 
@@ -192,7 +197,9 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
         raise MetricsError(f"epsilon = {epsilon!r}; expected a finite number > 0 (usually >= 1)")
     k = accuracy_rows_complete(record.accuracy)
     if k == 0:
-        raise MetricsError("accuracy matrix has no complete row: a[0][0] is unknown (NaN); nothing to measure")
+        raise MetricsError(
+            "accuracy matrix has no complete row: a[0][0] is unknown (NaN); nothing to measure"
+        )
     a = record.accuracy[:k, :k]
     pairs = k * (k - 1) / 2
 

@@ -59,10 +59,10 @@ def _matrix_size(tasks: int) -> tuple[float, float]:
 
 
 def plot_accuracy_matrix(accuracy: np.ndarray, path: Path, title: str = "Accuracy matrix") -> Path:
-    """Heat-map of ``accuracy[i][j]`` (after training task ``i``, evaluated on task ``j``), values in the cells.
+    """Heat-map of ``accuracy[i][j]`` (after training task ``i``, evaluated on task ``j``), values in cells.
 
-    NaN (unknown) cells are left blank. The colour scale is ``[0, 1]`` when all values lie there, else the data
-    range. Raises :class:`MetricsError` for a non-square or empty matrix.
+    NaN (unknown) cells are left blank. The colour scale is ``[0, 1]`` when all values lie there, else the
+    data range. Raises :class:`MetricsError` for a non-square or empty matrix.
     """
     a = np.array(accuracy, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
@@ -77,8 +77,8 @@ def plot_accuracy_matrix(accuracy: np.ndarray, path: Path, title: str = "Accurac
             vmin, vmax = vmin - 0.5, vmax + 0.5
     fig = _new_figure(_matrix_size(tasks))
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(a), cmap="viridis", vmin=vmin, vmax=vmax)
-    image.cmap.set_bad("white")
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    image = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=vmin, vmax=vmax)
     fig.colorbar(image, ax=ax, label="accuracy")
     ax.set_xlabel("evaluated on task j")
     ax.set_ylabel("after training task i")
@@ -94,12 +94,21 @@ def plot_accuracy_matrix(accuracy: np.ndarray, path: Path, title: str = "Accurac
                 if not math.isfinite(a[i, j]):
                     continue
                 shade = (a[i, j] - vmin) / (vmax - vmin)
-                ax.text(j, i, f"{a[i, j]:.{decimals}f}", ha="center", va="center", fontsize=fontsize,
-                        color="black" if shade > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{a[i, j]:.{decimals}f}",
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="black" if shade > 0.6 else "white",
+                )
     return _save(fig, path)
 
 
-def plot_parameter_growth(parameters: np.ndarray, path: Path, per_task_added: np.ndarray | None = None) -> Path:
+def plot_parameter_growth(
+    parameters: np.ndarray, path: Path, per_task_added: np.ndarray | None = None
+) -> Path:
     """Parameter count after each task against task index; optional bars of the parameters each task added.
 
     NaN entries (tasks not yet run) leave gaps. Raises :class:`MetricsError` on a non-1-D input, an empty
@@ -107,7 +116,9 @@ def plot_parameter_growth(parameters: np.ndarray, path: Path, per_task_added: np
     """
     params = np.array(parameters, dtype=np.float64)
     if params.ndim != 1 or params.size == 0:
-        raise MetricsError(f"parameters must be a non-empty 1-D array (one count per task), got {params.shape}")
+        raise MetricsError(
+            f"parameters must be a non-empty 1-D array (one count per task), got {params.shape}"
+        )
     tasks = np.arange(params.size)
     fig = _new_figure(_WIDE)
     ax = fig.add_subplot()
@@ -119,8 +130,9 @@ def plot_parameter_growth(parameters: np.ndarray, path: Path, per_task_added: np
                 f"per_task_added must have shape {params.shape} like parameters, got shape {added.shape}"
             )
         bars_ax = ax.twinx()
-        bars = bars_ax.bar(tasks, np.nan_to_num(added), width=0.5, color="tab:orange", alpha=0.45,
-                           label="added by task")
+        bars = bars_ax.bar(
+            tasks, np.nan_to_num(added), width=0.5, color="tab:orange", alpha=0.45, label="added by task"
+        )
         bars_ax.set_ylabel("parameters added")
         bars_ax.set_ylim(bottom=0)
         ax.set_zorder(bars_ax.get_zorder() + 1)
@@ -146,7 +158,9 @@ def _check_trial(index: int, trial: Mapping[str, object]) -> tuple[int, int, flo
         raise MetricsError(f"trial {index} lacks key(s) {', '.join(missing)}; got keys {sorted(trial)}")
     state = str(trial["state"]).upper()
     if state not in _TRIAL_STATES:
-        raise MetricsError(f"trial {index} has state {trial['state']!r}; expected one of {', '.join(_TRIAL_STATES)}")
+        raise MetricsError(
+            f"trial {index} has state {trial['state']!r}; expected one of {', '.join(_TRIAL_STATES)}"
+        )
     value = trial["value"]
     if value is not None:
         try:
@@ -158,8 +172,9 @@ def _check_trial(index: int, trial: Mapping[str, object]) -> tuple[int, int, flo
     try:
         task, number = int(trial["task"]), int(trial["number"])  # type: ignore[call-overload]
     except (TypeError, ValueError) as exc:
-        raise MetricsError(f"trial {index}: task and number must be integers, got {trial['task']!r}, "
-                           f"{trial['number']!r}") from exc
+        raise MetricsError(
+            f"trial {index}: task and number must be integers, got {trial['task']!r}, {trial['number']!r}"
+        ) from exc
     return task, number, value, state, bool(trial["chosen"])
 
 
@@ -197,8 +212,16 @@ def plot_trial_history(trials: Sequence[Mapping[str, object]], path: Path) -> Pa
     handles += [
         Line2D([], [], marker="x", linestyle="", color="grey", label="pruned"),
         Line2D([], [], marker="|", linestyle="", color="grey", markersize=10, label="no value (fail)"),
-        Line2D([], [], marker="*", linestyle="", color="grey", markeredgecolor="black", markersize=12,
-               label="chosen"),
+        Line2D(
+            [],
+            [],
+            marker="*",
+            linestyle="",
+            color="grey",
+            markeredgecolor="black",
+            markersize=12,
+            label="chosen",
+        ),
     ]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     ax.grid(True, alpha=0.3)

@@ -1,0 +1,47 @@
+"""The data a continual learner sees: splits, tasks and a stream of tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from growsearch.data.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of one task: inputs scaled to [0, 1] and labels as the scenario presents them."""
+
+    x: torch.Tensor  # float32 (n, C, H, W)
+    y: torch.Tensor  # int64 (n,)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a stream; `classes` are the original dataset class ids it holds."""
+
+    task_id: int
+    classes: tuple[int, ...]
+    train: Split
+    val: Split
+    test: Split
+    n_outputs: int  # width of the output head this task needs under the scenario
+
+
+@dataclass(frozen=True)
+class TaskStream:
+    """A benchmark under one scenario: the tasks in the order a learner meets them."""
+
+    benchmark: str
+    scenario: Scenario
+    input_shape: tuple[int, ...]  # (C, H, W)
+    tasks: tuple[Task, ...]
+
+    def __len__(self) -> int:
+        return len(self.tasks)

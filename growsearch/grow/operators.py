@@ -1,0 +1,228 @@
+"""Growth operators: pure functions from a module graph to a new module graph.
+
+Every method's decisions are compositions of these. None of them changes its argument: each returns a
+changed copy, so a trial can grow a candidate from the committed graph without touching it.
+Node ids follow `t{task}/...` so a reader sees at once which task added a node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import torch
+
+from growsearch.errors import GraphError
+from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
+from growsearch.graph.specs import Adapter, Conv2d, Head, Linear, NodeSpec
+from growsearch.grow.backbone import head_spec, split_activation
+
+
+def add_module(
+    graph: ModuleGraph,
+    node_id: str,
+    spec: NodeSpec,
+    inputs: Iterable[str],
+    owner: int,
+    *,
+    merge: str | None = None,
+    layer: int | None = None,
+) -> ModuleGraph:
+    """A new trainable node, freshly initialised (from torch's global RNG)."""
+    grown = graph.copy()
+    grown.add(node_id, spec, inputs, owner, merge=merge, layer=layer)
+    return grown
+
+
+def add_head(graph: ModuleGraph, task: int, source: str, n_outputs: int) -> ModuleGraph:
+    """A classifier for `task` on top of node `source`."""
+    grown = graph.copy()
+    shape = grown.shapes([source])[source]
+    grown.add(f"t{task}/head", head_spec(shape, n_outputs), [source], task)
+    grown.set_head(task, f"t{task}/head")
+    return grown
+
+
+def add_column(
+    graph: ModuleGraph,
+    task: int,
+    specs: Sequence[NodeSpec],
+    n_outputs: int,
+    *,
+    adapter_hidden: int | float,
+    laterals: bool = True,
+) -> ModuleGraph:
+    """A PNN column for `task`: one node per layer, plus a head, with lateral adapters from every older
+    column's previous layer into each layer from the second on (and into the head).
+
+    `adapter_hidden` is the adapter's hidden width, or a fraction of its input width when below 1.
+    """
+    grown = graph.copy()
+    old_columns = [grown.layer_nodes(t) for t in grown.tasks] if laterals else []
+    shapes = grown.shapes()
+    head = head_spec(_output_shape(specs, grown.input_shape), n_outputs)
+    previous = INPUT
+    for layer, spec in enumerate([*specs, head]):
+        is_head = layer == len(specs)
+        base_id = f"t{task}/head" if is_head else f"t{task}/L{layer}"
+        layer_index = None if is_head else layer
+        sources = [column[layer - 1] for column in old_columns if layer > 0 and layer - 1 in column]
+        if not sources:
+            grown.add(base_id, spec, [previous], task, layer=layer_index)
+            previous = base_id
+            continue
+        pre_spec, join_spec = split_activation(spec)
+        grown.add(f"{base_id}.pre", pre_spec, [previous], task, layer=layer_index)
+        adapters = []
+        for source in sources:
+            adapter_id = f"t{task}/lateral{layer}.from_t{grown.node(source).owner}"
+            grown.add(adapter_id, _lateral_spec(shapes[source], pre_spec, adapter_hidden), [source], task,
+                      layer=layer_index)
+            adapters.append(adapter_id)
+        grown.add(base_id, join_spec, [f"{base_id}.pre", *adapters], task, merge="sum", layer=layer_index)
+        previous = base_id
+    grown.set_head(task, f"t{task}/head")
+    return grown
+
+
+def _output_shape(specs: Sequence[NodeSpec], shape: tuple[int, ...]) -> tuple[int, ...]:
+    for spec in specs:
+        shape = spec.output_shape(shape)
+    return shape
+
+
+def _lateral_spec(source_shape: tuple[int, ...], target: NodeSpec, hidden: int | float) -> Adapter:
+    if isinstance(target, Conv2d):
+        width = max(1, round(source_shape[0] * hidden)) if hidden < 1 else int(hidden)
+        return Adapter(source_shape[0], target.out_channels, width, target.kernel_size, target.stride,
+                       target.padding)
+    if not isinstance(target, Linear):
+        raise GraphError(f"no lateral adapter into a {target.kind} node")
+    features = math.prod(source_shape)
+    width = max(1, round(features * hidden)) if hidden < 1 else int(hidden)
+    return Adapter(features, target.out_features, width, flatten=len(source_shape) > 1)
+
+
+def reuse_prefix(
+    graph: ModuleGraph, task: int, source_task: int, k: int, specs: Sequence[NodeSpec], n_outputs: int
+) -> ModuleGraph:
+    """MNTDP's local perturbation: keep `source_task`'s (frozen) modules below layer `k`, add new trainable
+    modules for layers `k` and up, and a new head. `k == 0` is a fresh path; `k == len(specs)` reuses every
+    layer and trains only a new head."""
+    if not 0 <= k <= len(specs):
+        raise GraphError(f"reuse depth k={k} is outside 0..{len(specs)}")
+    grown = graph.copy()
+    source_layers = grown.layer_nodes(source_task) if k > 0 else {}
+    missing = [i for i in range(k) if i not in source_layers]
+    if missing:
+        raise GraphError(f"task {source_task}'s path has no node at layers {missing} to reuse")
+    previous = source_layers[k - 1] if k > 0 else INPUT
+    for layer in range(k, len(specs)):
+        node_id = f"t{task}/L{layer}"
+        grown.add(node_id, specs[layer], [previous], task, layer=layer)
+        previous = node_id
+    return add_head(grown, task, previous, n_outputs)
+
+
+def freeze(graph: ModuleGraph, node_ids: Iterable[str]) -> ModuleGraph:
+    """The nodes no longer train: their weights are fixed for every later task."""
+    grown = graph.copy()
+    for node_id in node_ids:
+        grown.node(node_id).frozen = True
+    return grown
+
+
+def track_owners(graph: ModuleGraph, node_ids: Iterable[str]) -> ModuleGraph:
+    """Start weight-level ownership for the nodes' parameters: every entry begins FREE."""
+    grown = graph.copy()
+    for node_id in node_ids:
+        node = grown.node(node_id)
+        for name, value in node.weights.items():
+            node.owners.setdefault(name, torch.full(value.shape, FREE, dtype=torch.int16))
+    return grown
+
+
+def claim_free(graph: ModuleGraph, task: int, node_ids: Iterable[str], params: Iterable[str] = ()) -> ModuleGraph:
+    """Give `task` every FREE entry of the named owner-tracked parameters (all of them when none named)."""
+    grown = graph.copy()
+    wanted = set(params)
+    for node_id in node_ids:
+        node = grown.node(node_id)
+        for name, owners in node.owners.items():
+            if not wanted or name in wanted:
+                owners[owners == FREE] = task
+    return grown
+
+
+def prune(graph: ModuleGraph, task: int, fraction: float, node_ids: Iterable[str]) -> ModuleGraph:
+    """PackNet's pruning: in each owner-tracked weight matrix of the nodes, among the entries still FREE
+    (the ones `task` trained), give `task` the largest-magnitude (1 - fraction) and zero the rest, which
+    stay FREE for later tasks. Biases and one-dimensional parameters are left to `claim_free`."""
+    if not 0.0 <= fraction < 1.0:
+        raise GraphError(f"prune fraction {fraction} is outside [0, 1)")
+    grown = graph.copy()
+    for node_id in node_ids:
+        node = grown.node(node_id)
+        for name, owners in node.owners.items():
+            weight = node.weights[name]
+            free = owners == FREE
+            if weight.dim() < 2 or not free.any():
+                continue
+            magnitudes = weight.abs()[free]
+            n_pruned = int(round(fraction * magnitudes.numel()))
+            keep = free.clone()
+            if n_pruned > 0:
+                threshold = magnitudes.kthvalue(n_pruned).values
+                keep = free & (weight.abs() > threshold)
+            owners[keep] = task
+            node.weights[name] = torch.where(free & ~keep, torch.zeros_like(weight), weight)
+    return grown
+
+
+def widen(graph: ModuleGraph, node_id: str, extra: int) -> ModuleGraph:
+    """Add `extra` units (or channels) to a dense or conv node. Old units keep their weights; the new ones
+    are freshly initialised; every consumer gets zero weights from the new units, so every existing
+    task's outputs are unchanged. Owner-tracked entries that are new start FREE."""
+    if extra < 1:
+        raise GraphError(f"widen needs at least one extra unit, got {extra}")
+    grown = graph.copy()
+    node = grown.node(node_id)
+    if not isinstance(node.spec, Linear | Conv2d) or isinstance(node.spec, Head):
+        raise GraphError(f"widen works on Linear and Conv2d nodes; {node_id!r} is a {node.spec.kind}")
+    field = "out_features" if isinstance(node.spec, Linear) else "out_channels"
+    old_width = getattr(node.spec, field)
+    node.spec = replace(node.spec, **{field: old_width + extra})
+    _grow_tensors(node, node.spec, axis=0)
+    for consumer_id in grown.nx.successors(node_id):
+        consumer = grown.node(consumer_id)
+        if len(consumer.inputs) > 1 or not isinstance(consumer.spec, Linear | Conv2d):
+            raise GraphError(f"cannot widen {node_id!r}: consumer {consumer_id!r} is a {consumer.spec.kind} "
+                             f"with {len(consumer.inputs)} inputs; expected one dense or conv consumer")
+        if isinstance(consumer.spec, Linear):
+            spatial = consumer.spec.in_features // old_width  # H*W when a dense layer reads a flattened conv
+            consumer.spec = replace(consumer.spec, in_features=consumer.spec.in_features + extra * spatial)
+        else:
+            consumer.spec = replace(consumer.spec, in_channels=consumer.spec.in_channels + extra)
+        _grow_tensors(consumer, consumer.spec, axis=1, zero_new=True)
+    grown.shapes()
+    return grown
+
+
+def _grow_tensors(node: Node, spec: NodeSpec, axis: int, zero_new: bool = False) -> None:
+    """Resize the node's tensors to the spec's shapes along `axis`, keeping old entries in place."""
+    fresh = spec.build().state_dict()
+    for name, new in fresh.items():
+        old = node.weights[name]
+        if new.shape == old.shape:
+            continue
+        if new.dim() <= axis:  # e.g. a consumer's bias when growing inputs
+            continue
+        value = torch.zeros_like(new) if zero_new else new.clone()
+        index = tuple(slice(0, s) for s in old.shape)
+        value[index] = old
+        node.weights[name] = value
+        if name in node.owners:
+            owners = torch.full(new.shape, FREE, dtype=node.owners[name].dtype)
+            owners[index] = node.owners[name]
+            node.owners[name] = owners
