@@ -15,7 +15,7 @@ SPLIT_SEED = 20240601  # the train/val/test cut is fixed, whatever the run seed
 TEST_FRACTION = 0.15  # for datasets without an official test split
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RawSplit:
     """Stored samples: x uint8 (n, C, H, W), y int64 original class ids."""
 
@@ -30,7 +30,7 @@ class RawSplit:
         return RawSplit(self.x[index], self.y[index])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BaseDataset:
     """A dataset cut into train/val/test; `scale` maps stored values to [0, 1] (x / scale)."""
 
@@ -53,7 +53,9 @@ def from_pool(name: str, x: torch.Tensor, y: torch.Tensor, scale: float, val_fra
     return _dataset(name, pool.take(train), pool.take(val), pool.take(test), scale)
 
 
-def from_official(name: str, train: RawSplit, test: RawSplit, scale: float, val_fraction: float) -> BaseDataset:
+def from_official(
+    name: str, train: RawSplit, test: RawSplit, scale: float, val_fraction: float
+) -> BaseDataset:
     """A dataset with an official test split: validation is a stratified part of the official train."""
     val, rest = stratified_cut(train.y.numpy(), (val_fraction,), rng_for(SPLIT_SEED))
     return _dataset(name, train.take(rest), train.take(val), test, scale)
@@ -66,7 +68,7 @@ def _dataset(name: str, train: RawSplit, val: RawSplit, test: RawSplit, scale: f
 
 def require_root(benchmark: str, data_root: str | Path | None) -> Path:
     """The data root as a Path; DataError if the benchmark needs one and none was given."""
-    if data_root is None:
+    if data_root is None or str(data_root) == "":
         raise DataError(
             f"benchmark {benchmark!r} reads its data from disk: --data-root is required "
             "(add --download to fetch the data into it)"

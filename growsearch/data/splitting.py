@@ -39,5 +39,6 @@ def stratified_cap(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndar
     quota = np.floor(exact).astype(np.int64)
     for i in np.argsort(-(exact - quota), kind="stable")[: cap - int(quota.sum())]:
         quota[i] += 1
-    chosen = [rng.choice(np.flatnonzero(y == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    pools = [np.flatnonzero(y == c) for c in classes]
+    chosen = [rng.choice(pool, size=q, replace=False) for pool, q in zip(pools, quota, strict=True)]
     return np.sort(np.concatenate(chosen))

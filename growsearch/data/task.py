@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from growsearch.data.scenarios import Scenario
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class Split:
     """One split of one task: inputs scaled to [0, 1] and labels as the scenario presents them."""
 
@@ -22,7 +22,7 @@ class Split:
         return int(self.y.shape[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class Task:
     """One task of a stream; `classes` are the original dataset class ids it holds."""
 
@@ -34,7 +34,7 @@ class Task:
     n_outputs: int  # width of the output head this task needs under the scenario
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class TaskStream:
     """A benchmark under one scenario: the tasks in the order a learner meets them."""
 

@@ -119,9 +119,12 @@ def _fx_module(
     return fx.GraphModule(root, code)
 
 
-def compile_view(graph: ModuleGraph, task: int, *, include_free: bool = False, train: bool = False) -> CompiledView:
-    """Compile task `task`'s view. `include_free` makes unclaimed weights visible (the task being trained);
-    with `train`, parameters of unfrozen nodes require grad and owner-tracked ones are masked."""
+def compile_view(
+    graph: ModuleGraph, task: int, *, include_free: bool = False, train: bool = False, train_owner: int = FREE
+) -> CompiledView:
+    """Compile task `task`'s view. `include_free` makes unclaimed weights visible (the task being trained).
+    With `train`, parameters of unfrozen nodes require grad; in owner-tracked ones only the entries owned
+    by `train_owner` train (FREE: the unclaimed ones; a task id: PackNet's retraining after pruning)."""
     view = graph.view(task)
     graph.shapes(view)  # a mismatched graph fails here with the node named, not inside torch
     modules: dict[str, nn.Module] = {}
@@ -136,8 +139,8 @@ def compile_view(graph: ModuleGraph, task: int, *, include_free: bool = False, t
         for name, parameter in module.named_parameters():
             parameter.requires_grad_(learns)
             if learns and name in node.owners:
-                free = node.owners[name] == FREE
-                masked.append(MaskedParameter(parameter, free, parameter.detach().clone()))
+                own = node.owners[name] == train_owner
+                masked.append(MaskedParameter(parameter, own, parameter.detach().clone()))
         if learns:
             trainable.append(node_id)
         modules[node_id] = module
@@ -157,13 +160,14 @@ def frozen_prefix(graph: ModuleGraph, view: list[str]) -> set[str]:
     return fixed
 
 
-def compile_for_training(graph: ModuleGraph, task: int) -> TrainingProgram:
+def compile_for_training(graph: ModuleGraph, task: int, train_owner: int = FREE) -> TrainingProgram:
     """Compile the candidate for task `task` for training, split at its frozen frontier."""
-    full = compile_view(graph, task, include_free=True, train=True)
+    full = compile_view(graph, task, include_free=train_owner == FREE, train=True, train_owner=train_owner)
     view = graph.view(task)
     fixed = frozen_prefix(graph, view)
     rest = [n for n in view if n not in fixed]
-    frontier = [n for n in view if n in fixed and any(s not in fixed for s in graph.nx.successors(n) if s in rest)]
+    rest_set = set(rest)
+    frontier = [n for n in view if n in fixed and any(s in rest_set for s in graph.nx.successors(n))]
     prefix = None
     if frontier != [INPUT]:
         prefix = _fx_module(graph, full.node_modules, [n for n in view if n in fixed], [INPUT], frontier)
@@ -171,12 +175,12 @@ def compile_for_training(graph: ModuleGraph, task: int) -> TrainingProgram:
     return TrainingProgram(full, prefix, suffix)
 
 
-def write_back(graph: ModuleGraph, compiled: CompiledView) -> None:
+def write_back(graph: ModuleGraph, compiled: CompiledView, train_owner: int = FREE) -> None:
     """Copy the trained weights of the compiled view's trainable nodes into `graph` (in place)."""
     for node_id in compiled.trainable_nodes:
         node = graph.node(node_id)
         for name, value in compiled.node_modules[node_id].state_dict().items():
             value = value.detach().clone()
             if name in node.owners:
-                value = torch.where(node.owners[name] == FREE, value, node.weights[name])
+                value = torch.where(node.owners[name] == train_owner, value, node.weights[name])
             node.weights[name] = value

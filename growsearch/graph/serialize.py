@@ -48,8 +48,10 @@ def graph_to_json(graph: ModuleGraph) -> dict:
     return data
 
 
-def save_graph(graph: ModuleGraph, folder: Path) -> Path:
+def save_graph(graph: ModuleGraph, folder: Path, extra_json: dict[str, object] | None = None) -> Path:
+    """Write the checkpoint; `extra_json` files (e.g. a task's record) join it under the same checksums."""
     folder = Path(folder)
+    extra_json = extra_json or {}
     tensors = {}
     for node_id, node in graph.nodes():
         for name, value in node.weights.items():
@@ -58,12 +60,14 @@ def save_graph(graph: ModuleGraph, folder: Path) -> Path:
             tensors[f"{node_id}|{name}|owners"] = value.contiguous()
     atomic_write_json(folder / GRAPH_FILE, graph_to_json(graph))
     atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
-    checksums = {name: sha256_of(folder / name) for name in (GRAPH_FILE, WEIGHTS_FILE)}
+    for name, data in extra_json.items():
+        atomic_write_json(folder / name, data)
+    checksums = {name: sha256_of(folder / name) for name in (GRAPH_FILE, WEIGHTS_FILE, *extra_json)}
     atomic_write_json(folder / CHECKSUM_FILE, checksums)
     return folder
 
 
-def verify_checksums(folder: Path) -> None:
+def verify_checksums(folder: Path, extra: tuple[str, ...] = ()) -> None:
     folder = Path(folder)
     checksum_path = folder / CHECKSUM_FILE
     if not checksum_path.is_file():
@@ -72,7 +76,9 @@ def verify_checksums(folder: Path) -> None:
         expected = json.loads(checksum_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{checksum_path} is not valid JSON ({error}); the checkpoint is torn") from error
-    for name in (GRAPH_FILE, WEIGHTS_FILE):
+    if not isinstance(expected, dict):
+        raise CheckpointError(f"{checksum_path}: expected a mapping of file names to sha256 digests")
+    for name in (GRAPH_FILE, WEIGHTS_FILE, *extra):
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing from the checkpoint")

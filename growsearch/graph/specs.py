@@ -248,11 +248,12 @@ class Activation(NodeSpec):
 
 
 class _ScaledAdapter(nn.Module):
-    """PNN lateral: U sigma(V (alpha * h)), with a learned scalar alpha (Rusu et al. 2016, sec. 2)."""
+    """PNN lateral: U sigma(V (alpha * h)), with a learned scalar alpha "initialised by a random small
+    value" (Rusu et al. 2016, sec. 2): uniform in [0, alpha_scale)."""
 
-    def __init__(self, reduce: nn.Module, project: nn.Module, alpha_init: float, flatten: bool):
+    def __init__(self, reduce: nn.Module, project: nn.Module, alpha_scale: float, flatten: bool):
         super().__init__()
-        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.alpha = nn.Parameter(torch.rand(()) * alpha_scale)
         self.flatten = flatten
         self.reduce, self.project = reduce, project
 
@@ -281,7 +282,7 @@ class Adapter(NodeSpec):
     conv_padding: int = 0
     pool: int = 1
     flatten: bool = False
-    alpha_init: float = 1.0
+    alpha_scale: float = 0.1
 
     @property
     def is_conv(self) -> bool:
@@ -292,7 +293,7 @@ class Adapter(NodeSpec):
             return _ScaledAdapter(
                 nn.Linear(self.in_features, self.hidden),
                 nn.Linear(self.hidden, self.out_features),
-                self.alpha_init,
+                self.alpha_scale,
                 self.flatten,
             )
         project: nn.Module = nn.Conv2d(
@@ -300,7 +301,7 @@ class Adapter(NodeSpec):
         )
         if self.pool > 1:
             project = nn.Sequential(project, nn.MaxPool2d(self.pool))
-        return _ScaledAdapter(nn.Conv2d(self.in_features, self.hidden, 1), project, self.alpha_init, False)
+        return _ScaledAdapter(nn.Conv2d(self.in_features, self.hidden, 1), project, self.alpha_scale, False)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if not self.is_conv:

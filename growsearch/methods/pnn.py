@@ -1,0 +1,48 @@
+"""PNN: Progressive Neural Networks (Rusu et al. 2016, arXiv:1606.04671).
+
+Each task adds a column: one new module per layer and a head. Layer i of column k receives
+`f(W_i^k h_{i-1}^k + U_i^k sigma(V_i^k (alpha * [h_{i-1}^1 ... h_{i-1}^{k-1}])))`: an adapter (one-hidden-
+layer MLP, or a 1x1 convolution for conv layers) over the older columns' activations, with a learned
+scalar alpha initialised small and a hidden projection onto n_{i-1} units. Old columns are frozen, so
+old tasks' outputs never change. A degenerate search space: one candidate per task. Task-IL only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+
+from growsearch.config_schema import require
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.grow import operators as ops
+from growsearch.methods import register_method
+from growsearch.methods.base import Method, TaskContext
+
+
+@dataclass(frozen=True)
+class PNNOptions:
+    laterals: bool = True  # False gives independent columns (the paper's "baseline 1" style ablation)
+    adapter_hidden: int | None = None  # None: the paper's projection onto n_{i-1} units
+
+    def validate(self, where: str) -> None:
+        hidden = self.adapter_hidden
+        require(hidden is None or hidden >= 1, f"{where}.adapter_hidden", "expected null or an integer >= 1")
+
+
+@register_method
+class PNN(Method):
+    name = "pnn"
+    paper = "Rusu et al. 2016, Progressive Neural Networks, arXiv:1606.04671"
+    scenarios = ("task-il",)
+    Options = PNNOptions
+
+    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
+        return ops.add_column(
+            ctx.committed,
+            ctx.task_id,
+            ctx.specs,
+            ctx.n_outputs,
+            adapter_hidden=self.options.adapter_hidden,
+            laterals=self.options.laterals,
+        )

@@ -1,0 +1,58 @@
+"""metrics.json of a run: the accuracy matrix and the survey's metrics, rebuilt from the committed records."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from growsearch.atomic_files import atomic_write_json
+from growsearch.report.metrics import RunRecord, compute_metrics
+from growsearch.search.run_folder import METRICS_FILE, RunFolder
+
+
+def _none_for_nan(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values]
+
+
+def run_record(records: list[dict[str, Any]], n_tasks: int, baseline: list[float] | None) -> RunRecord:
+    """The metrics input for the committed tasks (rows of tasks not yet committed are NaN)."""
+    accuracy = np.full((n_tasks, n_tasks), np.nan)
+    for record in records:
+        accuracy[record["task"]] = record["accuracy_row"]
+
+    def column(key: str) -> np.ndarray:
+        values = np.full(n_tasks, np.nan)
+        for record in records:
+            values[record["task"]] = record[key]
+        return values
+
+    return RunRecord(
+        accuracy=accuracy,
+        random_init_accuracy=None if baseline is None else np.asarray(baseline, dtype=float),
+        parameters=column("parameters"),
+        train_ops=column("train_macs"),
+        pass_ops=column("pass_macs"),
+    )
+
+
+def write_metrics(run: RunFolder, n_tasks: int, baseline: list[float] | None) -> dict[str, Any]:
+    records = run.records()
+    if not records:
+        return {}
+    record = run_record(records, n_tasks, baseline)
+    metrics = compute_metrics(record)
+    data = {
+        "tasks_committed": len(records),
+        "n_tasks": n_tasks,
+        "accuracy": [_none_for_nan(row) for row in record.accuracy],
+        "random_init_accuracy": baseline,
+        "parameters": [r["parameters"] for r in records],
+        "train_macs": [r["train_macs"] for r in records],
+        "pass_macs": [r["pass_macs"] for r in records],
+        "decisions": [r["decisions"] for r in records],
+        "metrics": metrics.as_dict(),
+    }
+    atomic_write_json(run.path / METRICS_FILE, data)
+    return data

@@ -1,0 +1,156 @@
+"""Start or resume a run: resolve the configuration, load the stream, and drive the controller."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from growsearch.atomic_files import atomic_write_json
+from growsearch.backends import make_backend
+from growsearch.data.benchmarks import load_benchmark
+from growsearch.data.task import TaskStream
+from growsearch.errors import ScenarioError
+from growsearch.methods import Method, get_method
+from growsearch.report.run_metrics import write_metrics
+from growsearch.search.controller import GrowthController, Reporter, SilentReporter
+from growsearch.search.run_folder import RunFolder
+from growsearch.search.space import SearchSpace, space_from_dict
+
+BASELINE_FILE = "baseline.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line adds to a search space."""
+
+    benchmark: str = "split-digits"
+    scenario: str | None = None
+    n_tasks: int | None = None
+    max_per_task: int | None = None
+    data_root: str | None = None
+    download: bool = False
+    seed: int = 0
+    backend: str = "optuna"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    path: Path
+    records: list[dict[str, Any]]
+    metrics: dict[str, Any]
+
+
+def _versions() -> dict[str, str]:
+    packages = ("growsearch", "torch", "optuna", "networkx", "safetensors", "scikit-learn")
+    return {"python": platform.python_version(), **{p: version(p) for p in packages}}
+
+
+def load_stream(options: RunOptions) -> TaskStream:
+    return load_benchmark(
+        options.benchmark,
+        scenario=options.scenario,
+        data_root=options.data_root,
+        download=options.download,
+        seed=options.seed,
+        n_tasks=options.n_tasks,
+        max_per_task=options.max_per_task,
+    )
+
+
+def build_method(space: SearchSpace, stream: TaskStream) -> Method:
+    method_cls = get_method(space.method)
+    if stream.scenario.name not in method_cls.scenarios:
+        raise ScenarioError(
+            f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}; "
+            f"benchmark {stream.benchmark} was asked for {stream.scenario.name}"
+        )
+    return method_cls(space)
+
+
+def default_run_name(space: SearchSpace, options: RunOptions) -> str:
+    return f"{space.method}-{options.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_run(
+    space: SearchSpace, options: RunOptions, path: Path, reporter: Reporter | None = None
+) -> RunResult:
+    """Create the run folder at `path` and run every task."""
+    stream = load_stream(options)  # bad data or options fail before anything is written
+    build_method(space, stream)
+    make_backend(options.backend)
+    config = {
+        "run": dataclasses.asdict(options),
+        "space": space.to_dict(),
+        "space_source": space.source,
+        "versions": _versions(),
+    }
+    run = RunFolder.create(path, config)
+    return _drive(run, space, options, stream, reporter)
+
+
+def resume_run(path: Path, reporter: Reporter | None = None) -> RunResult:
+    """Continue a run where it stopped: committed tasks and finished trials are not redone."""
+    run = RunFolder.open(path)
+    config = run.config()
+    space = space_from_dict(config["space"], f"{run.path / 'config.yaml'}: space")
+    options = RunOptions(**config["run"])
+    return _drive(run, space, options, load_stream(options), reporter)
+
+
+def _drive(
+    run: RunFolder, space: SearchSpace, options: RunOptions, stream: TaskStream, reporter: Reporter | None
+) -> RunResult:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    controller = GrowthController(
+        method=build_method(space, stream),
+        stream=stream,
+        run=run,
+        backend=make_backend(options.backend),
+        seed=options.seed,
+        reporter=_MetricsWriter(reporter or SilentReporter(), run, len(stream), []),
+    )
+    baseline = _baseline(run, controller)
+    controller.reporter.baseline[:] = baseline
+    records = controller.run_all()
+    return RunResult(run.path, records, write_metrics(run, len(stream), baseline))
+
+
+def _baseline(run: RunFolder, controller: GrowthController) -> list[float]:
+    """b_j, the random-init accuracies: computed once, kept in baseline.json (recomputable)."""
+    path = run.path / BASELINE_FILE
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass  # a torn file: recompute, it is deterministic
+    baseline = controller.random_init_accuracy()
+    atomic_write_json(path, baseline)
+    return baseline
+
+
+@dataclass
+class _MetricsWriter:
+    """Passes progress on, and rewrites metrics.json after every committed task."""
+
+    inner: Reporter
+    run: RunFolder
+    n_tasks: int
+    baseline: list[float]
+
+    def task_started(self, task: int, n_tasks: int, n_trials: int, done: int) -> None:
+        self.inner.task_started(task, n_tasks, n_trials, done)
+
+    def trial_finished(self, task: int, trial: optuna.trial.FrozenTrial) -> None:
+        self.inner.trial_finished(task, trial)
+
+    def task_committed(self, task: int, record: dict[str, Any]) -> None:
+        write_metrics(self.run, self.n_tasks, self.baseline or None)
+        self.inner.task_committed(task, record)

@@ -1,0 +1,125 @@
+"""The run folder: everything a run writes, laid out so that a killed run can be resumed.
+
+    runs/NAME/
+      config.yaml                  fully resolved: the search space, the run options, versions, seed
+      study.db | study.journal     the Optuna storage: one study `task-T` per task
+      trials/T/N/                  trained candidate N of task T (graph + weights + checksums), kept
+                                   until task T commits
+      tasks/T/                     committed state after task T: graph.json, weights.safetensors,
+                                   record.json (accuracy row, parameters, ops, decisions), checksums.json
+      metrics.json                 accuracy matrix and the survey's metrics, rebuilt from tasks/*/record.json
+
+Every file is written atomically; a committed task folder appears by one rename, so it is whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from growsearch.atomic_files import atomic_write_text
+from growsearch.errors import CheckpointError, RunFolderError
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
+
+CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
+HEARTBEAT_SECONDS = 30
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---- creation and configuration -----------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, config: dict[str, Any]) -> RunFolder:
+        path = Path(path)
+        if (path / CONFIG_FILE).exists():
+            raise RunFolderError(
+                f"{path} already holds a run; resume it with `growsearch resume {path}` or pick another --name"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(path)
+        atomic_write_text(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+        return folder
+
+    @classmethod
+    def open(cls, path: Path) -> RunFolder:
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise RunFolderError(f"{path} is not a run folder: {path / CONFIG_FILE} is missing")
+        return cls(path)
+
+    def config(self) -> dict[str, Any]:
+        try:
+            data = yaml.safe_load((self.path / CONFIG_FILE).read_text())
+        except yaml.YAMLError as error:
+            raise CheckpointError(f"{self.path / CONFIG_FILE} is not valid YAML: {error}") from error
+        if not isinstance(data, dict) or "space" not in data or "run" not in data:
+            raise CheckpointError(f"{self.path / CONFIG_FILE}: expected the sections space and run")
+        return data
+
+    # ---- Optuna storage -----------------------------------------------------------------------------
+    def storage(self, kind: str) -> optuna.storages.BaseStorage:
+        """SQLite with heartbeats (so stale trials can be failed), or a journal file."""
+        if kind == "journal":
+            return JournalStorage(JournalFileBackend(str(self.path / "study.journal")))
+        return RDBStorage(
+            f"sqlite:///{self.path / 'study.db'}",
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=2 * HEARTBEAT_SECONDS,
+        )
+
+    # ---- trials -------------------------------------------------------------------------------------
+    def trial_dir(self, task: int, number: int) -> Path:
+        return self.path / "trials" / str(task) / str(number)
+
+    def save_trial(self, task: int, number: int, graph: ModuleGraph) -> Path:
+        return save_graph(graph, self.trial_dir(task, number))
+
+    def load_trial(self, task: int, number: int) -> ModuleGraph:
+        folder = self.trial_dir(task, number)
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} is missing: the chosen trial's trained weights were not kept")
+        return load_graph(folder)
+
+    # ---- committed tasks ----------------------------------------------------------------------------
+    def task_dir(self, task: int) -> Path:
+        return self.path / "tasks" / str(task)
+
+    def committed_tasks(self) -> list[int]:
+        """The tasks committed so far; they must be 0..k-1 with nothing missing."""
+        root = self.path / "tasks"
+        found = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+        if found != list(range(len(found))):
+            raise CheckpointError(f"{root} holds tasks {found}; expected 0..{len(found) - 1} with none missing")
+        return found
+
+    def commit_task(self, task: int, graph: ModuleGraph, record: dict[str, Any]) -> None:
+        """Write the task's checkpoint beside its final place, then move it there in one rename."""
+        final = self.task_dir(task)
+        staging = final.parent / f".{task}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_graph(graph, staging, extra_json={RECORD_FILE: record})
+        staging.rename(final)
+        shutil.rmtree(self.path / "trials" / str(task), ignore_errors=True)
+
+    def load_task(self, task: int) -> tuple[ModuleGraph, dict[str, Any]]:
+        folder = self.task_dir(task)
+        verify_checksums(folder, extra=(RECORD_FILE,))
+        return load_graph(folder, verify=False), json.loads((folder / RECORD_FILE).read_text())
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for task in self.committed_tasks():
+            folder = self.task_dir(task)
+            verify_checksums(folder, extra=(RECORD_FILE,))
+            out.append(json.loads((folder / RECORD_FILE).read_text()))
+        return out

@@ -1,0 +1,45 @@
+"""Optuna samplers and pruners by the names a search-space YAML uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from growsearch.errors import UnknownNameError
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "qmc")
+PRUNERS = ("none", "median", "successive-halving", "hyperband")
+
+
+def make_sampler(
+    name: str, *, seed: int, grid: dict[str, Sequence[Any]] | None = None
+) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        if grid is None:
+            raise UnknownNameError("sampler for this method (it has no finite grid)", name, ["tpe", "random"])
+        return optuna.samplers.GridSampler(dict(grid), seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    raise UnknownNameError("sampler", name, SAMPLERS)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    raise UnknownNameError("pruner", name, PRUNERS)
