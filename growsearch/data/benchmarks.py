@@ -149,5 +149,7 @@ def _check_options(seed: object, val_fraction: object, max_per_task: object, bas
     upper = 0.85 if base_name in ("digits", "mnist5k") else 1.0  # those also hold out 15% as test
     if not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < upper:
         raise ConfigError(f"val_fraction={val_fraction!r} is not allowed: expected a number in [0, {upper})")
-    if max_per_task is not None and (not isinstance(max_per_task, int) or max_per_task < 1):
+    if max_per_task is not None and (
+        not isinstance(max_per_task, int) or isinstance(max_per_task, bool) or max_per_task < 1
+    ):
         raise ConfigError(f"max_per_task={max_per_task!r} is not allowed: expected an integer >= 1 or None")

@@ -47,8 +47,8 @@ class TaskContext:
         return self.task.n_outputs
 
 
-# retrain(graph, epochs, train_owner) -> graph: the controller's trainer, for commit policies that train
-Retrain = Callable[[ModuleGraph, int, int], ModuleGraph]
+# retrain(graph, epochs, train_owner, lr_scale) -> graph: the controller's trainer, for commit policies
+Retrain = Callable[[ModuleGraph, int, int, float], ModuleGraph]
 
 
 class Method(ABC):

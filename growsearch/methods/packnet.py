@@ -8,7 +8,7 @@ tasks. Biases are trained with the first task only and then fixed, as in the pap
 has its own head. A degenerate search space (one candidate); task-IL only.
 
 Paper defaults: prune 50% or 75% per round (its two settings; here 0.5 for the first task, then 0.75),
-retraining for a few epochs after each pruning (`retrain_epochs`).
+retraining after each pruning (`retrain_epochs`) at a tenth of the learning rate.
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ SHARED = "shared/L{}"
 class PackNetOptions:
     prune_fractions: tuple[float, ...] = (0.5, 0.75)  # task t uses entry min(t, len - 1)
     retrain_epochs: int = 2
+    retrain_lr_scale: float = 0.1
 
     def validate(self, where: str) -> None:
         require(len(self.prune_fractions) >= 1, f"{where}.prune_fractions", "expected at least one fraction")
         for f in self.prune_fractions:
             require(0 <= f < 1, f"{where}.prune_fractions", f"expected fractions in [0, 1), got {f}")
         require(self.retrain_epochs >= 0, f"{where}.retrain_epochs", "expected an integer >= 0")
+        require(self.retrain_lr_scale > 0, f"{where}.retrain_lr_scale", "expected a number > 0")
 
     def fraction(self, task: int) -> float:
         return self.prune_fractions[min(task, len(self.prune_fractions) - 1)]
@@ -64,7 +66,7 @@ class PackNet(Method):
         graph = ops.prune(chosen, ctx.task_id, self.options.fraction(ctx.task_id), shared)
         graph = ops.claim_free(graph, ctx.task_id, shared, params=_one_dimensional(graph, shared))
         if self.options.retrain_epochs > 0:
-            graph = retrain(graph, self.options.retrain_epochs, ctx.task_id)
+            graph = retrain(graph, self.options.retrain_epochs, ctx.task_id, self.options.retrain_lr_scale)
         return ops.freeze(graph, [graph.head(ctx.task_id)])
 
 

@@ -11,6 +11,7 @@ not re-run; a trial left RUNNING by a killed process is marked failed and enqueu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from growsearch.data.task import Task, TaskStream
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import FREE, ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.methods.base import Method, TaskContext
+from growsearch.methods.base import Method, Retrain, TaskContext
 from growsearch.search.run_folder import RunFolder
 from growsearch.search.samplers import make_pruner
 from growsearch.search.training import evaluate, train_candidate
@@ -169,13 +170,13 @@ class GrowthController:
 
         return objective
 
-    def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Callable[[ModuleGraph, int, int], ModuleGraph]:
-        def retrain(graph: ModuleGraph, epochs: int, train_owner: int = FREE) -> ModuleGraph:
+    def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Retrain:
+        def retrain(graph: ModuleGraph, epochs: int, train_owner: int = FREE, lr_scale: float = 1.0) -> ModuleGraph:
             task = ctx.task
             seed = derived_seed(self.seed, ctx.task_id, "commit")
+            config = dataclasses.replace(self.space.training, lr=self.space.training.lr * lr_scale)
             result = train_candidate(
-                graph, ctx.task_id, task.train, task.val, self.space.training,
-                seed=seed, epochs=epochs, train_owner=train_owner,
+                graph, ctx.task_id, task.train, task.val, config, seed=seed, epochs=epochs, train_owner=train_owner
             )
             macs[0] += result.train_macs
             return result.graph

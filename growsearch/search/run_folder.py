@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,13 @@ class RunFolder:
         """SQLite with heartbeats (so stale trials can be failed), or a journal file."""
         if kind == "journal":
             return JournalStorage(JournalFileBackend(str(self.path / "study.journal")))
-        return RDBStorage(
-            f"sqlite:///{self.path / 'study.db'}",
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=2 * HEARTBEAT_SECONDS,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                f"sqlite:///{self.path / 'study.db'}",
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=2 * HEARTBEAT_SECONDS,
+            )
 
     # ---- trials -------------------------------------------------------------------------------------
     def trial_dir(self, task: int, number: int) -> Path:
@@ -110,6 +113,8 @@ class RunFolder:
         save_graph(graph, staging, extra_json={RECORD_FILE: record})
         staging.rename(final)
         shutil.rmtree(self.path / "trials" / str(task), ignore_errors=True)
+        if (self.path / "trials").is_dir() and not any((self.path / "trials").iterdir()):
+            (self.path / "trials").rmdir()
 
     def load_task(self, task: int) -> tuple[ModuleGraph, dict[str, Any]]:
         folder = self.task_dir(task)
