@@ -90,7 +90,11 @@ class ModuleGraph:
         shapes: dict[str, Shape] = {}
         for node_id in nx.lexicographical_topological_sort(self.nx.subgraph(wanted)):
             node = self.node(node_id)
-            shapes[node_id] = node.spec.output_shape(self.merged_input_shape(node_id, shapes))
+            merged = self.merged_input_shape(node_id, shapes)
+            try:
+                shapes[node_id] = node.spec.output_shape(merged)
+            except GraphError as error:
+                raise GraphError(f"node {node_id!r} ({node.spec.kind} after {list(node.inputs)}): {error}") from None
         return shapes
 
     def merged_input_shape(self, node_id: str, shapes: dict[str, Shape]) -> Shape:
@@ -162,7 +166,11 @@ class ModuleGraph:
         self.nx.add_node(node_id, node=node)
         for source in inputs:
             self.nx.add_edge(source, node_id)
-        self.shapes([node_id])  # refuse a shape mismatch now, naming the node
+        try:
+            self.shapes([node_id])  # refuse a shape mismatch now, naming the node
+        except GraphError:
+            self.nx.remove_node(node_id)
+            raise
         return node
 
     def set_head(self, task: int, node_id: str) -> None:

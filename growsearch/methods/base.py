@@ -71,6 +71,12 @@ class Method(ABC):
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
         return make_sampler(self.space.search.sampler or "tpe", seed=ctx.seed)
 
+    def initial_trials(self, ctx: TaskContext) -> list[dict[str, Any]]:
+        """Decisions enqueued, in order, when a task's study is created (e.g. every candidate of an
+        enumerative method). Their trial numbers, and so their seeds, are fixed at that moment, so a
+        resumed search trains each candidate exactly as an uninterrupted one would."""
+        return []
+
     @abstractmethod
     def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
         """Sample this trial's decisions and return the grown candidate (a new graph)."""

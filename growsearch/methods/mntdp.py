@@ -47,7 +47,14 @@ class MNTDPD(Method):
 
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
         name = self.space.search.sampler or "grid"
-        return make_sampler(name, seed=ctx.seed, grid={"reuse_depth": self._depths(ctx)})
+        # "grid" trains every candidate: they are enqueued in order by initial_trials, so the sampler
+        # only serves extra trials beyond the grid (there are none with the default budget).
+        return make_sampler("random" if name == "grid" else name, seed=ctx.seed)
+
+    def initial_trials(self, ctx: TaskContext) -> list[dict[str, Any]]:
+        if (self.space.search.sampler or "grid") != "grid":
+            return []
+        return [{"reuse_depth": k} for k in self._depths(ctx)]
 
     def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
         k = trial.suggest_categorical("reuse_depth", self._depths(ctx))

@@ -123,6 +123,9 @@ class GrowthController:
             load_if_exists=True,
         )
         budget = self.method.trial_budget(ctx)
+        if not study.get_trials(deepcopy=False):
+            for params in self.method.initial_trials(ctx)[:budget]:
+                study.enqueue_trial(params)
         self._retry_interrupted(study)
         done = sum(1 for tr in study.get_trials(deepcopy=False) if _counts_toward_budget(tr))
         self.reporter.task_started(t, len(self.stream), budget, done)
@@ -143,7 +146,8 @@ class GrowthController:
         committed_parameters = ctx.committed.n_parameters()
 
         def objective(trial: optuna.Trial) -> float:
-            seed = derived_seed(self.seed, ctx.task_id, trial.number)
+            # a retried trial reuses the seed of the one that was killed, so it trains identically
+            seed = derived_seed(self.seed, ctx.task_id, trial.user_attrs.get("retry_of", trial.number))
             torch.manual_seed(seed)
             candidate = self.method.candidate(trial, ctx)
             view = candidate.view(ctx.task_id)
@@ -187,7 +191,9 @@ class GrowthController:
         """Trials a killed process left RUNNING are failed and enqueued again with the same decisions."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            params = trial.params or trial.system_attrs.get("fixed_params", {})
+            original = trial.user_attrs.get("retry_of", trial.number)
+            study.enqueue_trial(params, user_attrs={"retry_of": original}, skip_if_exists=False)
 
     # ---- the committed task's record ----------------------------------------------------------------
     def _record(
