@@ -65,7 +65,6 @@ def copy_in_order(source: nn.Module, target: nn.Module) -> nn.Module:
             if src.shape != dst.shape:
                 raise AssertionError(f"parameter shapes differ: {tuple(src.shape)} vs {tuple(dst.shape)}")
             dst.copy_(src)
-            dst.requires_grad_(src.requires_grad)
     return target
 
 
@@ -422,7 +421,10 @@ def main() -> int:
     for name, graph, hand, shape in cases:
         rows.extend(bench_case(name, graph, hand, shape, args))
 
-    header = f"{'case':<22} {'measure':<11} {'steps':>5} {'compiled s':>11} {'hand s':>9} {'ratio':>7}  {'max |diff|':>10}"
+    header = (
+        f"{'case':<22} {'measure':<11} {'steps':>5} {'compiled s':>11} {'hand s':>9} {'ratio':>7}  "
+        f"{'max |diff|':>10}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -435,13 +437,12 @@ def main() -> int:
     print(
         "train path: train_candidate end to end vs a hand-written trainer (same epochs, batches, val passes)."
     )
-    print(
-        "PNN train path: train_candidate caches the frozen columns' outputs; the hand-written PNN reruns them."
-    )
+    print("PNN train path: train_candidate caches the frozen columns' outputs; the hand PNN reruns them.")
     for row in rows:
         verdict = "ok" if row.ratio <= TARGET else "ABOVE TARGET"
         print(
-            f"ratio compiled/hand-written  {row.case:<22} {row.measure:<11} {row.ratio:.3f}  ({verdict}, target <= {TARGET})"
+            f"ratio compiled/hand-written  {row.case:<22} {row.measure:<11} {row.ratio:.3f}  "
+            f"({verdict}, target <= {TARGET})"
         )
     return 0
 

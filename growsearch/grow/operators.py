@@ -167,12 +167,13 @@ def prune(graph: ModuleGraph, task: int, fraction: float, node_ids: Iterable[str
             free = owners == FREE
             if weight.dim() < 2 or not free.any():
                 continue
-            magnitudes = weight.abs()[free]
-            n_pruned = int(round(fraction * magnitudes.numel()))
-            keep = free.clone()
-            if n_pruned > 0:
-                threshold = magnitudes.kthvalue(n_pruned).values
-                keep = free & (weight.abs() > threshold)
+            free_index = free.flatten().nonzero().squeeze(1)
+            n_kept = free_index.numel() - int(round(fraction * free_index.numel()))
+            # exactly n_kept winners, ties broken by position (many trained-from-zero weights stay 0)
+            order = weight.flatten()[free_index].abs().argsort(descending=True, stable=True)
+            keep = torch.zeros(weight.numel(), dtype=torch.bool)
+            keep[free_index[order[:n_kept]]] = True
+            keep = keep.view(weight.shape)
             owners[keep] = task
             node.weights[name] = torch.where(free & ~keep, torch.zeros_like(weight), weight)
     return grown

@@ -1,0 +1,56 @@
+import torch
+
+from growsearch.graph.compile import compile_view
+from growsearch.graph.module_graph import FREE
+from growsearch.search.run_folder import RunFolder
+
+SHARED = ("shared/L0", "shared/L1")
+
+
+def test_old_tasks_outputs_are_bit_identical_after_later_tasks(run_tiny, digits_stream):
+    result = run_tiny("packnet")
+    run = RunFolder.open(result.path)
+    final, _ = run.load_task(4)
+    for task in range(4):
+        at_commit, _ = run.load_task(task)
+        x = digits_stream.tasks[task].test.x
+        assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x))
+    assert result.metrics["metrics"]["forgetting"] == 0.0
+
+
+def test_masks_of_different_tasks_never_claim_the_same_weight(run_tiny):
+    result = run_tiny("packnet")
+    run = RunFolder.open(result.path)
+    graphs = [run.load_task(t)[0] for t in range(5)]
+    final = graphs[-1]
+    for node_id in SHARED:
+        owners = final.node(node_id).owners["1.0.weight" if node_id.endswith("L0") else "0.weight"]
+        masks = [owners == t for t in range(5)]
+        for i in range(5):
+            assert masks[i].any(), f"task {i} owns no weight of {node_id}"
+            for j in range(i + 1, 5):
+                assert not (masks[i] & masks[j]).any()
+        # once claimed, a weight keeps its owner and its value in every later checkpoint
+        for t in range(4):
+            earlier = graphs[t].node(node_id)
+            for name, early_owners in earlier.owners.items():
+                claimed = early_owners != FREE
+                assert torch.equal(final.node(node_id).owners[name][claimed], early_owners[claimed])
+                assert torch.equal(final.node(node_id).weights[name][claimed], earlier.weights[name][claimed])
+
+
+def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_tiny):
+    result = run_tiny("packnet", options={"prune_fractions": [0.5, 0.75]})
+    final, _ = RunFolder.open(result.path).load_task(4)
+    owners = final.node("shared/L1").owners["0.weight"].flatten()
+    total = owners.numel()
+    free = total
+    for task in range(5):
+        claimed = int((owners == task).sum())
+        fraction = 0.5 if task == 0 else 0.75
+        assert claimed == round((1 - fraction) * free)
+        free -= claimed
+    assert int((owners == FREE).sum()) == free
+    assert (final.node("shared/L1").owners["0.bias"] == 0).all()
+    assert (final.node("shared/L1").weights["0.weight"].flatten()[owners == FREE] == 0).all()
+    assert result.metrics["parameters"][0] == result.metrics["parameters"][-1] - 4 * 34  # only heads are added
