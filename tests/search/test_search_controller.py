@@ -1,0 +1,60 @@
+import optuna
+import pytest
+
+from conftest import tiny_options, tiny_space
+from growsearch.errors import RunFolderError, ScenarioError, TrainingError
+from growsearch.runner import RunOptions, start_run
+from growsearch.search.run_folder import RunFolder
+
+
+def test_a_nan_loss_is_a_clear_error_and_written_tasks_are_kept(tmp_path):
+    space = tiny_space("pnn", training={"lr": 1e30, "momentum": 0.0})
+    with pytest.raises(TrainingError, match=r"task 0: no trial completed.*loss became (nan|inf).*lower training.lr"):
+        start_run(space, tiny_options(), tmp_path / "run")
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_an_unsupported_scenario_is_refused_before_anything_is_written(tmp_path):
+    options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=40)
+    with pytest.raises(ScenarioError, match="pnn supports the scenarios task-il; .* asked for class-il"):
+        start_run(tiny_space("pnn"), options, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_folder_is_not_overwritten(run_tiny, tmp_path):
+    run_tiny("packnet", training={"epochs": 1})
+    with pytest.raises(RunFolderError, match="already holds a run; resume it"):
+        start_run(tiny_space("packnet"), tiny_options(), tmp_path / "run")
+
+
+def test_pruned_trials_stop_early_and_count_toward_the_budget(run_tiny):
+    result = run_tiny(
+        "mntdp-d", training={"epochs": 4}, search={"pruner": "successive-halving", "sampler": "grid"}
+    )
+    storage = RunFolder.open(result.path).storage("sqlite")
+    states = []
+    for task in range(5):
+        study = optuna.load_study(study_name=f"task-{task}", storage=storage)
+        states += [t.state for t in study.get_trials()]
+        for trial in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
+            assert len(trial.intermediate_values) < 4
+    assert optuna.trial.TrialState.PRUNED in states
+    assert result.metrics["tasks_committed"] == 5
+
+
+def test_the_journal_storage_runs_the_same_search(run_tiny):
+    sqlite = run_tiny("mntdp-d", name="sqlite", training={"epochs": 1})
+    journal = run_tiny("mntdp-d", name="journal", training={"epochs": 1}, search={"storage": "journal"})
+    assert (journal.path / "study.journal").is_file() and not (journal.path / "study.db").exists()
+    assert journal.metrics["accuracy"] == sqlite.metrics["accuracy"]
+
+
+def test_trial_attributes_record_cost(run_tiny):
+    result = run_tiny("mntdp-d", training={"epochs": 1})
+    storage = RunFolder.open(result.path).storage("sqlite")
+    trials = optuna.load_study(study_name="task-1", storage=storage).get_trials()
+    by_depth = {t.params["reuse_depth"]: t.user_attrs for t in trials}
+    # reusing more layers adds fewer parameters and trains cheaper (frozen prefix computed once)
+    assert by_depth[0]["added_parameters"] > by_depth[1]["added_parameters"] > by_depth[2]["added_parameters"]
+    assert by_depth[0]["train_macs"] > by_depth[2]["train_macs"] > 0
+    assert all(r["train_macs"] >= r["pass_macs"] > 0 for r in result.records)  # one epoch at least

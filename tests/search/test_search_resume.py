@@ -1,0 +1,91 @@
+"""A real run killed with SIGKILL mid-task, then resumed: nothing committed or completed is redone, and
+the result equals an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+
+from conftest import tiny_options, tiny_space
+from growsearch.runner import resume_run, start_run
+from growsearch.search.run_folder import RunFolder
+
+KILL_TASK = 2
+
+
+def _snapshot(run: Path) -> dict:
+    storage = RunFolder.open(run).storage("sqlite")
+    trials = {}
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for t in study.get_trials():
+            trials[(summary.study_name, t.number)] = (t.state, t.value, t.datetime_complete)
+    records = {p.parent.name: p.read_bytes() for p in (run / "tasks").glob("*/record.json")}
+    return {"trials": trials, "records": records}
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "the run did not reach the point to kill it"
+        time.sleep(0.01)
+
+
+def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
+    space = tiny_space("mntdp-d", training={"epochs": 3})
+    config = tmp_path / "space.yaml"
+    config.write_text(yaml.safe_dump(space.to_dict()))
+    run = tmp_path / "runs" / "killed"
+    command = [sys.executable, "-m", "growsearch", "run", str(config), "--max-per-task", "80",
+               "--runs-dir", str(tmp_path / "runs"), "--name", "killed"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    # kill once the task's first candidate is trained and kept: later ones are still to run
+    _wait_for(lambda: (run / "trials" / str(KILL_TASK) / "0" / "checksums.json").exists(), process)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    before = _snapshot(run)
+    assert set(before["records"]) == {str(t) for t in range(KILL_TASK)}  # later tasks not committed yet
+    assert not (run / "metrics.json").exists() or json.loads((run / "metrics.json").read_text())[
+        "tasks_committed"] == KILL_TASK
+
+    resumed = resume_run(run)
+    after = _snapshot(run)
+
+    # committed tasks were not redone: their records are byte-identical
+    for task, content in before["records"].items():
+        assert after["records"][task] == content
+    # completed trials were not re-run: same state, value and completion time
+    completed = {k: v for k, v in before["trials"].items() if v[0] == optuna.trial.TrialState.COMPLETE}
+    assert completed and all(after["trials"][k] == v for k, v in completed.items())
+    # the killed task still trained each candidate once to completion
+    storage = RunFolder.open(run).storage("sqlite")
+    study = optuna.load_study(study_name=f"task-{KILL_TASK}", storage=storage)
+    depths = sorted(t.params["reuse_depth"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    assert depths == [0, 1, 2]
+    # the metrics are complete and equal those of an uninterrupted run with the same seed
+    assert resumed.metrics["tasks_committed"] == 5
+    reference = start_run(space, tiny_options(), tmp_path / "reference")
+    assert resumed.metrics["decisions"] == reference.metrics["decisions"]
+    assert resumed.metrics["accuracy"] == reference.metrics["accuracy"]
+    assert resumed.metrics["metrics"] == reference.metrics["metrics"]
+
+
+def test_resume_of_a_finished_run_redoes_nothing(run_tiny):
+    result = run_tiny("pnn", training={"epochs": 1})
+    before = _snapshot(result.path)
+    again = resume_run(result.path)
+    assert _snapshot(result.path) == before
+    assert again.metrics["accuracy"] == result.metrics["accuracy"]
