@@ -63,7 +63,9 @@ class ProgressReporter:
         self.progress.advance(self.trials_bar)
         value = "" if trial.value is None else f" val acc {trial.value:.3f}"
         params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-        self.progress.console.print(f"  task {task} trial {trial.number}: {trial.state.name.lower()}{value} {params}")
+        self.progress.console.print(
+            f"  task {task} trial {trial.number}: {trial.state.name.lower()}{value} {params}"
+        )
 
     def task_committed(self, task: int, record: dict[str, Any]) -> None:
         self.progress.advance(self.tasks_bar)
@@ -77,7 +79,11 @@ class ProgressReporter:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     )
 
 
@@ -90,7 +96,10 @@ def _print_summary(result: Any) -> None:
     table = Table(title=f"metrics of {result.path}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    fields = {k: (tuple(v) if isinstance(v, list) else (float("nan") if v is None else v)) for k, v in metrics.items()}
+    fields = {
+        k: (tuple(v) if isinstance(v, list) else (float("nan") if v is None else v))
+        for k, v in metrics.items()
+    }
     for name, value in metrics_table(Metrics(**fields)):
         table.add_row(name, value)
     console.print(table)
@@ -102,7 +111,9 @@ def _print_summary(result: Any) -> None:
 def run(
     space: Annotated[str, typer.Argument(help="search-space YAML, or a method name")] = "mntdp-d",
     benchmark: Annotated[str | None, typer.Option(help="benchmark name (see `growsearch list`)")] = None,
-    scenario: Annotated[str | None, typer.Option(help="task-il, domain-il, class-il or task-agnostic")] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="task-il, domain-il, class-il or task-agnostic")
+    ] = None,
     tasks: Annotated[int | None, typer.Option(help="number of tasks in the stream")] = None,
     max_per_task: Annotated[int | None, typer.Option(help="cap each task's training split")] = None,
     data_root: Annotated[str | None, typer.Option(help="folder of datasets in their standard layout")] = None,
@@ -134,7 +145,9 @@ def run(
         with _progress() as progress:
             result = start_run(loaded, options, path, ProgressReporter(progress))
     except KeyboardInterrupt:
-        errors.print(f"interrupted; everything committed so far is kept. Resume with: growsearch resume {path}")
+        errors.print(
+            f"interrupted; everything committed so far is kept. Resume with: growsearch resume {path}"
+        )
         raise typer.Exit(130) from None
     _print_summary(result)
 
@@ -169,7 +182,9 @@ def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int]:
 @friendly_errors
 def inspect(
     run_path: Annotated[Path, typer.Argument(help="a run folder")],
-    task: Annotated[int | None, typer.Option(help="show the graph committed after this task, as it sees it")] = None,
+    task: Annotated[
+        int | None, typer.Option(help="show the graph committed after this task, as it sees it")
+    ] = None,
     format: Annotated[str, typer.Option(help="text or dot")] = "text",
     output: Annotated[Path | None, typer.Option(help="write to this file instead of the terminal")] = None,
 ) -> None:
@@ -211,7 +226,9 @@ def report(run_path: Annotated[Path, typer.Argument(help="a run folder")]) -> No
     matrix = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy"]])
     figures = [
         plot_accuracy_matrix(matrix, run.path / "accuracy_matrix.png"),
-        plot_parameter_growth(np.array(metrics["parameters"], dtype=float), run.path / "parameter_growth.png"),
+        plot_parameter_growth(
+            np.array(metrics["parameters"], dtype=float), run.path / "parameter_growth.png"
+        ),
         plot_trial_history(trial_history(run), run.path / "trial_history.png"),
     ]
     _print_summary(RunResult(run.path, [], metrics))
@@ -239,8 +256,13 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
         for column in ("benchmark", "tasks", "scenarios", "data", "description"):
             table.add_column(column)
         for info in list_benchmarks():
-            table.add_row(info.name, str(info.default_tasks), ", ".join(info.scenarios),
-                          "--data-root" if info.needs_data_root else "embedded", info.description)
+            table.add_row(
+                info.name,
+                str(info.default_tasks),
+                ", ".join(info.scenarios),
+                "--data-root" if info.needs_data_root else "embedded",
+                info.description,
+            )
     elif what == "scenarios":
         for column in ("scenario", "task id at training", "task id at inference", "labels"):
             table.add_column(column)

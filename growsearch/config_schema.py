@@ -77,7 +77,9 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; expected some of: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r}; expected some of: {', '.join(sorted(fields))}"
+        )
     values = {}
     for name, value in data.items():
         values[name] = _convert(value, hints[name], f"{where}.{name}")

@@ -27,5 +27,9 @@ class OptunaBackend:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         study.optimize(
-            objective, n_trials=n_trials, n_jobs=self.n_jobs, catch=(TrainingError,), callbacks=list(callbacks)
+            objective,
+            n_trials=n_trials,
+            n_jobs=self.n_jobs,
+            catch=(TrainingError,),
+            callbacks=list(callbacks),
         )

@@ -94,7 +94,9 @@ class ModuleGraph:
             try:
                 shapes[node_id] = node.spec.output_shape(merged)
             except GraphError as error:
-                raise GraphError(f"node {node_id!r} ({node.spec.kind} after {list(node.inputs)}): {error}") from None
+                raise GraphError(
+                    f"node {node_id!r} ({node.spec.kind} after {list(node.inputs)}): {error}"
+                ) from None
         return shapes
 
     def merged_input_shape(self, node_id: str, shapes: dict[str, Shape]) -> Shape:
@@ -106,13 +108,17 @@ class ModuleGraph:
             return inputs[0]
         if node.merge == "sum":
             if any(s != inputs[0] for s in inputs):
-                raise GraphError(f"node {node_id!r} sums inputs {list(node.inputs)} of unequal shapes {inputs}")
+                raise GraphError(
+                    f"node {node_id!r} sums inputs {list(node.inputs)} of unequal shapes {inputs}"
+                )
             return inputs[0]
         if node.merge == "concat":
             if any(s[1:] != inputs[0][1:] for s in inputs):
                 raise GraphError(f"node {node_id!r} concatenates inputs of mismatched shapes {inputs}")
             return (sum(s[0] for s in inputs), *inputs[0][1:])
-        raise GraphError(f"node {node_id!r} has {len(inputs)} inputs but merge={node.merge!r}; expected {MERGES}")
+        raise GraphError(
+            f"node {node_id!r} has {len(inputs)} inputs but merge={node.merge!r}; expected {MERGES}"
+        )
 
     def n_parameters(self, node_ids: Iterable[str] | None = None) -> int:
         ids = list(self.nx) if node_ids is None else node_ids
@@ -132,7 +138,7 @@ class ModuleGraph:
         return path[::-1]
 
     def layer_nodes(self, task: int) -> dict[int, str]:
-        """The output node of each layer on a task's main path (a PNN layer's join, not its pre-activation)."""
+        """The output node of each layer on a task's main path (a PNN layer's join, not its pre-sum)."""
         return {self.node(n).layer: n for n in self.main_path(task) if self.node(n).layer is not None}
 
     # ---- changing (growth operators call these on a copy) ---------------------------------------------
@@ -162,7 +168,9 @@ class ModuleGraph:
             raise GraphError(f"node {node_id!r} has {len(inputs)} inputs; merge must be one of {MERGES}")
         if weights is None:
             weights = {k: v.detach().clone() for k, v in spec.build().state_dict().items()}
-        node = Node(spec=spec, owner=owner, inputs=inputs, frozen=frozen, merge=merge, layer=layer, weights=weights)
+        node = Node(
+            spec=spec, owner=owner, inputs=inputs, frozen=frozen, merge=merge, layer=layer, weights=weights
+        )
         self.nx.add_node(node_id, node=node)
         for source in inputs:
             self.nx.add_edge(source, node_id)

@@ -75,7 +75,9 @@ def verify_checksums(folder: Path, extra: tuple[str, ...] = ()) -> None:
     try:
         expected = json.loads(checksum_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{checksum_path} is not valid JSON ({error}); the checkpoint is torn") from error
+        raise CheckpointError(
+            f"{checksum_path} is not valid JSON ({error}); the checkpoint is torn"
+        ) from error
     if not isinstance(expected, dict):
         raise CheckpointError(f"{checksum_path}: expected a mapping of file names to sha256 digests")
     for name in (GRAPH_FILE, WEIGHTS_FILE, *extra):
@@ -108,7 +110,9 @@ def load_graph(folder: Path, *, verify: bool = True) -> ModuleGraph:
 def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
     meta = data["graph"]
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"graph format_version {meta.get('format_version')!r}; expected {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"graph format_version {meta.get('format_version')!r}; expected {FORMAT_VERSION}"
+        )
     graph = ModuleGraph(tuple(meta["input_shape"]))
     plain = nx.node_link_graph(data, edges="edges")
     per_node: dict[str, dict[str, object]] = {}

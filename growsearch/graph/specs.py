@@ -115,7 +115,9 @@ class Linear(NodeSpec):
     flatten: bool = False
 
     def build(self) -> nn.Module:
-        layer = _with_activation(nn.Linear(self.in_features, self.out_features, bias=self.bias), self.activation)
+        layer = _with_activation(
+            nn.Linear(self.in_features, self.out_features, bias=self.bias), self.activation
+        )
         return nn.Sequential(nn.Flatten(), layer) if self.flatten else layer
 
     def output_shape(self, input_shape: Shape) -> Shape:

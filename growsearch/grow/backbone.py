@@ -36,8 +36,10 @@ def parse_layers(raw: object, where: str) -> tuple[LayerConfig, ...]:
     for i, entry in enumerate(raw):
         at = f"{where}[{i}]"
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError(f"{at}: expected one of {{linear: N}}, {{conv: {{...}}}}, {{resblock: {{...}}}}")
-        (kind, value), = entry.items()
+            raise ConfigError(
+                f"{at}: expected one of {{linear: N}}, {{conv: {{...}}}}, {{resblock: {{...}}}}"
+            )
+        ((kind, value),) = entry.items()
         if kind not in LAYER_KINDS:
             raise ConfigError(f"{at}: unknown layer kind {kind!r}; expected one of {', '.join(LAYER_KINDS)}")
         options = {"width": value} if isinstance(value, int) else value
@@ -49,7 +51,9 @@ def parse_layers(raw: object, where: str) -> tuple[LayerConfig, ...]:
         allowed = {"width", "kernel", "stride", "padding", "pool", "activation"}
         unknown = set(options) - allowed
         if unknown:
-            raise ConfigError(f"{at}.{kind}: unknown keys {sorted(unknown)}; expected some of {sorted(allowed)}")
+            raise ConfigError(
+                f"{at}.{kind}: unknown keys {sorted(unknown)}; expected some of {sorted(allowed)}"
+            )
         for key, val in options.items():
             if key != "activation" and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
                 raise ConfigError(f"{at}.{kind}.{key}: expected a non-negative integer, got {val!r}")
@@ -74,7 +78,9 @@ def layer_specs(
         elif len(shape) != 3:
             raise ConfigError(f"layer {i} ({layer.kind}) needs a (C, H, W) input; it follows shape {shape}")
         elif layer.kind == "conv":
-            spec = Conv2d(shape[0], width, layer.kernel, layer.stride, layer.padding, layer.activation, layer.pool)
+            spec = Conv2d(
+                shape[0], width, layer.kernel, layer.stride, layer.padding, layer.activation, layer.pool
+            )
         else:
             spec = ResBlock(shape[0], width, layer.stride)
         shape = spec.output_shape(shape)
@@ -93,6 +99,10 @@ def split_activation(spec: NodeSpec) -> tuple[NodeSpec, Activation]:
     """
     if isinstance(spec, Linear | Conv2d):
         pool = spec.pool if isinstance(spec, Conv2d) else 1
-        pre = replace(spec, activation=None, pool=1) if isinstance(spec, Conv2d) else replace(spec, activation=None)
+        pre = (
+            replace(spec, activation=None, pool=1)
+            if isinstance(spec, Conv2d)
+            else replace(spec, activation=None)
+        )
         return pre, Activation(spec.activation, pool)
     raise ConfigError(f"lateral connections need a linear or conv layer with an activation, got {spec}")

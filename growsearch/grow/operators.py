@@ -74,7 +74,14 @@ def add_column(
         grown.add(f"{base_id}.pre", pre_spec, [previous], task, layer=layer_index)
         adapter_id = f"t{task}/lateral{layer}"
         adapter = _lateral_spec([shapes[n] for n in sources], pre_spec, adapter_hidden)
-        grown.add(adapter_id, adapter, sources, task, merge="concat" if len(sources) > 1 else None, layer=layer_index)
+        grown.add(
+            adapter_id,
+            adapter,
+            sources,
+            task,
+            merge="concat" if len(sources) > 1 else None,
+            layer=layer_index,
+        )
         grown.add(base_id, join_spec, [f"{base_id}.pre", adapter_id], task, merge="sum", layer=layer_index)
         previous = base_id
     grown.set_head(task, f"t{task}/head")
@@ -93,7 +100,9 @@ def _lateral_spec(source_shapes: list[tuple[int, ...]], target: NodeSpec, hidden
     width = hidden or source_shapes[0][0]  # units of a dense source, channels of a conv source
     if isinstance(target, Conv2d):
         channels = sum(s[0] for s in source_shapes)
-        return Adapter(channels, target.out_channels, width, target.kernel_size, target.stride, target.padding)
+        return Adapter(
+            channels, target.out_channels, width, target.kernel_size, target.stride, target.padding
+        )
     if not isinstance(target, Linear):
         raise GraphError(f"no lateral adapter into a {target.kind} node")
     features = sum(math.prod(s) for s in source_shapes)
@@ -141,7 +150,9 @@ def track_owners(graph: ModuleGraph, node_ids: Iterable[str]) -> ModuleGraph:
     return grown
 
 
-def claim_free(graph: ModuleGraph, task: int, node_ids: Iterable[str], params: Iterable[str] = ()) -> ModuleGraph:
+def claim_free(
+    graph: ModuleGraph, task: int, node_ids: Iterable[str], params: Iterable[str] = ()
+) -> ModuleGraph:
     """Give `task` every FREE entry of the named owner-tracked parameters (all of them when none named)."""
     grown = graph.copy()
     wanted = set(params)
@@ -196,8 +207,10 @@ def widen(graph: ModuleGraph, node_id: str, extra: int) -> ModuleGraph:
     for consumer_id in grown.nx.successors(node_id):
         consumer = grown.node(consumer_id)
         if len(consumer.inputs) > 1 or not isinstance(consumer.spec, Linear | Conv2d):
-            raise GraphError(f"cannot widen {node_id!r}: consumer {consumer_id!r} is a {consumer.spec.kind} "
-                             f"with {len(consumer.inputs)} inputs; expected one dense or conv consumer")
+            raise GraphError(
+                f"cannot widen {node_id!r}: consumer {consumer_id!r} is a {consumer.spec.kind} "
+                f"with {len(consumer.inputs)} inputs; expected one dense or conv consumer"
+            )
         if isinstance(consumer.spec, Linear):
             spatial = consumer.spec.in_features // old_width  # H*W when a dense layer reads a flattened conv
             consumer.spec = replace(consumer.spec, in_features=consumer.spec.in_features + extra * spatial)

@@ -35,7 +35,10 @@ class MNTDPOptions:
 @register_method
 class MNTDPD(Method):
     name = "mntdp-d"
-    paper = "Veniat, Denoyer & Ranzato 2021, Efficient Continual Learning with Modular Networks and Task-Driven Priors"
+    paper = (
+        "Veniat, Denoyer & Ranzato 2021, Efficient Continual Learning with Modular Networks and "
+        "Task-Driven Priors"
+    )
     scenarios = ("task-il",)
     Options = MNTDPOptions
 
@@ -63,4 +66,7 @@ class MNTDPD(Method):
         return ops.reuse_prefix(ctx.committed, ctx.task_id, source, int(k), ctx.specs, ctx.n_outputs)
 
     def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return {"reuse_depth": trial.params["reuse_depth"], "source_task": trial.user_attrs.get("source_task")}
+        return {
+            "reuse_depth": trial.params["reuse_depth"],
+            "source_task": trial.user_attrs.get("source_task"),
+        }

@@ -43,8 +43,21 @@ def describe_view(graph: ModuleGraph, task: int) -> list[NodeRow]:
         role = "input" if node_id == INPUT else ("owned" if node.owner == task else "shared")
         spec = ", ".join(f"{k}={v}" for k, v in node.spec.to_dict().items() if k != "kind")
         rows.append(
-            NodeRow(node_id, node.spec.kind, node.owner, role, node.frozen, node.layer, node.inputs, node.merge,
-                    node.n_parameters, used, own, free, spec)
+            NodeRow(
+                node_id,
+                node.spec.kind,
+                node.owner,
+                role,
+                node.frozen,
+                node.layer,
+                node.inputs,
+                node.merge,
+                node.n_parameters,
+                used,
+                own,
+                free,
+                spec,
+            )
         )
     return rows
 
@@ -57,7 +70,8 @@ def render_text(graph: ModuleGraph, task: int) -> str:
     rows = describe_view(graph, task)
     owned = sum(r.parameters for r in rows if r.role == "owned")
     lines = [
-        f"task {task}: {len(rows) - 1} modules, {graph.n_parameters([r.node_id for r in rows]):,} parameters in its "
+        f"task {task}: {len(rows) - 1} modules, {graph.n_parameters([r.node_id for r in rows]):,} parameters "
+        "in its "
         f"view ({owned:,} added by task {task}); graph total {graph.n_parameters():,} parameters, "
         f"{len(graph.tasks)} tasks",
     ]
@@ -73,8 +87,11 @@ def render_text(graph: ModuleGraph, task: int) -> str:
                 f"free/pruned {_percent(row.free_fraction)}"
             )
         merge = f" {row.merge} of " if row.merge else " <- "
-        layer = "head" if row.layer is None and row.node_id == graph.head(task) else (
-            "" if row.layer is None else f"L{row.layer}")
+        layer = (
+            "head"
+            if row.layer is None and row.node_id == graph.head(task)
+            else ("" if row.layer is None else f"L{row.layer}")
+        )
         lines.append(
             f"  {layer:>4} {row.node_id}: {row.kind}({row.spec}){merge}{', '.join(row.inputs)}"
             f"  [{'; '.join(flags)}]  {row.parameters:,} params"
@@ -84,7 +101,11 @@ def render_text(graph: ModuleGraph, task: int) -> str:
 
 def render_dot(graph: ModuleGraph, task: int) -> str:
     rows = describe_view(graph, task)
-    lines = [f'digraph "task {task}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    lines = [
+        f'digraph "task {task}" {{',
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    ]
     for row in rows:
         colour = "#dddddd" if row.role == "input" else PALETTE[row.owner % len(PALETTE)]
         label = f"{row.node_id}\\n{row.kind}\\n{row.parameters:,} params"

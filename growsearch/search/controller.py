@@ -162,7 +162,13 @@ class GrowthController:
 
             try:
                 result = train_candidate(
-                    candidate, ctx.task_id, task.train, task.val, self.space.training, seed=seed, on_epoch=on_epoch
+                    candidate,
+                    ctx.task_id,
+                    task.train,
+                    task.val,
+                    self.space.training,
+                    seed=seed,
+                    on_epoch=on_epoch,
                 )
             except TrainingError as error:
                 trial.set_user_attr("error", str(error))
@@ -175,12 +181,21 @@ class GrowthController:
         return objective
 
     def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Retrain:
-        def retrain(graph: ModuleGraph, epochs: int, train_owner: int = FREE, lr_scale: float = 1.0) -> ModuleGraph:
+        def retrain(
+            graph: ModuleGraph, epochs: int, train_owner: int = FREE, lr_scale: float = 1.0
+        ) -> ModuleGraph:
             task = ctx.task
             seed = derived_seed(self.seed, ctx.task_id, "commit")
             config = dataclasses.replace(self.space.training, lr=self.space.training.lr * lr_scale)
             result = train_candidate(
-                graph, ctx.task_id, task.train, task.val, config, seed=seed, epochs=epochs, train_owner=train_owner
+                graph,
+                ctx.task_id,
+                task.train,
+                task.val,
+                config,
+                seed=seed,
+                epochs=epochs,
+                train_owner=train_owner,
             )
             macs[0] += result.train_macs
             return result.graph
@@ -197,8 +212,13 @@ class GrowthController:
 
     # ---- the committed task's record ----------------------------------------------------------------
     def _record(
-        self, t: int, graph: ModuleGraph, study: optuna.Study, best: optuna.trial.FrozenTrial,
-        retrain_macs: int, seconds: float,
+        self,
+        t: int,
+        graph: ModuleGraph,
+        study: optuna.Study,
+        best: optuna.trial.FrozenTrial,
+        retrain_macs: int,
+        seconds: float,
     ) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
         task = self.stream.tasks[t]
@@ -240,7 +260,9 @@ class GrowthController:
         row = []
         for j, task in enumerate(self.stream.tasks):
             torch.manual_seed(derived_seed(self.seed, j, "random-init"))
-            fresh = ops.reuse_prefix(ModuleGraph(self.stream.input_shape), j, None, 0, self.specs, task.n_outputs)
+            fresh = ops.reuse_prefix(
+                ModuleGraph(self.stream.input_shape), j, None, 0, self.specs, task.n_outputs
+            )
             row.append(evaluate(fresh, j, task.test))
         return row
 
@@ -253,7 +275,9 @@ def _counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
 def _best_trial(study: optuna.Study, t: int) -> optuna.trial.FrozenTrial:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        errors = [tr.user_attrs["error"] for tr in study.get_trials(deepcopy=False) if "error" in tr.user_attrs]
+        errors = [
+            tr.user_attrs["error"] for tr in study.get_trials(deepcopy=False) if "error" in tr.user_attrs
+        ]
         detail = f"; first error: {errors[0]}" if errors else ""
         raise TrainingError(f"task {t}: no trial completed, so there is no candidate to commit{detail}")
     return max(complete, key=lambda tr: (tr.value, -tr.number))

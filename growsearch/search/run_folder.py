@@ -44,7 +44,8 @@ class RunFolder:
         path = Path(path)
         if (path / CONFIG_FILE).exists():
             raise RunFolderError(
-                f"{path} already holds a run; resume it with `growsearch resume {path}` or pick another --name"
+                f"{path} already holds a run; resume it with `growsearch resume {path}` "
+                "or pick another --name"
             )
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
@@ -102,7 +103,9 @@ class RunFolder:
         root = self.path / "tasks"
         found = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
         if found != list(range(len(found))):
-            raise CheckpointError(f"{root} holds tasks {found}; expected 0..{len(found) - 1} with none missing")
+            raise CheckpointError(
+                f"{root} holds tasks {found}; expected 0..{len(found) - 1} with none missing"
+            )
         return found
 
     def commit_task(self, task: int, graph: ModuleGraph, record: dict[str, Any]) -> None:

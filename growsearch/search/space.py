@@ -107,9 +107,13 @@ def load_space(source: str | Path) -> SearchSpace:
         get_method(str(source))  # an unknown name fails here with the list of methods
         path = builtin_space_path(str(source))
         if not path.is_file():
-            raise ConfigError(f"method {source!r} has no shipped search space at {path}; known: {method_names()}")
+            raise ConfigError(
+                f"method {source!r} has no shipped search space at {path}; known: {method_names()}"
+            )
     if not path.is_file():
-        raise ConfigError(f"{path}: no such search-space file; expected a YAML path or one of {method_names()}")
+        raise ConfigError(
+            f"{path}: no such search-space file; expected a YAML path or one of {method_names()}"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -41,9 +41,13 @@ class TrainingConfig:
 
     def validate(self, where: str) -> None:
         require(self.lr > 0, f"{where}.lr", f"expected a number > 0, got {self.lr}")
-        require(0 <= self.momentum < 1, f"{where}.momentum", f"expected a number in [0, 1), got {self.momentum}")
+        require(
+            0 <= self.momentum < 1, f"{where}.momentum", f"expected a number in [0, 1), got {self.momentum}"
+        )
         require(self.weight_decay >= 0, f"{where}.weight_decay", "expected a number >= 0")
-        require(self.batch_size >= 1, f"{where}.batch_size", f"expected an integer >= 1, got {self.batch_size}")
+        require(
+            self.batch_size >= 1, f"{where}.batch_size", f"expected an integer >= 1, got {self.batch_size}"
+        )
         require(self.epochs >= 1, f"{where}.epochs", f"expected an integer >= 1, got {self.epochs}")
         require(
             self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
@@ -79,7 +83,9 @@ def _suffix_nodes(program: TrainingProgram) -> list[str]:
 def _optimizer(parameters: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
 def _run_prefix(program: TrainingProgram, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
@@ -176,7 +182,9 @@ def train_candidate(
     return TrainingResult(graph, accuracy, epochs, int(macs), time.perf_counter() - started)
 
 
-def evaluate(graph: ModuleGraph, task: int, split: Split, *, include_free: bool = False, device: str = "cpu") -> float:
+def evaluate(
+    graph: ModuleGraph, task: int, split: Split, *, include_free: bool = False, device: str = "cpu"
+) -> float:
     """Accuracy of `task`'s view on `split` (with task-IL labels: the task's own head)."""
     compiled = compile_view(graph, task, include_free=include_free)
     module = compiled.module.to(device).eval()

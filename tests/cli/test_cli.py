@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import yaml
+from conftest import tiny_space
 from typer.testing import CliRunner
 
-from conftest import tiny_space
 from growsearch.cli import app
 
 runner = CliRunner()
@@ -20,7 +20,9 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     config = root / "packnet.yaml"
     config.write_text(yaml.safe_dump(tiny_space("packnet", training={"epochs": 1}).to_dict()))
-    result = runner.invoke(app, ["run", str(config), "--max-per-task", "60", "--runs-dir", str(root), "--name", "r"])
+    result = runner.invoke(
+        app, ["run", str(config), "--max-per-task", "60", "--runs-dir", str(root), "--name", "r"]
+    )
     assert result.exit_code == 0, result.output
     return root / "r", result.output
 
@@ -73,8 +75,16 @@ def test_list(what):
 )
 def test_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     process = subprocess.run(
-        [sys.executable, "-m", "growsearch", *args, *(["--runs-dir", str(tmp_path)] if args[0] == "run" else [])],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "growsearch",
+            *args,
+            *(["--runs-dir", str(tmp_path)] if args[0] == "run" else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert process.returncode == 2, process.stderr
     assert message in process.stderr

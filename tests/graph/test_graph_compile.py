@@ -22,7 +22,9 @@ def mlp_graph() -> ModuleGraph:
 def test_compiled_view_computes_the_same_as_a_hand_written_sequential():
     graph = mlp_graph()
     weights = {n: graph.node(n).weights for n in ("a", "b", "head")}
-    reference = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3))
+    reference = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3)
+    )
     with torch.no_grad():
         for layer, name in zip((1, 3, 5), ("a", "b", "head"), strict=True):
             prefix = "1.0." if name == "a" else ("0." if name == "b" else "")

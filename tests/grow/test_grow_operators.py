@@ -58,7 +58,9 @@ def test_widen_keeps_every_existing_output():
     wider = ops.widen(graph, "t0/L0", 5)
     assert wider.node("t0/L0").spec.out_features == 15 and wider.node("t0/L1").spec.in_features == 15
     # the new units reach the next layer through zero weights: equal up to float summation order
-    torch.testing.assert_close(compile_view(wider, 0).module(X), compile_view(graph, 0).module(X), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        compile_view(wider, 0).module(X), compile_view(graph, 0).module(X), rtol=0, atol=1e-6
+    )
 
 
 def test_widen_extends_owner_masks_with_free_entries():
@@ -85,6 +87,9 @@ def test_prune_never_touches_weights_owned_by_an_earlier_task():
     graph = ops.track_owners(ops.reuse_prefix(ModuleGraph((1, 8, 8)), 0, None, 0, SPECS, 3), ["t0/L0"])
     first = ops.prune(graph, 0, 0.5, ["t0/L0"])
     second = ops.prune(first, 1, 0.5, ["t0/L0"])
-    owners_first, owners_second = first.node("t0/L0").owners["1.0.weight"], second.node("t0/L0").owners["1.0.weight"]
+    owners_first, owners_second = (
+        first.node("t0/L0").owners["1.0.weight"],
+        second.node("t0/L0").owners["1.0.weight"],
+    )
     assert torch.equal(owners_second[owners_first == 0], owners_first[owners_first == 0])
     assert ((owners_second == 1) & (owners_first != FREE)).sum() == 0

@@ -53,4 +53,6 @@ def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_t
     assert int((owners == FREE).sum()) == free
     assert (final.node("shared/L1").owners["0.bias"] == 0).all()
     assert (final.node("shared/L1").weights["0.weight"].flatten()[owners == FREE] == 0).all()
-    assert result.metrics["parameters"][0] == result.metrics["parameters"][-1] - 4 * 34  # only heads are added
+    assert (
+        result.metrics["parameters"][0] == result.metrics["parameters"][-1] - 4 * 34
+    )  # only heads are added

@@ -1,7 +1,7 @@
 import optuna
 import pytest
-
 from conftest import tiny_options, tiny_space
+
 from growsearch.errors import RunFolderError, ScenarioError, TrainingError
 from growsearch.runner import RunOptions, start_run
 from growsearch.search.run_folder import RunFolder
@@ -9,7 +9,9 @@ from growsearch.search.run_folder import RunFolder
 
 def test_a_nan_loss_is_a_clear_error_and_written_tasks_are_kept(tmp_path):
     space = tiny_space("pnn", training={"lr": 1e30, "momentum": 0.0})
-    with pytest.raises(TrainingError, match=r"task 0: no trial completed.*loss became (nan|inf).*lower training.lr"):
+    with pytest.raises(
+        TrainingError, match=r"task 0: no trial completed.*loss became (nan|inf).*lower training.lr"
+    ):
         start_run(space, tiny_options(), tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import optuna
 import yaml
-
 from conftest import tiny_options, tiny_space
+
 from growsearch.runner import resume_run, start_run
 from growsearch.search.run_folder import RunFolder
 
@@ -45,10 +45,26 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     config = tmp_path / "space.yaml"
     config.write_text(yaml.safe_dump(space.to_dict()))
     run = tmp_path / "runs" / "killed"
-    command = [sys.executable, "-m", "growsearch", "run", str(config), "--max-per-task", "80",
-               "--runs-dir", str(tmp_path / "runs"), "--name", "killed"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    command = [
+        sys.executable,
+        "-m",
+        "growsearch",
+        "run",
+        str(config),
+        "--max-per-task",
+        "80",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "killed",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     # kill once the task's first candidate is trained and kept: later ones are still to run
     _wait_for(lambda: (run / "trials" / str(KILL_TASK) / "0" / "checksums.json").exists(), process)
     time.sleep(0.2)
@@ -58,8 +74,10 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
 
     before = _snapshot(run)
     assert set(before["records"]) == {str(t) for t in range(KILL_TASK)}  # later tasks not committed yet
-    assert not (run / "metrics.json").exists() or json.loads((run / "metrics.json").read_text())[
-        "tasks_committed"] == KILL_TASK
+    assert (
+        not (run / "metrics.json").exists()
+        or json.loads((run / "metrics.json").read_text())["tasks_committed"] == KILL_TASK
+    )
 
     resumed = resume_run(run)
     after = _snapshot(run)
@@ -73,7 +91,9 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     # the killed task still trained each candidate once to completion
     storage = RunFolder.open(run).storage("sqlite")
     study = optuna.load_study(study_name=f"task-{KILL_TASK}", storage=storage)
-    depths = sorted(t.params["reuse_depth"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    depths = sorted(
+        t.params["reuse_depth"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    )
     assert depths == [0, 1, 2]
     # the metrics are complete and equal those of an uninterrupted run with the same seed
     assert resumed.metrics["tasks_committed"] == 5

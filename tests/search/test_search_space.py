@@ -42,9 +42,15 @@ def test_a_resolved_space_round_trips(tmp_path):
         (BASE + "training: {epochs: 2.5}\n", r"training.epochs: expected an integer, got 2.5"),
         (BASE + "training: {speed: 3}\n", r"training: unknown field 'speed'; expected some of: batch_size"),
         (BASE + "search: {pruner: sometimes}\n", r"search.pruner: expected one of 'none', 'median'"),
-        (BASE + "options: {adapter_hidden: 0}\n", r"options.adapter_hidden: expected null or an integer >= 1"),
+        (
+            BASE + "options: {adapter_hidden: 0}\n",
+            r"options.adapter_hidden: expected null or an integer >= 1",
+        ),
         (BASE + "colour: red\n", r"unknown section 'colour'; expected some of: method, paper"),
-        ("method: pnn\nnetwork:\n  layers: [{dense: 10}]\n", r"network.layers\[0\]: unknown layer kind 'dense'"),
+        (
+            "method: pnn\nnetwork:\n  layers: [{dense: 10}]\n",
+            r"network.layers\[0\]: unknown layer kind 'dense'",
+        ),
         ("method: pnn\nnetwork: {layers: []}\n", r"network.layers: expected a non-empty list"),
         ("method: [pnn\n", r"space.yaml: not valid YAML"),
         ("- just\n- a list\n", r"space.yaml: expected a mapping with sections"),
@@ -56,7 +62,9 @@ def test_bad_files_are_refused_naming_file_field_and_expectation(tmp_path, text,
 
 
 def test_an_unknown_method_lists_the_known_ones(tmp_path):
-    with pytest.raises(UnknownNameError, match="unknown method 'pnnn'; expected one of: mntdp-d, packnet, pnn"):
+    with pytest.raises(
+        UnknownNameError, match="unknown method 'pnnn'; expected one of: mntdp-d, packnet, pnn"
+    ):
         load_space(write(tmp_path, "method: pnnn\nnetwork: {layers: [{linear: 3}]}\n"))
     with pytest.raises(UnknownNameError, match="unknown method 'nothing'"):
         load_space("nothing")
