@@ -180,7 +180,7 @@ def write_back(graph: ModuleGraph, compiled: CompiledView, train_owner: int = FR
     for node_id in compiled.trainable_nodes:
         node = graph.node(node_id)
         for name, value in compiled.node_modules[node_id].state_dict().items():
-            value = value.detach().clone()
+            value = value.detach().to("cpu", copy=True)  # graphs keep their weights on the CPU
             if name in node.owners:
                 value = torch.where(node.owners[name] == train_owner, value, node.weights[name])
             node.weights[name] = value

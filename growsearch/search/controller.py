@@ -242,12 +242,11 @@ class GrowthController:
         """Test accuracy on every task after committing task t. A task not yet learned is scored on the
         committed graph with a fresh random head on the newest path's last layer, as a multi-head model
         meets it before training (the upper triangle of the accuracy matrix)."""
+        device = self.space.training.torch_device()
         row = []
         for j, task in enumerate(self.stream.tasks):
-            if j <= t:
-                row.append(evaluate(graph, j, task.test))
-            else:
-                row.append(evaluate(self.untrained_view(graph, t, j, task), j, task.test))
+            view = graph if j <= t else self.untrained_view(graph, t, j, task)
+            row.append(evaluate(view, j, task.test, device=device))
         return row
 
     def untrained_view(self, graph: ModuleGraph, t: int, j: int, task: Task) -> ModuleGraph:

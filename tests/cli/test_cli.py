@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import tiny_space
+from tiny_runs import tiny_space
 from typer.testing import CliRunner
 
 from growsearch.cli import app

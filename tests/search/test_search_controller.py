@@ -1,6 +1,6 @@
 import optuna
 import pytest
-from conftest import tiny_options, tiny_space
+from tiny_runs import tiny_options, tiny_space
 
 from growsearch.errors import RunFolderError, ScenarioError, TrainingError
 from growsearch.runner import RunOptions, start_run

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import yaml
-from conftest import tiny_options, tiny_space
+from tiny_runs import tiny_options, tiny_space
 
 from growsearch.runner import resume_run, start_run
 from growsearch.search.run_folder import RunFolder

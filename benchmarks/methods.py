@@ -1,0 +1,374 @@
+"""Methods benchmark: growsearch's methods on one stream under one protocol, and Avalanche where installed.
+
+What is measured, in this run: for each method in ``--methods`` (default PNN, PackNet, MNTDP-D), its
+shipped search space (``search_spaces/<method>.yaml``) with the ``network`` and ``training`` sections
+overridden to one protocol (a 2x100 MLP, ``--epochs`` epochs, SGD lr 0.1 momentum 0.9, batch 32, CPU) is
+run with `growsearch.runner.start_run` on ``--benchmark`` (default split-mnist5k), task-IL, ``--seed``.
+The table shows wall time (``start_run`` end to end: data loading, the random-init baseline, every trial
+with its per-epoch validation, the accuracy matrix and the run folder with Optuna storage and
+checkpoints), the part of it spent in the tasks (the per-task ``seconds`` of the run's records: search,
+commit, accuracy row), final average accuracy A_T (mean test accuracy over all tasks after the last one),
+parameters after the last task and the number of trials run.
+
+Where ``avalanche-lib`` is importable (and ``--no-avalanche`` is not given), Avalanche's own PNN
+(`avalanche.models.PNN` + `avalanche.training.PNNStrategy`) and PackNet (`PackNetModel` +
+`PackNetPlugin`) run in the same process on the identical stream: the same task split and the same
+train/test tensors (growsearch's loaded stream, wrapped as Avalanche datasets), the same epochs, learning
+rate, momentum, batch size and 2x100 hidden layers. Avalanche's timed part (both time columns) is
+`strategy.train` on each experience plus the test accuracy of every seen task after it (our wall time
+covers strictly more).
+PackNet gets growsearch's YAML settings: the same prune fractions per task and the same post-pruning
+retraining epochs at the same scaled learning rate (Avalanche counts those inside ``train_epochs``, so it
+trains ``epochs + retrain_epochs``). Known differences, from Avalanche's designs: its PackNet packs one
+shared output layer (it has no per-task heads), and its PNN has adapters into every layer (the first one
+too, over the input) and none into the head. The script prints wall-time ratios ours / Avalanche
+(target <= 1.0) and accuracy differences (target: ours >= theirs). Without Avalanche it says so and
+prints growsearch's rows only. Before the timed rows, every method runs once untimed on a tiny stream
+(``--no-warmup`` skips it) so that first-call costs are charged to no row.
+
+Adding a method as a row: add its name to METHODS (its YAML must exist); an Avalanche counterpart is a
+function in AVALANCHE_RUNNERS.
+
+Run:  python benchmarks/methods.py [--methods pnn,packnet,mntdp-d] [--seed 0] [--epochs 5]
+      [--benchmark split-mnist5k] [--no-avalanche] [--max-per-task N] [--no-warmup]
+For the comparison, use an environment with avalanche-lib installed (e.g. a separate venv with
+``pip install -e . avalanche-lib mlxtend``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from growsearch.data.task import TaskStream
+from growsearch.runner import RunOptions, load_stream, start_run
+from growsearch.search.space import SearchSpace, load_space, space_from_dict
+
+METHODS = ["pnn", "packnet", "mntdp-d"]  # the default rows, in order
+SCENARIO = "task-il"
+HIDDEN = (100, 100)
+LR, MOMENTUM, BATCH = 0.1, 0.9, 32
+EVAL_BATCH = 2048
+
+
+@dataclass
+class Row:
+    method: str
+    implementation: str  # "growsearch" or "avalanche"
+    seconds: float
+    average_accuracy: float
+    parameters: int
+    trials: int | None  # None: no search (one training per task)
+    accuracy: list[float] = field(default_factory=list)  # final test accuracy per task
+    task_seconds: list[float] = field(default_factory=list)
+
+
+# ---- growsearch -------------------------------------------------------------------------------------
+def protocol_space(method: str, epochs: int) -> SearchSpace:
+    """The method's shipped space with its network and training sections set to the benchmark protocol."""
+    shipped = load_space(method)
+    raw = copy.deepcopy(shipped.raw)
+    raw["network"] = {"layers": [{"linear": width} for width in HIDDEN]}
+    raw["training"] = {
+        "optimizer": "sgd",
+        "lr": LR,
+        "momentum": MOMENTUM,
+        "weight_decay": 0.0,
+        "batch_size": BATCH,
+        "epochs": epochs,
+        "device": "cpu",
+    }
+    return space_from_dict(raw, f"{shipped.source} (benchmark protocol)")
+
+
+def run_growsearch(method: str, options: RunOptions, epochs: int) -> Row:
+    space = protocol_space(method, epochs)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as folder:
+        started = time.perf_counter()
+        result = start_run(space, options, Path(folder) / "run")
+        seconds = time.perf_counter() - started
+    metrics = result.metrics
+    trials = sum(sum(record["trials"].values()) for record in result.records)
+    return Row(
+        method,
+        "growsearch",
+        seconds,
+        float(metrics["metrics"]["average_accuracy"]),
+        int(metrics["parameters"][-1]),
+        trials,
+        [float(a) for a in metrics["accuracy"][-1]],
+        [float(record["seconds"]) for record in result.records],
+    )
+
+
+# ---- Avalanche ---------------------------------------------------------------------------------------
+def import_avalanche() -> tuple[Any, str]:
+    """The avalanche module, or None and the reason it cannot be used."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import avalanche
+            import avalanche.benchmarks  # noqa: F401 - the APIs used below, checked up front
+            import avalanche.models.packnet  # noqa: F401
+            import avalanche.training  # noqa: F401
+        return avalanche, getattr(avalanche, "__version__", "?")
+    except Exception as error:  # ImportError, or a broken install failing at import time
+        return None, f"{type(error).__name__}: {error}"
+
+
+def avalanche_benchmark(stream: TaskStream) -> Any:
+    """The stream as an Avalanche task-incremental benchmark: one experience per task, same tensors."""
+    from avalanche.benchmarks import benchmark_from_datasets, task_incremental_benchmark
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+    from avalanche.benchmarks.utils import as_classification_dataset
+    from torch.utils.data import TensorDataset
+
+    class _Tensors(TensorDataset):
+        def __init__(self, x: torch.Tensor, y: torch.Tensor):
+            super().__init__(x, y)
+            self.targets = y.tolist()
+
+    train = [as_classification_dataset(_Tensors(t.train.x, t.train.y)) for t in stream.tasks]
+    test = [as_classification_dataset(_Tensors(t.test.x, t.test.y)) for t in stream.tasks]
+    benchmark = with_classes_timeline(
+        task_incremental_benchmark(benchmark_from_datasets(train=train, test=test))
+    )
+    # with_classes_timeline stores sets, which MultiHeadClassifier (avalanche 0.6) cannot index a tensor
+    # with; lists are what the older generators stored
+    for experiences in benchmark.streams.values():
+        for experience in experiences:
+            for name in (
+                "classes_in_this_experience",
+                "previous_classes",
+                "classes_seen_so_far",
+                "future_classes",
+            ):
+                if hasattr(experience, name):
+                    setattr(experience, name, sorted(int(c) for c in getattr(experience, name)))
+    return benchmark
+
+
+def _avalanche_accuracy(model: torch.nn.Module, stream: TaskStream, tasks: int) -> list[float]:
+    """Test accuracy of each of the first `tasks` tasks, the task label given (task-IL)."""
+    model.eval()
+    row = []
+    with torch.no_grad():
+        for j, task in enumerate(stream.tasks[:tasks]):
+            correct = 0
+            for start in range(0, len(task.test), EVAL_BATCH):
+                x = task.test.x[start : start + EVAL_BATCH]
+                labels = torch.full((len(x),), j, dtype=torch.long)
+                correct += int((model(x, labels).argmax(1) == task.test.y[start : start + EVAL_BATCH]).sum())
+            row.append(correct / len(task.test))
+    return row
+
+
+def _train_avalanche(method: str, strategy: Any, model: torch.nn.Module, stream: TaskStream) -> Row:
+    benchmark = avalanche_benchmark(stream)
+    task_seconds, row = [], []
+    started = time.perf_counter()
+    for t, experience in enumerate(benchmark.train_stream):
+        task_started = time.perf_counter()
+        strategy.train(experience)
+        row = _avalanche_accuracy(model, stream, t + 1)  # the accuracy matrix's row, as growsearch computes
+        task_seconds.append(time.perf_counter() - task_started)
+    seconds = time.perf_counter() - started
+    parameters = sum(p.numel() for p in model.parameters())
+    return Row(method, "avalanche", seconds, statistics.fmean(row), parameters, None, row, task_seconds)
+
+
+def _quiet_evaluator() -> Any:
+    from avalanche.training.plugins import EvaluationPlugin
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EvaluationPlugin(loggers=[])
+
+
+def avalanche_pnn(stream: TaskStream, epochs: int, seed: int) -> Row:
+    from avalanche.models import PNN
+    from avalanche.training import PNNStrategy
+
+    torch.manual_seed(seed)
+    model = PNN(
+        num_layers=len(HIDDEN),
+        in_features=math.prod(stream.input_shape),
+        hidden_features_per_column=HIDDEN[0],
+    )
+    strategy = PNNStrategy(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM),
+        train_mb_size=BATCH,
+        train_epochs=epochs,
+        eval_mb_size=EVAL_BATCH,
+        device="cpu",
+        evaluator=_quiet_evaluator(),
+    )
+    return _train_avalanche("pnn", strategy, model, stream)
+
+
+def avalanche_packnet(stream: TaskStream, epochs: int, seed: int) -> Row:
+    from avalanche.core import SupervisedPlugin
+    from avalanche.models.packnet import PackNetModel, PackNetPlugin
+    from avalanche.training import Naive
+
+    options = load_space("packnet").options  # growsearch's PackNet settings, so both prune alike
+    retrain = max(1, int(options.retrain_epochs))  # Avalanche needs at least one post-pruning epoch
+    fractions = [options.fraction(t) for t in range(len(stream))]
+    total = epochs + retrain
+
+    class PostPruneLR(SupervisedPlugin):
+        """The post-pruning epochs at growsearch's scaled learning rate (PackNetPlugin resets the
+        optimiser to its defaults at every experience, so the rate is set per epoch)."""
+
+        def before_training_epoch(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
+            post = strategy.clock.train_exp_epochs >= total - retrain
+            for group in strategy.optimizer.param_groups:
+                group["lr"] = LR * (options.retrain_lr_scale if post else 1.0)
+
+    n_outputs = {task.n_outputs for task in stream.tasks}
+    if len(n_outputs) != 1:
+        raise ValueError(
+            f"Avalanche's PackNet shares one output layer; tasks have {sorted(n_outputs)} outputs"
+        )
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = [torch.nn.Flatten()]
+    width = math.prod(stream.input_shape)
+    for hidden in HIDDEN:
+        layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
+        width = hidden
+    layers.append(torch.nn.Linear(width, n_outputs.pop()))
+    model = PackNetModel(torch.nn.Sequential(*layers))
+    strategy = Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM),
+        train_mb_size=BATCH,
+        train_epochs=total,
+        eval_mb_size=EVAL_BATCH,
+        device="cpu",
+        plugins=[PackNetPlugin(post_prune_epochs=retrain, prune_proportion=fractions), PostPruneLR()],
+        evaluator=_quiet_evaluator(),
+    )
+    return _train_avalanche("packnet", strategy, model, stream)
+
+
+AvalancheRunner = Callable[[TaskStream, int, int], Row]
+AVALANCHE_RUNNERS: dict[str, AvalancheRunner] = {"pnn": avalanche_pnn, "packnet": avalanche_packnet}
+
+
+# ---- the report --------------------------------------------------------------------------------------
+def print_table(rows: list[Row]) -> None:
+    header = (
+        f"{'method':<10} {'implementation':<14} {'wall s':>7} {'tasks s':>7} {'A_T':>7} {'params':>10} "
+        f"{'trials':>6}  final accuracy per task"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        per_task = " ".join(f"{a:.3f}" for a in row.accuracy)
+        trials = "-" if row.trials is None else str(row.trials)
+        print(
+            f"{row.method:<10} {row.implementation:<14} {row.seconds:>7.2f} {sum(row.task_seconds):>7.2f} "
+            f"{row.average_accuracy:>7.4f} {row.parameters:>10,} {trials:>6}  {per_task}"
+        )
+
+
+def print_comparison(rows: list[Row]) -> None:
+    ours = {r.method: r for r in rows if r.implementation == "growsearch"}
+    theirs = {r.method: r for r in rows if r.implementation == "avalanche"}
+    for method, their in theirs.items():
+        our = ours[method]
+        ratio = our.seconds / their.seconds
+        task_ratio = sum(our.task_seconds) / sum(their.task_seconds)
+        delta = 100 * (our.average_accuracy - their.average_accuracy)
+        time_ok = "ok" if ratio <= 1.0 else "ABOVE TARGET"
+        accuracy_ok = "ok" if delta >= 0 else "BELOW"
+        print(
+            f"{method:<10} wall ours/avalanche {ratio:.3f} ({time_ok}, target <= 1.0; tasks s only "
+            f"{task_ratio:.3f})  A_T {our.average_accuracy:.4f} vs {their.average_accuracy:.4f} "
+            f"({delta:+.2f} points, {accuracy_ok})"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--benchmark", default="split-mnist5k")
+    parser.add_argument("--no-avalanche", action="store_true", help="skip the Avalanche rows")
+    parser.add_argument(
+        "--max-per-task", type=int, default=None, help="cap each task's train split (smoke runs)"
+    )
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        parser.error("--methods names no method")
+    if args.epochs < 1:
+        parser.error("--epochs must be >= 1")
+
+    options = RunOptions(
+        benchmark=args.benchmark, scenario=SCENARIO, seed=args.seed, max_per_task=args.max_per_task
+    )
+    stream = load_stream(options)
+    print(
+        f"methods benchmark: {args.benchmark}, {SCENARIO}, {len(stream)} tasks, train sizes "
+        f"{[len(t.train) for t in stream.tasks]}, seed {args.seed}; {len(HIDDEN)}x{HIDDEN[0]} MLP, "
+        f"{args.epochs} epochs, SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
+    avalanche, detail = (None, "skipped (--no-avalanche)") if args.no_avalanche else import_avalanche()
+    if avalanche is None:
+        print(f"avalanche-lib not used: {detail}; printing growsearch's rows only")
+    else:
+        print(f"avalanche-lib {detail}: comparing on the identical stream")
+    print()
+
+    if not args.no_warmup:  # first-call costs (lazy imports, allocator, kernels) are not charged to a row
+        warm = RunOptions(benchmark=args.benchmark, scenario=SCENARIO, seed=args.seed, max_per_task=8)
+        warm_stream = load_stream(warm)
+        for method in methods:
+            run_growsearch(method, warm, 1)
+            if avalanche is not None and method in AVALANCHE_RUNNERS:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        AVALANCHE_RUNNERS[method](warm_stream, 1, args.seed)
+                except Exception:
+                    pass  # reported by the timed run below
+    rows: list[Row] = []
+    for method in methods:
+        rows.append(run_growsearch(method, options, args.epochs))
+        if avalanche is not None and method in AVALANCHE_RUNNERS:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rows.append(AVALANCHE_RUNNERS[method](stream, args.epochs, args.seed))
+            except Exception as error:  # an Avalanche API change must not lose growsearch's rows
+                print(f"avalanche {method} failed, row skipped: {type(error).__name__}: {error}")
+    print_table(rows)
+    if any(r.implementation == "avalanche" for r in rows):
+        print()
+        print(
+            "growsearch vs avalanche (same stream and tensors, epochs, lr, momentum, batch, hidden layers):"
+        )
+        print_comparison(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
