@@ -183,7 +183,12 @@ def train_candidate(
 
 
 def evaluate(
-    graph: ModuleGraph, task: int, split: Split, *, include_free: bool = False, device: str = "cpu"
+    graph: ModuleGraph,
+    task: int,
+    split: Split,
+    *,
+    include_free: bool = False,
+    device: str | torch.device = "cpu",
 ) -> float:
     """Accuracy of `task`'s view on `split` (with task-IL labels: the task's own head)."""
     compiled = compile_view(graph, task, include_free=include_free)
