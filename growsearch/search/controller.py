@@ -12,7 +12,6 @@ not re-run; a trial left RUNNING by a killed process is marked failed and enqueu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,18 +29,21 @@ from growsearch.methods.base import Method, Retrain, TaskContext
 from growsearch.search.run_folder import RunFolder
 from growsearch.search.samplers import make_pruner
 from growsearch.search.training import evaluate, train_candidate
+from growsearch.search.trial_job import SaveTrial, TrialJob, derived_seed
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class Backend(Protocol):
-    """Where a task's trials run (see growsearch.backends)."""
+    """Where a task's trials run (see growsearch.backends): run `n_trials` more trials of `job` in
+    `study`, save each trained candidate with `save_trial`, call `callbacks` after each trial."""
 
     def optimize(
         self,
         study: optuna.Study,
-        objective: Callable[[optuna.Trial], float],
+        job: TrialJob,
         n_trials: int,
+        save_trial: SaveTrial,
         callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     ) -> None: ...
 
@@ -63,12 +65,6 @@ class SilentReporter:
 
     def task_committed(self, task: int, record: dict[str, Any]) -> None:
         pass
-
-
-def derived_seed(*parts: int) -> int:
-    """A seed for (run seed, task, trial, ...) that does not depend on the process or its history."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 @dataclass
@@ -131,7 +127,8 @@ class GrowthController:
         self.reporter.task_started(t, len(self.stream), budget, done)
         if budget > done:
             report = [lambda _study, trial: self.reporter.trial_finished(t, trial)]
-            self.backend.optimize(study, self._objective(ctx), budget - done, report)
+            job = TrialJob(self.method, ctx, self.seed)
+            self.backend.optimize(study, job, budget - done, self.run.save_trial, report)
         best = _best_trial(study, t)
         chosen = self.run.load_trial(t, best.number)
         retrain_macs = [0]
@@ -140,45 +137,6 @@ class GrowthController:
         self.run.commit_task(t, graph, record)
         self.reporter.task_committed(t, record)
         return graph, record
-
-    def _objective(self, ctx: TaskContext) -> Callable[[optuna.Trial], float]:
-        task = ctx.task
-        committed_parameters = ctx.committed.n_parameters()
-
-        def objective(trial: optuna.Trial) -> float:
-            # a retried trial reuses the seed of the one that was killed, so it trains identically
-            seed = derived_seed(self.seed, ctx.task_id, trial.user_attrs.get("retry_of", trial.number))
-            torch.manual_seed(seed)
-            candidate = self.method.candidate(trial, ctx)
-            view = candidate.view(ctx.task_id)
-            trial.set_user_attr("added_parameters", candidate.n_parameters() - committed_parameters)
-            trial.set_user_attr("view_parameters", candidate.n_parameters(view))
-            trial.set_user_attr("forward_macs", candidate.macs(view))
-
-            def on_epoch(epoch: int, accuracy: float) -> None:
-                trial.report(accuracy, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
-
-            try:
-                result = train_candidate(
-                    candidate,
-                    ctx.task_id,
-                    task.train,
-                    task.val,
-                    self.space.training,
-                    seed=seed,
-                    on_epoch=on_epoch,
-                )
-            except TrainingError as error:
-                trial.set_user_attr("error", str(error))
-                raise
-            trial.set_user_attr("train_macs", result.train_macs)
-            trial.set_user_attr("train_seconds", result.seconds)
-            self.run.save_trial(ctx.task_id, trial.number, result.graph)
-            return result.val_accuracy
-
-        return objective
 
     def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Retrain:
         def retrain(

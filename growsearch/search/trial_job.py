@@ -1,0 +1,84 @@
+"""One task's trial, as a self-contained job: what a backend runs, in this process or on a Ray worker.
+
+A `TrialJob` holds the method, the task context (data and committed graph) and the run seed; it is
+small enough to ship once to the Ray object store. `run` builds the trial's candidate from its
+decisions (define-by-run on an Optuna trial, or a `FixedTrial` replaying decisions sampled elsewhere),
+trains it, and returns the trained graph with the attributes to record on the trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.methods.base import Method, TaskContext
+from growsearch.search.training import EpochCallback, train_candidate
+
+TrialLike = optuna.Trial | optuna.trial.FixedTrial
+
+
+def derived_seed(*parts: object) -> int:
+    """A seed for (run seed, task, trial, ...) that does not depend on the process or its history."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    graph: ModuleGraph
+    value: float
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    method: Method
+    ctx: TaskContext
+    run_seed: int
+
+    @property
+    def task_id(self) -> int:
+        return self.ctx.task_id
+
+    def seed_number(self, trial: optuna.Trial) -> int:
+        """A retried trial reuses the seed of the one that was killed, so it trains identically."""
+        return int(trial.user_attrs.get("retry_of", trial.number))
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Run the method's define-by-run space on `trial` for its decisions only (a Ray driver does this)."""
+        torch.manual_seed(derived_seed(self.run_seed, self.task_id, self.seed_number(trial)))
+        self.method.candidate(trial, self.ctx)
+        return dict(trial.params)
+
+    def run(self, trial: TrialLike, seed_number: int, on_epoch: EpochCallback | None = None) -> TrialOutcome:
+        seed = derived_seed(self.run_seed, self.task_id, seed_number)
+        torch.manual_seed(seed)
+        candidate = self.method.candidate(trial, self.ctx)
+        view = candidate.view(self.task_id)
+        task = self.ctx.task
+        result = train_candidate(
+            candidate,
+            self.task_id,
+            task.train,
+            task.val,
+            self.method.space.training,
+            seed=seed,
+            on_epoch=on_epoch,
+        )
+        attrs = {
+            "added_parameters": candidate.n_parameters() - self.ctx.committed.n_parameters(),
+            "view_parameters": candidate.n_parameters(view),
+            "forward_macs": candidate.macs(view),
+            "train_macs": result.train_macs,
+            "train_seconds": result.seconds,
+        }
+        return TrialOutcome(result.graph, result.val_accuracy, attrs)
+
+
+SaveTrial = Callable[[int, int, ModuleGraph], object]  # (task, trial number, trained graph)
