@@ -119,7 +119,15 @@ def run(
     data_root: Annotated[str | None, typer.Option(help="folder of datasets in their standard layout")] = None,
     download: Annotated[bool, typer.Option(help="fetch a missing dataset into --data-root")] = False,
     seed: int = 0,
-    backend: Annotated[str, typer.Option(help="where trials run")] = "optuna",
+    backend: Annotated[str, typer.Option(help="where trials run: optuna (this process) or ray")] = "optuna",
+    address: Annotated[
+        str | None,
+        typer.Option(help="ray backend: cluster address, e.g. auto (default: $RAY_ADDRESS or local)"),
+    ] = None,
+    shared_fs: Annotated[
+        bool,
+        typer.Option(help="ray backend: the run folder is on a filesystem every node of the cluster sees"),
+    ] = False,
     name: Annotated[str | None, typer.Option(help="run folder name under --runs-dir")] = None,
     runs_dir: Path = Path("runs"),
 ) -> None:
@@ -138,6 +146,8 @@ def run(
         download=download,
         seed=seed,
         backend=backend,
+        address=address,
+        shared_fs=shared_fs,
     )
     path = runs_dir / (name or default_run_name(loaded, options))
     console.print(f"growsearch: {loaded.method} on {options.benchmark} ({loaded.source}), run folder {path}")
@@ -154,12 +164,15 @@ def run(
 
 @app.command()
 @friendly_errors
-def resume(run_path: Annotated[Path, typer.Argument(help="the run folder to continue")]) -> None:
+def resume(
+    run_path: Annotated[Path, typer.Argument(help="the run folder to continue")],
+    address: Annotated[str | None, typer.Option(help="ray backend: the cluster to continue on")] = None,
+) -> None:
     """Continue an interrupted run: committed tasks and finished trials are not redone."""
     from growsearch.runner import resume_run
 
     with _progress() as progress:
-        result = resume_run(run_path, ProgressReporter(progress))
+        result = resume_run(run_path, ProgressReporter(progress), address=address)
     _print_summary(result)
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import optuna
 
 from growsearch.atomic_files import atomic_write_json
-from growsearch.backends import make_backend
+from growsearch.backends import BACKENDS, make_backend
 from growsearch.data.benchmarks import load_benchmark
 from growsearch.data.task import TaskStream
-from growsearch.errors import ScenarioError
+from growsearch.errors import ScenarioError, UnknownNameError
 from growsearch.methods import Method, get_method
 from growsearch.report.run_metrics import write_metrics
 from growsearch.search.controller import GrowthController, Reporter, SilentReporter
@@ -39,6 +39,8 @@ class RunOptions:
     download: bool = False
     seed: int = 0
     backend: str = "optuna"
+    address: str | None = None  # ray backend: the cluster to join (None: start a local Ray instance)
+    shared_fs: bool = False  # ray backend: the run folder is on a filesystem every node sees
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def start_run(
     """Create the run folder at `path` and run every task."""
     stream = load_stream(options)  # bad data or options fail before anything is written
     build_method(space, stream)
-    make_backend(options.backend)
+    if options.backend not in BACKENDS:
+        raise UnknownNameError("backend", options.backend, BACKENDS)
     config = {
         "run": dataclasses.asdict(options),
         "space": space.to_dict(),
@@ -96,12 +99,15 @@ def start_run(
     return _drive(run, space, options, stream, reporter)
 
 
-def resume_run(path: Path, reporter: Reporter | None = None) -> RunResult:
-    """Continue a run where it stopped: committed tasks and finished trials are not redone."""
+def resume_run(path: Path, reporter: Reporter | None = None, address: str | None = None) -> RunResult:
+    """Continue a run where it stopped: committed tasks and finished trials are not redone.
+    `address` points a ray run at a (new) cluster."""
     run = RunFolder.open(path)
     config = run.config()
     space = space_from_dict(config["space"], f"{run.path / 'config.yaml'}: space")
     options = RunOptions(**config["run"])
+    if address is not None:
+        options = dataclasses.replace(options, address=address)
     return _drive(run, space, options, load_stream(options), reporter)
 
 
@@ -109,17 +115,28 @@ def _drive(
     run: RunFolder, space: SearchSpace, options: RunOptions, stream: TaskStream, reporter: Reporter | None
 ) -> RunResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    backend = make_backend(
+        options.backend,
+        run_path=run.path,
+        search=space.search,
+        address=options.address,
+        shared_fs=options.shared_fs,
+    )
     controller = GrowthController(
         method=build_method(space, stream),
         stream=stream,
         run=run,
-        backend=make_backend(options.backend),
+        backend=backend,
         seed=options.seed,
         reporter=_MetricsWriter(reporter or SilentReporter(), run, len(stream), []),
     )
     baseline = _baseline(run, controller)
     controller.reporter.baseline[:] = baseline
-    records = controller.run_all()
+    try:
+        records = controller.run_all()
+    finally:
+        if hasattr(backend, "shutdown"):
+            backend.shutdown()
     return RunResult(run.path, records, write_metrics(run, len(stream), baseline))
 
 

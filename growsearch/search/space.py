@@ -33,10 +33,19 @@ class SearchConfig:
     sampler: str | None = None  # None: the method's own sampler
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
     storage: Literal["sqlite", "journal"] = "sqlite"
+    # the ray backend: what each trial reserves, how many run at once, how often a lost trial is retried
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    memory_per_trial_mb: int | None = None
+    max_concurrent_trials: int | None = None
+    max_failures: int = 2
 
     def validate(self, where: str) -> None:
         if self.n_trials is not None:
             require(self.n_trials >= 1, f"{where}.n_trials", f"expected an integer >= 1, got {self.n_trials}")
+        require(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "expected a number > 0")
+        require(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "expected a number >= 0 (e.g. 0.25)")
+        require(self.max_failures >= 0, f"{where}.max_failures", "expected an integer >= 0")
 
 
 @dataclass(frozen=True)
