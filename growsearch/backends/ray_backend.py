@@ -154,6 +154,7 @@ class RayBackend:
             )
         alive = [n for n in ray.nodes() if n.get("Alive")]
         if len(alive) > 1 and not self.shared_fs:
+            ray.shutdown()
             raise ConfigError(
                 f"the Ray cluster has {len(alive)} nodes, and since Ray 2.7 nothing is synced to the head: "
                 f"workers write trained candidates into {self.run_path}, which every node must see. Put the "
@@ -189,6 +190,7 @@ class RayBackend:
                 num_samples=n_trials,
                 max_concurrent_trials=self.max_concurrent,
                 trial_dirname_creator=lambda trial: trial.trial_id,
+                reuse_actors=False,
             ),
             run_config=tune.RunConfig(
                 name=f"task-{job.task_id}",

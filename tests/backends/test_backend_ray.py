@@ -1,0 +1,156 @@
+"""The ray backend on a real two-node Ray cluster on 127.0.0.1 (no mocks): trials spread over both
+nodes, survive a lost node, and a SIGKILLed driver resumes; results equal the optuna backend's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from growsearch.errors import ConfigError
+from growsearch.runner import RunOptions, resume_run, start_run
+from growsearch.search.run_folder import RunFolder
+from ray_cluster import start_cluster
+from tiny_runs import tiny_space
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+SPACE = tiny_space("mntdp-d", training={"epochs": 3})
+
+
+def options(**extra) -> RunOptions:
+    return RunOptions(benchmark="split-digits", n_tasks=2, max_per_task=60, seed=0, **extra)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = start_cluster(workers=1)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def optuna_reference(tmp_path_factory):
+    return start_run(SPACE, options(), tmp_path_factory.mktemp("reference") / "optuna")
+
+
+def trials_of(run: Path, task: int) -> list[optuna.trial.FrozenTrial]:
+    storage = RunFolder.open(run).storage("sqlite")
+    return optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
+
+
+def driver(cluster, run: Path) -> subprocess.Popen:
+    config = run.parent / "space.yaml"
+    config.write_text(yaml.safe_dump(SPACE.to_dict()))
+    command = [
+        sys.executable,
+        "-m",
+        "growsearch",
+        "run",
+        str(config),
+        "--backend",
+        "ray",
+        "--address",
+        cluster.address,
+        "--shared-fs",
+        "--tasks",
+        "2",
+        "--max-per-task",
+        "60",
+        "--runs-dir",
+        str(run.parent),
+        "--name",
+        run.name,
+    ]
+    env = {**cluster.env, "PYTHONPATH": str(Path(__file__).parents[2])}
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the driver ended early: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_commits(
+    cluster, optuna_reference, tmp_path
+):
+    result = start_run(
+        SPACE, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
+    )
+    trials = trials_of(result.path, 0) + trials_of(result.path, 1)
+    assert [t.state for t in trials] == [COMPLETE] * 4
+    assert len({t.user_attrs["node_id"] for t in trials}) == 2, "every trial ran on the same node"
+    # same seeds and budget: the same decisions, accuracies and committed graph as the optuna backend (the
+    # weights agree to float rounding: Ray gives a 1-CPU worker one BLAS thread, which sums in another order)
+    assert result.metrics["decisions"] == optuna_reference.metrics["decisions"]
+    assert result.metrics["accuracy"] == optuna_reference.metrics["accuracy"]
+    ray_graph, _ = RunFolder.open(result.path).load_task(1)
+    optuna_graph, _ = RunFolder.open(optuna_reference.path).load_task(1)
+    assert list(ray_graph) == list(optuna_graph)
+    for node_id, node in ray_graph.nodes():
+        assert node.frozen == optuna_graph.node(node_id).frozen
+        for name, value in node.weights.items():
+            torch.testing.assert_close(value, optuna_graph.node(node_id).weights[name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_multi_node_cluster_needs_a_shared_run_folder(cluster, tmp_path):
+    with pytest.raises(ConfigError, match="2 nodes.*nothing is synced to the head.*--shared-fs"):
+        start_run(SPACE, options(backend="ray", address=cluster.address), tmp_path / "ray")
+
+
+def test_sigkill_of_the_driver_then_resume_redoes_no_finished_trial(cluster, optuna_reference, tmp_path):
+    run = tmp_path / "killed"
+    process = driver(cluster, run)
+    wait_for(
+        lambda: (run / "trials" / "1").is_dir() and any((run / "trials" / "1").glob("*/checksums.json")),
+        process,
+    )
+    wait_for(lambda: any(t.state == COMPLETE for t in trials_of(run, 1)), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {t.number: (t.value, t.datetime_complete) for t in trials_of(run, 1) if t.state == COMPLETE}
+    assert 0 < len(finished) < 3
+
+    resumed = resume_run(run, address=cluster.address)
+
+    after = trials_of(run, 1)
+    for number, (value, completed_at) in finished.items():
+        assert (after[number].value, after[number].datetime_complete) == (value, completed_at)
+    complete = [t for t in after if t.state == COMPLETE]
+    assert sorted(t.params["reuse_depth"] for t in complete) == [0, 1, 2]  # each candidate once
+    assert resumed.metrics["accuracy"] == optuna_reference.metrics["accuracy"]
+    assert resumed.metrics["decisions"] == optuna_reference.metrics["decisions"]
+
+
+def test_losing_the_worker_node_mid_study_still_completes_the_budget(cluster, tmp_path):
+    """Last in this module: it leaves the cluster with its head node only."""
+    run = tmp_path / "lost-node"
+    process = driver(cluster, run)
+    wait_for(
+        lambda: (
+            (run / "study.db").exists()
+            and any(t.state == optuna.trial.TrialState.RUNNING for t in _safe_trials(run, 1))
+        ),
+        process,
+    )
+    cluster.kill_worker_raylet()
+    assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
+    complete = [t for t in trials_of(run, 1) if t.state == COMPLETE]
+    assert sorted(t.params["reuse_depth"] for t in complete) == [0, 1, 2]
+
+
+def _safe_trials(run: Path, task: int) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return trials_of(run, task)
+    except KeyError:  # the task's study does not exist yet
+        return []
