@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_runs import tiny_options, tiny_space
 
 from growsearch.data.benchmarks import load_benchmark
 from growsearch.runner import start_run
+
+from tiny_runs import tiny_options, tiny_space
 
 
 @pytest.fixture

@@ -42,10 +42,11 @@ class RayCluster:
     env: dict[str, str]
 
     def nodes(self) -> list[dict]:
+        keys = ("NodeID", "Alive", "RayletSocketName", "Resources")
         script = (
-            "import json, ray; ray.init(address='%s', log_to_driver=False); "
-            "print(json.dumps([{k: n[k] for k in ('NodeID', 'Alive', 'RayletSocketName', 'Resources')} for n in ray.nodes()]))"
-        ) % self.address
+            f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
+            f"print(json.dumps([{{k: n[k] for k in {keys!r}}} for n in ray.nodes()]))"
+        )
         out = subprocess.run(
             [sys.executable, "-c", script], env=self.env, capture_output=True, text=True, check=True
         )

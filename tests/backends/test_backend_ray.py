@@ -3,7 +3,6 @@ nodes, survive a lost node, and a SIGKILLed driver resumes; results equal the op
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import yaml
 from growsearch.errors import ConfigError
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.search.run_folder import RunFolder
+
 from ray_cluster import start_cluster
 from tiny_runs import tiny_space
 

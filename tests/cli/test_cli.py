@@ -7,10 +7,11 @@ import sys
 
 import pytest
 import yaml
-from tiny_runs import tiny_space
 from typer.testing import CliRunner
 
 from growsearch.cli import app
+
+from tiny_runs import tiny_space
 
 runner = CliRunner()
 

@@ -1,10 +1,11 @@
 import optuna
 import pytest
-from tiny_runs import tiny_options, tiny_space
 
 from growsearch.errors import RunFolderError, ScenarioError, TrainingError
 from growsearch.runner import RunOptions, start_run
 from growsearch.search.run_folder import RunFolder
+
+from tiny_runs import tiny_options, tiny_space
 
 
 def test_a_nan_loss_is_a_clear_error_and_written_tasks_are_kept(tmp_path):

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import optuna
 import yaml
-from tiny_runs import tiny_options, tiny_space
 
 from growsearch.runner import resume_run, start_run
 from growsearch.search.run_folder import RunFolder
+
+from tiny_runs import tiny_options, tiny_space
 
 KILL_TASK = 2
 
