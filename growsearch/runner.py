@@ -41,6 +41,7 @@ class RunOptions:
     backend: str = "optuna"
     address: str | None = None  # ray backend: the cluster to join (None: start a local Ray instance)
     shared_fs: bool = False  # ray backend: the run folder is on a filesystem every node sees
+    local_cpus: int | None = None  # ray backend without an address: CPUs of the local Ray instance
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def _drive(
         search=space.search,
         address=options.address,
         shared_fs=options.shared_fs,
+        local_cpus=options.local_cpus,
     )
     controller = GrowthController(
         method=build_method(space, stream),

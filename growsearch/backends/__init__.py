@@ -24,6 +24,7 @@ def make_backend(
     search: SearchConfig | None = None,
     address: str | None = None,
     shared_fs: bool = False,
+    local_cpus: int | None = None,
 ) -> Any:
     if name == "optuna":
         return OptunaBackend()
@@ -42,6 +43,7 @@ def make_backend(
             max_failures=search.max_failures,
             early_stopping=search.pruner != "none",
             shared_fs=shared_fs,
+            local_cpus=local_cpus,
         )
     raise UnknownNameError("backend", name, BACKENDS)
 
