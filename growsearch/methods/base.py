@@ -79,7 +79,15 @@ class Method(ABC):
 
     @abstractmethod
     def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        """Sample this trial's decisions and return the grown candidate (a new graph)."""
+        """Sample this trial's decisions and return the grown candidate (a new graph). It may train
+        (an inner search, selective retraining); the trainer then trains what it returns for
+        `training.epochs`. Attributes set with `trial.set_user_attr` are recorded on the trial."""
+
+    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
+        """Only sample this trial's decisions (a Ray driver does this; a worker then builds the candidate
+        from them). The default runs `candidate` and drops the graph: override it when `candidate` is
+        expensive (it trains) so the driver does not do the work twice."""
+        self.candidate(trial, ctx)
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """After the best candidate is picked: by default, freeze every node the task added."""

@@ -190,7 +190,11 @@ class GrowthController:
             "accuracy_row": self.accuracy_row(graph, t),
             "parameters": graph.n_parameters(),
             "view_parameters": graph.n_parameters(view),
-            "train_macs": sum(tr.user_attrs.get("train_macs", 0) for tr in trials) + retrain_macs,
+            # training of every trial, any training a method does while building a candidate, and commit
+            "train_macs": sum(
+                tr.user_attrs.get("train_macs", 0) + tr.user_attrs.get("search_macs", 0) for tr in trials
+            )
+            + retrain_macs,
             "pass_macs": 3 * graph.macs(view) * len(task.train),
             "trials": {state.name.lower(): sum(tr.state == state for tr in trials) for state in TrialState},
             "seconds": seconds,

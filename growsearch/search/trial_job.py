@@ -53,7 +53,7 @@ class TrialJob:
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Run the method's define-by-run space on `trial` for its decisions only (a Ray driver does this)."""
         torch.manual_seed(derived_seed(self.run_seed, self.task_id, self.seed_number(trial)))
-        self.method.candidate(trial, self.ctx)
+        self.method.suggest(trial, self.ctx)
         return dict(trial.params)
 
     def run(self, trial: TrialLike, seed_number: int, on_epoch: EpochCallback | None = None) -> TrialOutcome:
@@ -72,6 +72,7 @@ class TrialJob:
             on_epoch=on_epoch,
         )
         attrs = {
+            **trial.user_attrs,  # what the method recorded (on a Ray worker, a FixedTrial keeps them locally)
             "added_parameters": candidate.n_parameters() - self.ctx.committed.n_parameters(),
             "view_parameters": candidate.n_parameters(view),
             "forward_macs": candidate.macs(view),
