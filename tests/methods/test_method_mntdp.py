@@ -17,7 +17,12 @@ def test_every_candidate_is_trained_and_the_best_on_validation_is_committed(run_
         best = max(trials, key=lambda t: t.value)
         assert record["val_accuracy"] == best.value
         assert record["decisions"]["reuse_depth"] == best.params["reuse_depth"]
-        assert record["decisions"]["source_task"] == (task - 1 if task else None)
+        if task == 0:
+            assert record["decisions"]["source_task"] is None
+        else:  # the task-driven prior picked the earlier path whose features classify the new task best
+            scores = {int(j): s for j, s in best.user_attrs["prior_scores"].items()}
+            assert set(scores) == set(range(task))
+            assert scores[record["decisions"]["source_task"]] == max(scores.values())
     assert result.metrics["decisions"] == [r["decisions"] for r in result.records]
 
 
@@ -28,7 +33,7 @@ def test_the_chosen_path_reuses_frozen_modules_bit_identically(run_tiny):
     for record in result.records[1:]:
         task, k = record["task"], record["decisions"]["reuse_depth"]
         path = final.layer_nodes(task)
-        source_path = final.layer_nodes(task - 1)
+        source_path = final.layer_nodes(record["decisions"]["source_task"])
         for layer in range(2):
             if layer < k:
                 assert path[layer] == source_path[layer]
@@ -38,3 +43,33 @@ def test_the_chosen_path_reuses_frozen_modules_bit_identically(run_tiny):
     for node_id, node in first.nodes():
         assert node.frozen or node_id == "input"
         assert all(torch.equal(v, final.node(node_id).weights[k]) for k, v in node.weights.items())
+
+
+def test_with_source_previous_the_previous_task_is_perturbed(run_tiny):
+    result = run_tiny("mntdp-d", training={"epochs": 1}, options={"source": "previous"})
+    assert [d["source_task"] for d in result.metrics["decisions"]] == [None, 0, 1, 2, 3]
+
+
+def test_the_prior_picks_the_earlier_path_whose_features_separate_the_new_task(run_tiny, digits_stream):
+    from growsearch.search.task_prior import choose_source
+
+    result = run_tiny("pnn", training={"epochs": 3}, options={"laterals": False})  # independent columns
+    graph, _ = RunFolder.open(result.path).load_task(1)
+    for name, value in graph.node("t1/L1").weights.items():  # column 1's features: a constant
+        graph.node("t1/L1").weights[name] = torch.zeros_like(value)
+    choice = choose_source(graph, digits_stream.tasks[0], [0, 1])
+    assert choice.source == 0
+    assert choice.scores[0] > 0.9 and choice.scores[1] < 0.7  # constant features: a kNN near chance
+
+
+def test_mntdp_s_trains_the_candidates_jointly_and_commits_the_most_probable(run_tiny):
+    result = run_tiny("mntdp-s", training={"epochs": 1}, options={"sampler_epochs": 2})
+    storage = RunFolder.open(result.path).storage("sqlite")
+    for record in result.records[1:]:
+        decisions = record["decisions"]
+        probabilities = {int(k): p for k, p in decisions["path_probabilities"].items()}
+        assert sorted(probabilities) == [0, 1, 2] and abs(sum(probabilities.values()) - 1) < 1e-5
+        assert probabilities[decisions["reuse_depth"]] == max(probabilities.values())
+        trial = optuna.load_study(study_name=f"task-{record['task']}", storage=storage).get_trials()[0]
+        assert trial.user_attrs["search_macs"] > 0  # the joint phase's training is counted
+    assert result.metrics["metrics"]["forgetting"] == 0.0
