@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
 import optuna
 import typer
 from rich.console import Console
@@ -61,7 +60,11 @@ class ProgressReporter:
 
     def trial_finished(self, task: int, trial: optuna.trial.FrozenTrial) -> None:
         self.progress.advance(self.trials_bar)
-        value = "" if trial.value is None else f" val acc {trial.value:.3f}"
+        values = trial.values or []
+        value = "".join(
+            f" {name} {v:.3f}" if isinstance(v, float) and v < 10 else f" {name} {v:,.0f}"
+            for name, v in zip(("val acc", "cost", "cost 2"), values, strict=False)
+        )
         params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
         self.progress.console.print(
             f"  task {task} trial {trial.number}: {trial.state.name.lower()}{value} {params}"
@@ -196,57 +199,103 @@ def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int]:
 def inspect(
     run_path: Annotated[Path, typer.Argument(help="a run folder")],
     task: Annotated[
-        int | None, typer.Option(help="show the graph committed after this task, as it sees it")
+        int | None, typer.Option(help="show the graph committed after this task, its view highlighted")
     ] = None,
-    format: Annotated[str, typer.Option(help="text or dot")] = "text",
-    output: Annotated[Path | None, typer.Option(help="write to this file instead of the terminal")] = None,
+    format: Annotated[str, typer.Option(help="text, dot, svg, png, html, graphml or json")] = "text",
+    output: Annotated[Path | None, typer.Option(help="write to this file instead of the default")] = None,
+    engine: Annotated[str, typer.Option(help="draws svg/png/html: auto, graphviz or matplotlib")] = "auto",
+    diff: Annotated[
+        tuple[int, int] | None, typer.Option(help="T1 T2: what task T2 added over task T1")
+    ] = None,
 ) -> None:
-    """Show the grown graph as a task sees it: owned, shared, frozen and pruned nodes, parameter counts."""
+    """Show the grown graph: layers, owner tasks, frozen and pruned nodes, parameters, a task's path.
+
+    svg, png and html go to --output (default: graph-task-T.EXT or graph-diff-T1-T2.EXT in the run folder);
+    the other formats go to the terminal unless --output is given.
+    """
+    from growsearch.atomic_files import atomic_write_bytes
     from growsearch.errors import ConfigError
-    from growsearch.report.inspect import render_dot, render_text
+    from growsearch.report.graph_render import resolve_engine
+    from growsearch.report.inspect import FORMATS, render_inspect, render_picture_as
 
-    renderers = {"text": render_text, "dot": render_dot}
-    if format not in renderers:
-        raise ConfigError(f"--format {format!r}; expected one of {', '.join(renderers)}")
-    graph, task = _committed_graph(run_path, task)
-    text = renderers[format](graph, task)
+    resolve_engine(engine)
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format!r}; expected one of {', '.join(FORMATS)}")
+    if diff is not None:
+        from growsearch.report.graph_diff import diff_picture, graph_diff, render_diff_text
+
+        first, second = diff
+        if first >= second:
+            raise ConfigError(f"--diff {first} {second}: the first task must come before the second")
+        before, _ = _committed_graph(run_path, first)
+        after, _ = _committed_graph(run_path, second)
+        changes = graph_diff(before, after, first, second)
+        rendered = (
+            render_diff_text(changes, after)
+            if format == "text"
+            else render_picture_as(diff_picture(changes, after), format, engine)
+        )
+        default_name = f"graph-diff-{first}-{second}.{format}"
+    else:
+        graph, task = _committed_graph(run_path, task)
+        rendered = render_inspect(graph, task, format, engine)
+        default_name = f"graph-task-{task}.{format}"
+    if output is None and format in ("svg", "png", "html"):
+        output = run_path / default_name
     if output:
-        from growsearch.atomic_files import atomic_write_text
-
-        atomic_write_text(output, text)
+        atomic_write_bytes(output, rendered if isinstance(rendered, bytes) else rendered.encode("utf-8"))
         console.print(f"wrote {output}")
     else:
-        console.print(text, highlight=False, markup=False, soft_wrap=True)
+        console.print(rendered, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 @friendly_errors
-def report(run_path: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
-    """Print the metrics and draw the accuracy matrix, parameter growth and trial history as PNGs."""
-    from growsearch.errors import RunFolderError
-    from growsearch.report.plots import plot_accuracy_matrix, plot_parameter_growth, plot_trial_history
-    from growsearch.report.trial_history import trial_history
+def report(
+    run_path: Annotated[Path, typer.Argument(help="a run folder")],
+    engine: Annotated[str, typer.Option(help="draws the grown graphs: auto, graphviz or matplotlib")] = (
+        "auto"
+    ),
+) -> None:
+    """Print the metrics; write the figures, metrics.csv and a self-contained report.html."""
+    from growsearch.report.graph_render import resolve_engine
+    from growsearch.report.html_report import load_metrics, open_elsewhere, write_report
     from growsearch.runner import RunResult
-    from growsearch.search.run_folder import METRICS_FILE, RunFolder
+    from growsearch.search.run_folder import RunFolder
 
+    resolve_engine(engine)
     run = RunFolder.open(run_path)
-    path = run.path / METRICS_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{path} is missing: no task of this run has been committed yet")
-    import json
-
-    metrics = json.loads(path.read_text())
-    matrix = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy"]])
-    figures = [
-        plot_accuracy_matrix(matrix, run.path / "accuracy_matrix.png"),
-        plot_parameter_growth(
-            np.array(metrics["parameters"], dtype=float), run.path / "parameter_growth.png"
-        ),
-        plot_trial_history(trial_history(run), run.path / "trial_history.png"),
-    ]
+    metrics = load_metrics(run)
+    files = write_report(run.path, engine)
     _print_summary(RunResult(run.path, [], metrics))
-    for figure in figures:
-        console.print(f"wrote {figure}")
+    for path in (*files.pngs, files.csv, run.path / "metrics.json", files.html):
+        console.print(f"wrote {path}" if path != run.path / "metrics.json" else f"metrics as JSON: {path}")
+    for tool, command in open_elsewhere(run, run.config()):
+        console.print(f"{tool}: {command}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def compare(
+    run_paths: Annotated[list[Path], typer.Argument(help="two or more run folders")],
+    output: Annotated[Path, typer.Option(help="the HTML page to write; a CSV goes beside it")] = Path(
+        "compare.html"
+    ),
+) -> None:
+    """Compare runs side by side: a table of their metrics, and plots of accuracy and parameters per task."""
+    from growsearch.report.compare import compare_rows, load_summaries, write_compare
+
+    summaries = load_summaries(run_paths)
+    headers, rows = compare_rows(summaries)
+    table = Table(title=f"{len(summaries)} runs side by side")  # one column per run fits a terminal
+    table.add_column("")
+    for row in rows:
+        table.add_column(str(row[0]), justify="right")
+    for index, header in enumerate(headers[1:], start=1):
+        table.add_row(header, *(str(row[index]) for row in rows))
+    console.print(table)
+    html_path, csv_path = write_compare(summaries, output)
+    console.print(f"wrote {html_path}\nwrote {csv_path}")
 
 
 @app.command(name="list")

@@ -30,8 +30,12 @@ class OptunaBackend:
         save_trial: SaveTrial,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        def objective(trial: optuna.Trial) -> float:
+        objectives = job.method.space.search.objectives
+
+        def objective(trial: optuna.Trial) -> float | list[float]:
             def on_epoch(epoch: int, accuracy: float) -> None:
+                if len(objectives) > 1:
+                    return  # Optuna reports and prunes single-objective trials only
                 trial.report(accuracy, epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
@@ -44,7 +48,7 @@ class OptunaBackend:
             for key, value in outcome.attrs.items():
                 trial.set_user_attr(key, value)
             save_trial(job.task_id, trial.number, outcome.graph)
-            return outcome.value
+            return outcome.values(objectives)
 
         study.optimize(
             objective,

@@ -63,7 +63,7 @@ class StudySearcher(Searcher):
         return {"params": params, "number": trial.number, "seed_number": self.job.seed_number(trial)}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.live and "epoch" in result:
+        if trial_id in self.live and "epoch" in result and not self.job.method.space.search.multi_objective:
             self.live[trial_id].report(result[METRIC], int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -75,7 +75,9 @@ class StudySearcher(Searcher):
             if key.startswith("attr/"):
                 trial.set_user_attr(key.removeprefix("attr/"), value)
         if result.get("finished") and not error:
-            frozen = self.study.tell(trial, result[METRIC])
+            objectives = self.job.method.space.search.objectives
+            values = [result[METRIC], *(float(result[f"attr/{name}"]) for name in objectives[1:])]
+            frozen = self.study.tell(trial, values if len(values) > 1 else values[0])
         elif error or "attr/error" in result:
             frozen = self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:  # stopped early by the scheduler

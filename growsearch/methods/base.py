@@ -69,7 +69,8 @@ class Method(ABC):
         return self.space.search.n_trials or 1
 
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
-        return make_sampler(self.space.search.sampler or "tpe", seed=ctx.seed)
+        default = "nsga2" if self.space.search.multi_objective else "tpe"
+        return make_sampler(self.space.search.sampler or default, seed=ctx.seed)
 
     def initial_trials(self, ctx: TaskContext) -> list[dict[str, Any]]:
         """Decisions enqueued, in order, when a task's study is created (e.g. every candidate of an

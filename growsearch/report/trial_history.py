@@ -24,7 +24,8 @@ def trial_history(run: RunFolder) -> list[dict[str, Any]]:
                     "task": task,
                     "number": trial.number,
                     "state": trial.state.name,
-                    "value": trial.value,
+                    "value": trial.values[0] if trial.values else None,  # validation accuracy
+                    "values": list(trial.values) if trial.values else None,  # and costs, if multi-objective
                     "params": dict(trial.params),
                     "user_attrs": dict(trial.user_attrs),
                     "chosen": chosen.get(task) == trial.number,

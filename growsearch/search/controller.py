@@ -115,7 +115,7 @@ class GrowthController:
             storage=self.storage,
             sampler=self.method.sampler(ctx),
             pruner=make_pruner(self.space.search.pruner),
-            direction="maximize",
+            directions=self.space.search.directions,
             load_if_exists=True,
         )
         budget = self.method.trial_budget(ctx)
@@ -129,7 +129,7 @@ class GrowthController:
             report = [lambda _study, trial: self.reporter.trial_finished(t, trial)]
             job = TrialJob(self.method, ctx, self.seed)
             self.backend.optimize(study, job, budget - done, self.run.save_trial, report)
-        best = _best_trial(study, t)
+        best = _committed_trial(study, t, self.space.search.accuracy_tolerance)
         chosen = self.run.load_trial(t, best.number)
         retrain_macs = [0]
         graph = self.method.commit(chosen, ctx, self._retrainer(ctx, retrain_macs))
@@ -186,7 +186,8 @@ class GrowthController:
             "classes": list(task.classes),
             "chosen_trial": best.number,
             "decisions": self.method.decisions(best),
-            "val_accuracy": best.value,
+            "val_accuracy": best.values[0],
+            "pareto_front": [tr.number for tr in study.best_trials] if len(study.directions) > 1 else None,
             "accuracy_row": self.accuracy_row(graph, t),
             "parameters": graph.n_parameters(),
             "view_parameters": graph.n_parameters(view),
@@ -233,7 +234,9 @@ def _counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state in FINISHED or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
 
 
-def _best_trial(study: optuna.Study, t: int) -> optuna.trial.FrozenTrial:
+def _committed_trial(study: optuna.Study, t: int, tolerance: float) -> optuna.trial.FrozenTrial:
+    """The best validation accuracy; in a multi-objective search, the Pareto point with the best accuracy
+    or, among Pareto points within `tolerance` of it, the one with the lowest costs."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         errors = [
@@ -241,4 +244,9 @@ def _best_trial(study: optuna.Study, t: int) -> optuna.trial.FrozenTrial:
         ]
         detail = f"; first error: {errors[0]}" if errors else ""
         raise TrainingError(f"task {t}: no trial completed, so there is no candidate to commit{detail}")
-    return max(complete, key=lambda tr: (tr.value, -tr.number))
+    if len(study.directions) == 1:
+        return max(complete, key=lambda tr: (tr.value, -tr.number))
+    front = study.best_trials
+    best_accuracy = max(tr.values[0] for tr in front)
+    close = [tr for tr in front if tr.values[0] >= best_accuracy - tolerance]
+    return min(close, key=lambda tr: (*tr.values[1:], -tr.values[0], tr.number))

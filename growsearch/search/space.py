@@ -33,6 +33,10 @@ class SearchConfig:
     sampler: str | None = None  # None: the method's own sampler
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
     storage: Literal["sqlite", "journal"] = "sqlite"
+    # more than one objective: a multi-objective search (NSGA-II by default); the committed trial is the
+    # Pareto point with the best accuracy, or, within `accuracy_tolerance` of it, the cheapest one
+    objectives: tuple[Literal["accuracy", "added_parameters", "forward_macs"], ...] = ("accuracy",)
+    accuracy_tolerance: float = 0.0
     # the ray backend: what each trial reserves, how many run at once, how often a lost trial is retried
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -46,6 +50,27 @@ class SearchConfig:
         require(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "expected a number > 0")
         require(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "expected a number >= 0 (e.g. 0.25)")
         require(self.max_failures >= 0, f"{where}.max_failures", "expected an integer >= 0")
+        require(
+            len(self.objectives) >= 1
+            and self.objectives[0] == "accuracy"
+            and len(set(self.objectives)) == len(self.objectives),
+            f"{where}.objectives",
+            f"expected accuracy, then any of added_parameters, forward_macs; got {list(self.objectives)}",
+        )
+        require(
+            len(self.objectives) == 1 or self.pruner == "none",
+            f"{where}.pruner",
+            "expected none with several objectives (Optuna prunes single-objective searches only)",
+        )
+        require(self.accuracy_tolerance >= 0, f"{where}.accuracy_tolerance", "expected a number >= 0")
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * (len(self.objectives) - 1)
 
 
 @dataclass(frozen=True)

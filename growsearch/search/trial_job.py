@@ -32,8 +32,14 @@ def derived_seed(*parts: object) -> int:
 @dataclass(frozen=True)
 class TrialOutcome:
     graph: ModuleGraph
-    value: float
+    value: float  # validation accuracy
     attrs: dict[str, Any]
+
+    def values(self, objectives: tuple[str, ...]) -> float | list[float]:
+        """What the study is told: the accuracy, or [accuracy, cost, ...] for a multi-objective search."""
+        if len(objectives) == 1:
+            return self.value
+        return [self.value, *(float(self.attrs[name]) for name in objectives[1:])]
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,25 @@ def test_trial_attributes_record_cost(run_tiny):
     assert by_depth[0]["added_parameters"] > by_depth[1]["added_parameters"] > by_depth[2]["added_parameters"]
     assert by_depth[0]["train_macs"] > by_depth[2]["train_macs"] > 0
     assert all(r["train_macs"] >= r["pass_macs"] > 0 for r in result.records)  # one epoch at least
+
+
+def test_a_multi_objective_search_commits_from_the_pareto_front(run_tiny):
+    search = {"objectives": ["accuracy", "added_parameters"]}
+    result = run_tiny("mntdp-d", training={"epochs": 1}, search=search)
+    storage = RunFolder.open(result.path).storage("sqlite")
+    for record in result.records[1:]:
+        study = optuna.load_study(study_name=f"task-{record['task']}", storage=storage)
+        front = {t.number for t in study.best_trials}
+        assert set(record["pareto_front"]) == front and record["chosen_trial"] in front
+        chosen = study.trials[record["chosen_trial"]]
+        assert chosen.values[0] == max(study.trials[n].values[0] for n in front)
+    # with a tolerance of 1.0 every Pareto point qualifies: the cheapest (only a new head) is committed
+    cheap = run_tiny("mntdp-d", name="cheap", training={"epochs": 1}, search={**search, "accuracy_tolerance": 1.0})
+    assert [d["reuse_depth"] for d in cheap.metrics["decisions"][1:]] == [2, 2, 2, 2]
+
+
+def test_several_objectives_refuse_a_pruner():
+    from growsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search.pruner: expected none with several objectives"):
+        tiny_space("mntdp-d", search={"objectives": ["accuracy", "forward_macs"], "pruner": "median"})
