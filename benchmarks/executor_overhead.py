@@ -3,9 +3,10 @@
 What is measured, side by side in one process:
 
 * ``module``: the same training loop (same batches in the same order, SGD steps, same loss) driven once
-  through the `torch.fx` module that `growsearch.graph.compile.compile_for_training` emits for a task's
-  view, and once through a hand-written module (an `nn.Sequential`, or an explicit PNN module) holding
-  copies of the same weights. This isolates the cost of the generated code and its nested node modules.
+  through the `torch.fx` module that `growsearch.graph.compile.compile_view` emits for a task's whole view
+  (with ``train=True``: the parameters of unfrozen nodes train), and once through a hand-written module
+  (an `nn.Sequential`, or an explicit PNN module) holding copies of the same weights. This isolates the
+  cost of the generated code and its nested node modules.
 * ``train path``: `growsearch.search.training.train_candidate` end to end (graph copy, compile, frozen-
   prefix cache, the training loop with its loss check, a validation pass per epoch, write-back) against a
   plain hand-written loop doing the same epochs, batches, optimiser steps and validation passes.
@@ -14,11 +15,14 @@ Cases: the 2x100 MLP on 1x28x28 inputs (batch 32, SGD), a small conv net (two Co
 and a head) on 3x32x32, and the third column of a 3-column PNN (2x100 MLP columns with lateral adapters)
 against a hand-written PNN. Data are random tensors (timing does not depend on their values).
 
-Each measurement starts from the same initial weights (copied outside the timed region). The two sides
-are interleaved for ``--rounds`` rounds, alternating which goes first, after one untimed warm-up each;
-the median per side is reported and the ratio is compiled / hand-written (target <= 1.10). Before timing,
-the script asserts both sides produce the same outputs; after timing, that they trained to the same
-weights (so both did the same work).
+Each measurement starts from the same initial weights (built or copied outside the timed region). In
+``module`` the two sides are interleaved chunk by chunk (10 optimiser steps of one side, then 10 of the
+other, alternating who goes first) for ``--rounds`` rounds after one untimed warm-up round; in ``train
+path``, call by call, alternating who goes first each round, after two warm-up rounds. The median per
+side is reported and the ratio is compiled / hand-written (target <= 1.10); beside it, the ratio of the
+fastest rounds and of process CPU time (on a shared machine, other load moves single rounds by tens of
+percent). Before timing, the script asserts both sides produce the same outputs; after timing, that their
+trained models still do (so both did the same work).
 
 Run:  python benchmarks/executor_overhead.py [--rounds 5] [--steps 200] [--threads 1]
 """
@@ -45,8 +49,10 @@ from growsearch.search.training import EVAL_BATCH, TrainingConfig, train_candida
 
 TARGET = 1.10
 LR, MOMENTUM, BATCH = 0.1, 0.9, 32
+CHUNK = 10  # module comparison: steps per timed chunk; the two sides alternate chunk by chunk
 TRAIN_EPOCHS = 5  # the train-path comparison: the growsearch protocol's epochs per task
 N_CLASSES = 10
+Timing = tuple[float, float]  # (wall seconds, process CPU seconds) of one timed part
 
 
 # ---- building the graphs and their hand-written twins ------------------------------------------------
@@ -212,17 +218,53 @@ def sgd(module: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM)
 
 
-def train_steps(module: nn.Module, data: Data, order: torch.Tensor, steps: int) -> None:
-    """The plain loop both sides of the `module` comparison run."""
-    optimizer = sgd(module)
-    loss_fn = nn.CrossEntropyLoss()
-    module.train()
-    for i in range(steps):
+LOSS = nn.CrossEntropyLoss()
+
+
+def train_steps(
+    module: nn.Module, optimizer: torch.optim.Optimizer, data: Data, order: torch.Tensor, steps: range
+) -> None:
+    """The plain loop both sides of the `module` comparison run (steps `steps` of the batch order)."""
+    for i in steps:
         index = order[i * BATCH : (i + 1) * BATCH]
-        loss = loss_fn(module(data.x[index]), data.y[index])
+        loss = LOSS(module(data.x[index]), data.y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+def interleave_chunks(
+    rounds: int,
+    steps: int,
+    chunk: int,
+    make: dict[str, Callable[[], nn.Module]],
+    data: Data,
+    order: torch.Tensor,
+) -> tuple[dict[str, list[Timing]], dict[str, nn.Module]]:
+    """Timings per round of each side of the `module` comparison. Every round starts both sides from the
+    initial weights, then runs the steps in chunks of `chunk`, alternating sides chunk by chunk (and which
+    side goes first), so the machine's other load hits both alike. One untimed warm-up round first."""
+    times: dict[str, list[Timing]] = {side: [] for side in make}
+    modules: dict[str, nn.Module] = {}
+    for r in range(rounds + 1):
+        modules = {side: build() for side, build in make.items()}
+        optimizers = {side: sgd(module) for side, module in modules.items()}
+        for module in modules.values():
+            module.train()
+        wall = dict.fromkeys(make, 0.0)
+        cpu = dict.fromkeys(make, 0.0)
+        sides = list(make)
+        for k, start in enumerate(range(0, steps, chunk)):
+            span = range(start, min(start + chunk, steps))
+            for side in sides if (k + r) % 2 == 0 else sides[::-1]:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                train_steps(modules[side], optimizers[side], data, order, span)
+                wall[side] += time.perf_counter() - started
+                cpu[side] += time.process_time() - cpu_started
+        if r > 0:
+            for side in make:
+                times[side].append((wall[side], cpu[side]))
+    return times, modules
 
 
 def hand_train(module: nn.Module, data: Data, epochs: int, seed: int) -> float:
@@ -252,16 +294,15 @@ def hand_train(module: nn.Module, data: Data, epochs: int, seed: int) -> float:
     return accuracy
 
 
-Timing = tuple[float, float]  # (wall seconds, process CPU seconds) of one timed part
-
-
 def interleave(
     rounds: int, compiled: Callable[[], Timing], hand: Callable[[], Timing]
 ) -> tuple[list[Timing], list[Timing]]:
-    """Timings per round of each side: one untimed warm-up each, then rounds alternating who goes first.
-    Each callable does its own untimed setup and returns the timing of its timed part."""
-    compiled()
-    hand()
+    """Timings per round of each side: two untimed warm-up rounds (the first calls of train_candidate are
+    several times slower), then rounds alternating who goes first. Each callable does its own untimed
+    setup and returns the timing of its timed part."""
+    for _ in range(2):
+        compiled()
+        hand()
     times_c, times_h = [], []
     for r in range(rounds):
         if r % 2 == 0:
@@ -301,6 +342,9 @@ class Row:
     def ratio(self, clock: int) -> float:
         return self.median("compiled", clock) / self.median("hand", clock)
 
+    def min_ratio(self) -> float:
+        return min(t[0] for t in self.compiled) / min(t[0] for t in self.hand)
+
 
 def bench_case(
     name: str,
@@ -334,19 +378,12 @@ def bench_case(
         raise AssertionError(f"{name}: {n_trainable} trainable parameters compiled vs {n_hand} hand-written")
 
     # 1. module: the same loop over the compiled full view (every node in the forward) and the hand module
-    trained: dict[str, nn.Module] = {}
-
-    def run_compiled() -> Timing:
-        module = compile_view(graph, task, include_free=True, train=True).module
-        trained["compiled"] = module
-        return timed(lambda: train_steps(module, data, order, steps))
-
-    def run_hand() -> Timing:
-        module = copy.deepcopy(hand_template)
-        trained["hand"] = module
-        return timed(lambda: train_steps(module, data, order, steps))
-
-    times_c, times_h = interleave(rounds, run_compiled, run_hand)
+    make = {
+        "compiled": lambda: compile_view(graph, task, include_free=True, train=True).module,
+        "hand": lambda: copy.deepcopy(hand_template),
+    }
+    times, trained = interleave_chunks(rounds, steps, CHUNK, make, data, order)
+    times_c, times_h = times["compiled"], times["hand"]
     with torch.no_grad():
         trained["compiled"].eval()
         trained["hand"].eval()
@@ -429,14 +466,15 @@ def main() -> int:
 
     header = (
         f"{'case':<21} {'measure':<10} {'steps':>5} {'compiled s':>10} {'hand s':>8} {'ratio':>6} "
-        f"{'cpu ratio':>9} {'max |diff|':>10}"
+        f"{'min ratio':>9} {'cpu ratio':>9} {'max |diff|':>10}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
             f"{row.case:<21} {row.measure:<10} {row.steps:>5} {row.median('compiled', 0):>10.4f} "
-            f"{row.median('hand', 0):>8.4f} {row.ratio(0):>6.3f} {row.ratio(1):>9.3f} {row.check:>10.2e}"
+            f"{row.median('hand', 0):>8.4f} {row.ratio(0):>6.3f} {row.min_ratio():>9.3f} "
+            f"{row.ratio(1):>9.3f} {row.check:>10.2e}"
         )
     print()
     print("module: the same loop through the compiled full view vs the hand-written module.")
@@ -446,13 +484,23 @@ def main() -> int:
     print(
         "  for the PNN, train_candidate caches the frozen columns' outputs; the hand-written PNN reruns them."
     )
-    print("ratio: median wall time compiled / hand-written; cpu ratio: the same with process CPU time.")
+    print("ratio: median wall time compiled / hand-written; min ratio: fastest round of each side;")
+    print(
+        "  cpu ratio: medians of process CPU time. Other load on a shared machine moves these by several %."
+    )
     print("max |diff|: outputs of the two sides after training (both are checked equal before training too).")
     for row in rows:
-        verdict = "ok" if row.ratio(0) <= TARGET else "ABOVE TARGET"
+        if row.ratio(0) <= TARGET:
+            verdict = "ok"
+        elif row.min_ratio() <= TARGET or row.ratio(1) <= TARGET:
+            verdict = (
+                "median above target, fastest rounds or CPU time within it: other load? rerun to confirm"
+            )
+        else:
+            verdict = "ABOVE TARGET"
         print(
             f"ratio compiled/hand-written  {row.case:<21} {row.measure:<10} {row.ratio(0):.3f} "
-            f"(cpu {row.ratio(1):.3f})  {verdict}, target <= {TARGET}"
+            f"(min {row.min_ratio():.3f}, cpu {row.ratio(1):.3f})  target <= {TARGET}: {verdict}"
         )
     return 0
 

@@ -8,13 +8,18 @@ The table shows wall time (``start_run`` end to end: data loading, the random-in
 with its per-epoch validation, the accuracy matrix and the run folder with Optuna storage and
 checkpoints), the part of it spent in the tasks (the per-task ``seconds`` of the run's records: search,
 commit, accuracy row), final average accuracy A_T (mean test accuracy over all tasks after the last one),
-parameters after the last task and the number of trials run.
+parameters after the last task and the number of trials run. With ``--repeats N`` each row is run N
+times and the repeat of median wall time is shown (``min s``: the fastest repeat; ``cpu s``: process CPU
+time, less sensitive to other load on a shared machine with one thread). The wall-time ratio judged
+against the target compares the fastest repeats (other load only ever adds time); the median, CPU and
+per-task ratios are printed beside it. Torch runs one intra-op thread by default (``--threads``): on a
+small shared machine, more threads make timings swing with the other load.
 
 Where ``avalanche-lib`` is importable (and ``--no-avalanche`` is not given), Avalanche's own PNN
 (`avalanche.models.PNN` + `avalanche.training.PNNStrategy`) and PackNet (`PackNetModel` +
 `PackNetPlugin`) run in the same process on the identical stream: the same task split and the same
 train/test tensors (growsearch's loaded stream, wrapped as Avalanche datasets), the same epochs, learning
-rate, momentum, batch size and 2x100 hidden layers. Avalanche's timed part (both time columns) is
+rate, momentum, batch size and 2x100 hidden layers. Avalanche's timed part (all its time columns) is
 `strategy.train` on each experience plus the test accuracy of every seen task after it (our wall time
 covers strictly more).
 PackNet gets growsearch's YAML settings: the same prune fractions per task and the same post-pruning
@@ -24,13 +29,15 @@ shared output layer (it has no per-task heads), and its PNN has adapters into ev
 too, over the input) and none into the head. The script prints wall-time ratios ours / Avalanche
 (target <= 1.0) and accuracy differences (target: ours >= theirs). Without Avalanche it says so and
 prints growsearch's rows only. Before the timed rows, every method runs once untimed on a tiny stream
-(``--no-warmup`` skips it) so that first-call costs are charged to no row.
+(``--no-warmup`` skips it) so that first-call costs are charged to no row. ``--storage`` overrides the
+YAMLs' Optuna storage (sqlite or journal) to see what the run folder's storage costs.
 
 Adding a method as a row: add its name to METHODS (its YAML must exist); an Avalanche counterpart is a
 function in AVALANCHE_RUNNERS.
 
 Run:  python benchmarks/methods.py [--methods pnn,packnet,mntdp-d] [--seed 0] [--epochs 5]
-      [--benchmark split-mnist5k] [--no-avalanche] [--max-per-task N] [--no-warmup]
+      [--benchmark split-mnist5k] [--no-avalanche] [--max-per-task N] [--repeats 1]
+      [--threads N] [--no-warmup] [--storage sqlite|journal]
 For the comparison, use an environment with avalanche-lib installed (e.g. a separate venv with
 ``pip install -e . avalanche-lib mlxtend``).
 """
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -52,6 +60,7 @@ from typing import Any
 import torch
 
 from growsearch.data.task import TaskStream
+from growsearch.methods import method_names
 from growsearch.runner import RunOptions, load_stream, start_run
 from growsearch.search.space import SearchSpace, load_space, space_from_dict
 
@@ -72,13 +81,18 @@ class Row:
     trials: int | None  # None: no search (one training per task)
     accuracy: list[float] = field(default_factory=list)  # final test accuracy per task
     task_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: float = math.nan  # process CPU time of the same span as `seconds`
+    repeats: list[float] = field(default_factory=list)  # wall seconds of every repeat
 
 
 # ---- growsearch -------------------------------------------------------------------------------------
-def protocol_space(method: str, epochs: int) -> SearchSpace:
-    """The method's shipped space with its network and training sections set to the benchmark protocol."""
+def protocol_space(method: str, epochs: int, storage: str | None = None) -> SearchSpace:
+    """The method's shipped space with its network and training sections set to the benchmark protocol
+    (and its Optuna storage set to `storage`, unless None)."""
     shipped = load_space(method)
     raw = copy.deepcopy(shipped.raw)
+    if storage is not None:
+        raw["search"] = {**(raw.get("search") or {}), "storage": storage}
     raw["network"] = {"layers": [{"linear": width} for width in HIDDEN]}
     raw["training"] = {
         "optimizer": "sgd",
@@ -92,12 +106,12 @@ def protocol_space(method: str, epochs: int) -> SearchSpace:
     return space_from_dict(raw, f"{shipped.source} (benchmark protocol)")
 
 
-def run_growsearch(method: str, options: RunOptions, epochs: int) -> Row:
-    space = protocol_space(method, epochs)
+def run_growsearch(method: str, options: RunOptions, epochs: int, storage: str | None = None) -> Row:
+    space = protocol_space(method, epochs, storage)
     with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as folder:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = start_run(space, options, Path(folder) / "run")
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     metrics = result.metrics
     trials = sum(sum(record["trials"].values()) for record in result.records)
     return Row(
@@ -109,6 +123,7 @@ def run_growsearch(method: str, options: RunOptions, epochs: int) -> Row:
         trials,
         [float(a) for a in metrics["accuracy"][-1]],
         [float(record["seconds"]) for record in result.records],
+        cpu,
     )
 
 
@@ -177,15 +192,15 @@ def _avalanche_accuracy(model: torch.nn.Module, stream: TaskStream, tasks: int) 
 def _train_avalanche(method: str, strategy: Any, model: torch.nn.Module, stream: TaskStream) -> Row:
     benchmark = avalanche_benchmark(stream)
     task_seconds, row = [], []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for t, experience in enumerate(benchmark.train_stream):
         task_started = time.perf_counter()
         strategy.train(experience)
         row = _avalanche_accuracy(model, stream, t + 1)  # the accuracy matrix's row, as growsearch computes
         task_seconds.append(time.perf_counter() - task_started)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     parameters = sum(p.numel() for p in model.parameters())
-    return Row(method, "avalanche", seconds, statistics.fmean(row), parameters, None, row, task_seconds)
+    return Row(method, "avalanche", seconds, statistics.fmean(row), parameters, None, row, task_seconds, cpu)
 
 
 def _quiet_evaluator() -> Any:
@@ -270,8 +285,8 @@ AVALANCHE_RUNNERS: dict[str, AvalancheRunner] = {"pnn": avalanche_pnn, "packnet"
 # ---- the report --------------------------------------------------------------------------------------
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'method':<10} {'implementation':<14} {'wall s':>7} {'tasks s':>7} {'A_T':>7} {'params':>10} "
-        f"{'trials':>6}  final accuracy per task"
+        f"{'method':<8} {'implementation':<14} {'wall s':>6} {'min s':>6} {'cpu s':>6} {'tasks s':>7} "
+        f"{'A_T':>6} {'params':>9} {'trials':>6}  final accuracy per task"
     )
     print(header)
     print("-" * len(header))
@@ -279,8 +294,9 @@ def print_table(rows: list[Row]) -> None:
         per_task = " ".join(f"{a:.3f}" for a in row.accuracy)
         trials = "-" if row.trials is None else str(row.trials)
         print(
-            f"{row.method:<10} {row.implementation:<14} {row.seconds:>7.2f} {sum(row.task_seconds):>7.2f} "
-            f"{row.average_accuracy:>7.4f} {row.parameters:>10,} {trials:>6}  {per_task}"
+            f"{row.method:<8} {row.implementation:<14} {row.seconds:>6.2f} {min(row.repeats):>6.2f} "
+            f"{row.cpu_seconds:>6.2f} {sum(row.task_seconds):>7.2f} {row.average_accuracy:>6.4f} "
+            f"{row.parameters:>9,} {trials:>6}  {per_task}"
         )
 
 
@@ -289,16 +305,63 @@ def print_comparison(rows: list[Row]) -> None:
     theirs = {r.method: r for r in rows if r.implementation == "avalanche"}
     for method, their in theirs.items():
         our = ours[method]
-        ratio = our.seconds / their.seconds
-        task_ratio = sum(our.task_seconds) / sum(their.task_seconds)
+        ratio = min(our.repeats) / min(their.repeats)
+        ratios = (
+            f"median {our.seconds / their.seconds:.3f}, cpu {our.cpu_seconds / their.cpu_seconds:.3f}, "
+            f"tasks s {sum(our.task_seconds) / sum(their.task_seconds):.3f}"
+        )
         delta = 100 * (our.average_accuracy - their.average_accuracy)
         time_ok = "ok" if ratio <= 1.0 else "ABOVE TARGET"
         accuracy_ok = "ok" if delta >= 0 else "BELOW"
         print(
-            f"{method:<10} wall ours/avalanche {ratio:.3f} ({time_ok}, target <= 1.0; tasks s only "
-            f"{task_ratio:.3f})  A_T {our.average_accuracy:.4f} vs {their.average_accuracy:.4f} "
-            f"({delta:+.2f} points, {accuracy_ok})"
+            f"{method:<8} time ours/avalanche: fastest wall {ratio:.3f} ({time_ok}, target <= 1.0; {ratios})"
         )
+        print(
+            f"{'':<8} A_T ours {our.average_accuracy:.4f} vs avalanche {their.average_accuracy:.4f}: "
+            f"{delta:+.2f} points ({accuracy_ok}, target >= 0)"
+        )
+
+
+def run_avalanche(method: str, stream: TaskStream, epochs: int, seed: int) -> Row:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AVALANCHE_RUNNERS[method](stream, epochs, seed)
+
+
+def measure(
+    method: str,
+    options: RunOptions,
+    stream: TaskStream,
+    epochs: int,
+    repeats: int,
+    avalanche: bool,
+    storage: str | None = None,
+) -> list[Row]:
+    """One row per implementation: growsearch's, then Avalanche's when it has one. With repeats, the two
+    alternate which runs first, and the repeat of median wall time is kept (accuracies are deterministic)."""
+    runners: list[tuple[str, Callable[[], Row]]] = [
+        ("growsearch", lambda: run_growsearch(method, options, epochs, storage))
+    ]
+    if avalanche and method in AVALANCHE_RUNNERS:
+        runners.append(("avalanche", lambda: run_avalanche(method, stream, epochs, options.seed)))
+    results: dict[str, list[Row]] = {name: [] for name, _ in runners}
+    for repeat in range(repeats):
+        for name, run in runners if repeat % 2 == 0 else runners[::-1]:
+            if name not in results:
+                continue
+            try:
+                results[name].append(run())
+            except Exception as error:  # an Avalanche API change must not lose growsearch's rows
+                if name == "growsearch":
+                    raise
+                print(f"avalanche {method} failed, row skipped: {type(error).__name__}: {error}")
+                del results[name]
+    kept = []
+    for rows in results.values():
+        row = sorted(rows, key=lambda r: r.seconds)[(len(rows) - 1) // 2]
+        row.repeats = [r.seconds for r in rows]
+        kept.append(row)
+    return kept
 
 
 def main() -> int:
@@ -313,13 +376,28 @@ def main() -> int:
     parser.add_argument(
         "--max-per-task", type=int, default=None, help="cap each task's train split (smoke runs)"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row, median kept (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads, both sides (default 1; 0: torch's)"
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "journal"),
+        default=None,
+        help="override the YAMLs' Optuna storage (search.storage; default: as shipped)",
+    )
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         parser.error("--methods names no method")
-    if args.epochs < 1:
-        parser.error("--epochs must be >= 1")
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {', '.join(method_names())}")
+    if args.epochs < 1 or args.repeats < 1:
+        parser.error("--epochs and --repeats must be >= 1")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     options = RunOptions(
         benchmark=args.benchmark, scenario=SCENARIO, seed=args.seed, max_per_task=args.max_per_task
@@ -329,7 +407,8 @@ def main() -> int:
         f"methods benchmark: {args.benchmark}, {SCENARIO}, {len(stream)} tasks, train sizes "
         f"{[len(t.train) for t in stream.tasks]}, seed {args.seed}; {len(HIDDEN)}x{HIDDEN[0]} MLP, "
         f"{args.epochs} epochs, SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s)"
+        f"{torch.get_num_threads()} thread(s), {args.repeats} repeat(s), Optuna storage "
+        f"{args.storage or 'as in the YAMLs'}"
     )
     avalanche, detail = (None, "skipped (--no-avalanche)") if args.no_avalanche else import_avalanche()
     if avalanche is None:
@@ -339,27 +418,20 @@ def main() -> int:
     print()
 
     if not args.no_warmup:  # first-call costs (lazy imports, allocator, kernels) are not charged to a row
-        warm = RunOptions(benchmark=args.benchmark, scenario=SCENARIO, seed=args.seed, max_per_task=8)
+        warm = dataclasses.replace(options, max_per_task=8)
         warm_stream = load_stream(warm)
         for method in methods:
-            run_growsearch(method, warm, 1)
+            run_growsearch(method, warm, 1, args.storage)
             if avalanche is not None and method in AVALANCHE_RUNNERS:
                 try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        AVALANCHE_RUNNERS[method](warm_stream, 1, args.seed)
+                    run_avalanche(method, warm_stream, 1, args.seed)
                 except Exception:
                     pass  # reported by the timed run below
     rows: list[Row] = []
     for method in methods:
-        rows.append(run_growsearch(method, options, args.epochs))
-        if avalanche is not None and method in AVALANCHE_RUNNERS:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    rows.append(AVALANCHE_RUNNERS[method](stream, args.epochs, args.seed))
-            except Exception as error:  # an Avalanche API change must not lose growsearch's rows
-                print(f"avalanche {method} failed, row skipped: {type(error).__name__}: {error}")
+        rows.extend(
+            measure(method, options, stream, args.epochs, args.repeats, avalanche is not None, args.storage)
+        )
     print_table(rows)
     if any(r.implementation == "avalanche" for r in rows):
         print()

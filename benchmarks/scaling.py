@@ -36,7 +36,7 @@ def search_space(epochs: int, trials: int, gpus: float):
 
 
 def trials_per_minute(run: Path, task: int = 1) -> tuple[float, int]:
-    storage = RunFolder.open(run).storage("sqlite")
+    storage = RunFolder.open(run).storage()
     trials = optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     start = min(t.datetime_start for t in done)

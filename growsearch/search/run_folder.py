@@ -2,7 +2,7 @@
 
     runs/NAME/
       config.yaml                  fully resolved: the search space, the run options, versions, seed
-      study.db | study.journal     the Optuna storage: one study `task-T` per task
+      study.journal | study.db     the Optuna storage: one study `task-T` per task
       trials/T/N/                  trained candidate N of task T (graph + weights + checksums), kept
                                    until task T commits
       tasks/T/                     committed state after task T: graph.json, weights.safetensors,
@@ -69,8 +69,10 @@ class RunFolder:
         return data
 
     # ---- Optuna storage -----------------------------------------------------------------------------
-    def storage(self, kind: str) -> optuna.storages.BaseStorage:
-        """SQLite with heartbeats (so stale trials can be failed), or a journal file."""
+    def storage(self, kind: str | None = None) -> optuna.storages.BaseStorage:
+        """The run's Optuna storage (`kind` None: the one its config names): a journal file (the default:
+        appends, no database round trips), or SQLite with heartbeats."""
+        kind = kind or self.config()["space"]["search"]["storage"]
         if kind == "journal":
             return JournalStorage(JournalFileBackend(str(self.path / "study.journal")))
         with warnings.catch_warnings():

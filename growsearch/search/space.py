@@ -32,7 +32,7 @@ class SearchConfig:
     n_trials: int | None = None  # None: the method's own budget (e.g. every MNTDP candidate)
     sampler: str | None = None  # None: the method's own sampler
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
-    storage: Literal["sqlite", "journal"] = "sqlite"
+    storage: Literal["journal", "sqlite"] = "journal"
     # more than one objective: a multi-objective search (NSGA-II by default); the committed trial is the
     # Pareto point with the best accuracy, or, within `accuracy_tolerance` of it, the cheapest one
     objectives: tuple[Literal["accuracy", "added_parameters", "forward_macs"], ...] = ("accuracy",)

@@ -42,7 +42,7 @@ def optuna_reference(tmp_path_factory):
 
 
 def trials_of(run: Path, task: int) -> list[optuna.trial.FrozenTrial]:
-    storage = RunFolder.open(run).storage("sqlite")
+    storage = RunFolder.open(run).storage()
     return optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
 
 
@@ -138,7 +138,7 @@ def test_losing_the_worker_node_mid_study_still_completes_the_budget(cluster, tm
     process = driver(cluster, run)
     wait_for(
         lambda: (
-            (run / "study.db").exists()
+            (run / "config.yaml").exists()
             and any(t.state == optuna.trial.TrialState.RUNNING for t in _safe_trials(run, 1))
         ),
         process,

@@ -7,7 +7,7 @@ from growsearch.search.run_folder import RunFolder
 def test_every_candidate_is_trained_and_the_best_on_validation_is_committed(run_tiny):
     result = run_tiny("mntdp-d")
     run = RunFolder.open(result.path)
-    storage = run.storage("sqlite")
+    storage = run.storage()
     for record in result.records:
         task = record["task"]
         study = optuna.load_study(study_name=f"task-{task}", storage=storage)
@@ -64,7 +64,7 @@ def test_the_prior_picks_the_earlier_path_whose_features_separate_the_new_task(r
 
 def test_mntdp_s_trains_the_candidates_jointly_and_commits_the_most_probable(run_tiny):
     result = run_tiny("mntdp-s", training={"epochs": 1}, options={"sampler_epochs": 2})
-    storage = RunFolder.open(result.path).storage("sqlite")
+    storage = RunFolder.open(result.path).storage()
     for record in result.records[1:]:
         decisions = record["decisions"]
         probabilities = {int(k): p for k, p in decisions["path_probabilities"].items()}

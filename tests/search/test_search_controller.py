@@ -34,7 +34,7 @@ def test_pruned_trials_stop_early_and_count_toward_the_budget(run_tiny):
     result = run_tiny(
         "mntdp-d", training={"epochs": 4}, search={"pruner": "successive-halving", "sampler": "grid"}
     )
-    storage = RunFolder.open(result.path).storage("sqlite")
+    storage = RunFolder.open(result.path).storage()
     states = []
     for task in range(5):
         study = optuna.load_study(study_name=f"task-{task}", storage=storage)
@@ -45,16 +45,17 @@ def test_pruned_trials_stop_early_and_count_toward_the_budget(run_tiny):
     assert result.metrics["tasks_committed"] == 5
 
 
-def test_the_journal_storage_runs_the_same_search(run_tiny):
-    sqlite = run_tiny("mntdp-d", name="sqlite", training={"epochs": 1})
-    journal = run_tiny("mntdp-d", name="journal", training={"epochs": 1}, search={"storage": "journal"})
+def test_the_sqlite_storage_runs_the_same_search(run_tiny):
+    journal = run_tiny("mntdp-d", name="journal", training={"epochs": 1})
+    sqlite = run_tiny("mntdp-d", name="sqlite", training={"epochs": 1}, search={"storage": "sqlite"})
+    assert (sqlite.path / "study.db").is_file() and not (sqlite.path / "study.journal").exists()
     assert (journal.path / "study.journal").is_file() and not (journal.path / "study.db").exists()
     assert journal.metrics["accuracy"] == sqlite.metrics["accuracy"]
 
 
 def test_trial_attributes_record_cost(run_tiny):
     result = run_tiny("mntdp-d", training={"epochs": 1})
-    storage = RunFolder.open(result.path).storage("sqlite")
+    storage = RunFolder.open(result.path).storage()
     trials = optuna.load_study(study_name="task-1", storage=storage).get_trials()
     by_depth = {t.params["reuse_depth"]: t.user_attrs for t in trials}
     # reusing more layers adds fewer parameters and trains cheaper (frozen prefix computed once)
@@ -66,7 +67,7 @@ def test_trial_attributes_record_cost(run_tiny):
 def test_a_multi_objective_search_commits_from_the_pareto_front(run_tiny):
     search = {"objectives": ["accuracy", "added_parameters"]}
     result = run_tiny("mntdp-d", training={"epochs": 1}, search=search)
-    storage = RunFolder.open(result.path).storage("sqlite")
+    storage = RunFolder.open(result.path).storage()
     for record in result.records[1:]:
         study = optuna.load_study(study_name=f"task-{record['task']}", storage=storage)
         front = {t.number for t in study.best_trials}
@@ -74,7 +75,9 @@ def test_a_multi_objective_search_commits_from_the_pareto_front(run_tiny):
         chosen = study.trials[record["chosen_trial"]]
         assert chosen.values[0] == max(study.trials[n].values[0] for n in front)
     # with a tolerance of 1.0 every Pareto point qualifies: the cheapest (only a new head) is committed
-    cheap = run_tiny("mntdp-d", name="cheap", training={"epochs": 1}, search={**search, "accuracy_tolerance": 1.0})
+    cheap = run_tiny(
+        "mntdp-d", name="cheap", training={"epochs": 1}, search={**search, "accuracy_tolerance": 1.0}
+    )
     assert [d["reuse_depth"] for d in cheap.metrics["decisions"][1:]] == [2, 2, 2, 2]
 
 

@@ -23,7 +23,7 @@ KILL_TASK = 2
 
 
 def _snapshot(run: Path) -> dict:
-    storage = RunFolder.open(run).storage("sqlite")
+    storage = RunFolder.open(run).storage()
     trials = {}
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -90,7 +90,7 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     completed = {k: v for k, v in before["trials"].items() if v[0] == optuna.trial.TrialState.COMPLETE}
     assert completed and all(after["trials"][k] == v for k, v in completed.items())
     # the killed task still trained each candidate once to completion
-    storage = RunFolder.open(run).storage("sqlite")
+    storage = RunFolder.open(run).storage()
     study = optuna.load_study(study_name=f"task-{KILL_TASK}", storage=storage)
     depths = sorted(
         t.params["reuse_depth"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

@@ -63,7 +63,7 @@ def test_bad_files_are_refused_naming_file_field_and_expectation(tmp_path, text,
 
 def test_an_unknown_method_lists_the_known_ones(tmp_path):
     with pytest.raises(
-        UnknownNameError, match="unknown method 'pnnn'; expected one of: mntdp-d, packnet, pnn"
+        UnknownNameError, match="unknown method .pnnn.; expected one of: .*mntdp-d, .*packnet, .*pnn"
     ):
         load_space(write(tmp_path, "method: pnnn\nnetwork: {layers: [{linear: 3}]}\n"))
     with pytest.raises(UnknownNameError, match="unknown method 'nothing'"):

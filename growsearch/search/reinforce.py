@@ -1,0 +1,234 @@
+"""A REINFORCE-trained LSTM controller, served to Optuna as a sampler.
+
+The controller of Reinforced Continual Learning (Xu & Zhu, NeurIPS 2018) and of CLEAS (Gao, Luo & Klabjan
+2020, "Efficient Architecture Search for Continual Learning"): an LSTM that emits one softmax per decision
+step, feeding each step's softmax back as the next step's input (the first input is a fixed random
+vector); an optional one-hot "kind" (CLEAS's layer identification) is appended to the input. It is
+trained with REINFORCE, `loss = -(R - b) * sum_t log pi(a_t)`, where the baseline b is a value network
+on the initial input (RCL's critic, trained by MSE towards R) or a recency-weighted mean of the earlier
+rewards (CLEAS).
+
+`ReinforceSampler` is an `optuna.samplers.BaseSampler`: a trial's decisions are ordinary Optuna params
+(define-by-run), sampled jointly by the policy through `sample_relative`. The controller keeps no state
+Optuna does not already store: before each sample it applies, in trial-number order, the REINFORCE update
+of every finished trial it has not seen (params = actions, the method's reward function = reward). A
+fresh sampler, after a resume for instance, therefore replays the study and reaches the same weights as
+an uninterrupted run. Sampling draws from a generator seeded by (seed, trial position), where the position
+does not count trials a killed process left behind, so a resumed run samples what the uninterrupted run
+would have sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+import torch
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from growsearch.search.trial_job import TrialLike, derived_seed
+
+RewardFn = Callable[[FrozenTrial], "float | None"]  # None: the trial teaches the controller nothing
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One Optuna param. `n_steps` > 1 packs that many binary controller steps into the bits of one integer
+    param (bit j is step j), which keeps per-neuron decisions to a few params a trial."""
+
+    name: str
+    n_choices: int
+    n_steps: int = 1
+    kind: int | None = None  # the one-hot appended to the controller's input (None: no kind input)
+
+    def __post_init__(self) -> None:
+        if self.n_choices < 2 or self.n_steps < 1 or (self.n_steps > 1 and self.n_choices != 2):
+            raise ValueError(f"decision {self.name}: packed steps must be binary, got {self}")
+
+    def distribution(self) -> BaseDistribution:
+        if self.n_steps == 1:
+            return CategoricalDistribution(list(range(self.n_choices)))
+        return IntDistribution(0, 2**self.n_steps - 1)
+
+    def suggest(self, trial: TrialLike) -> int:
+        if self.n_steps == 1:
+            return int(trial.suggest_categorical(self.name, list(range(self.n_choices))))
+        return int(trial.suggest_int(self.name, 0, 2**self.n_steps - 1))
+
+    def pack(self, actions: Sequence[int]) -> int:
+        return int(actions[0]) if self.n_steps == 1 else sum(int(a) << j for j, a in enumerate(actions))
+
+    def unpack(self, value: Any) -> list[int]:
+        return [int(value)] if self.n_steps == 1 else [(int(value) >> j) & 1 for j in range(self.n_steps)]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    hidden_size: int = 100
+    num_layers: int = 2
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    lr: float = 1e-3
+    baseline: Literal["value", "moving-average"] = "value"
+    value_lr: float = 5e-3  # Adam on the value network (baseline "value")
+    init_range: float = 0.08  # every controller weight starts uniform in [-init_range, init_range]
+
+
+class Policy(nn.Module):
+    """The LSTM policy over a fixed sequence of steps `(n_choices, kind)`, plus the value network."""
+
+    def __init__(self, steps: Sequence[tuple[int, int | None]], config: ControllerConfig):
+        super().__init__()
+        self.steps = list(steps)
+        self.max_choices = max(n for n, _ in self.steps)
+        self.n_kinds = 1 + max((k for _, k in self.steps if k is not None), default=-1)
+        width = self.max_choices + self.n_kinds
+        self.lstm = nn.LSTM(width, config.hidden_size, config.num_layers)
+        self.heads = nn.ModuleDict({str(n): nn.Linear(config.hidden_size, n) for n, _ in self.steps})
+        self.value = nn.Linear(width, 1)
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -config.init_range, config.init_range)
+        self.register_buffer("start", torch.randn(self.max_choices))
+
+    def _input(self, probs: torch.Tensor, kind: int | None) -> torch.Tensor:
+        parts = [nn.functional.pad(probs, (0, self.max_choices - probs.numel()))]
+        if self.n_kinds:
+            parts.append(nn.functional.one_hot(torch.tensor(kind or 0), self.n_kinds).float())
+        return torch.cat(parts).view(1, 1, -1)
+
+    def forward(
+        self, actions: Sequence[int] | None = None, generator: torch.Generator | None = None
+    ) -> tuple[list[int], torch.Tensor, list[torch.Tensor]]:
+        """Sample a sequence of actions (or score the given one): the actions, their summed log-probability
+        and each step's distribution. A step's input is the previous step's softmax, not its action."""
+        taken: list[int] = []
+        log_prob, distributions = torch.zeros(()), []
+        x, hidden = self._input(self.start, self.steps[0][1]), None
+        for i, (n, _) in enumerate(self.steps):
+            out, hidden = self.lstm(x, hidden)
+            logits = self.heads[str(n)](out.view(-1))
+            probs = torch.softmax(logits, 0)
+            sampled = actions is None
+            a = int(torch.multinomial(probs.detach(), 1, generator=generator)) if sampled else actions[i]
+            taken.append(a)
+            distributions.append(probs)
+            log_prob = log_prob + torch.log_softmax(logits, 0)[a]
+            if i + 1 < len(self.steps):
+                x = self._input(probs, self.steps[i + 1][1])
+        return taken, log_prob, distributions
+
+    def state_value(self) -> torch.Tensor:
+        return self.value(self._input(self.start, self.steps[0][1]).view(-1)).squeeze()
+
+
+class Controller:
+    """The policy and its REINFORCE updates; deterministic given the seed and the update sequence."""
+
+    def __init__(self, steps: Sequence[tuple[int, int | None]], config: ControllerConfig, seed: int):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.policy = Policy(steps, config)
+        self.config = config
+        policy_parameters = [p for n, p in self.policy.named_parameters() if not n.startswith("value.")]
+        if config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(policy_parameters, lr=config.lr)
+        else:  # TensorFlow's RMSProp defaults, as in the CLEAS code
+            self.optimizer = torch.optim.RMSprop(policy_parameters, lr=config.lr, alpha=0.9, eps=1e-10)
+        self.value_optimizer = torch.optim.Adam(self.policy.value.parameters(), lr=config.value_lr)
+        self.rewards: list[float] = []
+
+    def sample(self, generator: torch.Generator) -> list[int]:
+        with torch.no_grad():
+            return self.policy(generator=generator)[0]
+
+    def baseline(self) -> float:
+        if self.config.baseline == "value":
+            value = self.policy.state_value()
+            loss = (value - torch.tensor(self.rewards[-1])) ** 2
+            self.value_optimizer.zero_grad()
+            loss.backward()
+            self.value_optimizer.step()
+            return float(value.detach())
+        previous = torch.tensor(self.rewards[:-1])
+        if previous.numel() == 0:
+            return 0.0
+        weights = torch.exp(torch.linspace(-1.0, 0.0, previous.numel()))
+        return float((weights * previous).sum() / weights.sum())
+
+    def update(self, actions: Sequence[int], reward: float) -> None:
+        """One REINFORCE step: advantage = reward - baseline (the value before its own update)."""
+        self.rewards.append(float(reward))
+        advantage = reward - self.baseline()
+        _, log_prob, _ = self.policy(actions)
+        self.optimizer.zero_grad()
+        (-advantage * log_prob).backward()
+        self.optimizer.step()
+
+    def distributions(self) -> list[torch.Tensor]:
+        """The policy's distribution at every step (for inspection and tests)."""
+        with torch.no_grad():
+            return self.policy(generator=torch.Generator().manual_seed(0))[2]
+
+
+def _killed(trial: FrozenTrial) -> bool:
+    """A trial a killed process left behind (failed by the controller on resume, then retried)."""
+    return trial.state == TrialState.FAIL and "error" not in trial.user_attrs
+
+
+class ReinforceSampler(optuna.samplers.BaseSampler):
+    """Samples `decisions` jointly from the controller; learns from finished trials through `reward`."""
+
+    def __init__(
+        self, decisions: Sequence[Decision], reward: RewardFn, *, seed: int, config: ControllerConfig
+    ):
+        self.decisions = tuple(decisions)
+        self.reward, self.seed = reward, seed
+        steps = [(d.n_choices, d.kind) for d in self.decisions for _ in range(d.n_steps)]
+        self.controller = Controller(steps, config, derived_seed(seed, "controller"))
+        self.applied_until = 0  # trial numbers below this have been replayed (or skipped)
+        self.updates = 0
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return {d.name: d.distribution() for d in self.decisions}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        self.catch_up(trials, trial.number)
+        position = sum(1 for t in trials if t.number < trial.number and not _killed(t))
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, "sample", position))
+        actions = iter(self.controller.sample(generator))
+        params = {d.name: d.pack([next(actions) for _ in range(d.n_steps)]) for d in self.decisions}
+        return {name: value for name, value in params.items() if name in search_space}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def catch_up(self, trials: Sequence[FrozenTrial], before: int) -> None:
+        """Apply, in number order, the updates of the finished trials below `before`, stopping at the first
+        one still running (so updates arrive in the same order however trials interleave)."""
+        for trial in trials:
+            if trial.number < self.applied_until:
+                continue
+            if trial.number >= before or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                return
+            self.applied_until = trial.number + 1
+            reward = None if _killed(trial) else self.reward(trial)
+            if reward is None or any(d.name not in trial.params for d in self.decisions):
+                continue
+            self.controller.update(self.actions(trial.params), reward)
+            self.updates += 1
+
+    def actions(self, params: dict[str, Any]) -> list[int]:
+        return [a for d in self.decisions for a in d.unpack(params[d.name])]
