@@ -88,6 +88,17 @@ def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: boo
     return module
 
 
+def _emit_calls(code: fx.Graph, module: nn.Module, name: str, value: fx.Node) -> fx.Node:
+    """Call `module` on `value`; a Sequential becomes one call per child, so no wrapper runs per batch."""
+    if isinstance(module, nn.Sequential):
+        for child_name, child in module.named_children():
+            value = _emit_calls(code, child, f"{name}.{child_name}", value)
+        return value
+    if isinstance(module, nn.Identity):
+        return value
+    return code.call_module(name, (value,))
+
+
 def _fx_module(
     graph: ModuleGraph, modules: dict[str, nn.Module], nodes: list[str], inputs: list[str], outputs: list[str]
 ) -> fx.GraphModule:
@@ -113,7 +124,7 @@ def _fx_module(
             merged = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
         name = _attribute_name(node_id, taken)
         root.add_module(name, modules[node_id])
-        values[node_id] = code.call_module(name, (merged,))
+        values[node_id] = _emit_calls(code, modules[node_id], name, merged)
     result = [values[o] for o in outputs]
     code.output(result[0] if len(result) == 1 else tuple(result))
     return fx.GraphModule(root, code)
