@@ -1,16 +1,24 @@
 """Describe a task's view of a grown graph: which nodes the task owns, shares, froze and pruned.
 
-`describe_view` gives one row per node; `render_text` and `render_dot` turn the rows into a text tree or a
-Graphviz DOT graph (nodes coloured by owner task, frozen ones drawn with a double border).
+`describe_view` gives one row per node of the view; `render_text` turns the rows into a text tree.
+`render_inspect` gives the whole graph, with the task's view highlighted, in any format `growsearch
+inspect` offers: text, Graphviz DOT, SVG or PNG (through Graphviz or matplotlib), a self-contained HTML
+page, GraphML or networkx node-link JSON. Nodes are coloured by owner task, frozen ones have a double
+border, owner-tracked ones show the share of weights each task owns and how much is free (pruned).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from growsearch.errors import ConfigError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
+from growsearch.report.graph_picture import PALETTE, GraphPicture, graph_picture
 
-PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+__all__ = ["FORMATS", "PALETTE", "describe_view", "render_dot", "render_inspect", "render_text"]
+
+FORMATS = ("text", "dot", "svg", "png", "html", "graphml", "json")
+BINARY_FORMATS = ("png",)
 
 
 @dataclass(frozen=True)
@@ -96,25 +104,86 @@ def render_text(graph: ModuleGraph, task: int) -> str:
             f"  {layer:>4} {row.node_id}: {row.kind}({row.spec}){merge}{', '.join(row.inputs)}"
             f"  [{'; '.join(flags)}]  {row.parameters:,} params"
         )
+    picture = graph_picture(graph, task)
+    lines.append("parameters per task (owned; in its view):")
+    for t in picture.tasks:
+        lines.append(f"  task {t}: {picture.task_parameters[t]:,}; {picture.view_parameters[t]:,}")
+    if picture.free_parameters:
+        lines.append(f"  free / pruned weights: {picture.free_parameters:,}")
     return "\n".join(lines)
 
 
 def render_dot(graph: ModuleGraph, task: int) -> str:
-    rows = describe_view(graph, task)
-    lines = [
-        f'digraph "task {task}" {{',
-        "  rankdir=LR;",
-        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    """The whole graph as Graphviz DOT, task `task`'s view highlighted and the other nodes dimmed."""
+    from growsearch.report.graph_render import picture_to_dot
+
+    return picture_to_dot(graph_picture(graph, task))
+
+
+def picture_html(picture: GraphPicture, engine: str = "auto") -> str:
+    """A self-contained page: the picture as SVG, parameters per task, and one row per node."""
+    from growsearch.report import html_page as html
+    from growsearch.report.graph_render import render_picture
+
+    svg = render_picture(picture, "svg", engine)
+    tasks = [(f"task {t}", picture.task_parameters[t], picture.view_parameters[t]) for t in picture.tasks]
+    tasks.append(("free / pruned", picture.free_parameters, ""))
+    nodes = [
+        (
+            n.node_id,
+            n.kind,
+            "input" if n.owner < 0 else n.owner,
+            "" if n.layer is None else n.layer,
+            "yes" if n.frozen else "no",
+            n.parameters,
+            *(html.fmt_number(f, 2) if f is not None else "" for f in (n.used_fraction, n.free_fraction)),
+            "yes" if n.highlighted else "",
+        )
+        for n in picture.nodes
     ]
-    for row in rows:
-        colour = "#dddddd" if row.role == "input" else PALETTE[row.owner % len(PALETTE)]
-        label = f"{row.node_id}\\n{row.kind}\\n{row.parameters:,} params"
-        if row.used_fraction is not None:
-            label += f"\\nuses {_percent(row.used_fraction)}, free {_percent(row.free_fraction)}"
-        peripheries = 2 if row.frozen and row.role != "input" else 1
-        lines.append(f'  "{row.node_id}" [label="{label}", fillcolor="{colour}", peripheries={peripheries}];')
-    for row in rows:
-        for source in row.inputs:
-            lines.append(f'  "{source}" -> "{row.node_id}";')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    body = [
+        html.figure(svg, "svg", picture.title, "graph"),
+        html.section(
+            "Parameters per task", html.table(("task", "owns", "in its view"), tasks, "tasks"), "tasks"
+        ),
+        html.section(
+            "Nodes",
+            html.table(
+                ("node", "kind", "owner", "layer", "frozen", "parameters", "used", "free", "highlighted"),
+                nodes,
+                "nodes",
+                text_columns=2,
+            ),
+            "nodes",
+        ),
+    ]
+    return html.page(picture.title, body)
+
+
+def render_picture_as(picture: GraphPicture, fmt: str, engine: str = "auto") -> str | bytes:
+    """A picture in one of the graph formats (everything but text); PNG comes back as bytes."""
+    from growsearch.report.graph_export import picture_to_graphml, picture_to_json
+    from growsearch.report.graph_render import picture_to_dot, render_picture
+
+    if fmt == "dot":
+        return picture_to_dot(picture)
+    if fmt == "svg":
+        return render_picture(picture, "svg", engine).decode("utf-8")
+    if fmt == "png":
+        return render_picture(picture, "png", engine)
+    if fmt == "html":
+        return picture_html(picture, engine)
+    if fmt == "graphml":
+        return picture_to_graphml(picture)
+    if fmt == "json":
+        return picture_to_json(picture)
+    raise ConfigError(f"--format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def render_inspect(graph: ModuleGraph, task: int, fmt: str = "text", engine: str = "auto") -> str | bytes:
+    """`growsearch inspect` output: text for the view, the whole graph with the view highlighted otherwise."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "text":
+        return render_text(graph, task)
+    return render_picture_as(graph_picture(graph, task), fmt, engine)

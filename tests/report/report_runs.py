@@ -13,6 +13,16 @@ from growsearch.runner import start_run
 from tiny_runs import tiny_options, tiny_space
 
 _RUNS: dict[str, Path] = {}
+# Method options that keep a run to seconds (PathNet's paper defaults run 500 tournaments per task).
+TINY_OPTIONS = {
+    "pathnet": {
+        "modules_per_layer": 4,
+        "active_per_layer": 2,
+        "population": 4,
+        "generations": 4,
+        "minibatches": 2,
+    }
+}
 
 
 def finished_run(method: str, factory: pytest.TempPathFactory) -> Path:
@@ -20,7 +30,8 @@ def finished_run(method: str, factory: pytest.TempPathFactory) -> Path:
     if method not in _RUNS:
         options = dataclasses.replace(tiny_options(), max_per_task=40)
         path = factory.getbasetemp() / "report-runs" / method
-        _RUNS[method] = start_run(tiny_space(method, training={"epochs": 1}), options, path).path
+        space = tiny_space(method, training={"epochs": 1}, options=TINY_OPTIONS.get(method, {}))
+        _RUNS[method] = start_run(space, options, path).path
     return _RUNS[method]
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import matplotlib.image
 import networkx as nx
 import pytest
-from report_runs import finished_run
 
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Activation, Head, Linear
@@ -28,6 +27,8 @@ from growsearch.report.graph_render import (
     resolve_engine,
 )
 from growsearch.search.run_folder import RunFolder
+
+from report_runs import finished_run
 
 # PathNet joins the list as soon as it is registered; until then the hand-built pool graph stands in.
 METHODS = ["pnn", "packnet", "mntdp-d"] + (["pathnet"] if "pathnet" in method_names() else [])

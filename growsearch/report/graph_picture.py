@@ -1,0 +1,167 @@
+"""What a picture of a grown graph shows, independent of how it is drawn.
+
+`graph_picture(graph, task)` describes every node of the graph (not only the task's view): owner, layer,
+whether it is frozen, its parameter count, for owner-tracked nodes the share of weights the task uses, owns
+and leaves free (pruned or masked), whether it is highlighted (on the task's view, or added by a later
+task in a diff), and where the layout puts it. It also counts the parameters each task owns, so every
+renderer (DOT, SVG/PNG, GraphML, JSON, HTML) shows the same facts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
+from growsearch.report.graph_layout import Layout, layout_graph
+
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+INPUT_COLOUR = "#dddddd"
+
+
+def task_colour(owner: int) -> str:
+    return INPUT_COLOUR if owner < 0 else PALETTE[owner % len(PALETTE)]
+
+
+@dataclass(frozen=True)
+class PictureNode:
+    node_id: str
+    kind: str
+    owner: int
+    layer: int | None
+    frozen: bool
+    parameters: int
+    used_fraction: float | None  # owner-tracked nodes: share of the weights the selected task uses
+    own_fraction: float | None  # ... owned by the selected task itself
+    free_fraction: float | None  # ... owned by no task (pruned for the selected task, free for later ones)
+    highlighted: bool
+    column: int
+    row: float
+    shares: tuple[tuple[int, float], ...] = ()  # owner-tracked nodes: (owner task or FREE, share of weights)
+
+    @property
+    def colour(self) -> str:
+        return task_colour(self.owner)
+
+    def detail_lines(self) -> list[str]:
+        """The lines under the node id: kind, parameter count, frozen, weight shares."""
+        lines = [f"{self.kind} · {self.parameters:,} params" + (" · frozen" if self.frozen else "")]
+        if self.used_fraction is not None:
+            lines.append(
+                f"uses {_percent(self.used_fraction)} · own {_percent(self.own_fraction)} · "
+                f"free {_percent(self.free_fraction)}"
+            )
+        return lines
+
+
+@dataclass(frozen=True)
+class GraphPicture:
+    title: str
+    task: int
+    nodes: list[PictureNode]
+    edges: list[tuple[str, str, bool]]  # source, target, highlighted (both ends highlighted)
+    layout: Layout
+    task_parameters: dict[int, int]  # parameters each task owns (owner-tracked weights by entry)
+    view_parameters: dict[int, int]  # parameters in each task's view
+    free_parameters: int  # owner-tracked weights no task owns
+    total_parameters: int
+
+    def node(self, node_id: str) -> PictureNode:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    @property
+    def tasks(self) -> list[int]:
+        return sorted(self.view_parameters)
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.0f}%"
+
+
+def _fractions(graph: ModuleGraph, node_id: str, task: int) -> tuple[float | None, ...]:
+    node = graph.node(node_id)
+    if not node.owners:
+        return None, None, None
+    total = sum(o.numel() for o in node.owners.values())
+    used = sum(int(((o >= 0) & (o <= task)).sum()) for o in node.owners.values()) / total
+    own = sum(int((o == task).sum()) for o in node.owners.values()) / total
+    free = sum(int((o == FREE).sum()) for o in node.owners.values()) / total
+    return used, own, free
+
+
+def _shares(graph: ModuleGraph, node_id: str) -> tuple[tuple[int, float], ...]:
+    """(owner, share) of an owner-tracked node's weights, tasks in order, FREE last; () otherwise."""
+    owners = graph.node(node_id).owners
+    if not owners:
+        return ()
+    counts: Counter[int] = Counter()
+    for tensor in owners.values():
+        values, amounts = tensor.unique(return_counts=True)
+        counts.update(dict(zip(values.tolist(), amounts.tolist(), strict=True)))
+    total = sum(counts.values())
+    order = sorted(counts, key=lambda owner: (owner == FREE, owner))
+    return tuple((int(owner), counts[owner] / total) for owner in order)
+
+
+def parameters_by_owner(graph: ModuleGraph) -> Counter[int]:
+    """Parameters owned by each task; owner-tracked weights count per entry, FREE (-1) for unclaimed ones."""
+    counts: Counter[int] = Counter()
+    for _node_id, node in graph.nodes():
+        for name, tensor in node.weights.items():
+            owners = node.owners.get(name)
+            if owners is None:
+                counts[node.owner] += tensor.numel()
+                continue
+            values, amounts = owners.unique(return_counts=True)
+            for value, amount in zip(values.tolist(), amounts.tolist(), strict=True):
+                counts[int(value)] += int(amount)
+    return counts
+
+
+def graph_picture(
+    graph: ModuleGraph, task: int, highlight: Iterable[str] | None = None, title: str | None = None
+) -> GraphPicture:
+    """Describe the whole graph for drawing; `highlight` defaults to the nodes of `task`'s view."""
+    lit = set(graph.view(task) if highlight is None else highlight)
+    layout = layout_graph(graph)
+    nodes = []
+    for node_id, node in graph.nodes():
+        used, own, free = _fractions(graph, node_id, task)
+        place = layout.places[node_id]
+        nodes.append(
+            PictureNode(
+                node_id=node_id,
+                kind=node.spec.kind,
+                owner=node.owner,
+                layer=node.layer,
+                frozen=node.frozen and node_id != INPUT,
+                parameters=node.n_parameters,
+                used_fraction=used,
+                own_fraction=own,
+                free_fraction=free,
+                highlighted=node_id in lit,
+                column=place.column,
+                row=place.row,
+                shares=_shares(graph, node_id),
+            )
+        )
+    edges = [(s, t, s in lit and t in lit) for s, t in sorted(graph.nx.edges)]
+    by_owner = parameters_by_owner(graph)
+    total = graph.n_parameters()
+    if title is None:
+        title = (
+            f"graph after task {max(graph.tasks)}, task {task}'s view highlighted: "
+            f"{graph.n_parameters(graph.view(task)):,} of {total:,} parameters"
+        )
+    return GraphPicture(
+        title=title,
+        task=task,
+        nodes=nodes,
+        edges=edges,
+        layout=layout,
+        task_parameters={t: by_owner.get(t, 0) for t in graph.tasks},
+        view_parameters={t: graph.n_parameters(graph.view(t)) for t in graph.tasks},
+        free_parameters=by_owner.get(FREE, 0),
+        total_parameters=total,
+    )

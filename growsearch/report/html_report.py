@@ -1,0 +1,266 @@
+"""`growsearch report RUN`: the run's figures, metrics.csv and one self-contained report.html.
+
+`write_report(run_path)` reads metrics.json, the committed task records, the Optuna storage and the
+committed graphs, and writes into the run folder: accuracy_matrix.png, parameter_growth.png,
+trial_history.png, metrics.csv and report.html. The page needs no network: its style is inline and every
+figure is embedded (PNG, or the grown graphs as SVG) as a data URI. It shows the config, every metric,
+one row per task, the accuracy heat-map, accuracy per task over time, forgetting and backward transfer,
+parameter growth, each task's search (trials, objective, pruned, chosen, Pareto front) and the grown graph
+after each task, plus the commands that open the run in optuna-dashboard and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from growsearch.atomic_files import atomic_write_text
+from growsearch.errors import RunFolderError
+from growsearch.report import html_page as html
+from growsearch.report import report_figures as figures
+from growsearch.report.metrics_export import CSV_FILE, write_metrics_csv
+from growsearch.report.search_history import TaskSearch, task_searches, trials_for_plot
+from growsearch.search.run_folder import METRICS_FILE, RunFolder
+
+REPORT_FILE = "report.html"
+PNG_FILES = ("accuracy_matrix.png", "parameter_growth.png", "trial_history.png")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    csv: Path
+    pngs: list[Path]
+
+
+def load_metrics(run: RunFolder) -> dict[str, Any]:
+    path = run.path / METRICS_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{path} is missing: no task of this run has been committed yet")
+    return json.loads(path.read_text())
+
+
+def accuracy_matrix(metrics: dict[str, Any]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy"]], dtype=float)
+
+
+def open_elsewhere(run: RunFolder, config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(tool, command) pairs that open this run's search in other tools, as they are."""
+    storage = config["space"]["search"].get("storage", "sqlite")
+    target = run.path / ("study.journal" if storage == "journal" else "study.db")
+    url = str(target) if storage == "journal" else f"sqlite:///{target}"
+    commands = [("Optuna dashboard", f"pip install optuna-dashboard && optuna-dashboard {url}")]
+    ray = run.path / "ray"
+    if ray.is_dir() or config["run"].get("backend") == "ray":
+        commands.append(
+            ("TensorBoard (Ray Tune results)", f"pip install tensorboard && tensorboard --logdir {ray}")
+        )
+    return commands
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    from growsearch.report.metrics import Metrics, metrics_table
+
+    fields = {
+        k: (
+            tuple(np.nan if x is None else x for x in v)
+            if isinstance(v, list)
+            else (np.nan if v is None else v)
+        )
+        for k, v in metrics["metrics"].items()
+    }
+    return metrics_table(Metrics(**fields))
+
+
+def _task_rows(records: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    rows, previous = [], 0
+    for record in records:
+        task = record["task"]
+        seen = record["accuracy_row"][: task + 1]
+        trials = record.get("trials", {})
+        rows.append(
+            (
+                f"task {task}",
+                ", ".join(str(c) for c in record.get("classes", [])),
+                record["chosen_trial"],
+                ", ".join(f"{k}={v}" for k, v in record["decisions"].items()) or "-",
+                html.fmt_number(record.get("val_accuracy"), 3),
+                " ".join(f"{a:.3f}" for a in seen),
+                html.fmt_number(float(np.mean(seen)), 3),
+                record["parameters"],
+                record["parameters"] - previous,
+                record.get("view_parameters", ""),
+                record["train_macs"],
+                f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{trials.get('fail', 0)}",
+                html.fmt_number(record.get("seconds"), 1),
+            )
+        )
+        previous = record["parameters"]
+    return rows
+
+
+TASK_HEADERS = (
+    "task",
+    "classes",
+    "chosen trial",
+    "decisions",
+    "val acc",
+    "test acc on tasks 0..i",
+    "mean",
+    "parameters",
+    "added",
+    "in view",
+    "train MACs",
+    "complete/pruned/failed",
+    "seconds",
+)
+
+
+def _objective(value: float | None) -> str:
+    """Accuracy with 4 decimals; counts (parameters, MACs as objectives) as integers."""
+    if value is not None and value == value and float(value).is_integer() and abs(value) >= 2:
+        return f"{int(value):,}"
+    return html.fmt_number(value)
+
+
+def _search_section(search: TaskSearch) -> str:
+    objectives = ", ".join(f"{o} ({d})" for o, d in zip(search.objectives, search.directions, strict=True))
+    summary = (
+        f"<p>{len(search.trials)} trials: {search.count('COMPLETE')} complete, "
+        f"{search.count('PRUNED')} pruned, {search.count('FAIL')} failed; "
+        f"objective: {html.esc(objectives)}.</p>"
+    )
+    headers = (
+        "trial",
+        "state",
+        *search.objectives,
+        "decisions",
+        "added params",
+        "train MACs",
+        "epochs reported",
+        "",
+    )
+    rows = []
+    for t in search.trials:
+        values = t.values or (None,) * len(search.objectives)
+        mark = "chosen" if t.chosen else ""
+        if search.multi_objective and t.pareto:
+            mark = (mark + " pareto").strip()
+        rows.append(
+            (
+                t.number,
+                t.state.lower(),
+                *(_objective(v) for v in values),
+                ", ".join(f"{k}={v}" for k, v in t.params.items()) or "-",
+                html.fmt_number(t.user_attrs.get("added_parameters")),
+                html.fmt_number(t.user_attrs.get("train_macs")),
+                t.epochs_reported,
+                mark,
+            )
+        )
+    figure = html.figure(
+        figures.search_figure(search), "png", f"task {search.task}'s search", f"search-{search.task}"
+    )
+    trials = html.table(headers, rows, f"trials-{search.task}", text_columns=2)
+    body = f'{summary}<div class="grid">{figure}<div>{trials}</div></div>'
+
+    return f'<div id="search-task-{search.task}"><h3>Task {search.task}</h3>{body}</div>'
+
+
+def _graph_section(run: RunFolder, tasks: list[int], engine: str) -> str:
+    from growsearch.report.graph_picture import graph_picture
+    from growsearch.report.graph_render import render_picture
+
+    parts = []
+    for task in tasks:
+        graph, _ = run.load_task(task)
+        picture = graph_picture(graph, task)
+        title = f"after task {task}: {picture.total_parameters:,} parameters, task {task}'s path highlighted"
+        parts.append(html.figure(render_picture(picture, "svg", engine), "svg", title, f"graph-{task}"))
+    return "".join(parts)
+
+
+def write_report(run_path: Path, engine: str = "auto") -> ReportFiles:
+    """Write the PNG figures, metrics.csv and report.html into the run folder; return their paths."""
+    from growsearch.report.plots import plot_accuracy_matrix, plot_parameter_growth, plot_trial_history
+
+    run = RunFolder.open(run_path)
+    metrics = load_metrics(run)
+    config = run.config()
+    records = run.records()
+    searches = task_searches(run)
+    matrix = accuracy_matrix(metrics)
+    done = int(metrics["tasks_committed"])
+    parameters = np.array(metrics["parameters"], dtype=float)
+    added = np.diff(parameters, prepend=0.0)
+    pngs = [
+        plot_accuracy_matrix(matrix, run.path / PNG_FILES[0]),
+        plot_parameter_growth(parameters, run.path / PNG_FILES[1], per_task_added=added),
+        plot_trial_history(trials_for_plot(searches), run.path / PNG_FILES[2]),
+    ]
+    csv_path = write_metrics_csv(metrics, run.path / CSV_FILE)
+    space = config["space"]
+    title = f"growsearch report: {run.path.name} ({space['method']} on {config['run']['benchmark']})"
+    overview = html.table(
+        ("", ""),
+        [
+            ("method", f"{space['method']}: {space.get('paper', '')}"),
+            ("benchmark", config["run"]["benchmark"]),
+            ("scenario", config["run"].get("scenario") or space.get("benchmark", {}).get("scenario", "")),
+            ("tasks committed", f"{done} of {metrics['n_tasks']}"),
+            ("parameters after the last task", f"{int(parameters[-1]):,}"),
+            ("seed", config["run"].get("seed")),
+        ],
+        "overview",
+        text_columns=2,
+    )
+    figure_list = [
+        html.figure(pngs[0].read_bytes(), "png", "accuracy matrix a[i][j]", "accuracy-matrix"),
+        html.figure(
+            figures.accuracy_over_time(matrix, done), "png", "accuracy per task over time", "accuracy-time"
+        ),
+        html.figure(
+            figures.forgetting_and_bwt(matrix, done), "png", "forgetting and BWT per task", "forgetting"
+        ),
+        html.figure(
+            figures.summary_bars({run.path.name: metrics["metrics"]}),
+            "png",
+            "A_T, A, F, FWT, BWT, MS, CE",
+            "summary",
+        ),
+        html.figure(
+            pngs[1].read_bytes(), "png", "parameters per task against the number of tasks", "parameters"
+        ),
+        html.figure(pngs[2].read_bytes(), "png", "every trial of every task's search", "trials"),
+    ]
+    elsewhere = "".join(
+        f"<p>{html.esc(tool)}:</p><pre>{html.esc(command)}</pre>"
+        for tool, command in open_elsewhere(run, config)
+    )
+    body = [
+        html.section("Run", overview, "run"),
+        html.section(
+            "Metrics", html.table(("metric", "value"), _metric_rows(metrics), "metrics"), "metrics-section"
+        ),
+        html.section(
+            "Tasks", html.table(TASK_HEADERS, _task_rows(records), "tasks", text_columns=4), "tasks-section"
+        ),
+        html.section("Figures", f'<div class="grid">{"".join(figure_list)}</div>', "figures"),
+        html.section("Search per task", "".join(_search_section(s) for s in searches), "search"),
+        html.section(
+            "Grown graph per task", _graph_section(run, [r["task"] for r in records], engine), "graphs"
+        ),
+        html.section("Config", f"<pre>{html.esc(yaml.safe_dump(config, sort_keys=False))}</pre>", "config"),
+        html.section(
+            "Open elsewhere",
+            elsewhere + f"<p>Data for notebooks: {METRICS_FILE} and {CSV_FILE} in the run folder.</p>",
+            "elsewhere",
+        ),
+    ]
+    report = atomic_write_text(run.path / REPORT_FILE, html.page(title, body))
+    return ReportFiles(html=report, csv=csv_path, pngs=pngs)
