@@ -57,6 +57,7 @@ class TrainingProgram:
     full: CompiledView
     prefix: fx.GraphModule | None  # None when the first trainable node reads the input directly
     suffix: fx.GraphModule
+    suffix_nodes: list[str]  # the nodes that run per batch
 
 
 def _attribute_name(node_id: str, taken: set[str]) -> str:
@@ -183,7 +184,7 @@ def compile_for_training(graph: ModuleGraph, task: int, train_owner: int = FREE)
     if frontier != [INPUT]:
         prefix = _fx_module(graph, full.node_modules, [n for n in view if n in fixed], [INPUT], frontier)
     suffix = _fx_module(graph, full.node_modules, rest, frontier, [graph.head(task)])
-    return TrainingProgram(full, prefix, suffix)
+    return TrainingProgram(full, prefix, suffix, rest)
 
 
 def write_back(graph: ModuleGraph, compiled: CompiledView, train_owner: int = FREE) -> None:

@@ -75,11 +75,6 @@ class TrainingResult:
 EpochCallback = Callable[[int, float], None]  # (epoch, validation accuracy); may raise to stop training
 
 
-def _suffix_nodes(program: TrainingProgram) -> list[str]:
-    by_module = {id(m): n for n, m in program.full.node_modules.items()}
-    return [by_module[id(m)] for m in program.suffix.children()]
-
-
 def _optimizer(parameters: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -136,8 +131,7 @@ def train_candidate(
         masked.trainable, masked.frozen_values = masked.trainable.to(device), masked.frozen_values.to(device)
         masked.parameter.register_hook(lambda grad, keep=masked.trainable: grad * keep)
     view = graph.view(task)
-    fixed = set(view) - set(_suffix_nodes(program))
-    suffix_nodes = [n for n in view if n not in fixed]
+    suffix_nodes = program.suffix_nodes
     n_train = len(train)
     feature_bytes = sum(t.numel() * t.element_size() for t in _run_prefix(program, train.x[:1], device))
     cache = feature_bytes * n_train <= MAX_CACHED_BYTES
