@@ -181,8 +181,9 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
     - ``A_T = (1/T) sum_j a[T-1][j]`` (eq. 6).
     - ``A = sum_{i>=j} a[i][j] / (T(T+1)/2)`` (eq. 7; the survey prints ``i > j``, but its text and the
       original count the diagonal, as does the ``T(T+1)/2`` denominator).
-    - ``f_j = max_{l<T-1} (a[l][j] - a[T-1][j])`` for ``j < T-1`` (eq. 8, literally over all earlier rows;
-      unknown pre-training entries ``a[l][j]``, ``l < j``, are skipped), ``F_T = mean_j f_j`` (eq. 9).
+    - ``f_j = max_{j<=l<T-1} (a[l][j] - a[T-1][j])`` for ``j < T-1`` (eq. 8 over the rows after task j
+      was learned, as Chaudhry et al. intend: a task cannot be forgotten before it is learned, and
+      scores of an untrained head are not knowledge), ``F_T = mean_j f_j`` (eq. 9).
     - ``FWT = sum_{i<j} a[i][j] / (T(T-1)/2)`` (eq. 10 as printed; NaN if any of those entries is unknown).
     - ``FWT_LP = (1/(T-1)) sum_{j>=1} (a[j-1][j] - b_j)`` (GEM; NaN without ``b`` or ``a[j-1][j]``).
     - ``BWT = sum_{i>j} (a[i][j] - a[j][j]) / (T(T-1)/2)`` (eq. 11).
@@ -206,7 +207,7 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
     average_accuracy = float(np.mean(a[k - 1]))
     accuracy_whole_run = float(a[np.tril_indices(k)].sum() / (k * (k + 1) / 2))
 
-    forgetting_per_task = tuple(float(np.nanmax(a[: k - 1, j]) - a[k - 1, j]) for j in range(k - 1))
+    forgetting_per_task = tuple(float(np.max(a[j : k - 1, j]) - a[k - 1, j]) for j in range(k - 1))
     forgetting = _mean(list(forgetting_per_task))
 
     upper = a[np.triu_indices(k, 1)]

@@ -97,14 +97,15 @@ def test_forgetting_and_negative_bwt() -> None:
     assert m.accuracy_whole_run == pytest.approx(2.3 / 3)
 
 
-def test_forgetting_uses_known_pre_training_rows_literally() -> None:
-    # Eq. 8 takes the max over every earlier row l < T-1, so a known a[0][1] (before task 1 was trained)
-    # counts.
+def test_forgetting_ignores_scores_from_before_a_task_was_learned() -> None:
+    # a[0][1] = 0.9 was measured before task 1 was trained (an untrained head): it is not knowledge
+    # that can be forgotten, so f_1 = max over rows 1..T-2 only = 0.6 - 0.6 = 0.
     a = np.array([[0.5, 0.9, 0.0], [0.5, 0.6, 0.0], [0.5, 0.6, 0.7]])
-    # f_1 = max(0.9 - 0.6, 0.6 - 0.6) = 0.3; f_0 = 0
-    assert compute_metrics(RunRecord(a)).forgetting_per_task == pytest.approx((0.0, 0.3))
-    a[0, 1] = NAN  # unknown pre-training value: skipped
     assert compute_metrics(RunRecord(a)).forgetting_per_task == pytest.approx((0.0, 0.0))
+    a[1, 1] = 0.8  # learned to 0.8, now 0.6: forgotten 0.2
+    assert compute_metrics(RunRecord(a)).forgetting_per_task == pytest.approx((0.0, 0.2))
+    a[0, 1] = NAN  # unknown pre-training value: irrelevant
+    assert compute_metrics(RunRecord(a)).forgetting_per_task == pytest.approx((0.0, 0.2))
 
 
 def test_single_task() -> None:

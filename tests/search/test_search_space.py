@@ -18,7 +18,7 @@ network:
 """
 
 
-@pytest.mark.parametrize("method", ["pnn", "packnet", "mntdp-d"])
+@pytest.mark.parametrize("method", method_names())
 def test_every_method_ships_a_valid_space_with_paper_citation(method):
     space = load_space(method)
     assert space.method == method and space.paper

@@ -1,0 +1,168 @@
+import random
+
+import optuna
+import pytest
+import torch
+
+from growsearch.errors import ConfigError
+from growsearch.graph.compile import compile_view
+from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.grow import operators as ops
+from growsearch.methods.base import TaskContext
+from growsearch.methods.pathnet import BatchStream, ModulePool, PathNet, add_path, pool_id
+from growsearch.search.run_folder import RunFolder
+from growsearch.search.tournament import active_modules, tournament
+from growsearch.search.trial_job import TrialJob
+
+from tiny_runs import tiny_space
+
+# L = 2 (tiny_space's two 16-unit layers), M = 3, N = 2, population 4, a few generations
+TINY = {"modules_per_layer": 3, "active_per_layer": 2, "population": 4, "generations": 3, "minibatches": 3}
+
+
+def committed_task0(stream, specs) -> ModuleGraph:
+    """Task 0's path (modules 0, 1 at layer 0; module 2 at layer 1), committed: every node frozen."""
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(stream.input_shape), specs, 3, 2)
+    graph = add_path(ModuleGraph(stream.input_shape), 0, pool, ((0, 1), (2,)))
+    return ops.freeze(graph, [n for n in graph.nx if n != INPUT])
+
+
+def test_a_tournament_on_the_shared_pool_trains_contestants_in_place_and_never_moves_frozen_modules(
+    digits_stream,
+):
+    space = tiny_space("pathnet", options=TINY)
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    graph0 = committed_task0(digits_stream, specs)
+    pool = ModulePool(graph0, specs, 3, 2)
+    assert pool.frozen == [[True, True, False], [False, False, True]]
+    before = {k: v.clone() for k, v in pool.state_dict().items()}
+    batches = BatchStream(digits_stream.tasks[1].train, 16, seed=0, device=torch.device("cpu"))
+    population = [((0, 1), (2, 2)), ((1, 2), (0, 2))]  # both route through frozen modules
+    trained = []
+
+    def fitness(genome):
+        trained.append(active_modules(genome))
+        accuracy, seen = pool.train_path(active_modules(genome), batches, 4, space.training)
+        assert seen == 4 * 16
+        return accuracy
+
+    record = tournament(population, fitness, random.Random(0), 3)
+    assert sorted(trained) == [((0, 1), (2,)), ((1, 2), (0, 2))]
+    assert (
+        population[record.loser] == record.child
+        and population[record.winner] == record.genomes[record.contestants.index(record.winner)]
+    )
+    after = pool.state_dict()
+    for layer in range(2):
+        for m in range(3):
+            names = [k for k in after if k.startswith(f"layers.{layer}.{m}.")]
+            unchanged = all(torch.equal(before[k], after[k]) for k in names)
+            on_a_path = any(m in path[layer] for path in trained)
+            if pool.frozen[layer][m]:  # bit-identical, and equal to the committed node
+                assert unchanged
+                node = graph0.node(pool_id(layer, m))
+                assert all(torch.equal(v, after[f"layers.{layer}.{m}.{k}"]) for k, v in node.weights.items())
+            else:
+                assert unchanged != on_a_path, (layer, m)  # trained exactly when a contestant used it
+    assert not torch.equal(before["head.weight"], after["head.weight"])  # the task's head is shared too
+
+
+def test_a_path_sums_its_modules_and_reaches_frozen_ones_through_shared_nodes_or_tied_copies(digits_stream):
+    specs = PathNet(tiny_space("pathnet", options=TINY)).specs_for(digits_stream.input_shape)
+    graph0 = committed_task0(digits_stream, specs)
+    pool = ModulePool(graph0, specs, 3, 2)
+    same = add_path(graph0, 1, pool, ((0, 1), (2,)))  # task 0's very path: only a head is new
+    assert set(same.nx) - set(graph0.nx) == {"t1/head"}
+    assert same.node("t1/head").inputs == ("t0/L1",)
+
+    other = add_path(graph0, 1, pool, ((0, 2), (1, 2)))
+    new = set(other.nx) - set(graph0.nx)
+    assert new == {"pool/L0/M2", "t1/L0", "pool/L1/M1", "pool/L1/M2@t1", "t1/L1", "t1/head"}
+    assert other.node("t1/L0").inputs == ("pool/L0/M0", "pool/L0/M2") and other.node("t1/L0").merge == "sum"
+    copy, original = other.node("pool/L1/M2@t1"), graph0.node("pool/L1/M2")
+    assert copy.frozen and copy.owner == 0 and copy.inputs == ("t1/L0",) and original.inputs == ("t0/L0",)
+    assert all(torch.equal(v, copy.weights[k]) for k, v in original.weights.items())
+    assert not other.node("pool/L0/M2").frozen and other.node("pool/L0/M2").owner == 1
+    # the graph computes what the pool computes for the path: the sum of the active modules' outputs
+    x = digits_stream.tasks[1].test.x
+    with torch.no_grad():
+        expected = pool(((0, 2), (1, 2)), x)
+    assert torch.allclose(compile_view(other, 1).module(x), expected, atol=1e-6)
+    assert torch.equal(compile_view(other, 0).module(x), compile_view(graph0, 0).module(x))
+
+
+def test_suggest_samples_nothing_so_a_ray_driver_never_runs_the_ga(digits_stream):
+    method = PathNet(tiny_space("pathnet", options=TINY))
+    specs = method.specs_for(digits_stream.input_shape)
+    ctx = TaskContext(0, digits_stream.tasks[0], ModuleGraph(digits_stream.input_shape), specs, (), seed=0)
+    trial = optuna.create_study().ask()
+    assert TrialJob(method, ctx, run_seed=0).sample(trial) == {}
+    assert trial.user_attrs == {}
+
+
+def test_a_trials_ga_is_a_function_of_its_seed_so_a_retried_trial_trains_identically(digits_stream):
+    method = PathNet(tiny_space("pathnet", options=TINY))
+    specs = method.specs_for(digits_stream.input_shape)
+    ctx = TaskContext(0, digits_stream.tasks[0], ModuleGraph(digits_stream.input_shape), specs, (), seed=0)
+    runs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)  # what TrialJob does with the trial's seed before `candidate`
+        trial = optuna.trial.FixedTrial({})
+        graph = method.candidate(trial, ctx)
+        attrs = {k: v for k, v in trial.user_attrs.items() if k != "search_seconds"}
+        runs.append((attrs, {n: node.weights for n, node in graph.nodes()}))
+    (first, first_weights), (again, again_weights), (other, _) = runs
+    assert first == again and first["tournaments"] and first["search_macs"] > 0
+    assert first_weights.keys() == again_weights.keys()
+    assert all(torch.equal(v, again_weights[n][k]) for n, ws in first_weights.items() for k, v in ws.items())
+    assert other["ga_seed"] != first["ga_seed"]
+
+
+def test_options_are_checked():
+    with pytest.raises(ConfigError, match="options.active_per_layer: expected at most modules_per_layer"):
+        tiny_space("pathnet", options={"modules_per_layer": 2, "active_per_layer": 3})
+    with pytest.raises(ConfigError, match="options.population: expected an integer >= 2"):
+        tiny_space("pathnet", options={"population": 1})
+
+
+def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digits_stream):
+    result = run_tiny("pathnet", options=TINY, search={"n_trials": 2})
+    run = RunFolder.open(result.path)
+    storage = run.storage()
+    final, _ = run.load_task(4)
+    reused = 0
+    for record in result.records:
+        task = record["task"]
+        trials = optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert trials[0].user_attrs["ga_seed"] != trials[1].user_attrs["ga_seed"]  # independent restarts
+        for trial in trials:
+            history = trial.user_attrs["tournaments"]
+            assert len(history) == trial.user_attrs["generations_run"] <= 3 and trial.params == {}
+            for step in history:
+                winner = step["genomes"][step["contestants"].index(step["winner"])]
+                for layer, slot, old, new in step["mutations"]:
+                    assert winner[layer][slot] == old and step["child"][layer][slot] == new
+                    winner[layer][slot] = new
+                assert step["child"] == winner
+        best = trials[record["chosen_trial"]]
+        assert record["decisions"]["path"] == best.user_attrs["path"]
+        assert record["train_macs"] > sum(t.user_attrs["search_macs"] for t in trials) > 0
+        # the committed path: its layer-l modules are the genome's distinct layer-l genes
+        for layer, modules in enumerate(record["decisions"]["path_modules"]):
+            join = final.layer_nodes(task)[layer]
+            members = [n.split("@")[0] for n in final.node(join).inputs]
+            assert members == [pool_id(layer, m) for m in modules]
+        reused += len(record["decisions"]["reused_modules"])
+    assert reused > 0  # later tasks route through frozen modules
+    assert all(node.frozen for _, node in final.nodes())
+    for task in range(4):
+        at_commit, _ = run.load_task(task)
+        x = digits_stream.tasks[task].test.x
+        assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x))
+        for node_id, node in at_commit.nodes():
+            assert all(torch.equal(v, final.node(node_id).weights[k]) for k, v in node.weights.items())
+    assert result.metrics["metrics"]["bwt_lopez_paz"] == 0.0  # a[T-1][j] == a[j][j]: nothing forgotten
+    assert result.metrics["metrics"]["forgetting"] == 0.0
+    assert result.metrics["decisions"] == [r["decisions"] for r in result.records]
