@@ -89,14 +89,19 @@ def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: boo
     return module
 
 
-def _emit_calls(code: fx.Graph, module: nn.Module, name: str, value: fx.Node) -> fx.Node:
-    """Call `module` on `value`; a Sequential becomes one call per child, so no wrapper runs per batch."""
+def _emit_calls(
+    root: nn.Module, code: fx.Graph, module: nn.Module, name: str, value: fx.Node, taken: set[str]
+) -> fx.Node:
+    """Call `module` on `value`. A Sequential becomes one call per leaf, each leaf registered flat on the
+    root (the same module objects, so trained weights stay shared), so no wrapper runs per batch."""
     if isinstance(module, nn.Sequential):
         for child_name, child in module.named_children():
-            value = _emit_calls(code, child, f"{name}.{child_name}", value)
+            value = _emit_calls(root, code, child, f"{name}_{child_name}", value, taken)
         return value
     if isinstance(module, nn.Identity):
         return value
+    name = _attribute_name(name, taken)
+    root.add_module(name, module)
     return code.call_module(name, (value,))
 
 
@@ -123,9 +128,9 @@ def _fx_module(
                 merged = code.call_function(operator.add, (merged, arg))
         else:
             merged = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
-        name = _attribute_name(node_id, taken)
-        root.add_module(name, modules[node_id])
-        values[node_id] = _emit_calls(code, modules[node_id], name, merged)
+        values[node_id] = _emit_calls(
+            root, code, modules[node_id], re.sub(r"\W", "_", node_id), merged, taken
+        )
     result = [values[o] for o in outputs]
     code.output(result[0] if len(result) == 1 else tuple(result))
     return fx.GraphModule(root, code)
