@@ -94,6 +94,11 @@ class Method(ABC):
         """After the best candidate is picked: by default, freeze every node the task added."""
         return ops.freeze(chosen, [n for n, node in chosen.nodes() if node.owner == ctx.task_id])
 
+    def selection_score(self, trial: optuna.trial.FrozenTrial) -> float:
+        """How a single-objective search ranks its completed trials for the commit: validation accuracy
+        by default; a method whose paper keeps the best reward (RCL, CLEAS) returns that reward."""
+        return trial.values[0]
+
     def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         """What the committed trial decided, recorded per task (the trial's parameters by default)."""
         return dict(trial.params)

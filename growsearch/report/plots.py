@@ -7,9 +7,8 @@ Figures are drawn on the Agg canvas directly (no pyplot, no display, no global b
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from growsearch.atomic_files import atomic_write_bytes
 from growsearch.report.metrics import MetricsError
 
 __all__ = ["DPI", "plot_accuracy_matrix", "plot_parameter_growth", "plot_trial_history"]
@@ -37,20 +37,10 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=DPI)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``fig`` as PNG to ``path`` atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _matrix_size(tasks: int) -> tuple[float, float]:

@@ -129,7 +129,7 @@ class GrowthController:
             report = [lambda _study, trial: self.reporter.trial_finished(t, trial)]
             job = TrialJob(self.method, ctx, self.seed)
             self.backend.optimize(study, job, budget - done, self.run.save_trial, report)
-        best = _committed_trial(study, t, self.space.search.accuracy_tolerance)
+        best = _committed_trial(study, t, self.space.search.accuracy_tolerance, self.method.selection_score)
         chosen = self.run.load_trial(t, best.number)
         retrain_macs = [0]
         graph = self.method.commit(chosen, ctx, self._retrainer(ctx, retrain_macs))
@@ -234,9 +234,12 @@ def _counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state in FINISHED or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
 
 
-def _committed_trial(study: optuna.Study, t: int, tolerance: float) -> optuna.trial.FrozenTrial:
-    """The best validation accuracy; in a multi-objective search, the Pareto point with the best accuracy
-    or, among Pareto points within `tolerance` of it, the one with the lowest costs."""
+def _committed_trial(
+    study: optuna.Study, t: int, tolerance: float, score: Callable[[optuna.trial.FrozenTrial], float]
+) -> optuna.trial.FrozenTrial:
+    """The best `score` (the method's: validation accuracy unless its paper ranks by a reward); in a
+    multi-objective search, the Pareto point with the best accuracy or, among Pareto points within
+    `tolerance` of it, the one with the lowest costs."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         errors = [
@@ -245,7 +248,7 @@ def _committed_trial(study: optuna.Study, t: int, tolerance: float) -> optuna.tr
         detail = f"; first error: {errors[0]}" if errors else ""
         raise TrainingError(f"task {t}: no trial completed, so there is no candidate to commit{detail}")
     if len(study.directions) == 1:
-        return max(complete, key=lambda tr: (tr.value, -tr.number))
+        return max(complete, key=lambda tr: (score(tr), -tr.number))
     front = study.best_trials
     best_accuracy = max(tr.values[0] for tr in front)
     close = [tr for tr in front if tr.values[0] >= best_accuracy - tolerance]

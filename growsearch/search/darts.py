@@ -32,7 +32,7 @@ class MixedLayer(nn.Module):
         self.names = list(ops)
         self.ops = nn.ModuleList(ops.values())
         self.register_buffer("costs", torch.tensor([float(costs[n]) for n in self.names]))
-        self.alpha = nn.Parameter(1e-3 * torch.randn(len(ops)))  # DARTS initialises alpha near zero
+        self.alpha = nn.Parameter(1e-3 * torch.randn(len(ops)))  # near zero: every choice equally weighted
 
     def probabilities(self) -> torch.Tensor:
         return torch.softmax(self.alpha, 0)

@@ -20,7 +20,9 @@ would have sampled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +34,7 @@ from torch import nn
 
 from growsearch.search.trial_job import TrialLike, derived_seed
 
+_THREADS = threading.RLock()
 RewardFn = Callable[[FrozenTrial], "float | None"]  # None: the trial teaches the controller nothing
 
 
@@ -86,18 +89,29 @@ class Policy(nn.Module):
         self.max_choices = max(n for n, _ in self.steps)
         self.n_kinds = 1 + max((k for _, k in self.steps if k is not None), default=-1)
         width = self.max_choices + self.n_kinds
-        self.lstm = nn.LSTM(width, config.hidden_size, config.num_layers)
+        sizes = [width] + [config.hidden_size] * config.num_layers
+        self.cells = nn.ModuleList(nn.LSTMCell(i, config.hidden_size) for i in sizes[:-1])
         self.heads = nn.ModuleDict({str(n): nn.Linear(config.hidden_size, n) for n, _ in self.steps})
         self.value = nn.Linear(width, 1)
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -config.init_range, config.init_range)
         self.register_buffer("start", torch.randn(self.max_choices))
+        self.register_buffer("kinds", torch.eye(self.n_kinds))
 
     def _input(self, probs: torch.Tensor, kind: int | None) -> torch.Tensor:
         parts = [nn.functional.pad(probs, (0, self.max_choices - probs.numel()))]
         if self.n_kinds:
-            parts.append(nn.functional.one_hot(torch.tensor(kind or 0), self.n_kinds).float())
-        return torch.cat(parts).view(1, 1, -1)
+            parts.append(self.kinds[kind or 0])
+        return torch.cat(parts).view(1, -1)
+
+    def _step(self, x: torch.Tensor, state: list | None) -> tuple[torch.Tensor, list]:
+        """One step of the stacked LSTM (cells are faster than `nn.LSTM` for one step at a time)."""
+        new_state = []
+        for layer, cell in enumerate(self.cells):
+            h, c = cell(x, None if state is None else state[layer])
+            new_state.append((h, c))
+            x = h
+        return x, new_state
 
     def forward(
         self, actions: Sequence[int] | None = None, generator: torch.Generator | None = None
@@ -106,9 +120,9 @@ class Policy(nn.Module):
         and each step's distribution. A step's input is the previous step's softmax, not its action."""
         taken: list[int] = []
         log_prob, distributions = torch.zeros(()), []
-        x, hidden = self._input(self.start, self.steps[0][1]), None
+        x, state = self._input(self.start, self.steps[0][1]), None
         for i, (n, _) in enumerate(self.steps):
-            out, hidden = self.lstm(x, hidden)
+            out, state = self._step(x, state)
             logits = self.heads[str(n)](out.view(-1))
             probs = torch.softmax(logits, 0)
             sampled = actions is None
@@ -141,7 +155,7 @@ class Controller:
         self.rewards: list[float] = []
 
     def sample(self, generator: torch.Generator) -> list[int]:
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             return self.policy(generator=generator)[0]
 
     def baseline(self) -> float:
@@ -160,17 +174,32 @@ class Controller:
 
     def update(self, actions: Sequence[int], reward: float) -> None:
         """One REINFORCE step: advantage = reward - baseline (the value before its own update)."""
-        self.rewards.append(float(reward))
-        advantage = reward - self.baseline()
-        _, log_prob, _ = self.policy(actions)
-        self.optimizer.zero_grad()
-        (-advantage * log_prob).backward()
-        self.optimizer.step()
+        with one_thread():
+            self.rewards.append(float(reward))
+            advantage = reward - self.baseline()
+            _, log_prob, _ = self.policy(actions)
+            self.optimizer.zero_grad()
+            (-advantage * log_prob).backward()
+            self.optimizer.step()
 
     def distributions(self) -> list[torch.Tensor]:
         """The policy's distribution at every step (for inspection and tests)."""
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             return self.policy(generator=torch.Generator().manual_seed(0))[2]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """The controller's tiny LSTM runs several times faster on one thread (and then does not depend on
+    the machine's thread count); training keeps its own setting. The lock keeps concurrent samplers from
+    restoring each other's setting."""
+    with _THREADS:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _killed(trial: FrozenTrial) -> bool:

@@ -53,8 +53,14 @@ class TrialJob:
         return self.ctx.task_id
 
     def seed_number(self, trial: optuna.Trial) -> int:
-        """A retried trial reuses the seed of the one that was killed, so it trains identically."""
-        return int(trial.user_attrs.get("retry_of", trial.number))
+        """The trial's position in an uninterrupted search: a retried trial takes the position (and so the
+        seed) of the one that was killed, and a fresh trial after retries does not count them."""
+        if "retry_of" in trial.user_attrs:
+            return int(trial.user_attrs["retry_of"])
+        earlier = trial.study.get_trials(deepcopy=False)
+        return trial.number - sum(
+            1 for t in earlier if t.number < trial.number and "retry_of" in t.user_attrs
+        )
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Run the method's define-by-run space on `trial` for its decisions only (a Ray driver does this)."""

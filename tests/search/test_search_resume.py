@@ -42,7 +42,7 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> Non
 
 
 def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
-    space = tiny_space("mntdp-d", training={"epochs": 3})
+    space = tiny_space("mntdp-d", training={"epochs": 12})  # trials long enough to be caught mid-task
     config = tmp_path / "space.yaml"
     config.write_text(yaml.safe_dump(space.to_dict()))
     run = tmp_path / "runs" / "killed"
@@ -68,7 +68,6 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     )
     # kill once the task's first candidate is trained and kept: later ones are still to run
     _wait_for(lambda: (run / "trials" / str(KILL_TASK) / "0" / "checksums.json").exists(), process)
-    time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL

@@ -1,0 +1,149 @@
+"""CLEAS: Continual Learning with Efficient Architecture Search (Gao, Luo & Klabjan 2020, arXiv:2006.04027;
+IEEE TNNLS 2022).
+
+The first task trains the base network. For every later task a neuron-level controller (an LSTM) decides,
+for each old neuron, whether the task reuses it (its weights stay frozen) or drops it, and for each layer
+how many new neurons to add (0..30). Each sampled architecture is trained (only the new neurons and the
+new head learn) and the controller is updated by REINFORCE on reward = validation accuracy - alpha x new
+neurons, with a moving-average baseline; 200 architectures per task, the controller re-initialised for
+each task. Old tasks never change: reused neurons compute exactly what they computed before.
+
+Settings from the authors' code (github.com/gcooq/CLEAS, CLEAS_perm_v1.py, CLEAS_MLP.py): 200 episodes,
+alpha = 1e-4 per new neuron, at most 30 new neurons per layer, base MLP 784-312-128-10, children trained
+with Adam 1e-3, batch 100, L2 1e-4 for 2000 steps (~3.6 epochs of the 55k MNIST training images); the
+controller is a one-layer LSTM of 32 units trained with RMSProp at 0.01, its input a neuron's state with a
+one-hot of its layer. Differences: the controller here samples its actions (the code thresholds them at
+0.5), reads its previous softmax rather than the previous episode's actions, picks the number of new
+neurons as one categorical per layer (the code decides each of 30 candidate slots) and its baseline is
+a recency-weighted mean of the earlier rewards (the code's `ema`). A reused neuron keeps reading the
+neurons it was trained on, so dropping a neuron only removes it from the new neurons' and the new
+head's inputs. The reuse decisions of up to 32 neurons are packed into one integer Optuna param
+(`reuse_L{layer}_{chunk}`, bit j = neuron 32 x chunk + j, 1 = reuse) so a trial stores a few params, not
+one per neuron.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from growsearch.config_schema import require
+from growsearch.errors import TrainingError
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.grow import neurons
+from growsearch.grow import operators as ops
+from growsearch.methods import register_method
+from growsearch.methods.base import Retrain, TaskContext
+from growsearch.methods.rcl import ADD, ControllerMethod
+from growsearch.search.reinforce import ControllerConfig, Decision
+from growsearch.search.trial_job import TrialLike
+
+REUSE = "reuse_L{}_{}"
+CHUNK = 32  # reuse bits per Optuna param
+
+
+@dataclass(frozen=True)
+class CLEASOptions:
+    max_new_units: int = 30  # new neurons per layer: 0..max_new_units (`up_num` in the authors' code)
+    penalty: float = 1e-4  # alpha: reward = val accuracy - alpha x new neurons
+    controller_hidden: int = 32
+    controller_layers: int = 1
+    policy_lr: float = 0.01  # RMSProp
+
+    def validate(self, where: str) -> None:
+        require(self.max_new_units >= 1, f"{where}.max_new_units", "expected an integer >= 1")
+        require(self.penalty >= 0, f"{where}.penalty", "expected a number >= 0")
+        require(self.controller_hidden >= 1, f"{where}.controller_hidden", "expected an integer >= 1")
+        require(self.controller_layers >= 1, f"{where}.controller_layers", "expected an integer >= 1")
+        require(self.policy_lr > 0, f"{where}.policy_lr", "expected a number > 0")
+
+
+@register_method
+class CLEAS(ControllerMethod):
+    name = "cleas"
+    paper = "Gao, Luo & Klabjan 2020, Efficient Architecture Search for Continual Learning (arXiv:2006.04027)"
+    scenarios = ("task-il",)
+    Options = CLEASOptions
+    default_trials = 200
+
+    def controller_config(self) -> ControllerConfig:
+        o = self.options
+        return ControllerConfig(
+            o.controller_hidden, o.controller_layers, "rmsprop", o.policy_lr, "moving-average"
+        )
+
+    def _old_groups(self, ctx: TaskContext) -> list[list[str]]:
+        return [neurons.layer_groups(ctx.committed, i, ctx.task_id) for i in range(len(ctx.specs))]
+
+    def search_decisions(self, ctx: TaskContext) -> list[Decision]:
+        """Per layer: the reuse bits of its old neurons (in chunks), then how many neurons to add."""
+        decisions = []
+        for i, groups in enumerate(self._old_groups(ctx)):
+            n_old = sum(neurons.width(ctx.committed.node(g).spec) for g in groups)
+            for c in range(0, n_old, CHUNK):
+                decisions.append(Decision(REUSE.format(i, c // CHUNK), 2, min(CHUNK, n_old - c), kind=2 * i))
+            decisions.append(Decision(ADD.format(i), self.options.max_new_units + 1, kind=2 * i + 1))
+        return decisions
+
+    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
+        if ctx.task_id > 0:
+            self._sample(trial, ctx)
+
+    def _sample(
+        self, trial: TrialLike, ctx: TaskContext
+    ) -> tuple[list[int], list[int], dict[str, torch.Tensor]]:
+        """Units added and reused per layer and, per old group, the mask of the neurons the task reuses."""
+        decisions = self.search_decisions(ctx)
+        values = self.sample_added(trial, ctx, decisions)
+        keep: dict[str, torch.Tensor] = {}
+        for i, groups in enumerate(self._old_groups(ctx)):
+            bits = [
+                b for d in decisions if d.name.startswith(f"reuse_L{i}_") for b in d.unpack(values[d.name])
+            ]
+            mask = torch.tensor(bits, dtype=torch.bool)
+            sizes = [neurons.width(ctx.committed.node(g).spec) for g in groups]
+            keep.update(zip(groups, mask.split(sizes), strict=True))
+        added = [values[ADD.format(i)] for i in range(len(ctx.specs))]
+        reused = [sum(int(keep[g].sum()) for g in groups) for groups in self._old_groups(ctx)]
+        trial.set_user_attr("reused_units", reused)
+        return added, reused, keep
+
+    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
+        if ctx.task_id == 0:
+            return self.base_network(ctx)
+        added, reused, keep = self._sample(trial, ctx)
+        empty = [i for i, (a, r) in enumerate(zip(added, reused, strict=True)) if a + r == 0]
+        if empty:
+            raise TrainingError(
+                f"task {ctx.task_id}: the sampled architecture has no neuron at layers {empty}"
+            )
+        return neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs, keep)
+
+    def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
+        """The task's weights from dropped neurons (held at zero) and the trained ones all become its own;
+        then its new nodes are frozen."""
+        own = [n for n, node in chosen.nodes() if node.owner == ctx.task_id]
+        return ops.freeze(ops.claim_free(chosen, ctx.task_id, own), own)
+
+    def decisions(self, trial: FrozenTrial) -> dict[str, Any]:
+        reuse: dict[str, str] = {}
+        for name in sorted((n for n in trial.params if n.startswith("reuse_L")), key=_layer_and_chunk):
+            layer = f"L{_layer_and_chunk(name)[0]}"
+            n_bits = int(trial.distributions[name].high).bit_length()
+            bits = "".join(str((int(trial.params[name]) >> j) & 1) for j in range(n_bits))
+            reuse[layer] = reuse.get(layer, "") + bits
+        return {
+            "add_units": self.added_units(trial),
+            "reused_units": trial.user_attrs.get("reused_units", []),
+            "reuse": reuse,
+        }
+
+
+def _layer_and_chunk(name: str) -> tuple[int, int]:
+    """`reuse_L{layer}_{chunk}` -> (layer, chunk)."""
+    _, layer, chunk = name.split("_")
+    return int(layer[1:]), int(chunk)

@@ -1,0 +1,103 @@
+"""The REINFORCE controller (RCL's and CLEAS's) and its Optuna sampler."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from growsearch.search.reinforce import Controller, ControllerConfig, Decision, ReinforceSampler
+
+
+def _top_half(controller: Controller) -> float:
+    return float(controller.distributions()[0][15:].sum())
+
+
+def test_the_rcl_controller_shifts_probability_toward_the_higher_reward_actions():
+    controller = Controller([(30, None), (30, None)], ControllerConfig(), seed=0)  # RCL's defaults
+    generator = torch.Generator().manual_seed(1)
+    before = _top_half(controller)
+    for _ in range(150):
+        actions = controller.sample(generator)
+        controller.update(actions, 0.9 if actions[0] >= 15 else 0.5)  # units 15..29 on layer 0 pay more
+    assert before == pytest.approx(0.5, abs=0.05)
+    assert _top_half(controller) > 0.75
+    assert 0.5 < float(controller.policy.state_value().detach()) < 1.0  # the baseline tracks the reward
+
+
+def test_the_moving_average_baseline_learns_too():
+    config = ControllerConfig(
+        hidden_size=32, num_layers=1, optimizer="rmsprop", lr=0.01, baseline="moving-average"
+    )
+    controller = Controller([(2, 0)] * 4 + [(31, 1)], config, seed=0)  # CLEAS-like: 4 neuron bits, a count
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        actions = controller.sample(generator)
+        controller.update(actions, 0.5 + 0.1 * actions[0])  # reusing neuron 0 pays
+    assert float(controller.distributions()[0][1]) > 0.8
+
+
+def test_packed_decisions_round_trip_and_match_what_the_trial_suggests():
+    bits = Decision("reuse_L0_0", 2, n_steps=5, kind=0)
+    assert bits.unpack(bits.pack([1, 0, 1, 1, 0])) == [1, 0, 1, 1, 0]
+    assert bits.pack([1, 0, 1, 1, 0]) == 0b01101
+    count = Decision("add_units_L0", 30)
+    trial = optuna.trial.FixedTrial({"reuse_L0_0": 13, "add_units_L0": 7})
+    assert (bits.suggest(trial), count.suggest(trial)) == (13, 7)
+    with pytest.raises(ValueError):
+        Decision("bad", 3, n_steps=2)
+
+
+def _study(sampler: ReinforceSampler, n_trials: int, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    study = optuna.create_study(study_name="s", storage=storage, sampler=sampler, direction="maximize")
+    decisions = sampler.decisions
+    study.optimize(lambda t: sum(d.suggest(t) for d in decisions) / 100, n_trials=n_trials)
+    return study
+
+
+def test_a_fresh_sampler_replays_the_study_to_the_same_controller_and_samples():
+    decisions = [Decision("reuse_L0_0", 2, n_steps=6, kind=0), Decision("add_units_L0", 10, kind=1)]
+
+    def make() -> ReinforceSampler:
+        return ReinforceSampler(decisions, lambda t: t.value, seed=3, config=ControllerConfig(hidden_size=16))
+
+    running = make()
+    study = _study(running, 6, optuna.storages.InMemoryStorage())
+    assert running.updates == 5  # each trial's update is applied before the next one samples
+    study.ask()
+    pending = study.get_trials(deepcopy=False)[-1]
+    space = running.infer_relative_search_space(study, pending)
+    expected = running.sample_relative(study, pending, space)
+    fresh = make()  # as after a resume: the study is replayed before sampling
+    assert fresh.sample_relative(study, pending, space) == expected
+    assert running.updates == fresh.updates == 6
+    for name, value in running.controller.policy.state_dict().items():
+        assert torch.equal(value, fresh.controller.policy.state_dict()[name]), name
+
+
+def test_a_trial_killed_mid_run_is_not_counted_so_its_retry_does_not_shift_the_samples():
+    decisions = [Decision("add_units_L0", 30)]
+    config = ControllerConfig(hidden_size=16)
+
+    def make() -> ReinforceSampler:
+        return ReinforceSampler(decisions, lambda t: t.value, seed=5, config=config)
+
+    plain = _study(make(), 3, optuna.storages.InMemoryStorage())
+    reference = [t.params for t in plain.get_trials()] + [_next_params(plain, make())]
+
+    storage = optuna.storages.InMemoryStorage()
+    killed = _study(make(), 2, storage)
+    victim = killed.ask()  # sampled, then its process dies: failed on resume and enqueued again
+    decisions[0].suggest(victim)
+    storage.set_trial_state_values(victim._trial_id, optuna.trial.TrialState.FAIL)
+    killed.enqueue_trial(victim.params, user_attrs={"retry_of": victim.number})
+    killed.sampler = make()
+    killed.optimize(lambda t: decisions[0].suggest(t) / 100, n_trials=1)
+    complete = killed.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert [t.params for t in complete] + [_next_params(killed, make())] == reference
+
+
+def _next_params(study: optuna.Study, sampler: ReinforceSampler) -> dict:
+    study.sampler = sampler
+    trial = study.ask()
+    return {d.name: d.suggest(trial) for d in sampler.decisions}
