@@ -78,14 +78,20 @@ def visible_mask(owners: torch.Tensor, task: int, include_free: bool) -> torch.T
 
 
 def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: bool) -> nn.Module:
+    """The node's module holding copies of its weights. It is built on the meta device, so compiling
+    neither spends time on a throw-away initialisation nor draws from torch's global random stream
+    (which would make a candidate's initial weights depend on what was compiled before it)."""
     node = graph.node(node_id)
-    module = node.spec.build()
+    with torch.device("meta"):
+        module = node.spec.build()
     state = {}
     for name, value in node.weights.items():
         if name in node.owners:
             value = value * visible_mask(node.owners[name], task, include_free)
+        else:
+            value = value.clone()
         state[name] = value
-    module.load_state_dict(state)
+    module.load_state_dict(state, assign=True)
     return module
 
 

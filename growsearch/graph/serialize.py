@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import networkx as nx
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
@@ -141,7 +142,8 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
                 node.owners[name.removesuffix("|owners")] = value
             else:
                 node.weights[name] = value
-        expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+        with torch.device("meta"):  # shapes only: no initialisation, no draw from the global random stream
+            expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
         found = {k: tuple(v.shape) for k, v in node.weights.items()}
         if found != expected:
             raise CheckpointError(f"weights of node {node_id!r} are {found}; its spec expects {expected}")

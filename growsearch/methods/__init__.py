@@ -8,7 +8,7 @@ from growsearch.errors import UnknownNameError
 from growsearch.methods.base import Method, TaskContext
 
 METHODS: dict[str, type[Method]] = {}
-_BUILTIN_MODULES = ("pnn", "packnet", "mntdp", "pathnet", "rcl", "cleas")
+_BUILTIN_MODULES = ("pnn", "packnet", "mntdp", "pathnet", "rcl", "cleas", "den", "learn_to_grow")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
