@@ -64,7 +64,18 @@ from growsearch.methods import method_names
 from growsearch.runner import RunOptions, load_stream, start_run
 from growsearch.search.space import SearchSpace, load_space, space_from_dict
 
-METHODS = ["pnn", "packnet", "mntdp-d"]  # the default rows, in order
+METHODS = [  # the default rows, in order: the foundation, then the growth searches
+    "pnn",
+    "packnet",
+    "mntdp-d",
+    "mntdp-s",
+    "pathnet",
+    "rcl",
+    "cleas",
+    "den",
+    "learn-to-grow",
+    "search_spaces/learn-to-grow-categorical.yaml",
+]
 SCENARIO = "task-il"
 HIDDEN = (100, 100)
 LR, MOMENTUM, BATCH = 0.1, 0.9, 32
