@@ -42,6 +42,7 @@ def make_backend(
             max_concurrent=search.max_concurrent_trials,
             max_failures=search.max_failures,
             early_stopping=search.pruner != "none",
+            reuse_workers=search.reuse_workers,
             shared_fs=shared_fs,
             local_cpus=local_cpus,
         )

@@ -133,6 +133,7 @@ class RayBackend:
         max_concurrent: int | None = None,
         max_failures: int = 2,
         early_stopping: bool = False,
+        reuse_workers: bool = True,
         shared_fs: bool = False,
         local_cpus: int | None = None,
     ):
@@ -140,6 +141,7 @@ class RayBackend:
         self.address, self.resources = address, resources
         self.max_concurrent, self.max_failures = max_concurrent, max_failures
         self.early_stopping, self.shared_fs, self.local_cpus = early_stopping, shared_fs, local_cpus
+        self.reuse_workers = reuse_workers
 
     def connect(self) -> None:
         if ray.is_initialized():
@@ -192,7 +194,7 @@ class RayBackend:
                 num_samples=n_trials,
                 max_concurrent_trials=self.max_concurrent,
                 trial_dirname_creator=lambda trial: trial.trial_id,
-                reuse_actors=False,
+                reuse_actors=self.reuse_workers,  # a worker imports torch once, not once per trial
             ),
             run_config=tune.RunConfig(
                 name=f"task-{job.task_id}",

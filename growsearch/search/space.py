@@ -43,6 +43,7 @@ class SearchConfig:
     memory_per_trial_mb: int | None = None
     max_concurrent_trials: int | None = None
     max_failures: int = 2
+    reuse_workers: bool = True  # a worker process serves later trials too (imports torch once)
 
     def validate(self, where: str) -> None:
         if self.n_trials is not None:

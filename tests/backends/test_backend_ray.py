@@ -91,8 +91,11 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
 def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_commits(
     cluster, optuna_reference, tmp_path
 ):
+    # a fresh worker per trial, so the second node's worker takes trials even while these tiny trials
+    # finish faster than a worker process starts (by default a finished trial's worker takes the next)
+    space = tiny_space("mntdp-d", training={"epochs": 3}, search={"reuse_workers": False})
     result = start_run(
-        SPACE, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
+        space, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
     )
     trials = trials_of(result.path, 0) + trials_of(result.path, 1)
     assert [t.state for t in trials] == [COMPLETE] * 4
