@@ -4,6 +4,13 @@ Optuna storage in a temporary run folder) in a second or two."""
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -27,3 +34,43 @@ def tiny_space(method: str, **sections: Any) -> SearchSpace:
 
 def tiny_options(seed: int = 0, **extra: Any) -> RunOptions:
     return RunOptions(benchmark="split-digits", n_tasks=None, max_per_task=80, seed=seed, **extra)
+
+
+def start_cli_run(
+    space: SearchSpace, run: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """A real `growsearch run` of `space` in its own process (to be killed), its folder at `run`."""
+    config = run.parent / f"{run.name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(space.to_dict()))
+    command = [
+        sys.executable,
+        "-m",
+        "growsearch",
+        "run",
+        str(config),
+        "--runs-dir",
+        str(run.parent),
+        "--name",
+        run.name,
+        *options,
+    ]
+    env = {**(env or os.environ), "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 180) -> None:
+    """Poll `condition` while `process` runs; fail with its stderr if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, (
+            f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+        )
+        assert time.monotonic() < deadline, "the run did not reach the point to kill it"
+        time.sleep(0.005)
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL

@@ -3,23 +3,19 @@ nodes, survive a lost node, and a SIGKILLed driver resumes; results equal the op
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-import yaml
 
 from growsearch.errors import ConfigError
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.search.run_folder import RunFolder
 
 from ray_cluster import start_cluster
-from tiny_runs import tiny_space
+from tiny_runs import kill, start_cli_run, tiny_space, wait_for
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 SPACE = tiny_space("mntdp-d", training={"epochs": 3})
@@ -54,14 +50,7 @@ def trials_of(run: Path, task: int) -> list[optuna.trial.FrozenTrial]:
 
 
 def driver(cluster, run: Path) -> subprocess.Popen:
-    config = run.parent / "space.yaml"
-    config.write_text(yaml.safe_dump(SPACE.to_dict()))
-    command = [
-        sys.executable,
-        "-m",
-        "growsearch",
-        "run",
-        str(config),
+    options = [
         "--backend",
         "ray",
         "--address",
@@ -71,21 +60,8 @@ def driver(cluster, run: Path) -> subprocess.Popen:
         "2",
         "--max-per-task",
         "60",
-        "--runs-dir",
-        str(run.parent),
-        "--name",
-        run.name,
     ]
-    env = {**cluster.env, "PYTHONPATH": str(Path(__file__).parents[2])}
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the driver ended early: {process.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    return start_cli_run(SPACE, run, *options, env=cluster.env)
 
 
 def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_commits(
@@ -125,8 +101,7 @@ def test_sigkill_of_the_driver_then_resume_redoes_no_finished_trial(cluster, opt
         process,
     )
     wait_for(lambda: any(t.state == COMPLETE for t in trials_of(run, 1)), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill(process)
     finished = {t.number: (t.value, t.datetime_complete) for t in trials_of(run, 1) if t.state == COMPLETE}
     assert 0 < len(finished) < 3
 

@@ -4,20 +4,14 @@ the result equals an uninterrupted run with the same seed."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
-import yaml
 
 from growsearch.runner import resume_run, start_run
 from growsearch.search.run_folder import RunFolder
 
-from tiny_runs import tiny_options, tiny_space
+from tiny_runs import kill, start_cli_run, tiny_options, tiny_space, wait_for
 
 KILL_TASK = 2
 
@@ -33,44 +27,13 @@ def _snapshot(run: Path) -> dict:
     return {"trials": trials, "records": records}
 
 
-def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()}"
-        assert time.monotonic() < deadline, "the run did not reach the point to kill it"
-        time.sleep(0.01)
-
-
 def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     space = tiny_space("mntdp-d", training={"epochs": 12})  # trials long enough to be caught mid-task
-    config = tmp_path / "space.yaml"
-    config.write_text(yaml.safe_dump(space.to_dict()))
     run = tmp_path / "runs" / "killed"
-    command = [
-        sys.executable,
-        "-m",
-        "growsearch",
-        "run",
-        str(config),
-        "--max-per-task",
-        "80",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--name",
-        "killed",
-    ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
+    process = start_cli_run(space, run, "--max-per-task", "80")
     # kill once the task's first candidate is trained and kept: later ones are still to run
-    _wait_for(lambda: (run / "trials" / str(KILL_TASK) / "0" / "checksums.json").exists(), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    wait_for(lambda: (run / "trials" / str(KILL_TASK) / "0" / "checksums.json").exists(), process)
+    kill(process)
 
     before = _snapshot(run)
     assert set(before["records"]) == {str(t) for t in range(KILL_TASK)}  # later tasks not committed yet

@@ -4,21 +4,13 @@ and commits the same graph, decisions and accuracies as an uninterrupted run wit
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
 from growsearch.runner import resume_run, start_run
 from growsearch.search.run_folder import RunFolder
 
-from tiny_runs import tiny_options, tiny_space
+from tiny_runs import kill, start_cli_run, tiny_options, tiny_space, wait_for
 
 TINY = {
     "pnn": {},
@@ -42,31 +34,10 @@ TINY = {
 @pytest.mark.parametrize("method", sorted(TINY))
 def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(method, tmp_path):
     space = tiny_space(method, **TINY[method])
-    config = tmp_path / "space.yaml"
-    config.write_text(yaml.safe_dump(space.to_dict()))
     run = tmp_path / "runs" / "killed"
-    command = [
-        sys.executable,
-        "-m",
-        "growsearch",
-        "run",
-        str(config),
-        "--max-per-task",
-        "80",
-        "--runs-dir",
-        str(run.parent),
-        "--name",
-        run.name,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while not (run / "tasks" / "1").is_dir():  # kill in the middle of what follows task 1's commit
-        assert process.poll() is None, process.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "the run never committed task 1"
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = start_cli_run(space, run, "--max-per-task", "80")
+    wait_for(lambda: (run / "tasks" / "1").is_dir(), process)  # kill in whatever follows task 1's commit
+    kill(process)
 
     resumed = resume_run(run)
     reference = start_run(space, tiny_options(), tmp_path / "reference")
