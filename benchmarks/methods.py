@@ -402,7 +402,7 @@ def main() -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         parser.error("--methods names no method")
-    unknown = [m for m in methods if m not in method_names()]
+    unknown = [m for m in methods if m not in method_names() and not Path(m).is_file()]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {', '.join(method_names())}")
     if args.epochs < 1 or args.repeats < 1:

@@ -40,7 +40,7 @@ from torch import nn
 
 from growsearch.config_schema import require
 from growsearch.data.task import Split
-from growsearch.errors import GraphError, TrainingError
+from growsearch.errors import GraphError
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Activation, NodeSpec
 from growsearch.grow.backbone import head_spec
@@ -155,29 +155,32 @@ class ModulePool(nn.Module):
         self, active: Active, batches: BatchStream, steps: int, config: TrainingConfig
     ) -> tuple[float, int]:
         """Train the path's unfrozen modules and the head for `steps` minibatches, in place; return the
-        training accuracy over those minibatches (PathNet's fitness) and the number of samples seen."""
+        training accuracy over those minibatches (PathNet's fitness) and the number of samples seen.
+        A contestant whose loss diverges loses: the shared modules get back their weights from before
+        its training (so it cannot poison the pool) and its fitness is 0."""
         parameters = [p for p in self.head.parameters()]
         for layer, modules in enumerate(active):
             for m in modules:
                 if not self.frozen[layer][m]:
                     parameters.extend(self.layers[layer][m].parameters())
         optimizer = _optimizer(parameters, config)
+        before = [p.detach().clone() for p in parameters]
         loss_fn = nn.CrossEntropyLoss()
         correct = seen = 0
-        for step in range(steps):
+        for _ in range(steps):
             x, y = batches.next()
             logits = self(active, x)
             loss = loss_fn(logits, y)
+            seen += len(y)
             if not math.isfinite(loss.item()):
-                raise TrainingError(
-                    f"a PathNet contestant's training loss became {loss.item()} at minibatch {step + 1}; "
-                    "expected a finite loss (try a lower training.lr)"
-                )
+                with torch.no_grad():
+                    for parameter, value in zip(parameters, before, strict=True):
+                        parameter.copy_(value)
+                return 0.0, seen
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(y)
         return correct / seen, seen
 
     def weights(self, module: nn.Module) -> dict[str, torch.Tensor]:

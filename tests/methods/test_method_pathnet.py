@@ -166,3 +166,17 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
     assert result.metrics["metrics"]["bwt_lopez_paz"] == 0.0  # a[T-1][j] == a[j][j]: nothing forgotten
     assert result.metrics["metrics"]["forgetting"] == 0.0
     assert result.metrics["decisions"] == [r["decisions"] for r in result.records]
+
+
+def test_a_diverging_contestant_loses_and_leaves_the_shared_pool_as_it_was(digits_stream):
+    from growsearch.methods.pathnet import BatchStream
+
+    specs = PathNet(tiny_space("pathnet", options=TINY)).specs_for(digits_stream.input_shape)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    before = {k: v.clone() for k, v in pool.state_dict().items()}
+    exploding = tiny_space("pathnet", options=TINY, training={"lr": 1e30, "momentum": 0.0}).training
+    batches = BatchStream(digits_stream.tasks[0].train, 16, seed=0, device=torch.device("cpu"))
+    fitness, seen = pool.train_path(((0, 1), (2,)), batches, 5, exploding)
+    assert fitness == 0.0 and seen > 0
+    assert all(torch.equal(v, pool.state_dict()[k]) for k, v in before.items())
