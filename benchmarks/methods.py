@@ -119,7 +119,7 @@ def protocol_space(method: str, epochs: int, storage: str | None = None) -> Sear
 
 def run_growsearch(method: str, options: RunOptions, epochs: int, storage: str | None = None) -> Row:
     space = protocol_space(method, epochs, storage)
-    with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{Path(method).stem}-") as folder:
         started, cpu = time.perf_counter(), time.process_time()
         result = start_run(space, options, Path(folder) / "run")
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
