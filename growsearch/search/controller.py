@@ -119,8 +119,12 @@ class GrowthController:
             load_if_exists=True,
         )
         budget = self.method.trial_budget(ctx)
-        if not study.get_trials(deepcopy=False):
-            for params in self.method.initial_trials(ctx)[:budget]:
+        # a process killed while enqueuing leaves some: enqueue only the ones not there yet
+        existing = [
+            tr.params or tr.system_attrs.get("fixed_params", {}) for tr in study.get_trials(deepcopy=False)
+        ]
+        for params in self.method.initial_trials(ctx)[:budget]:
+            if params not in existing:
                 study.enqueue_trial(params)
         self._retry_interrupted(study)
         done = sum(1 for tr in study.get_trials(deepcopy=False) if _counts_toward_budget(tr))
