@@ -238,3 +238,16 @@ def _grow_tensors(node: Node, spec: NodeSpec, axis: int, zero_new: bool = False)
             owners = torch.full(new.shape, FREE, dtype=node.owners[name].dtype)
             owners[index] = node.owners[name]
             node.owners[name] = owners
+
+
+def shared_stack(graph: ModuleGraph, prefix: str, specs: Sequence[NodeSpec], owner: int) -> ModuleGraph:
+    """One network of `specs` shared by every task, with weight-level ownership (PackNet, DEN): nodes
+    `{prefix}/L{i}`, created by `owner` with every weight FREE, or the graph as it is when they exist."""
+    node_ids = [f"{prefix}/L{i}" for i in range(len(specs))]
+    if node_ids[0] in graph:
+        return graph
+    grown, previous = graph.copy(), INPUT
+    for layer, (node_id, spec) in enumerate(zip(node_ids, specs, strict=True)):
+        grown.add(node_id, spec, [previous], owner, layer=layer)
+        previous = node_id
+    return track_owners(grown, node_ids)

@@ -31,7 +31,7 @@ from torch import nn
 from growsearch.config_schema import require
 from growsearch.data.task import Split
 from growsearch.errors import ConfigError, TrainingError
-from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.specs import Head, Linear
 from growsearch.grow import operators as ops
 from growsearch.grow.units import (
@@ -46,7 +46,8 @@ from growsearch.methods import register_method
 from growsearch.methods.base import Method, TaskContext
 from growsearch.search.training import TrainingConfig
 
-SHARED = "den/L{}"
+PREFIX = "den"
+SHARED = PREFIX + "/L{}"
 ACT = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, None: lambda x: x}
 
 
@@ -127,14 +128,8 @@ class DEN(Method):
         if not all(isinstance(s, Linear) for s in ctx.specs):
             raise ConfigError("den grows dense layers: network.layers must all be linear")
         spent = [0]  # multiply-adds of the training done here
-        graph = ctx.committed.copy()
+        graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id).copy()
         shared = [SHARED.format(i) for i in range(len(ctx.specs))]
-        if shared[0] not in graph:
-            previous = INPUT
-            for i, spec in enumerate(ctx.specs):
-                graph = ops.add_module(graph, shared[i], spec, [previous], ctx.task_id, layer=i)
-                previous = shared[i]
-            graph = ops.track_owners(graph, shared)
         net = self._read(graph, shared, ctx)
         if ctx.task_id == 0:
             everything = _Stage(_masks(net.w, True), _masks(net.b, True))  # L1-sparse first task

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import optuna
 
 from growsearch.config_schema import require
-from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import operators as ops
 from growsearch.methods import register_method
 from growsearch.methods.base import Method, Retrain, TaskContext
 
-SHARED = "shared/L{}"
+PREFIX = "shared"
+SHARED = PREFIX + "/L{}"
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,8 @@ class PackNet(Method):
     Options = PackNetOptions
 
     def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        graph = ctx.committed
-        shared = [SHARED.format(i) for i in range(len(ctx.specs))]
-        if shared[0] not in graph:
-            previous = INPUT
-            for i, spec in enumerate(ctx.specs):
-                graph = ops.add_module(graph, shared[i], spec, [previous], ctx.task_id, layer=i)
-                previous = shared[i]
-            graph = ops.track_owners(graph, shared)
-        return ops.add_head(graph, ctx.task_id, shared[-1], ctx.n_outputs)
+        graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id)
+        return ops.add_head(graph, ctx.task_id, SHARED.format(len(ctx.specs) - 1), ctx.n_outputs)
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         shared = [SHARED.format(i) for i in range(len(ctx.specs))]
