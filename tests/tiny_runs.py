@@ -74,3 +74,19 @@ def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
+
+
+def assert_old_tasks_unchanged(run: Path, stream: Any) -> None:
+    """Every task's test outputs under the final checkpoint equal, bit for bit, those at its own commit."""
+    import torch
+
+    from growsearch.graph.compile import compile_view
+    from growsearch.search.run_folder import RunFolder
+
+    folder = RunFolder.open(run)
+    committed = folder.committed_tasks()
+    final, _ = folder.load_task(committed[-1])
+    for task in committed[:-1]:
+        at_commit, _ = folder.load_task(task)
+        x = stream.tasks[task].test.x
+        assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x)), task

@@ -1,20 +1,16 @@
 import torch
 
-from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import FREE
 from growsearch.search.run_folder import RunFolder
+
+from tiny_runs import assert_old_tasks_unchanged
 
 SHARED = ("shared/L0", "shared/L1")
 
 
 def test_old_tasks_outputs_are_bit_identical_after_later_tasks(run_tiny, digits_stream):
     result = run_tiny("packnet")
-    run = RunFolder.open(result.path)
-    final, _ = run.load_task(4)
-    for task in range(4):
-        at_commit, _ = run.load_task(task)
-        x = digits_stream.tasks[task].test.x
-        assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x))
+    assert_old_tasks_unchanged(result.path, digits_stream)
     assert result.metrics["metrics"]["forgetting"] == 0.0
 
 

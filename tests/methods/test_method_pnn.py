@@ -1,17 +1,13 @@
 import torch
 
-from growsearch.graph.compile import compile_view
 from growsearch.search.run_folder import RunFolder
+
+from tiny_runs import assert_old_tasks_unchanged
 
 
 def test_old_tasks_outputs_are_bit_identical_after_later_tasks(run_tiny, digits_stream):
     result = run_tiny("pnn")
-    run = RunFolder.open(result.path)
-    final, _ = run.load_task(4)
-    for task in range(4):
-        at_commit, _ = run.load_task(task)
-        x = digits_stream.tasks[task].test.x
-        assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x))
+    assert_old_tasks_unchanged(result.path, digits_stream)
 
 
 def test_each_task_adds_a_frozen_column_and_old_columns_never_change(run_tiny):
