@@ -7,7 +7,7 @@ What is measured, side by side in one process:
   (with ``train=True``: the parameters of unfrozen nodes train), and once through a hand-written module
   (an `nn.Sequential`, or an explicit PNN module) holding copies of the same weights. This isolates the
   cost of the generated code and its nested node modules.
-* ``train path``: `growsearch.search.training.train_candidate` end to end (graph copy, compile, frozen-
+* ``train path``: `growsearch.train.candidate.train_candidate` end to end (graph copy, compile, frozen-
   prefix cache, the training loop with its loss check, a validation pass per epoch, write-back) against a
   plain hand-written loop doing the same epochs, batches, optimiser steps and validation passes.
 
@@ -40,12 +40,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from growsearch.config.network import parse_layers
+from growsearch.config.training import TrainingConfig
 from growsearch.data.task import Split
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import layer_specs, parse_layers
-from growsearch.search.training import EVAL_BATCH, TrainingConfig, train_candidate
+from growsearch.grow.backbone import layer_specs
+from growsearch.train.candidate import EVAL_BATCH, train_candidate
 
 TARGET = 1.10
 LR, MOMENTUM, BATCH = 0.1, 0.9, 32

@@ -59,10 +59,10 @@ from typing import Any
 
 import torch
 
+from growsearch.config.space import SearchSpace, load_space, space_from_dict
 from growsearch.data.task import TaskStream
 from growsearch.methods import method_names
 from growsearch.runner import RunOptions, load_stream, start_run
-from growsearch.search.space import SearchSpace, load_space, space_from_dict
 
 METHODS = [  # the default rows, in order: the foundation, then the growth searches
     "pnn",
@@ -101,7 +101,7 @@ def protocol_space(method: str, epochs: int, storage: str | None = None) -> Sear
     """The method's shipped space with its network and training sections set to the benchmark protocol
     (and its Optuna storage set to `storage`, unless None)."""
     shipped = load_space(method)
-    raw = copy.deepcopy(shipped.raw)
+    raw = copy.deepcopy(shipped.to_dict())
     if storage is not None:
         raw["search"] = {**(raw.get("search") or {}), "storage": storage}
     raw["network"] = {"layers": [{"linear": width} for width in HIDDEN]}

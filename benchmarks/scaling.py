@@ -23,15 +23,16 @@ from pathlib import Path
 import optuna
 import torch
 
+from growsearch.config.space import load_space, space_from_dict
 from growsearch.runner import RunOptions, start_run
-from growsearch.search.run_folder import RunFolder
-from growsearch.search.space import load_space, space_from_dict
+from growsearch.store.run_folder import RunFolder
 
 
 def search_space(epochs: int, trials: int, gpus: float):
-    raw = dict(load_space("mntdp-d").raw)
+    raw = load_space("mntdp-d").to_dict()
     raw["training"] = {**raw["training"], "epochs": epochs, "device": "cuda" if gpus else "cpu"}
-    raw["search"] = {**raw["search"], "sampler": "random", "n_trials": trials, "gpus_per_trial": gpus}
+    raw["search"] = {**raw["search"], "sampler": "random", "n_trials": trials}
+    raw["backend"] = {**raw["backend"], "gpus_per_trial": gpus}
     return space_from_dict(raw, "benchmarks/scaling.py")
 
 

@@ -5,10 +5,10 @@ Library entry points: `ModuleGraph` (the grown network as data), `grow` (growth 
 `start_run` / `resume_run` (what the `growsearch` command does).
 """
 
+from growsearch.config.space import load_space
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.search.controller import GrowthController
-from growsearch.search.space import load_space
 
 __version__ = "0.1.0"
 

@@ -135,16 +135,15 @@ def run(
     runs_dir: Path = Path("runs"),
 ) -> None:
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
-    from growsearch.runner import RunOptions, default_run_name, start_run
-    from growsearch.search.space import load_space
+    from growsearch.config.space import load_space
+    from growsearch.runner import RunOptions, default_run_name, resolve_options, start_run
 
     loaded = load_space(space)
-    defaults = loaded.benchmark
     options = RunOptions(
-        benchmark=benchmark or defaults.name,
-        scenario=scenario or defaults.scenario,
-        n_tasks=tasks or defaults.n_tasks,
-        max_per_task=max_per_task or defaults.max_per_task,
+        benchmark=benchmark,
+        scenario=scenario,
+        n_tasks=tasks,
+        max_per_task=max_per_task,
         data_root=str(Path(data_root).expanduser().resolve()) if data_root else None,
         download=download,
         seed=seed,
@@ -153,7 +152,8 @@ def run(
         shared_fs=shared_fs,
     )
     path = runs_dir / (name or default_run_name(loaded, options))
-    console.print(f"growsearch: {loaded.method} on {options.benchmark} ({loaded.source}), run folder {path}")
+    shown = resolve_options(loaded, options).benchmark
+    console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}")
     try:
         with _progress() as progress:
             result = start_run(loaded, options, path, ProgressReporter(progress))
@@ -181,7 +181,7 @@ def resume(
 
 def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int]:
     from growsearch.errors import RunFolderError
-    from growsearch.search.run_folder import RunFolder
+    from growsearch.store.run_folder import RunFolder
 
     run = RunFolder.open(run_path)
     committed = run.committed_tasks()
@@ -215,14 +215,14 @@ def inspect(
     """
     from growsearch.atomic_files import atomic_write_bytes
     from growsearch.errors import ConfigError
-    from growsearch.report.graph_render import resolve_engine
+    from growsearch.report.graph.render import resolve_engine
     from growsearch.report.inspect import FORMATS, render_inspect, render_picture_as
 
     resolve_engine(engine)
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}; expected one of {', '.join(FORMATS)}")
     if diff is not None:
-        from growsearch.report.graph_diff import diff_picture, graph_diff, render_diff_text
+        from growsearch.report.graph.diff import diff_picture, graph_diff, render_diff_text
 
         first, second = diff
         if first >= second:
@@ -258,10 +258,10 @@ def report(
     ),
 ) -> None:
     """Print the metrics; write the figures, metrics.csv and a self-contained report.html."""
-    from growsearch.report.graph_render import resolve_engine
+    from growsearch.report.graph.render import resolve_engine
     from growsearch.report.html_report import load_metrics, open_elsewhere, write_report
     from growsearch.runner import RunResult
-    from growsearch.search.run_folder import RunFolder
+    from growsearch.store.run_folder import RunFolder
 
     resolve_engine(engine)
     run = RunFolder.open(run_path)

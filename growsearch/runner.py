@@ -1,4 +1,8 @@
-"""Start or resume a run: resolve the configuration, load the stream, and drive the controller."""
+"""Start or resume a run: resolve the configuration, load the stream, and drive the controller.
+
+`start_run` (the library) and `growsearch run` (the shell) resolve a search space the same way: the run
+options a caller leaves unset (None) take the YAML's `benchmark:` defaults (`resolve_options`).
+"""
 
 from __future__ import annotations
 
@@ -15,23 +19,23 @@ import optuna
 
 from growsearch.atomic_files import atomic_write_json
 from growsearch.backends import BACKENDS, make_backend
+from growsearch.config.space import SearchSpace, space_from_dict
 from growsearch.data.benchmarks import load_benchmark
 from growsearch.data.task import TaskStream
 from growsearch.errors import ScenarioError, UnknownNameError
 from growsearch.methods import Method, get_method
 from growsearch.report.run_metrics import write_metrics
-from growsearch.search.controller import GrowthController, Reporter, SilentReporter
-from growsearch.search.run_folder import RunFolder
-from growsearch.search.space import SearchSpace, space_from_dict
+from growsearch.search.controller import GrowthController, Reporter, SilentReporter, random_init_accuracy
+from growsearch.store.run_folder import RunFolder
 
 BASELINE_FILE = "baseline.json"
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What the command line adds to a search space."""
+    """What a run adds to a search space. Benchmark fields left None take the YAML's `benchmark:` section."""
 
-    benchmark: str = "split-digits"
+    benchmark: str | None = None
     scenario: str | None = None
     n_tasks: int | None = None
     max_per_task: int | None = None
@@ -49,6 +53,18 @@ class RunResult:
     path: Path
     records: list[dict[str, Any]]
     metrics: dict[str, Any]
+
+
+def resolve_options(space: SearchSpace, options: RunOptions) -> RunOptions:
+    """`options` with every benchmark field the caller left unset taken from the YAML's `benchmark:`."""
+    defaults = space.benchmark
+    return dataclasses.replace(
+        options,
+        benchmark=options.benchmark or defaults.name,
+        scenario=options.scenario or defaults.scenario,
+        n_tasks=options.n_tasks if options.n_tasks is not None else defaults.n_tasks,
+        max_per_task=options.max_per_task if options.max_per_task is not None else defaults.max_per_task,
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -79,25 +95,28 @@ def build_method(space: SearchSpace, stream: TaskStream) -> Method:
 
 
 def default_run_name(space: SearchSpace, options: RunOptions) -> str:
-    return f"{space.method}-{options.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
+    benchmark = options.benchmark or space.benchmark.name
+    return f"{space.method}-{benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def start_run(
     space: SearchSpace, options: RunOptions, path: Path, reporter: Reporter | None = None
 ) -> RunResult:
     """Create the run folder at `path` and run every task."""
-    stream = load_stream(options)  # bad data or options fail before anything is written
-    build_method(space, stream)
+    options = resolve_options(space, options)
+    stream = load_stream(options)  # bad data, options or methods fail before anything is written
+    method = build_method(space, stream)
     if options.backend not in BACKENDS:
         raise UnknownNameError("backend", options.backend, BACKENDS)
+    resolved = dataclasses.replace(space, options=method.resolved_options())
     config = {
         "run": dataclasses.asdict(options),
-        "space": space.to_dict(),
+        "space": resolved.to_dict(),
         "space_source": space.source,
         "versions": _versions(),
     }
     run = RunFolder.create(path, config)
-    return _drive(run, space, options, stream, reporter)
+    return _drive(run, method, options, stream, reporter)
 
 
 def resume_run(path: Path, reporter: Reporter | None = None, address: str | None = None) -> RunResult:
@@ -109,40 +128,39 @@ def resume_run(path: Path, reporter: Reporter | None = None, address: str | None
     options = RunOptions(**config["run"])
     if address is not None:
         options = dataclasses.replace(options, address=address)
-    return _drive(run, space, options, load_stream(options), reporter)
+    stream = load_stream(options)
+    return _drive(run, build_method(space, stream), options, stream, reporter)
 
 
 def _drive(
-    run: RunFolder, space: SearchSpace, options: RunOptions, stream: TaskStream, reporter: Reporter | None
+    run: RunFolder, method: Method, options: RunOptions, stream: TaskStream, reporter: Reporter | None
 ) -> RunResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = make_backend(
         options.backend,
         run_path=run.path,
-        search=space.search,
+        config=method.space.backend,
         address=options.address,
         shared_fs=options.shared_fs,
         local_cpus=options.local_cpus,
     )
+    baseline = _baseline(run, stream, method, options.seed)
     controller = GrowthController(
-        method=build_method(space, stream),
+        method=method,
         stream=stream,
         run=run,
         backend=backend,
         seed=options.seed,
-        reporter=_MetricsWriter(reporter or SilentReporter(), run, len(stream), []),
+        reporter=_MetricsWriter(reporter or SilentReporter(), run, len(stream), baseline),
     )
-    baseline = _baseline(run, controller)
-    controller.reporter.baseline[:] = baseline
     try:
         records = controller.run_all()
     finally:
-        if hasattr(backend, "shutdown"):
-            backend.shutdown()
+        backend.close()
     return RunResult(run.path, records, write_metrics(run, len(stream), baseline))
 
 
-def _baseline(run: RunFolder, controller: GrowthController) -> list[float]:
+def _baseline(run: RunFolder, stream: TaskStream, method: Method, seed: int) -> list[float]:
     """b_j, the random-init accuracies: computed once, kept in baseline.json (recomputable)."""
     path = run.path / BASELINE_FILE
     if path.is_file():
@@ -150,12 +168,12 @@ def _baseline(run: RunFolder, controller: GrowthController) -> list[float]:
             return json.loads(path.read_text())
         except json.JSONDecodeError:
             pass  # a torn file: recompute, it is deterministic
-    baseline = controller.random_init_accuracy()
+    baseline = random_init_accuracy(stream, method.specs_for(stream.input_shape), seed)
     atomic_write_json(path, baseline)
     return baseline
 
 
-@dataclass
+@dataclass(frozen=True)
 class _MetricsWriter:
     """Passes progress on, and rewrites metrics.json after every committed task."""
 
@@ -171,5 +189,5 @@ class _MetricsWriter:
         self.inner.trial_finished(task, trial)
 
     def task_committed(self, task: int, record: dict[str, Any]) -> None:
-        write_metrics(self.run, self.n_tasks, self.baseline or None)
+        write_metrics(self.run, self.n_tasks, self.baseline)
         self.inner.task_committed(task, record)

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
+from growsearch.config.space import SearchSpace, builtin_space_path, space_from_dict
 from growsearch.runner import RunOptions
-from growsearch.search.space import SearchSpace, builtin_space_path, space_from_dict
 
 TINY_TRAINING = {"epochs": 2, "lr": 0.05, "batch_size": 32}
 
@@ -81,7 +81,7 @@ def assert_old_tasks_unchanged(run: Path, stream: Any) -> None:
     import torch
 
     from growsearch.graph.compile import compile_view
-    from growsearch.search.run_folder import RunFolder
+    from growsearch.store.run_folder import RunFolder
 
     folder = RunFolder.open(run)
     committed = folder.committed_tasks()

@@ -1,18 +1,16 @@
 """Where a task's trials run: `optuna` (in this process, the default) or `ray` (Ray Tune on a cluster).
 
-A backend has one method, `optimize(study, job, n_trials, save_trial, callbacks)`.
+A backend has `run_trials(TaskTrials)` and `close()` (`growsearch.search.backend`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from growsearch.backends.optuna_backend import OptunaBackend
+from growsearch.config.space import BackendConfig
 from growsearch.errors import UnknownNameError
-
-if TYPE_CHECKING:
-    from growsearch.search.space import SearchConfig
+from growsearch.search.backend import Backend
 
 BACKENDS = ("optuna", "ray")
 
@@ -20,32 +18,18 @@ BACKENDS = ("optuna", "ray")
 def make_backend(
     name: str,
     *,
-    run_path: Path | None = None,
-    search: SearchConfig | None = None,
+    run_path: Path,
+    config: BackendConfig,
     address: str | None = None,
     shared_fs: bool = False,
     local_cpus: int | None = None,
-) -> Any:
+) -> Backend:
     if name == "optuna":
         return OptunaBackend()
     if name == "ray":
-        from growsearch.backends.ray_backend import RayBackend, TrialResources
+        from growsearch.backends.ray_backend import RayBackend
 
-        if run_path is None or search is None:
-            raise ValueError("the ray backend needs the run folder and the search settings")
-        return RayBackend(
-            run_path,
-            address=address,
-            resources=TrialResources(
-                search.cpus_per_trial, search.gpus_per_trial, search.memory_per_trial_mb
-            ),
-            max_concurrent=search.max_concurrent_trials,
-            max_failures=search.max_failures,
-            early_stopping=search.pruner != "none",
-            reuse_workers=search.reuse_workers,
-            shared_fs=shared_fs,
-            local_cpus=local_cpus,
-        )
+        return RayBackend(run_path, config, address=address, shared_fs=shared_fs, local_cpus=local_cpus)
     raise UnknownNameError("backend", name, BACKENDS)
 
 

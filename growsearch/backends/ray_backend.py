@@ -3,20 +3,21 @@
 The search itself stays in the driver: `StudySearcher` is a Tune `Searcher` over the task's Optuna study
 (ask/tell on the run folder's storage), so the method's define-by-run space and its sampler (TPE, the
 enqueued MNTDP candidates, any custom sampler) drive Tune unchanged. A worker receives only the
-decisions and replays them on a `FixedTrial`; the `TrialJob` (method, task data, committed graph) reaches
-workers once per task through the object store (`tune.with_parameters`), not per trial.
+decisions and builds the candidate from them (`Method.build`); the `TrialJob` (method, task data, committed
+graph) reaches workers once per task through the object store (`tune.with_parameters`), not per trial.
 
 Each worker reports validation accuracy per epoch (`ray.tune.report`), so an ASHA scheduler stops
-losing trials (they are recorded as PRUNED), writes its trained candidate into the run folder's
-`trials/T/N/`, and records the node it ran on. Resuming needs no Ray state: finished trials live in the
-Optuna storage, so a new Tuner continues the study where it stopped.
+losing trials (they are recorded as PRUNED, with the compute they spent), keeps its trained candidate with
+the `save_trial` the controller handed over (the run folder's `trials/T/N/`), and reports the values the
+study is told and the trial's record, computed once by the `TrialJob`. Resuming needs no Ray state:
+finished trials live in the Optuna storage, so a new Tuner continues the study where it stopped.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,64 +27,64 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
+from growsearch.config.space import BackendConfig
 from growsearch.errors import ConfigError, TrainingError
-from growsearch.search.trial_job import SaveTrial, TrialJob
+from growsearch.search.backend import TaskTrials, TrialSaver
+from growsearch.search.trial_job import TrialJob
+from growsearch.train.trainer import EpochStats, count_macs
+from growsearch.trial_record import failure_attrs, stopped_attrs, worker_attrs, write_attrs
 
-Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 METRIC = "val_accuracy"
+ATTRS = "attrs_json"  # the trial's attributes, as one JSON string (Tune flattens nested results)
+VALUES = "values_json"
 
 
-@dataclass(frozen=True)
-class TrialResources:
-    """What one trial reserves on a node (the YAML's `search.cpus_per_trial` and friends)."""
-
-    cpus: float = 1.0
-    gpus: float = 0.0
-    memory_mb: int | None = None
-
-    def as_tune(self) -> dict[str, float]:
-        resources = {"cpu": self.cpus, "gpu": self.gpus}
-        if self.memory_mb:
-            resources["memory"] = self.memory_mb * 1024 * 1024
-        return resources
+def trial_resources(config: BackendConfig) -> dict[str, float]:
+    """What one trial reserves on a node (the YAML's `backend:` section)."""
+    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+    if config.memory_per_trial_mb:
+        resources["memory"] = config.memory_per_trial_mb * 1024 * 1024
+    return resources
 
 
 class StudySearcher(Searcher):
     """A Tune searcher that asks the Optuna study for each trial's decisions and tells it the outcome."""
 
-    def __init__(self, study: optuna.Study, job: TrialJob, callbacks: Sequence[Callback]):
+    def __init__(self, trials: TaskTrials):
         super().__init__(metric=METRIC, mode="max")
-        self.study, self.job, self.callbacks = study, job, callbacks
+        self.trials = trials
         self.live: dict[str, optuna.Trial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        trial = self.study.ask()
+        job = self.trials.job
+        trial = self.trials.study.ask()
         self.live[trial_id] = trial
-        params = self.job.sample(trial)
-        return {"params": params, "number": trial.number, "seed_number": self.job.seed_number(trial)}
+        decisions = job.decide(trial)
+        return {"decisions": decisions, "number": trial.number, "seed_number": job.seed_number(trial)}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.live and "epoch" in result and not self.job.method.space.search.multi_objective:
+        if trial_id in self.live and "epoch" in result and not self.trials.multi_objective:
             self.live[trial_id].report(result[METRIC], int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
-        result = result or {}
-        for key, value in result.items():
-            if key.startswith("attr/"):
-                trial.set_user_attr(key.removeprefix("attr/"), value)
+        result, study = result or {}, self.trials.study
+        if ATTRS in result:
+            write_attrs(trial, json.loads(result[ATTRS]))
         if result.get("finished") and not error:
-            objectives = self.job.method.space.search.objectives
-            values = [result[METRIC], *(float(result[f"attr/{name}"]) for name in objectives[1:])]
-            frozen = self.study.tell(trial, values if len(values) > 1 else values[0])
-        elif error or "attr/error" in result:
-            frozen = self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            values = json.loads(result[VALUES])
+            frozen = study.tell(trial, values if self.trials.multi_objective else values[0])
+        elif error or result.get("failed"):
+            if error and not result.get("failed"):
+                write_attrs(
+                    trial, failure_attrs(f"the Ray trial {trial_id} failed; see its log under ray/", 0)
+                )
+            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:  # stopped early by the scheduler
-            frozen = self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        for callback in self.callbacks:
-            callback(self.study, frozen)
+            frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self.trials.on_trial(study, frozen)
 
     # The search state lives in the Optuna storage, so there is nothing of Tune's to save or restore;
     # Tune still pickles its config at start, which must not drag in the storage's locks or the data.
@@ -97,26 +98,28 @@ class StudySearcher(Searcher):
         return {"_metric": self._metric, "_mode": self._mode, "live": {}}
 
 
-def _train_on_worker(config: dict[str, Any], job: TrialJob, run_path: str) -> None:
-    """A Tune function trainable: replay the decisions, train, keep the weights, report."""
-    from growsearch.search.run_folder import RunFolder
+def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: TrialSaver, epochs: int) -> None:
+    """A Tune function trainable: build the candidate from the decisions, train, keep the weights, report."""
+    where = worker_attrs(ray.get_runtime_context().get_node_id(), os.getpid())
+    last_epoch = epochs - 1
+    with count_macs() as spent:
 
-    trial = optuna.trial.FixedTrial(config["params"], number=config["number"])
-    last_epoch = job.method.space.training.epochs - 1
-    node = {"attr/node_id": ray.get_runtime_context().get_node_id(), "attr/pid": os.getpid()}
+        def on_epoch(stats: EpochStats) -> None:
+            if stats.epoch < last_epoch:  # each report carries the compute so far: a stopped trial keeps it
+                attrs = {**stopped_attrs(spent.macs), **where}
+                tune.report({METRIC: stats.val_accuracy, "epoch": stats.epoch, ATTRS: json.dumps(attrs)})
 
-    def on_epoch(epoch: int, accuracy: float) -> None:
-        if epoch < last_epoch:
-            tune.report({METRIC: accuracy, "epoch": epoch, **node})
-
-    try:
-        outcome = job.run(trial, config["seed_number"], on_epoch)
-    except TrainingError as error:
-        tune.report({METRIC: float("nan"), "attr/error": str(error), **node})
-        return
-    RunFolder(Path(run_path)).save_trial(job.task_id, config["number"], outcome.graph)
-    attrs = {f"attr/{k}": v for k, v in outcome.attrs.items()}
-    tune.report({METRIC: outcome.value, "epoch": last_epoch, "finished": True, **attrs, **node})
+        try:
+            outcome = job.run(config["decisions"], config["number"], config["seed_number"], on_epoch)
+        except TrainingError as error:
+            attrs = {**failure_attrs(str(error), spent.macs), **where}
+            tune.report({METRIC: math.nan, "failed": True, ATTRS: json.dumps(attrs)})
+            return
+    save_trial(job.task_id, config["number"], outcome.graph)
+    report = {METRIC: outcome.accuracy, "epoch": last_epoch, "finished": True}
+    report[VALUES] = json.dumps(outcome.values)
+    report[ATTRS] = json.dumps({**outcome.record.to_attrs(), **where})
+    tune.report(report)
 
 
 class RayBackend:
@@ -127,21 +130,15 @@ class RayBackend:
     def __init__(
         self,
         run_path: Path,
+        config: BackendConfig,
         *,
         address: str | None = None,
-        resources: TrialResources = TrialResources(),  # noqa: B008 - frozen
-        max_concurrent: int | None = None,
-        max_failures: int = 2,
-        early_stopping: bool = False,
-        reuse_workers: bool = True,
         shared_fs: bool = False,
         local_cpus: int | None = None,
     ):
         self.run_path = Path(run_path).resolve()
-        self.address, self.resources = address, resources
-        self.max_concurrent, self.max_failures = max_concurrent, max_failures
-        self.early_stopping, self.shared_fs, self.local_cpus = early_stopping, shared_fs, local_cpus
-        self.reuse_workers = reuse_workers
+        self.config, self.address = config, address
+        self.shared_fs, self.local_cpus = shared_fs, local_cpus
 
     def connect(self) -> None:
         if ray.is_initialized():
@@ -165,46 +162,42 @@ class RayBackend:
                 "run folder on a shared filesystem and pass --shared-fs"
             )
 
-    def optimize(
-        self,
-        study: optuna.Study,
-        job: TrialJob,
-        n_trials: int,
-        save_trial: SaveTrial,
-        callbacks: Sequence[Callback] = (),
-    ) -> None:
+    def run_trials(self, trials: TaskTrials) -> None:
         self.connect()
         trainable = tune.with_resources(
-            tune.with_parameters(_train_on_worker, job=job, run_path=str(self.run_path)),
-            self.resources.as_tune(),
+            tune.with_parameters(
+                _train_on_worker, job=trials.job, save_trial=trials.save_trial, epochs=trials.epochs
+            ),
+            trial_resources(self.config),
         )
-        epochs = job.method.space.training.epochs
         scheduler = (
-            ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2)
-            if self.early_stopping and epochs > 1
+            ASHAScheduler(
+                time_attr="training_iteration", max_t=trials.epochs, grace_period=1, reduction_factor=2
+            )
+            if trials.early_stopping and trials.epochs > 1
             else FIFOScheduler()
         )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=StudySearcher(study, job, callbacks),
+                search_alg=StudySearcher(trials),
                 scheduler=scheduler,
                 metric=METRIC,
                 mode="max",
-                num_samples=n_trials,
-                max_concurrent_trials=self.max_concurrent,
+                num_samples=trials.n_trials,
+                max_concurrent_trials=self.config.max_concurrent_trials,
                 trial_dirname_creator=lambda trial: trial.trial_id,
-                reuse_actors=self.reuse_workers,  # a worker imports torch once, not once per trial
+                reuse_actors=self.config.reuse_workers,  # a worker imports torch once, not once per trial
             ),
             run_config=tune.RunConfig(
-                name=f"task-{job.task_id}",
+                name=f"task-{trials.job.task_id}",
                 storage_path=str(self.run_path / "ray"),
-                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                failure_config=tune.FailureConfig(max_failures=self.config.max_failures),
                 verbose=0,
             ),
         )
         tuner.fit()
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         if ray.is_initialized():
             ray.shutdown()

@@ -6,12 +6,17 @@ per node: no Python loop over nodes, no dict look-ups, the same cost as a hand-w
 For training, `compile_for_training` splits the view at its frozen frontier: the fully frozen prefix
 (nodes frozen together with all their ancestors) is compiled apart, so the trainer computes its outputs
 once per task instead of once per batch per epoch.
+
+This module owns the graph's semantics: how a node merges its inputs (sum, concat, or stack for a mixed
+operation), what a node that shares another's weights computes, which entries of an owner-tracked weight
+a task sees and which of them train. Every forward pass in growsearch is a view compiled here.
 """
 
 from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +38,8 @@ class MaskedParameter:
     parameter: nn.Parameter
     trainable: torch.Tensor  # bool, same shape
     frozen_values: torch.Tensor
+    node_id: str = ""
+    name: str = ""
 
     def restore_frozen(self) -> None:
         with torch.no_grad():
@@ -78,16 +85,18 @@ def visible_mask(owners: torch.Tensor, task: int, include_free: bool) -> torch.T
 
 
 def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: bool) -> nn.Module:
-    """The node's module holding copies of its weights. It is built on the meta device, so compiling
-    neither spends time on a throw-away initialisation nor draws from torch's global random stream
-    (which would make a candidate's initial weights depend on what was compiled before it)."""
+    """The node's module holding copies of its weights (a sharing node: those of the node it shares). It
+    is built on the meta device, so compiling neither spends time on a throw-away initialisation nor draws
+    from torch's global random stream (which would make a candidate's initial weights depend on what was
+    compiled before it)."""
     node = graph.node(node_id)
+    owners = graph.node(node.shares).owners if node.shares else node.owners
     with torch.device("meta"):
         module = node.spec.build()
     state = {}
-    for name, value in node.weights.items():
-        if name in node.owners:
-            value = value * visible_mask(node.owners[name], task, include_free)
+    for name, value in graph.weights_of(node_id).items():
+        if name in owners:
+            value = value * visible_mask(owners[name], task, include_free)
         else:
             value = value.clone()
         state[name] = value
@@ -132,6 +141,8 @@ def _fx_module(
             merged = args[0]
             for arg in args[1:]:
                 merged = code.call_function(operator.add, (merged, arg))
+        elif node.merge == "stack":  # batch first: (batch, n_inputs, ...)
+            merged = code.call_function(torch.stack, (tuple(args),), {"dim": 1})
         else:
             merged = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
         values[node_id] = _emit_calls(
@@ -143,34 +154,60 @@ def _fx_module(
 
 
 def compile_view(
-    graph: ModuleGraph, task: int, *, include_free: bool = False, train: bool = False, train_owner: int = FREE
+    graph: ModuleGraph,
+    task: int,
+    *,
+    include_free: bool = False,
+    train: bool = False,
+    train_owner: int = FREE,
+    train_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    modules: Mapping[str, nn.Module] | None = None,
+    output: str | None = None,
 ) -> CompiledView:
-    """Compile task `task`'s view. `include_free` makes unclaimed weights visible (the task being trained).
-    With `train`, parameters of unfrozen nodes require grad; in owner-tracked ones only the entries owned
-    by `train_owner` train (FREE: the unclaimed ones; a task id: PackNet's retraining after pruning)."""
-    view = graph.view(task)
+    """Compile task `task`'s view (up to its head, or to the node `output`).
+
+    `include_free` makes unclaimed weights visible (the task being trained). With `train`, parameters of
+    unfrozen nodes require grad; in owner-tracked ones only the entries owned by `train_owner` train
+    (FREE: the unclaimed ones; a task id: PackNet's retraining after pruning), unless `train_masks` names
+    the entries that train per node and parameter (DEN's stages). `modules` gives module objects to use
+    for some nodes instead of fresh copies of their weights (PathNet's pool, trained in place)."""
+    output = graph.head(task) if output is None else output
+    view = graph.upstream(output)
     graph.shapes(view)  # a mismatched graph fails here with the node named, not inside torch
-    modules: dict[str, nn.Module] = {}
+    given = dict(modules or {})
+    built: dict[str, nn.Module] = {}
     masked: list[MaskedParameter] = []
     trainable: list[str] = []
     for node_id in view:
         if node_id == INPUT:
             continue
         node = graph.node(node_id)
-        module = _build_module(graph, node_id, task, include_free)
+        if node_id in given:
+            module = given[node_id]
+        elif node.shares and node.shares in built:
+            module = built[node.shares]  # the same frozen function twice in one view: one module
+        else:
+            module = _build_module(graph, node_id, task, include_free)
         learns = train and not node.frozen
+        node_masks = (train_masks or {}).get(node_id, {})
         for name, parameter in module.named_parameters():
             parameter.requires_grad_(learns)
-            if learns and name in node.owners:
+            if not learns:
+                continue
+            if name in node_masks:
+                own = node_masks[name].to(torch.bool)
+            elif name in node.owners and train_masks is None:
                 own = node.owners[name] == train_owner
-                masked.append(MaskedParameter(parameter, own, parameter.detach().clone()))
+            else:
+                continue
+            masked.append(MaskedParameter(parameter, own, parameter.detach().clone(), node_id, name))
         if learns:
             trainable.append(node_id)
-        modules[node_id] = module
+        built[node_id] = module
     if train and not trainable:
         raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
-    module = _fx_module(graph, modules, view, [INPUT], [graph.head(task)])
-    return CompiledView(task, module, modules, masked, trainable)
+    module = _fx_module(graph, built, view, [INPUT], [output])
+    return CompiledView(task, module, built, masked, trainable)
 
 
 def frozen_prefix(graph: ModuleGraph, view: list[str]) -> set[str]:
@@ -190,7 +227,7 @@ def compile_for_training(graph: ModuleGraph, task: int, train_owner: int = FREE)
     fixed = frozen_prefix(graph, view)
     rest = [n for n in view if n not in fixed]
     rest_set = set(rest)
-    frontier = [n for n in view if n in fixed and any(s in rest_set for s in graph.nx.successors(n))]
+    frontier = [n for n in view if n in fixed and any(s in rest_set for s in graph.successors(n))]
     prefix = None
     if frontier != [INPUT]:
         prefix = _fx_module(graph, full.node_modules, [n for n in view if n in fixed], [INPUT], frontier)
@@ -199,11 +236,15 @@ def compile_for_training(graph: ModuleGraph, task: int, train_owner: int = FREE)
 
 
 def write_back(graph: ModuleGraph, compiled: CompiledView, train_owner: int = FREE) -> None:
-    """Copy the trained weights of the compiled view's trainable nodes into `graph` (in place)."""
+    """Copy the trained weights of the compiled view's trainable nodes into `graph` (in place). In an
+    owner-tracked weight only the entries that trained are copied (the compiled copy holds zeros where the
+    task could not see); elsewhere masked entries were restored after every step, so the whole tensor is."""
+    trained = {(m.node_id, m.name): m.trainable.cpu() for m in compiled.masked}
     for node_id in compiled.trainable_nodes:
         node = graph.node(node_id)
         for name, value in compiled.node_modules[node_id].state_dict().items():
             value = value.detach().to("cpu", copy=True)  # graphs keep their weights on the CPU
             if name in node.owners:
-                value = torch.where(node.owners[name] == train_owner, value, node.weights[name])
+                mask = trained.get((node_id, name), node.owners[name] == train_owner)
+                value = torch.where(mask, value, node.weights[name])
             node.weights[name] = value

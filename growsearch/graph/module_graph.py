@@ -1,10 +1,13 @@
 """The module graph: the intermediate representation every method grows.
 
-A `ModuleGraph` wraps a `networkx.DiGraph`. A node is one module: a declarative spec, the task that owns
-it, whether it is frozen, how it merges several inputs (sum or concat), the layer index it sits at, and its
-weights. Weight-level methods (PackNet) also keep an `owners` tensor per parameter: the task that owns each
-weight, or FREE. Edges are data flow; a node's `inputs` list fixes their order (it matters for concat).
-A task's view is the sub-graph from the input to its head.
+A `ModuleGraph` wraps a `networkx.DiGraph` (private: other packages use its methods). A node is one
+module: a declarative spec, the task that owns it, whether it is frozen, how it merges several inputs (sum,
+concat, or stack for a mixed operation), the layer index it sits at, and its weights. Weight-level methods
+(PackNet) also keep an `owners` tensor per parameter: the task that owns each weight, or FREE. A node may
+instead `share` the weights of another frozen node: it applies that node's function to its own inputs and
+stores no weights of its own (PathNet's frozen module behind a new input, Learn to Grow's reused layer).
+Edges are data flow; a node's `inputs` list fixes their order (it matters for concat and stack). A task's
+view is the sub-graph from the input to its head.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from growsearch.graph.specs import Input, NodeSpec, Shape
 
 INPUT = "input"
 FREE = -1  # owner value of a weight that no task has claimed yet
-MERGES = ("sum", "concat")
+MERGES = ("sum", "concat", "stack")
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Node:
     layer: int | None = None
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     owners: dict[str, torch.Tensor] = field(default_factory=dict)
+    shares: str | None = None  # the node whose weights this one computes with (it has none of its own)
 
     @property
     def n_parameters(self) -> int:
@@ -46,22 +50,44 @@ class ModuleGraph:
     """A directed acyclic graph of modules, with one head per task."""
 
     def __init__(self, input_shape: Shape):
-        self.nx = nx.DiGraph()
+        self._nx = nx.DiGraph()
         self.input_shape = tuple(input_shape)
         self.heads: dict[int, str] = {}
-        self.nx.add_node(INPUT, node=Node(spec=Input(self.input_shape), owner=FREE, inputs=(), frozen=True))
+        self._nx.add_node(INPUT, node=Node(spec=Input(self.input_shape), owner=FREE, inputs=(), frozen=True))
 
     # ---- reading -------------------------------------------------------------------------------------
     def __contains__(self, node_id: str) -> bool:
-        return node_id in self.nx
+        return node_id in self._nx
 
     def __iter__(self) -> Iterator[str]:
-        return iter(nx.lexicographical_topological_sort(self.nx))
+        return iter(nx.lexicographical_topological_sort(self._nx))
+
+    def node_ids(self) -> list[str]:
+        """Every node id, in insertion order (cheaper than iterating the topological order)."""
+        return list(self._nx)
+
+    def edges(self) -> list[tuple[str, str]]:
+        return list(self._nx.edges)
+
+    def successors(self, node_id: str) -> list[str]:
+        """The nodes that read `node_id`'s output."""
+        self.node(node_id)
+        return list(self._nx.successors(node_id))
+
+    def ancestors(self, node_id: str) -> set[str]:
+        """Every node `node_id` depends on (not itself)."""
+        self.node(node_id)
+        return set(nx.ancestors(self._nx, node_id))
+
+    def weights_of(self, node_id: str) -> dict[str, torch.Tensor]:
+        """The weights a node computes with: its own, or those of the node it shares."""
+        node = self.node(node_id)
+        return self.node(node.shares).weights if node.shares else node.weights
 
     def node(self, node_id: str) -> Node:
-        if node_id not in self.nx:
-            raise GraphError(f"no node {node_id!r} in the graph; nodes are {sorted(self.nx)}")
-        return self.nx.nodes[node_id]["node"]
+        if node_id not in self._nx:
+            raise GraphError(f"no node {node_id!r} in the graph; nodes are {sorted(self._nx)}")
+        return self._nx.nodes[node_id]["node"]
 
     def nodes(self) -> Iterator[tuple[str, Node]]:
         for node_id in self:
@@ -78,17 +104,20 @@ class ModuleGraph:
 
     def view(self, task: int) -> list[str]:
         """The nodes task `task` runs, input first, head last, in topological order."""
-        head = self.head(task)
-        members = nx.ancestors(self.nx, head) | {head}
-        return [n for n in nx.lexicographical_topological_sort(self.nx.subgraph(members))]
+        return self.upstream(self.head(task))
+
+    def upstream(self, node_id: str) -> list[str]:
+        """`node_id` and every node it depends on, input first, in topological order."""
+        members = self.ancestors(node_id) | {node_id}
+        return [n for n in nx.lexicographical_topological_sort(self._nx.subgraph(members))]
 
     def shapes(self, node_ids: Iterable[str] | None = None) -> dict[str, Shape]:
         """Output shape of every node (of `node_ids` and their ancestors), checking every merge."""
-        wanted = set(self.nx) if node_ids is None else set(node_ids)
+        wanted = set(self._nx) if node_ids is None else set(node_ids)
         for n in list(wanted):
-            wanted |= nx.ancestors(self.nx, n)
+            wanted |= nx.ancestors(self._nx, n)
         shapes: dict[str, Shape] = {}
-        for node_id in nx.lexicographical_topological_sort(self.nx.subgraph(wanted)):
+        for node_id in nx.lexicographical_topological_sort(self._nx.subgraph(wanted)):
             node = self.node(node_id)
             merged = self.merged_input_shape(node_id, shapes)
             try:
@@ -112,6 +141,12 @@ class ModuleGraph:
                     f"node {node_id!r} sums inputs {list(node.inputs)} of unequal shapes {inputs}"
                 )
             return inputs[0]
+        if node.merge == "stack":  # a mixed operation: (n_inputs, *shape), every input the same shape
+            if any(s != inputs[0] for s in inputs):
+                raise GraphError(
+                    f"node {node_id!r} stacks inputs {list(node.inputs)} of unequal shapes {inputs}"
+                )
+            return (len(inputs), *inputs[0])
         if node.merge == "concat":
             if any(s[1:] != inputs[0][1:] for s in inputs):
                 raise GraphError(f"node {node_id!r} concatenates inputs of mismatched shapes {inputs}")
@@ -121,7 +156,7 @@ class ModuleGraph:
         )
 
     def n_parameters(self, node_ids: Iterable[str] | None = None) -> int:
-        ids = list(self.nx) if node_ids is None else node_ids
+        ids = list(self._nx) if node_ids is None else node_ids
         return sum(self.node(n).n_parameters for n in ids)
 
     def macs(self, node_ids: Iterable[str]) -> int:
@@ -153,31 +188,50 @@ class ModuleGraph:
         layer: int | None = None,
         frozen: bool = False,
         weights: dict[str, torch.Tensor] | None = None,
+        shares: str | None = None,
     ) -> Node:
+        """Add a node. With `shares`, the node applies that frozen node's weights (it must have the same
+        spec) to its own inputs; it is frozen and holds no weights. Otherwise `weights` (None: a fresh
+        initialisation, drawn from torch's global random stream)."""
         inputs = tuple(inputs)
-        if node_id in self.nx:
+        if node_id in self._nx:
             raise GraphError(f"node {node_id!r} already exists")
         if "|" in node_id:
             raise GraphError(f"node id {node_id!r} may not contain '|' (it separates ids in weight files)")
-        missing = [i for i in inputs if i not in self.nx]
+        missing = [i for i in inputs if i not in self._nx]
         if missing:
             raise GraphError(f"node {node_id!r} takes inputs {missing} that are not in the graph")
         if not inputs:
             raise GraphError(f"node {node_id!r} needs at least one input (use {INPUT!r} for the data)")
         if len(inputs) > 1 and merge not in MERGES:
             raise GraphError(f"node {node_id!r} has {len(inputs)} inputs; merge must be one of {MERGES}")
-        if weights is None:
+        if shares is not None:
+            target = self.node(shares)
+            if target.spec != spec or target.shares is not None or not target.frozen:
+                raise GraphError(
+                    f"node {node_id!r} may share only a frozen node of the same spec that holds its own "
+                    f"weights; {shares!r} is {'frozen' if target.frozen else 'trainable'}, a {target.spec}"
+                )
+            weights, frozen = {}, True
+        elif weights is None:
             weights = {k: v.detach().clone() for k, v in spec.build().state_dict().items()}
         node = Node(
-            spec=spec, owner=owner, inputs=inputs, frozen=frozen, merge=merge, layer=layer, weights=weights
+            spec=spec,
+            owner=owner,
+            inputs=inputs,
+            frozen=frozen,
+            merge=merge,
+            layer=layer,
+            weights=weights,
+            shares=shares,
         )
-        self.nx.add_node(node_id, node=node)
+        self._nx.add_node(node_id, node=node)
         for source in inputs:
-            self.nx.add_edge(source, node_id)
+            self._nx.add_edge(source, node_id)
         try:
             self.shapes([node_id])  # refuse a shape mismatch now, naming the node
         except GraphError:
-            self.nx.remove_node(node_id)
+            self._nx.remove_node(node_id)
             raise
         return node
 
@@ -193,10 +247,10 @@ class ModuleGraph:
         new = ModuleGraph.__new__(ModuleGraph)
         new.input_shape = self.input_shape
         new.heads = dict(self.heads)
-        new.nx = nx.DiGraph()
-        for node_id in self.nx:
+        new._nx = nx.DiGraph()
+        for node_id in self._nx:
             node = self.node(node_id)
-            new.nx.add_node(
+            new._nx.add_node(
                 node_id,
                 node=Node(
                     spec=node.spec,
@@ -207,7 +261,8 @@ class ModuleGraph:
                     layer=node.layer,
                     weights={k: v.clone() for k, v in node.weights.items()},
                     owners={k: v.clone() for k, v in node.owners.items()},
+                    shares=node.shares,
                 ),
             )
-        new.nx.add_edges_from(self.nx.edges)
+        new._nx.add_edges_from(self._nx.edges)
         return new

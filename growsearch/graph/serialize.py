@@ -38,8 +38,9 @@ def graph_to_json(graph: ModuleGraph) -> dict:
             layer=node.layer,
             parameters=node.n_parameters,
             owner_tracked=sorted(node.owners),
+            shares=node.shares,
         )
-    plain.add_edges_from(graph.nx.edges)
+    plain.add_edges_from(graph.edges())
     data = nx.node_link_data(plain, edges="edges")
     data["graph"] = {
         "format_version": FORMAT_VERSION,
@@ -116,11 +117,13 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
         )
     graph = ModuleGraph(tuple(meta["input_shape"]))
     plain = nx.node_link_graph(data, edges="edges")
+    order = plain.copy()  # a sharing node is added after the node it shares
+    order.add_edges_from((a["shares"], n) for n, a in plain.nodes(data=True) if a.get("shares"))
     per_node: dict[str, dict[str, object]] = {}
     for key, value in tensors.items():
         node_id, _, name = key.partition("|")
         per_node.setdefault(node_id, {})[name] = value
-    for node_id in nx.lexicographical_topological_sort(plain):
+    for node_id in nx.lexicographical_topological_sort(order):
         if node_id == INPUT:
             continue
         attrs = plain.nodes[node_id]
@@ -136,6 +139,7 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
             layer=attrs["layer"],
             frozen=attrs["frozen"],
             weights={},
+            shares=attrs.get("shares"),
         )
         for name, value in per_node.get(node_id, {}).items():
             if name.endswith("|owners"):
@@ -144,6 +148,8 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
                 node.weights[name] = value
         with torch.device("meta"):  # shapes only: no initialisation, no draw from the global random stream
             expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+        if node.shares:
+            expected = {}  # it computes with the weights of the node it shares
         found = {k: tuple(v.shape) for k, v in node.weights.items()}
         if found != expected:
             raise CheckpointError(f"weights of node {node_id!r} are {found}; its spec expects {expected}")

@@ -19,22 +19,6 @@ from growsearch.graph.specs import Adapter, Conv2d, Head, Linear, NodeSpec
 from growsearch.grow.backbone import head_spec, split_activation
 
 
-def add_module(
-    graph: ModuleGraph,
-    node_id: str,
-    spec: NodeSpec,
-    inputs: Iterable[str],
-    owner: int,
-    *,
-    merge: str | None = None,
-    layer: int | None = None,
-) -> ModuleGraph:
-    """A new trainable node, freshly initialised (from torch's global RNG)."""
-    grown = graph.copy()
-    grown.add(node_id, spec, inputs, owner, merge=merge, layer=layer)
-    return grown
-
-
 def add_head(graph: ModuleGraph, task: int, source: str, n_outputs: int) -> ModuleGraph:
     """A classifier for `task` on top of node `source`."""
     grown = graph.copy()
@@ -204,7 +188,7 @@ def widen(graph: ModuleGraph, node_id: str, extra: int) -> ModuleGraph:
     old_width = getattr(node.spec, field)
     node.spec = replace(node.spec, **{field: old_width + extra})
     _grow_tensors(node, node.spec, axis=0)
-    for consumer_id in grown.nx.successors(node_id):
+    for consumer_id in grown.successors(node_id):
         consumer = grown.node(consumer_id)
         if len(consumer.inputs) > 1 or not isinstance(consumer.spec, Linear | Conv2d):
             raise GraphError(

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 import torch
 
 from growsearch.errors import GraphError
-from growsearch.graph.module_graph import ModuleGraph, Node
-from growsearch.graph.specs import Head, Linear
+from growsearch.graph.module_graph import INPUT, ModuleGraph, Node
+from growsearch.graph.specs import Head, Linear, Shape
 from growsearch.grow.operators import widen
 
 
@@ -53,12 +53,10 @@ def append_units(
             f"{tuple(weight.shape)}"
         )
     columns = dict(consumer_columns or {})
-    unknown = set(columns) - set(graph.nx.successors(node_id))
+    unknown = set(columns) - set(graph.successors(node_id))
     if unknown:
-        raise GraphError(
-            f"{sorted(unknown)} do not read {node_id!r}; its consumers are "
-            f"{sorted(graph.nx.successors(node_id))}"
-        )
+        consumers = sorted(graph.successors(node_id))
+        raise GraphError(f"{sorted(unknown)} do not read {node_id!r}; its consumers are {consumers}")
     if extra == 0:
         return graph.copy()
     grown = widen(graph, node_id, extra)
@@ -80,6 +78,41 @@ def append_units(
             )
         target[:, -extra:] = values.to(target.dtype)
     return grown
+
+
+def _dense_weights(spec: Linear, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`weight` and `bias` under the names the spec's module gives them."""
+    with torch.device("meta"):
+        names = spec.build().state_dict()
+    return {name: (weight if value.dim() == 2 else bias).clone() for name, value in names.items()}
+
+
+def dense_stack(
+    input_shape: Shape, task: int, w: list[torch.Tensor], b: list[torch.Tensor], acts: list[str | None]
+) -> ModuleGraph:
+    """A dense stack held as tensors (hidden layers `L0`, `L1`, ..., then `head`) as a graph of task `task`,
+    so that it runs through the compiler like any other view."""
+    graph, previous = ModuleGraph(input_shape), INPUT
+    flatten = len(input_shape) > 1
+    for i, (weight, bias) in enumerate(zip(w, b, strict=True)):
+        is_head = i == len(w) - 1
+        cls, act = (Head, None) if is_head else (Linear, acts[i])
+        spec = cls(weight.shape[1], weight.shape[0], activation=act, flatten=flatten and i == 0)
+        node_id = "head" if is_head else f"L{i}"
+        graph.add(node_id, spec, [previous], task, weights=_dense_weights(spec, weight, bias))
+        previous = node_id
+    graph.set_head(task, previous)
+    return graph
+
+
+def stack_tensors(graph: ModuleGraph) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The weights and biases of a `dense_stack` graph, layer by layer, the head last."""
+    w, b = [], []
+    for node_id in [n for n in graph.node_ids() if n != INPUT]:
+        weight, bias = dense_parameters(graph.node(node_id))
+        w.append(graph.node(node_id).weights[weight].clone())
+        b.append(graph.node(node_id).weights[bias].clone())
+    return w, b
 
 
 def reachable_units(w: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -25,22 +25,17 @@ one per neuron.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import optuna
 import torch
-from optuna.trial import FrozenTrial
 
-from growsearch.config_schema import require
+from growsearch.config.schema import require
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import neurons
 from growsearch.grow import operators as ops
-from growsearch.methods import register_method
-from growsearch.methods.base import Retrain, TaskContext
+from growsearch.methods.algorithms.reinforce import ControllerConfig, Decision
+from growsearch.methods.base import Candidate, Decisions, Retrain, TaskContext
 from growsearch.methods.rcl import ADD, ControllerMethod
-from growsearch.search.reinforce import ControllerConfig, Decision
-from growsearch.search.trial_job import TrialLike
 
 REUSE = "reuse_L{}_{}"
 CHUNK = 32  # reuse bits per Optuna param
@@ -62,7 +57,6 @@ class CLEASOptions:
         require(self.policy_lr > 0, f"{where}.policy_lr", "expected a number > 0")
 
 
-@register_method
 class CLEAS(ControllerMethod):
     name = "cleas"
     paper = "Gao, Luo & Klabjan 2020, Efficient Architecture Search for Continual Learning (arXiv:2006.04027)"
@@ -89,61 +83,43 @@ class CLEAS(ControllerMethod):
             decisions.append(Decision(ADD.format(i), self.options.max_new_units + 1, kind=2 * i + 1))
         return decisions
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        if ctx.task_id > 0:
-            self._sample(trial, ctx)
-
-    def _sample(
-        self, trial: TrialLike, ctx: TaskContext
-    ) -> tuple[list[int], list[int], dict[str, torch.Tensor]]:
-        """Units added and reused per layer and, per old group, the mask of the neurons the task reuses."""
-        decisions = self.search_decisions(ctx)
-        values = self.sample_added(trial, ctx, decisions)
-        keep: dict[str, torch.Tensor] = {}
-        for i, groups in enumerate(self._old_groups(ctx)):
-            bits = [
-                b for d in decisions if d.name.startswith(f"reuse_L{i}_") for b in d.unpack(values[d.name])
-            ]
-            mask = torch.tensor(bits, dtype=torch.bool)
-            sizes = [neurons.width(ctx.committed.node(g).spec) for g in groups]
-            keep.update(zip(groups, mask.split(sizes), strict=True))
-        added = [values[ADD.format(i)] for i in range(len(ctx.specs))]
-        reused = [sum(int(keep[g].sum()) for g in groups) for groups in self._old_groups(ctx)]
-        trial.set_user_attr("reused_units", reused)
-        return added, reused, keep
-
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
         if ctx.task_id == 0:
-            return self.base_network(ctx)
-        added, reused, keep = self._sample(trial, ctx)
+            return Candidate(self.base_network(ctx))
+        reuse_bits, keep = self._reuse(decisions, ctx)
+        added = self.added_units(decisions, ctx)
+        reused = [sum(int(keep[g].sum()) for g in groups) for groups in self._old_groups(ctx)]
         empty = [i for i, (a, r) in enumerate(zip(added, reused, strict=True)) if a + r == 0]
         if empty:
             raise TrainingError(
                 f"task {ctx.task_id}: the sampled architecture has no neuron at layers {empty}"
             )
-        return neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs, keep)
+        graph = neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs, keep)
+        decided = {"add_units": added, "reused_units": reused, "reuse": reuse_bits}
+        return Candidate(graph, decided, self.penalty_record(added))
+
+    def _reuse(
+        self, decisions: Decisions, ctx: TaskContext
+    ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+        """Per layer, the reuse bit of every old neuron (as a string, "1" = reused); per old group, the mask
+        of the neurons the task reuses."""
+        bits_per_layer: dict[str, str] = {}
+        keep: dict[str, torch.Tensor] = {}
+        by_layer: dict[int, list[int]] = {}
+        for d in self.search_decisions(ctx):
+            if d.name.startswith("reuse_L"):
+                layer = int(d.name.split("_")[1][1:])
+                by_layer.setdefault(layer, []).extend(d.unpack(decisions[d.name]))
+        for i, groups in enumerate(self._old_groups(ctx)):
+            bits = by_layer.get(i, [])
+            bits_per_layer[f"L{i}"] = "".join(map(str, bits))
+            mask = torch.tensor(bits, dtype=torch.bool)
+            sizes = [neurons.width(ctx.committed.node(g).spec) for g in groups]
+            keep.update(zip(groups, mask.split(sizes), strict=True))
+        return bits_per_layer, keep
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The task's weights from dropped neurons (held at zero) and the trained ones all become its own;
         then its new nodes are frozen."""
         own = [n for n, node in chosen.nodes() if node.owner == ctx.task_id]
         return ops.freeze(ops.claim_free(chosen, ctx.task_id, own), own)
-
-    def decisions(self, trial: FrozenTrial) -> dict[str, Any]:
-        reuse: dict[str, str] = {}
-        for name in sorted((n for n in trial.params if n.startswith("reuse_L")), key=_layer_and_chunk):
-            layer = f"L{_layer_and_chunk(name)[0]}"
-            n_bits = int(trial.distributions[name].high).bit_length()
-            bits = "".join(str((int(trial.params[name]) >> j) & 1) for j in range(n_bits))
-            reuse[layer] = reuse.get(layer, "") + bits
-        return {
-            "add_units": self.added_units(trial),
-            "reused_units": trial.user_attrs.get("reused_units", []),
-            "reuse": reuse,
-        }
-
-
-def _layer_and_chunk(name: str) -> tuple[int, int]:
-    """`reuse_L{layer}_{chunk}` -> (layer, chunk)."""
-    _, layer, chunk = name.split("_")
-    return int(layer[1:]), int(chunk)

@@ -2,7 +2,7 @@
 
 One shared dense network whose entries are timestamped: every weight is owned by the task that added it
 (owner masks, as PackNet's), and task t's view uses the entries of tasks <= t, so units added later are
-invisible to older tasks. The first task trains with L1 sparsity. For task t > 0, inside `candidate`:
+invisible to older tasks. The first task trains with L1 sparsity. For task t > 0, inside `build`:
 1. selective retraining: train the new head alone (L1); a breadth-first search from the head along the
    non-zero weights selects the units it depends on; retrain only those weights (L2, plus
    `drift_l2 * ||W - W^{t-1}||^2`);
@@ -19,36 +19,34 @@ retrained function through its copies. Every entry is then claimed by t; the con
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from growsearch.config_schema import require
-from growsearch.data.task import Split
-from growsearch.errors import ConfigError, TrainingError
-from growsearch.graph.module_graph import ModuleGraph
+from growsearch.config.schema import require
+from growsearch.errors import ConfigError
+from growsearch.graph.compile import compile_view, write_back
+from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Head, Linear
 from growsearch.grow import operators as ops
 from growsearch.grow.units import (
     append_units,
     dense_parameters,
+    dense_stack,
     drop_empty_units,
     expand_units,
     reachable_units,
     split_units,
+    stack_tensors,
 )
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, TaskContext
-from growsearch.search.training import TrainingConfig
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.train.candidate import resolve_device
+from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit
 
 PREFIX = "den"
 SHARED = PREFIX + "/L{}"
-ACT = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, None: lambda x: x}
 
 
 @dataclass(frozen=True)
@@ -80,17 +78,12 @@ class DENOptions:
 
 @dataclass
 class _Net:
-    """The new task's network as tensors: `w[l]` is (units_l, units_{l-1}); the head is last."""
+    """The new task's network as tensors (`w[l]` is (units_l, units_{l-1}); the head is last), the form
+    DEN's unit selection, expansion and split work on; it trains as a graph (`grow.units.dense_stack`)."""
 
     w: list[torch.Tensor]
     b: list[torch.Tensor]
     acts: list[str | None]
-
-    def forward(self, x: torch.Tensor, w: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-        h = x.flatten(1)
-        for weight, bias, act in zip(w, b, [*self.acts, None], strict=True):
-            h = ACT[act](F.linear(h, weight, bias))
-        return h
 
 
 @dataclass
@@ -103,7 +96,6 @@ class _Stage:
     groups: dict[int, torch.Tensor] | None = None  # layer -> rows under group sparsity
 
 
-@register_method
 class DEN(Method):
     name = "den"
     paper = "Yoon, Yang, Lee & Hwang 2018, Lifelong Learning with Dynamically Expandable Networks (ICLR)"
@@ -113,51 +105,46 @@ class DEN(Method):
     def trial_budget(self, ctx: TaskContext) -> int:
         return 1 if ctx.task_id == 0 else self.space.search.n_trials or 1  # task 0 uses no threshold
 
-    def thresholds(self, trial: optuna.Trial, ctx: TaskContext) -> tuple[float, float]:
+    def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         opts = self.options
         if not opts.search_thresholds or ctx.task_id == 0:  # the first task uses neither
-            return opts.loss_threshold, opts.split_threshold
-        tau = trial.suggest_float("loss_threshold", *opts.loss_threshold_range, log=True)
-        return tau, trial.suggest_float("split_threshold", *opts.split_threshold_range, log=True)
+            return {}
+        return {
+            "loss_threshold": trial.suggest_float("loss_threshold", *opts.loss_threshold_range, log=True),
+            "split_threshold": trial.suggest_float("split_threshold", *opts.split_threshold_range, log=True),
+        }
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        self.thresholds(trial, ctx)
-
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        tau, sigma = self.thresholds(trial, ctx)
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
+        tau = float(decisions.get("loss_threshold", self.options.loss_threshold))
+        sigma = float(decisions.get("split_threshold", self.options.split_threshold))
         if not all(isinstance(s, Linear) for s in ctx.specs):
             raise ConfigError("den grows dense layers: network.layers must all be linear")
-        spent = [0]  # multiply-adds of the training done here
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id).copy()
         shared = [SHARED.format(i) for i in range(len(ctx.specs))]
         net = self._read(graph, shared, ctx)
+        mechanism: dict[str, object]
         if ctx.task_id == 0:
             everything = _Stage(_masks(net.w, True), _masks(net.b, True))  # L1-sparse first task
-            self._fit(net, everything, ctx.task.train, self.options.stage_epochs, spent)
+            self._fit(net, everything, ctx, self.options.stage_epochs)
             old = [0] * len(shared)
-            for key in ("expanded_units", "dropped_units", "split_units"):
-                trial.set_user_attr(key, old)
-            trial.set_user_attr("expanded", False)
+            mechanism = {
+                "expanded": False,
+                **{k: old for k in ("expanded_units", "dropped_units", "split_units")},
+            }
         else:
-            net, old = self._grow(net, trial, ctx, (tau, sigma), spent)
-        trial.set_user_attr("loss_threshold", tau)
-        trial.set_user_attr("split_threshold", sigma)
-        trial.set_user_attr("search_macs", spent[0])
-        return self._write(graph, shared, net, old, ctx)
+            net, old, mechanism = self._grow(net, ctx, (tau, sigma))
+        decided = {"loss_threshold": tau, "split_threshold": sigma}
+        decided.update({k: mechanism[k] for k in ("expanded", "expanded_units", "split_units")})
+        return Candidate(self._write(graph, shared, net, old, ctx), decided, mechanism)
 
     # ---- the three stages -------------------------------------------------------------------------------
     def _grow(
-        self,
-        net: _Net,
-        trial: optuna.Trial,
-        ctx: TaskContext,
-        thresholds: tuple[float, float],
-        spent: list[int],
-    ) -> tuple[_Net, list[int]]:
+        self, net: _Net, ctx: TaskContext, thresholds: tuple[float, float]
+    ) -> tuple[_Net, list[int], dict[str, object]]:
         (tau, sigma), opts, depth = thresholds, self.options, len(net.acts)
 
         def fit(stage: _Stage, epochs: int) -> float:
-            return self._fit(net, stage, ctx.task.train, epochs, spent)
+            return self._fit(net, stage, ctx, epochs)
 
         prev = [w.clone() for w in net.w[:depth]]
         prev_b = [b.clone() for b in net.b[:depth]]
@@ -190,14 +177,17 @@ class DEN(Method):
         split = [(d > sigma).nonzero().flatten() for d in drift]
         free = split_units(net.w, net.b, prev, prev_b, split)
         fit(_Stage(*free), opts.stage_epochs)
-        trial.set_user_attr("selected_units", [int(s.sum()) for s in selected[:depth]])
-        trial.set_user_attr("selective_loss", float(loss))
-        trial.set_user_attr("expanded", bool(expanded))
         added = [len(b) - o - len(s) for b, o, s in zip(net.b, old, split, strict=False)]
-        trial.set_user_attr("expanded_units", added)
-        trial.set_user_attr("dropped_units", dropped)
-        trial.set_user_attr("split_units", [len(s) for s in split])
-        return net, old
+        mechanism: dict[str, object] = {
+            "selected_units": [int(s.sum()) for s in selected[:depth]],
+            "old_units": old,
+            "selective_loss": float(loss),
+            "expanded": bool(expanded),
+            "expanded_units": added,
+            "dropped_units": dropped,
+            "split_units": [len(s) for s in split],
+        }
+        return net, old, mechanism
 
     # ---- tensors <-> graph -----------------------------------------------------------------------------
     def _read(self, graph: ModuleGraph, shared: list[str], ctx: TaskContext) -> _Net:
@@ -233,58 +223,62 @@ class DEN(Method):
         return ops.freeze(graph, shared)  # every entry is owned now: the controller refits the head only
 
     # ---- training ----------------------------------------------------------------------------------------
-    def _fit(self, net: _Net, stage: _Stage, split: Split, epochs: int, spent: list[int]) -> float:
-        """Train the stage's entries (cross-entropy + L2 + drift; L1 and group-lasso proximal steps after
-        each step, as the reference implementation applies them) and return the last epoch's mean loss."""
-        config: TrainingConfig = self.space.training
-        opts, device = self.options, config.torch_device()
-        w = [t.to(device, copy=True).requires_grad_(True) for t in net.w]
-        b = [t.to(device, copy=True).requires_grad_(True) for t in net.b]
-        masks = [m.to(device) for m in [*stage.w, *stage.b]]
+    def _fit(self, net: _Net, stage: _Stage, ctx: TaskContext, epochs: int) -> float:
+        """Train the stage's entries of `net` (in place) through the one trainer: cross-entropy + L2 + drift
+        as the loss, L1 and group-lasso proximal steps after each step (as the reference implementation
+        applies them). Returns the last epoch's mean cross-entropy."""
+        config, opts = self.space.training, self.options
+        device = resolve_device(config.device)
+        graph = dense_stack(ctx.committed.input_shape, ctx.task_id, net.w, net.b, net.acts)
+        node_ids = [n for n in graph.node_ids() if n != INPUT]
+        names = [dense_parameters(graph.node(n)) for n in node_ids]
+        masks = {
+            n: {wn: stage.w[i], bn: stage.b[i]}
+            for i, (n, (wn, bn)) in enumerate(zip(node_ids, names, strict=True))
+        }
+        compiled = compile_view(graph, ctx.task_id, train=True, train_masks=masks)
+        compiled.module.to(device)
+        for masked in compiled.masked:
+            masked.trainable, masked.frozen_values = (
+                masked.trainable.to(device),
+                masked.frozen_values.to(device),
+            )
+        modules = [compiled.node_modules[n] for n in node_ids]
+        w = [m.get_parameter(name) for m, (name, _) in zip(modules, names, strict=True)]
+        b = [m.get_parameter(name) for m, (_, name) in zip(modules, names, strict=True)]
+        w_masks = [mask.to(device) for mask in stage.w]
+        all_masks = [*w_masks, *(mask.to(device) for mask in stage.b)]
         anchor = None if stage.anchor is None else [a.to(device) for a in stage.anchor]
-        params = [*w, *b]
-        for p, m in zip(params, masks, strict=True):
-            p.register_hook(lambda grad, m=m: grad * m)
-        fixed = [p.detach().clone() for p in params]
-        if config.optimizer == "adam":
-            optimizer = torch.optim.Adam(params, lr=config.lr)
-        else:
-            optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-        generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, ()).item()))
-        x, y, n = split.x.to(device), split.y.to(device), len(split)
-        total = 0.0
-        for _ in range(epochs):
-            total = 0.0
-            for index in torch.randperm(n, generator=generator).to(device).split(config.batch_size):
-                ce = F.cross_entropy(net.forward(x[index], w, b), y[index])
-                value = ce.item()
-                if not math.isfinite(value):
-                    raise TrainingError(f"DEN: the training loss became {value}; try a lower training.lr")
-                loss = ce + opts.l2 / 2 * sum(
-                    ((p * m) ** 2).sum() for p, m in zip(params, masks, strict=True)
-                )
-                if anchor is not None:
-                    pairs = zip(w, anchor, masks, strict=False)
-                    loss = loss + opts.drift_l2 / 2 * sum((((p - a) * m) ** 2).sum() for p, a, m in pairs)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    for p, m, f in zip(params, masks, fixed, strict=True):
-                        p.copy_(torch.where(m, p, f))
-                    for p, m in zip(w, masks, strict=False):  # L1: soft threshold of the trainable entries
-                        p.copy_(torch.where(m, p.sign() * (p.abs() - opts.l1).clamp(min=0), p))
-                    for layer, rows in (stage.groups or {}).items():
-                        norms = w[layer][rows].norm(dim=1, keepdim=True)
-                        w[layer][rows] *= (1 - opts.group_lasso / norms.clamp(min=1e-12)).clamp(min=0)
-                total += value * len(index)
-        spent[0] += 3 * sum(t.numel() for t in net.w) * n * epochs
-        net.w, net.b = [p.detach().cpu() for p in w], [p.detach().cpu() for p in b]
-        return total / max(n, 1)
 
-    def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        keys = ("loss_threshold", "split_threshold", "expanded", "expanded_units", "split_units")
-        return {key: trial.user_attrs.get(key) for key in keys}
+        def penalty() -> torch.Tensor:
+            loss = opts.l2 / 2 * sum(((p * m) ** 2).sum() for p, m in zip([*w, *b], all_masks, strict=True))
+            if anchor is not None:
+                pairs = zip(w, anchor, w_masks, strict=False)
+                loss = loss + opts.drift_l2 / 2 * sum((((p - a) * m) ** 2).sum() for p, a, m in pairs)
+            return loss
+
+        def proximal(outcome: StepOutcome) -> None:
+            for p, m in zip(w, w_masks, strict=True):  # L1: soft threshold of the trainable entries
+                p.copy_(torch.where(m, p.sign() * (p.abs() - opts.l1).clamp(min=0), p))
+            for layer, rows in (stage.groups or {}).items():  # group lasso: each new unit's incoming weights
+                norms = w[layer][rows].norm(dim=1, keepdim=True)
+                w[layer][rows] *= (1 - opts.group_lasso / norms.clamp(min=1e-12)).clamp(min=0)
+
+        train = ctx.task.train
+        seed = int(torch.randint(2**31 - 1, ()).item())  # torch's RNG is seeded per trial
+        result = fit(
+            compiled.module,
+            Minibatches([train.x.to(device)], train.y.to(device), config.batch_size, seed),
+            [p for p in compiled.module.parameters() if p.requires_grad],
+            config.optimizer_settings(),
+            epochs=epochs,
+            masked=compiled.masked,
+            hooks=TrainingHooks(penalty=penalty, after_step=proximal),
+            macs_per_sample=graph.macs(graph.view(ctx.task_id)),
+        )
+        write_back(graph, compiled)
+        net.w, net.b = stack_tensors(graph)
+        return result.last_loss
 
 
 def _masks(tensors: list[torch.Tensor], value: bool) -> list[torch.Tensor]:

@@ -5,17 +5,18 @@ Structure learning is separated from parameter learning. For a new task every la
   reuse: the source task's layer l, frozen;
   adapt: the frozen layer plus a small trainable adapter summed into its output;
   new:   a fresh layer of the same size.
-`strategy: darts` is the paper's search: a super-network mixes the three choices of every layer with
-architecture weights, trained DARTS-style with a parameter-cost regulariser (growsearch.search.darts);
-the argmax structure is then built from the super-network's selected parts and trained. `strategy:
-categorical` exposes the same space to an Optuna sampler (`layer{i}` in reuse/adapt/new per trial).
+`strategy: darts` is the paper's search: a super-network (a module graph whose layers end in `Mix` nodes)
+mixes the three choices of every layer with architecture weights, trained DARTS-style with a
+parameter-cost regulariser (`algorithms.darts`); the argmax structure is then built from the
+super-network's selected parts and trained. `strategy: categorical` exposes the same space to an Optuna
+sampler (`layer{i}` in reuse/adapt/new per trial).
 
 The source is the previous task's path (the paper's S_l holds every earlier task's layer l; one source
 keeps three choices per layer). A node's inputs are fixed, so reusing (or adapting) a source layer on top
-of an input the source never read (after a "new" or "adapt" layer below) uses a frozen COPY of that
-layer's nodes on the new input: the same function, stored once more (recorded as `copied_parameters`).
-The adapter is PNN's `U sigma(V alpha h)` (a 1x1 reduction then the layer's own kernel for a conv layer),
-summed with the frozen layer's output. Reused layers stay frozen, so old tasks never change. Task-IL.
+of an input the source never read (after a "new" or "adapt" layer below) adds nodes that share the
+layer's weights on the new input: the same function, stored once. The adapter is PNN's
+`U sigma(V alpha h)` (a 1x1 reduction then the layer's own kernel for a conv layer), summed with the
+frozen layer's output. Reused layers stay frozen, so old tasks never change. Task-IL.
 """
 
 from __future__ import annotations
@@ -24,20 +25,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import networkx as nx
 import optuna
 import torch
-from torch import nn
 
-from growsearch.config_schema import require
+from growsearch.config.schema import require
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Activation, Adapter, Conv2d, Linear, NodeSpec, Shape
+from growsearch.graph.specs import Activation, Adapter, Conv2d, Linear, Mix, NodeSpec, Shape
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import head_spec
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, TaskContext
-from growsearch.search.darts import DartsConfig, MixedLayer, SuperNet, darts_search
+from growsearch.methods.algorithms.darts import DartsConfig, MixedLayer, darts_search
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 
 CHOICES = ("reuse", "adapt", "new")
 
@@ -61,7 +58,6 @@ class LearnToGrowOptions:
         require(hidden is None or hidden >= 1, f"{where}.adapter_hidden", "expected null or an integer >= 1")
 
 
-@register_method
 class LearnToGrow(Method):
     name = "learn-to-grow"
     paper = (
@@ -83,28 +79,28 @@ class LearnToGrow(Method):
             return ["new"]
         return [c for c in CHOICES if c != "adapt" or isinstance(ctx.specs[layer], Linear | Conv2d)]
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        if self.options.strategy == "categorical" and ctx.task_id > 0:
-            for i in range(len(ctx.specs)):
-                trial.suggest_categorical(f"layer{i}", self.choices(ctx, i))
+    def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
+        if self.options.strategy != "categorical" or ctx.task_id == 0:
+            return {}
+        return {
+            f"layer{i}": trial.suggest_categorical(f"layer{i}", self.choices(ctx, i))
+            for i in range(len(ctx.specs))
+        }
 
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
         source = ctx.task_id - 1 if ctx.task_id > 0 else None
-        trial.set_user_attr("source_task", source)
+        decided: dict[str, Any] = {"strategy": self.options.strategy, "source_task": source}
         if ctx.task_id == 0:
             structure = ["new"] * len(ctx.specs)
         elif self.options.strategy == "categorical":
-            self.suggest(trial, ctx)
-            structure = [str(trial.params[f"layer{i}"]) for i in range(len(ctx.specs))]
+            structure = [str(decisions[f"layer{i}"]) for i in range(len(ctx.specs))]
         else:
-            return self._darts(trial, ctx, source)
-        trial.set_user_attr("structure", structure)
+            return self._darts(ctx, source, decided)
         graph, _ = self.grow(ctx, source, structure)
-        trial.set_user_attr("copied_parameters", _copied_parameters(graph, ctx.task_id))
-        return graph
+        return Candidate(graph, {**decided, "structure": structure}, {"structure": structure})
 
-    def _darts(self, trial: optuna.Trial, ctx: TaskContext, source: int) -> ModuleGraph:
-        net, forward_macs = self.supernet(ctx, source)
+    def _darts(self, ctx: TaskContext, source: int, decided: dict[str, Any]) -> Candidate:
+        supernet, layers = self.supernet(ctx, source)
         config = DartsConfig(
             self.options.search_epochs,
             self.options.cost_weight,
@@ -114,19 +110,20 @@ class LearnToGrow(Method):
         seed = int(torch.randint(2**31 - 1, ()).item())  # the trial's seed drives the search's batches
         task = ctx.task
         outcome = darts_search(
-            net, task.train, task.val, config, self.space.training, seed=seed, forward_macs=forward_macs
+            supernet, ctx.task_id, layers, task.train, task.val, config, self.space.training, seed=seed
         )
-        trial.set_user_attr("structure", outcome.choices)
-        trial.set_user_attr("architecture_weights", outcome.probabilities)
-        trial.set_user_attr("search_macs", outcome.macs)
         graph, parts = self.grow(ctx, source, outcome.choices)
         if self.options.warm_start:
-            trained = {"head": net.head}
-            for i, layer in enumerate(net.layers):
-                trained[f"{i}"] = layer.op(outcome.choices[i])
-            graph = _load_parts(graph, parts, trained)
-        trial.set_user_attr("copied_parameters", _copied_parameters(graph, ctx.task_id))
-        return graph
+            trained = {"head": supernet.head(ctx.task_id)}
+            for i, choice in enumerate(outcome.choices):
+                if choice != "reuse":
+                    trained[f"{i}"] = _super_id(ctx.task_id, i, choice if choice == "new" else "adapter")
+            for key, node_id in parts.items():
+                graph.node(node_id).weights = {
+                    k: v.clone() for k, v in supernet.node(trained[key]).weights.items()
+                }
+        decided.update(structure=outcome.choices, architecture_weights=outcome.probabilities)
+        return Candidate(graph, decided, _search_record(outcome.choices, outcome.probabilities))
 
     # ---- the structure as a module graph --------------------------------------------------------------
     def grow(
@@ -143,9 +140,7 @@ class LearnToGrow(Method):
                 graph.add(node, spec, [previous], t, layer=i)
                 previous = node
                 continue
-            source_in, source_out = path.get(i - 1, INPUT), path[i]
-            shared = previous == source_in  # the source layer already reads this input: share it
-            base = source_out if shared else _copy_layer(graph, source_in, source_out, previous, t, i)
+            base = _reuse_layer(graph, path.get(i - 1, INPUT), path[i], previous, f"t{t}/L{i}.reuse", t, i)
             if choice == "reuse":
                 previous = base
                 continue
@@ -175,130 +170,92 @@ class LearnToGrow(Method):
         return Adapter(math.prod(input_shape), spec.out_features, hidden, flatten=len(input_shape) > 1)
 
     # ---- the super-network -----------------------------------------------------------------------------
-    def supernet(self, ctx: TaskContext, source: int) -> tuple[SuperNet, int]:
-        """Every layer mixes the source layer (frozen), the source layer plus an adapter, and a new layer,
-        all reading the previous mixed layer. Costs are new parameters relative to a new layer's."""
-        graph = ctx.committed
+    def supernet(self, ctx: TaskContext, source: int) -> tuple[ModuleGraph, list[MixedLayer]]:
+        """The committed graph plus task t's super-network: every layer mixes the source layer (frozen,
+        shared), the source layer plus an adapter, and a new layer, all reading the previous mixed layer.
+        Costs are new parameters relative to a new layer's."""
+        t, graph = ctx.task_id, ctx.committed.copy()
         path = graph.layer_nodes(source)
-        shape, layers, macs = graph.input_shape, [], 0
+        previous, layers = INPUT, []
         for i, spec in enumerate(ctx.specs):
-            frozen = _LayerFunction(graph, path.get(i - 1, INPUT), path[i])
-            new = spec.build()
-            new_cost = sum(p.numel() for p in new.parameters())
-            candidates: dict[str, nn.Module] = {"reuse": frozen, "new": new}
-            costs = {"reuse": 0.0, "new": 1.0}
-            macs += frozen.macs + spec.macs(shape)
+            shape = graph.shapes([previous])[previous]
+            reused = _reuse_layer(
+                graph, path.get(i - 1, INPUT), path[i], previous, _super_id(t, i, "reuse"), t, i
+            )
+            new = _super_id(t, i, "new")
+            graph.add(new, spec, [previous], t, layer=i)
+            new_cost = graph.node(new).n_parameters
+            options, costs = {"reuse": reused}, {"reuse": 0.0}
             if "adapt" in self.choices(ctx, i):
-                adapter = self.adapter_spec(spec, shape)
-                module = adapter.build()
-                candidates["adapt"] = _Sum(frozen, module)
-                costs["adapt"] = sum(p.numel() for p in module.parameters()) / new_cost
-                macs += adapter.macs(shape)
-            order = [c for c in CHOICES if c in candidates]
-            layers.append(MixedLayer({c: candidates[c] for c in order}, costs))
-            shape = spec.output_shape(shape)
-        head = head_spec(shape, ctx.n_outputs)
-        return SuperNet(layers, head.build()), macs + head.macs(shape)
+                adapter = _super_id(t, i, "adapter")
+                graph.add(adapter, self.adapter_spec(spec, shape), [previous], t, layer=i)
+                options["adapt"] = _super_id(t, i, "adapt")
+                graph.add(options["adapt"], Activation(None), [reused, adapter], t, merge="sum", layer=i)
+                costs["adapt"] = graph.node(adapter).n_parameters / new_cost
+            options["new"], costs["new"] = new, 1.0
+            order = [c for c in CHOICES if c in options]
+            mix = f"t{t}/super/L{i}"
+            mix_spec = Mix(len(order), tuple(costs[c] for c in order))
+            graph.add(mix, mix_spec, [options[c] for c in order], t, merge="stack", layer=i)
+            layers.append(MixedLayer(mix, tuple(order)))
+            previous = mix
+        return ops.add_head(graph, t, previous, ctx.n_outputs), layers
 
-    def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        attrs = trial.user_attrs
-        decided = {"strategy": self.options.strategy, "structure": attrs.get("structure")}
-        decided["source_task"] = attrs.get("source_task")
-        if "architecture_weights" in attrs:
-            decided["architecture_weights"] = attrs["architecture_weights"]
-        return decided
+
+def _super_id(task: int, layer: int, part: str) -> str:
+    return f"t{task}/super/L{layer}.{part}"
+
+
+def _search_record(choices: list[str], probabilities: list[dict[str, float]]) -> dict[str, Any]:
+    """Per layer: the final architecture weights, the chosen option and its margin over the runner-up."""
+    layers = []
+    for choice, weights in zip(choices, probabilities, strict=True):
+        ranked = sorted(weights.values(), reverse=True)
+        margin = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
+        layers.append({"choice": choice, "weights": weights, "margin": margin})
+    return {"layers": layers}
 
 
 def _layer_members(graph: ModuleGraph, source_in: str, source_out: str) -> list[str]:
     """The nodes computing `source_out` from `source_in` (one node, or an adapted layer's three)."""
-    below = nx.ancestors(graph.nx, source_in) | {source_in}
-    members = (nx.ancestors(graph.nx, source_out) | {source_out}) - below
+    below = graph.ancestors(source_in) | {source_in}
+    members = (graph.ancestors(source_out) | {source_out}) - below
     order = [n for n in graph if n in members]
     for node_id in order:
         outside = [i for i in graph.node(node_id).inputs if i not in members and i != source_in]
         if outside:
             raise GraphError(
-                f"layer node {node_id!r} reads {outside}, outside its layer; it cannot be copied"
+                f"layer node {node_id!r} reads {outside}, outside its layer; it cannot be reused"
             )
     return order
 
 
-def _copy_layer(
-    graph: ModuleGraph, source_in: str, source_out: str, new_in: str, task: int, layer: int
+def _reuse_layer(
+    graph: ModuleGraph, source_in: str, source_out: str, new_in: str, name: str, task: int, layer: int
 ) -> str:
-    """Frozen copies of the nodes computing `source_out` from `source_in`, reading `new_in` instead (in
-    place on `graph`, a copy the caller owns). Returns the copy of `source_out`."""
+    """The source layer computing `source_out` from `source_in`, applied to `new_in`: the layer itself when
+    it already reads `new_in`, else nodes that share its weights (in place on `graph`, a copy the caller
+    owns). Returns the node giving the layer's output."""
+    if new_in == source_in:
+        return source_out
     members = _layer_members(graph, source_in, source_out)
     names = {source_in: new_in}
     for k, node_id in enumerate(members):
         node = graph.node(node_id)
-        names[node_id] = f"t{task}/L{layer}.reuse" + ("" if node_id == source_out else f".{k}")
-        graph.add(
-            names[node_id],
-            node.spec,
-            [names[i] for i in node.inputs],
-            task,
-            merge=node.merge,
-            layer=layer,
-            frozen=True,
-            weights={name: value.clone() for name, value in node.weights.items()},
-        )
+        names[node_id] = name + ("" if node_id == source_out else f".{k}")
+        inputs = [names[i] for i in node.inputs]
+        if node.weights or node.shares:
+            shares = node.shares or node_id
+            graph.add(names[node_id], node.spec, inputs, task, merge=node.merge, layer=layer, shares=shares)
+        else:  # a parameter-free join
+            graph.add(
+                names[node_id],
+                node.spec,
+                inputs,
+                task,
+                merge=node.merge,
+                layer=layer,
+                frozen=True,
+                weights={},
+            )
     return names[source_out]
-
-
-def _copied_parameters(graph: ModuleGraph, task: int) -> int:
-    return sum(node.n_parameters for n, node in graph.nodes() if node.owner == task and ".reuse" in n)
-
-
-def _load_parts(graph: ModuleGraph, parts: dict[str, str], trained: dict[str, nn.Module]) -> ModuleGraph:
-    """The new nodes take the weights their super-network operation trained (`adapt`: its adapter)."""
-    for key, node_id in parts.items():
-        module = trained[key]
-        module = module.adapter if isinstance(module, _Sum) else module
-        node = graph.node(node_id)
-        state = module.state_dict()
-        node.weights = {name: state[name].detach().to("cpu", copy=True) for name in node.weights}
-    return graph
-
-
-class _LayerFunction(nn.Module):
-    """A source layer's nodes as one frozen module applied to any input of the right shape."""
-
-    def __init__(self, graph: ModuleGraph, source_in: str, source_out: str):
-        super().__init__()
-        self.members = _layer_members(graph, source_in, source_out)
-        self.inputs = {n: graph.node(n).inputs for n in self.members}
-        self.merges = {n: graph.node(n).merge for n in self.members}
-        self.source_in, self.source_out = source_in, source_out
-        self.nodes = nn.ModuleList()
-        for node_id in self.members:
-            module = graph.node(node_id).spec.build()
-            module.load_state_dict(graph.node(node_id).weights)
-            module.requires_grad_(False)
-            self.nodes.append(module)
-        shapes = graph.shapes([source_out])
-        self.macs = sum(graph.node(n).spec.macs(graph.merged_input_shape(n, shapes)) for n in self.members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = {self.source_in: x}
-        for node_id, module in zip(self.members, self.nodes, strict=True):
-            args = [values[i] for i in self.inputs[node_id]]
-            if len(args) == 1:
-                merged = args[0]
-            elif self.merges[node_id] == "sum":
-                merged = torch.stack(args).sum(0)
-            else:
-                merged = torch.cat(args, dim=1)
-            values[node_id] = module(merged)
-        return values[self.source_out]
-
-
-class _Sum(nn.Module):
-    """The adapt choice: a frozen layer's output plus a trainable adapter's, both reading the same input."""
-
-    def __init__(self, frozen: nn.Module, adapter: nn.Module):
-        super().__init__()
-        self.frozen, self.adapter = frozen, adapter
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.frozen(x) + self.adapter(x)

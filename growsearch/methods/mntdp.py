@@ -4,8 +4,8 @@ Continual Learning with Modular Networks and Task-Driven Priors").
 Every layer is a module. For a new task the candidates are local perturbations of a source task's path:
 for each k in 0..L, keep the source's (frozen) modules below layer k and train new modules from layer k
 up, plus a new head (k = L: only a new head; k = 0: a fresh path). The source is chosen by the
-task-driven prior (a kNN on each earlier path's features of the new task, `growsearch.search.task_prior`)
-or is simply the previous task. New modules of the committed path join the frozen library.
+task-driven prior (a kNN on each earlier path's features of the new task, `algorithms.task_prior`) or is
+simply the previous task. New modules of the committed path join the frozen library.
 
 - MNTDP-D (`mntdp-d`) trains all L + 1 candidates and keeps the best on validation.
 - MNTDP-S (`mntdp-s`) trains the candidates jointly under a softmax distribution over them: each
@@ -15,7 +15,6 @@ or is simply the previous task. New modules of the committed path join the froze
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,14 +22,15 @@ import optuna
 import torch
 from torch import nn
 
-from growsearch.config_schema import require
+from growsearch.config.schema import require
 from growsearch.graph.compile import compile_view, write_back
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, TaskContext
-from growsearch.search.samplers import make_sampler
-from growsearch.search.task_prior import choose_source
+from growsearch.methods.algorithms.task_prior import PriorChoice, choose_source
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.seeds import derived_seed
+from growsearch.train.candidate import resolve_device
+from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit, spend_macs
 
 PAPER = (
     "Veniat, Denoyer & Ranzato 2021, Efficient Continual Learning with Modular Networks and "
@@ -49,22 +49,26 @@ class _MNTDP(Method):
     def _depths(self, ctx: TaskContext) -> list[int]:
         return [0] if ctx.task_id == 0 else list(range(len(ctx.specs) + 1))
 
-    def source(self, ctx: TaskContext, trial: optuna.Trial | None = None) -> int | None:
-        """The earlier task whose path is perturbed (the same for every trial of a task)."""
+    def prior(self, ctx: TaskContext) -> PriorChoice | None:
+        """The earlier task whose path is perturbed (the same for every trial of a task), with the
+        prior's kNN scores; None for the first task, or a choice of the previous task without scores."""
         if ctx.task_id == 0:
             return None
         if self.options.source == "previous":
-            return ctx.task_id - 1
+            return PriorChoice(ctx.task_id - 1, {})
         cache = self.__dict__.setdefault("_prior", {})
         if ctx.task_id not in cache:
             cache[ctx.task_id] = choose_source(ctx.committed, ctx.task, list(range(ctx.task_id)), ctx.seed)
-        choice = cache[ctx.task_id]
-        if trial is not None:
-            trial.set_user_attr("prior_scores", {str(j): s for j, s in choice.scores.items()})
-        return choice.source
+        return cache[ctx.task_id]
+
+    def _candidate(self, ctx: TaskContext, source: int | None, k: int) -> ModuleGraph:
+        return ops.reuse_prefix(ctx.committed, ctx.task_id, source, k, ctx.specs, ctx.n_outputs)
 
 
-@register_method
+def _prior_record(choice: PriorChoice | None) -> dict[str, Any]:
+    return {"prior_scores": {str(j): s for j, s in choice.scores.items()}} if choice and choice.scores else {}
+
+
 class MNTDPD(_MNTDP):
     name = "mntdp-d"
     paper = PAPER
@@ -73,31 +77,26 @@ class MNTDPD(_MNTDP):
     def trial_budget(self, ctx: TaskContext) -> int:
         return self.space.search.n_trials or len(self._depths(ctx))
 
-    def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
-        name = self.space.search.sampler or "grid"
+    def _enumerates(self) -> bool:
+        return (self.space.search.sampler or "grid") == "grid"
+
+    def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler | None:
         # "grid" trains every candidate: they are enqueued in order by initial_trials, so the sampler
         # only serves extra trials beyond the grid (there are none with the default budget).
-        return make_sampler("random" if name == "grid" else name, seed=ctx.seed)
+        return optuna.samplers.RandomSampler(seed=ctx.seed) if self._enumerates() else None
 
-    def initial_trials(self, ctx: TaskContext) -> list[dict[str, Any]]:
-        if (self.space.search.sampler or "grid") != "grid":
-            return []
-        return [{"reuse_depth": k} for k in self._depths(ctx)]
+    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
+        return [{"reuse_depth": k} for k in self._depths(ctx)] if self._enumerates() else []
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        trial.suggest_categorical("reuse_depth", self._depths(ctx))
+    def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
+        return {"reuse_depth": trial.suggest_categorical("reuse_depth", self._depths(ctx))}
 
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        k = trial.suggest_categorical("reuse_depth", self._depths(ctx))
-        source = self.source(ctx, trial)
-        trial.set_user_attr("source_task", source)
-        return ops.reuse_prefix(ctx.committed, ctx.task_id, source, int(k), ctx.specs, ctx.n_outputs)
-
-    def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return {
-            "reuse_depth": trial.params["reuse_depth"],
-            "source_task": trial.user_attrs.get("source_task"),
-        }
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
+        choice = self.prior(ctx)
+        source = None if choice is None else choice.source
+        k = int(decisions["reuse_depth"])
+        decided = {"reuse_depth": k, "source_task": source}
+        return Candidate(self._candidate(ctx, source, k), decided, _prior_record(choice))
 
 
 @dataclass(frozen=True)
@@ -111,67 +110,70 @@ class MNTDPSOptions:
         require(self.path_lr > 0, f"{where}.path_lr", "expected a number > 0")
 
 
-@register_method
+class _Switch(nn.Module):
+    """The candidates' compiled views; each step runs the one the path distribution picked."""
+
+    def __init__(self, views: list[nn.Module]):
+        super().__init__()
+        self.views = nn.ModuleList(views)
+        self.active = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.views[self.active](x)
+
+
 class MNTDPS(_MNTDP):
     name = "mntdp-s"
     paper = PAPER
     Options = MNTDPSOptions
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        """MNTDP-S has no decision to sample up front: its distribution is learned inside the trial."""
-
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        source = self.source(ctx, trial)
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
+        """No decision is sampled up front: the path distribution is learned here, on the worker."""
+        choice = self.prior(ctx)
+        source = None if choice is None else choice.source
         depths = self._depths(ctx)
-        graphs = [
-            ops.reuse_prefix(ctx.committed, ctx.task_id, source, k, ctx.specs, ctx.n_outputs) for k in depths
-        ]
-        probabilities, macs = self._train_jointly(graphs, ctx)
+        graphs = [self._candidate(ctx, source, k) for k in depths]
+        probabilities = self._train_jointly(graphs, ctx)
         best = max(range(len(depths)), key=lambda i: (probabilities[i], -i))
-        trial.set_user_attr("source_task", source)
-        trial.set_user_attr("reuse_depth", depths[best])
-        trial.set_user_attr(
-            "path_probabilities", {str(k): p for k, p in zip(depths, probabilities, strict=True)}
-        )
-        trial.set_user_attr("search_macs", macs)
-        return graphs[best]
+        decided = {
+            "reuse_depth": depths[best],
+            "source_task": source,
+            "path_probabilities": {str(k): p for k, p in zip(depths, probabilities, strict=True)},
+        }
+        return Candidate(graphs[best], decided, _prior_record(choice))
 
-    def _train_jointly(self, graphs: list[ModuleGraph], ctx: TaskContext) -> tuple[list[float], int]:
+    def _train_jointly(self, graphs: list[ModuleGraph], ctx: TaskContext) -> list[float]:
+        """One training run over the candidates: each step trains the candidate sampled from softmax(logits)
+        and moves the logits by REINFORCE on the negative loss, with a running-mean baseline."""
         task, config = ctx.task, self.space.training
+        device = resolve_device(config.device)
         compiled = [compile_view(g, ctx.task_id, include_free=True, train=True) for g in graphs]
-        optimizers = [
-            torch.optim.SGD(
-                [p for p in c.module.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum
-            )
-            for c in compiled
-        ]
-        logits = torch.zeros(len(graphs))
-        baseline, loss_fn = None, nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(ctx.seed)
+        switch = _Switch([c.module for c in compiled]).to(device)
         view_macs = [g.macs(g.view(ctx.task_id)) for g in graphs]
-        macs = 0
-        for _ in range(self.options.sampler_epochs):
-            order = torch.randperm(len(task.train), generator=generator)
-            for start in range(0, len(order), config.batch_size):
-                index = order[start : start + config.batch_size]
-                probs = torch.softmax(logits, 0)
-                i = int(torch.multinomial(probs, 1, generator=generator))
-                loss = loss_fn(compiled[i].module(task.train.x[index]), task.train.y[index])
-                if not math.isfinite(loss.item()):
-                    break
-                optimizers[i].zero_grad()
-                loss.backward()
-                optimizers[i].step()
-                reward = -loss.item()
-                baseline = reward if baseline is None else 0.9 * baseline + 0.1 * reward
-                grad = -probs  # d log p_i / d logits = onehot(i) - probs
-                grad[i] += 1.0
-                logits += self.options.path_lr * (reward - baseline) * grad
-                macs += 3 * view_macs[i] * len(index)
+        logits = torch.zeros(len(graphs))
+        pick = torch.Generator().manual_seed(derived_seed(ctx.seed, "mntdp-s paths"))
+        baseline: list[float] = []
+
+        def sample(step: int) -> None:
+            switch.active = int(torch.multinomial(torch.softmax(logits, 0), 1, generator=pick))
+
+        def learn(outcome: StepOutcome) -> None:
+            i, reward = switch.active, -outcome.loss
+            baseline[:] = [reward if not baseline else 0.9 * baseline[0] + 0.1 * reward]
+            grad = -torch.softmax(logits, 0)  # d log p_i / d logits = onehot(i) - probs
+            grad[i] += 1.0
+            logits.add_(self.options.path_lr * (reward - baseline[0]) * grad)
+            spend_macs(3 * view_macs[i] * len(outcome.batch.y))
+
+        batches = Minibatches([task.train.x.to(device)], task.train.y.to(device), config.batch_size, ctx.seed)
+        fit(
+            switch,
+            batches,
+            [p for p in switch.parameters() if p.requires_grad],
+            config.optimizer_settings(),
+            epochs=self.options.sampler_epochs,
+            hooks=TrainingHooks(before_step=sample, after_step=learn),
+        )
         for graph, view in zip(graphs, compiled, strict=True):
             write_back(graph, view)
-        return torch.softmax(logits, 0).tolist(), macs
-
-    def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        keys = ("reuse_depth", "source_task", "path_probabilities")
-        return {key: trial.user_attrs.get(key) for key in keys}
+        return torch.softmax(logits, 0).tolist()

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import optuna
-
-from growsearch.config_schema import require
+from growsearch.config.schema import require
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, Retrain, TaskContext
+from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
 
 PREFIX = "shared"
 SHARED = PREFIX + "/L{}"
@@ -44,16 +41,15 @@ class PackNetOptions:
         return self.prune_fractions[min(task, len(self.prune_fractions) - 1)]
 
 
-@register_method
 class PackNet(Method):
     name = "packnet"
     paper = "Mallya & Lazebnik 2018, PackNet: Adding Multiple Tasks to a Single Network by Iterative Pruning"
     scenarios = ("task-il",)
     Options = PackNetOptions
 
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id)
-        return ops.add_head(graph, ctx.task_id, SHARED.format(len(ctx.specs) - 1), ctx.n_outputs)
+        return Candidate(ops.add_head(graph, ctx.task_id, SHARED.format(len(ctx.specs) - 1), ctx.n_outputs))
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         shared = [SHARED.format(i) for i in range(len(ctx.specs))]

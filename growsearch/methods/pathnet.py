@@ -4,7 +4,7 @@ arXiv:1701.08734).
 A pool of L layers x M modules (each module is the YAML's layer l: e.g. a 20-unit ReLU layer); a path is an
 N x L genome of module indices; the outputs of a layer's active modules are summed and fed to the next
 layer's active modules, then to the task's own head. Paths evolve by binary tournaments
-(`growsearch.search.tournament`): two paths each train a few minibatches on the shared pool and are scored
+(`algorithms.tournament`): two paths each train a few minibatches on the shared pool and are scored
 by their training accuracy; the loser becomes a mutated copy of the winner. After a task, the best path's
 modules are frozen; the next task evolves a fresh population that may route through them. Task-IL.
 
@@ -12,42 +12,45 @@ How it fits the controller. The contestants share and update the pool's weights,
 independent trials: one Optuna trial runs the whole GA of a task on its own copy of the pool (its trial
 seed gives the GA seed, the population and the fresh modules), then returns the committed graph plus the
 best path (its new modules, sum joins, head) with the weights the tournaments gave them; the controller
-trains that path for `training.epochs` more (the YAML sets 1, the minimum). Trials of a task are therefore
-independent restarts: they run in parallel on Ray, one GA per worker, and the best on validation is
-committed. `suggest` samples nothing, so a Ray driver never runs a GA. The tournament history, the GA's
-multiply-adds (`search_macs`) and the chosen genome are trial attributes; `decisions` reports the genome.
+trains that path for `training.epochs` more. Trials of a task are therefore independent restarts: they
+run in parallel on Ray, one GA per worker, and the best on validation is committed. `decide` samples
+nothing, so a Ray driver never runs a GA. Each contestant is its path compiled as a graph over the pool's
+module objects and trained for T minibatches by the one trainer; a contestant whose loss diverges loses
+with fitness 0 and the pool gets back its weights from before its turn.
 
 The graph. The pool module (l, m) is the node `pool/L{l}/M{m}`, added by the task that first trained it;
 a path's layer l is a parameter-free sum join `t{task}/L{l}` over its modules. Only modules on committed
 paths are kept: the rest of the pool is drawn afresh for every task, as PathNet re-initialises the
-parameters off the optimal paths. The graph has no weight tying, and a node has one fixed input: where a
-later path routes a frozen module behind a different layer below, it gets a frozen copy
-`pool/L{l}/M{m}@t{task}` (same weights, owned by the module's trainer); an identical prefix reuses the
-old nodes themselves. Such copies count as parameters in the graph's totals (`tied_copies` names them).
+parameters off the optimal paths. A node has one fixed input: where a later path routes a frozen module
+behind a different layer below, a node `pool/L{l}/M{m}@t{task}` shares the module's weights (it stores
+none of its own); an identical prefix reuses the old nodes themselves.
 """
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 import torch
 from torch import nn
 
-from growsearch.config_schema import require
-from growsearch.data.task import Split
+from growsearch.config.schema import require
 from growsearch.errors import GraphError
+from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Activation, NodeSpec
 from growsearch.grow.backbone import head_spec
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, TaskContext
-from growsearch.search.tournament import Genome, active_modules, evolve, genome_to_json, random_population
-from growsearch.search.training import TrainingConfig
+from growsearch.methods.algorithms.tournament import (
+    Genome,
+    active_modules,
+    evolve,
+    genome_to_json,
+    random_population,
+)
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.train.candidate import resolve_device
+from growsearch.train.trainer import Minibatches, TrainingHooks, fit
 
 Active = tuple[tuple[int, ...], ...]  # the distinct modules a path uses, per layer
 
@@ -76,34 +79,8 @@ class PathNetOptions:
         require(target is None or 0 < target <= 1, f"{where}.target_fitness", "expected null or (0, 1]")
 
 
-def _optimizer(parameters: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
-    """The `training:` section's optimiser, fresh for each contestant (no momentum carried between them)."""
-    if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-
-
 def pool_id(layer: int, module: int) -> str:
     return f"pool/L{layer}/M{module}"
-
-
-class BatchStream:
-    """Minibatches of a split, drawn from successive seeded permutations (each contestant continues it)."""
-
-    def __init__(self, split: Split, batch_size: int, seed: int, device: torch.device):
-        self.x, self.y = split.x.to(device), split.y.to(device)
-        self.batch_size, self.device = batch_size, device
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order, self.position = torch.empty(0, dtype=torch.long), 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.position >= len(self.order):
-            self.order, self.position = torch.randperm(len(self.y), generator=self.generator), 0
-        index = self.order[self.position : self.position + self.batch_size].to(self.device)
-        self.position += self.batch_size
-        return self.x[index], self.y[index]
 
 
 class ModulePool(nn.Module):
@@ -134,54 +111,48 @@ class ModulePool(nn.Module):
             self.frozen.append(flags)
             self.input_shapes.append(shape)
             shape = spec.output_shape(shape)
+        self.input_shape = committed.input_shape
         self.feature_shape = shape
         self.head_spec = head_spec(shape, n_outputs)
         self.head = self.head_spec.build()
-
-    def forward(self, active: Active, x: torch.Tensor) -> torch.Tensor:
-        for layer, modules in enumerate(active):
-            outputs = [self.layers[layer][m](x) for m in modules]
-            x = outputs[0]
-            for out in outputs[1:]:
-                x = x + out
-        return self.head(x)
+        self._programs: dict[Active, nn.Module] = {}
 
     def macs(self, active: Active) -> int:
         """Multiply-adds of one forward pass of one sample along the path."""
         total = sum(len(ms) * self.specs[i].macs(self.input_shapes[i]) for i, ms in enumerate(active))
         return total + self.head_spec.macs(self.feature_shape)
 
-    def train_path(
-        self, active: Active, batches: BatchStream, steps: int, config: TrainingConfig
-    ) -> tuple[float, int]:
-        """Train the path's unfrozen modules and the head for `steps` minibatches, in place; return the
-        training accuracy over those minibatches (PathNet's fitness) and the number of samples seen.
-        A contestant whose loss diverges loses: the shared modules get back their weights from before
-        its training (so it cannot poison the pool) and its fitness is 0."""
-        parameters = [p for p in self.head.parameters()]
+    def trainable(self, active: Active) -> list[nn.Parameter]:
+        """The parameters a contestant on this path trains: its unfrozen modules and the head."""
+        parameters = list(self.head.parameters())
         for layer, modules in enumerate(active):
             for m in modules:
                 if not self.frozen[layer][m]:
                     parameters.extend(self.layers[layer][m].parameters())
-        optimizer = _optimizer(parameters, config)
-        before = [p.detach().clone() for p in parameters]
-        loss_fn = nn.CrossEntropyLoss()
-        correct = seen = 0
-        for _ in range(steps):
-            x, y = batches.next()
-            logits = self(active, x)
-            loss = loss_fn(logits, y)
-            seen += len(y)
-            if not math.isfinite(loss.item()):
-                with torch.no_grad():
-                    for parameter, value in zip(parameters, before, strict=True):
-                        parameter.copy_(value)
-                return 0.0, seen
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            correct += int((logits.detach().argmax(1) == y).sum())
-        return correct / seen, seen
+        return parameters
+
+    def path_module(self, active: Active) -> nn.Module:
+        """The path compiled as a graph whose nodes are the pool's own modules (trained in place)."""
+        if active not in self._programs:
+            structure = ModuleGraph(self.input_shape)
+            modules: dict[str, nn.Module] = {}
+            previous = INPUT
+            for layer, ms in enumerate(active):
+                members = []
+                for m in ms:
+                    node_id = pool_id(layer, m)
+                    frozen = self.frozen[layer][m]
+                    structure.add(node_id, self.specs[layer], [previous], 0, frozen=frozen, weights={})
+                    modules[node_id] = self.layers[layer][m]
+                    members.append(node_id)
+                previous = f"L{layer}"
+                merge = "sum" if len(members) > 1 else None
+                structure.add(previous, Activation(None), members, 0, merge=merge, weights={})
+            structure.add("head", self.head_spec, [previous], 0, weights={})
+            structure.set_head(0, "head")
+            modules["head"] = self.head
+            self._programs[active] = compile_view(structure, 0, train=True, modules=modules).module
+        return self._programs[active]
 
     def weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -189,7 +160,7 @@ class ModulePool(nn.Module):
 
 def add_path(graph: ModuleGraph, task: int, pool: ModulePool, active: Active) -> ModuleGraph:
     """`graph` plus task `task`'s path through `pool` and its head (a new graph). New modules and the head
-    take the pool's weights; frozen modules are reused as they stand (or as frozen copies, see above)."""
+    take the pool's weights; frozen modules are reused as they stand (or shared, see above)."""
     grown = graph.copy()
     previous = INPUT
     for layer, modules in enumerate(active):
@@ -217,10 +188,9 @@ def _module_node(grown: ModuleGraph, task: int, pool: ModulePool, layer: int, m:
         if node_id in grown and grown.node(node_id).inputs == (previous,):
             return node_id
     source = grown.node(original)
-    copy_id = f"{original}@t{task}"
-    weights = {k: v.clone() for k, v in source.weights.items()}
-    grown.add(copy_id, source.spec, [previous], source.owner, layer=layer, frozen=True, weights=weights)
-    return copy_id
+    shared_id = f"{original}@t{task}"
+    grown.add(shared_id, source.spec, [previous], source.owner, layer=layer, shares=original)
+    return shared_id
 
 
 def _join(grown: ModuleGraph, task: int, layer: int, members: list[str]) -> str:
@@ -234,36 +204,42 @@ def _join(grown: ModuleGraph, task: int, layer: int, members: list[str]) -> str:
     return join_id
 
 
-@register_method
 class PathNet(Method):
     name = "pathnet"
     paper = "Fernando et al. 2017, PathNet: Evolution Channels Gradient Descent in Super Neural Networks"
     scenarios = ("task-il",)
     Options = PathNetOptions
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        """Nothing to sample: the GA's seed is the trial's seed (a Ray driver must not run the GA)."""
-
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        started = time.perf_counter()
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
+        """Run the task's GA on a fresh pool; the best path, with the weights the tournaments gave it."""
         options, config = self.options, self.space.training
         ga_seed = int(torch.randint(0, 2**31 - 1, ()).item())  # torch's RNG is seeded per trial
         pool = ModulePool(ctx.committed, ctx.specs, options.modules_per_layer, ctx.n_outputs)
-        device = config.torch_device()
+        device = resolve_device(config.device)
         pool.to(device)
-        batches = BatchStream(ctx.task.train, config.batch_size, ga_seed, device)
+        train = ctx.task.train
+        batches = Minibatches([train.x.to(device)], train.y.to(device), config.batch_size, ga_seed)
         rng = random.Random(ga_seed)
         population = random_population(
             rng, options.population, len(ctx.specs), options.modules_per_layer, options.active_per_layer
         )
-        macs = 0
+        settings = config.optimizer_settings()
+        restore = TrainingHooks(on_divergence="restore")
+        diverged = [0]
 
         def fitness(genome: Genome) -> float:
-            nonlocal macs
             active = active_modules(genome)
-            accuracy, seen = pool.train_path(active, batches, options.minibatches, config)
-            macs += 3 * pool.macs(active) * seen  # forward + backward ~ 3 forward passes
-            return accuracy
+            result = fit(
+                pool.path_module(active),
+                batches,
+                pool.trainable(active),
+                settings,  # a fresh optimiser per contestant: no momentum carried between them
+                steps=options.minibatches,
+                hooks=restore,
+                macs_per_sample=pool.macs(active),
+            )
+            diverged[0] += result.diverged
+            return 0.0 if result.diverged else result.train_accuracy
 
         evolution = evolve(
             population,
@@ -278,24 +254,20 @@ class PathNet(Method):
         active = active_modules(best)
         graph = add_path(ctx.committed, ctx.task_id, pool.to("cpu"), active)
         reused = [pool_id(layer, m) for layer, ms in enumerate(active) for m in ms if pool.frozen[layer][m]]
-        attrs: dict[str, Any] = {
+        decided: dict[str, Any] = {
             "path": genome_to_json(best),
             "path_modules": [list(ms) for ms in active],
             "reused_modules": reused,
-            "tied_copies": sorted(n for n in graph.nx if "@t" in n and n not in ctx.committed),
             "ga_seed": ga_seed,
             "best_fitness": evolution.best_fitness(),
-            "reached_target": evolution.reached_target,
             "generations_run": len(evolution.history),
-            "tournaments": [record.to_json() for record in evolution.history],
-            "search_macs": int(macs),
-            "search_seconds": time.perf_counter() - started,
         }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return graph
-
-    def decisions(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        attrs = trial.user_attrs
-        keys = ("path", "path_modules", "reused_modules", "ga_seed", "best_fitness", "generations_run")
-        return {key: attrs.get(key) for key in keys}
+        mechanism: dict[str, Any] = {
+            "generations_run": len(evolution.history),
+            "reached_target": evolution.reached_target,
+            "best_fitness_per_generation": [max(r.fitness) for r in evolution.history],
+            "diverged_contestants": diverged[0],
+            "shared_modules": sorted(n for n in graph.node_ids() if n not in ctx.committed and "@t" in n),
+            "tournaments": [record.to_json() for record in evolution.history],
+        }
+        return Candidate(graph, decided, mechanism)

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import optuna
-
-from growsearch.config_schema import require
-from growsearch.graph.module_graph import ModuleGraph
+from growsearch.config.schema import require
 from growsearch.grow import operators as ops
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, TaskContext
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 
 
 @dataclass(frozen=True)
@@ -30,15 +26,14 @@ class PNNOptions:
         require(hidden is None or hidden >= 1, f"{where}.adapter_hidden", "expected null or an integer >= 1")
 
 
-@register_method
 class PNN(Method):
     name = "pnn"
     paper = "Rusu et al. 2016, Progressive Neural Networks, arXiv:1606.04671"
     scenarios = ("task-il",)
     Options = PNNOptions
 
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
-        return ops.add_column(
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
+        graph = ops.add_column(
             ctx.committed,
             ctx.task_id,
             ctx.specs,
@@ -46,3 +41,5 @@ class PNN(Method):
             adapter_hidden=self.options.adapter_hidden,
             laterals=self.options.laterals,
         )
+        laterals = [n for n, node in graph.nodes() if node.owner == ctx.task_id and "/lateral" in n]
+        return Candidate(graph, mechanism={"lateral_parameters": graph.n_parameters(laterals)})

@@ -16,27 +16,24 @@ the reward; the child MLP 784-312-128-10 trains with Adam 1e-3, batch 32, 15 epo
 Growth here: new units are new parallel nodes (`growsearch.grow.neurons`), so old tasks' outputs are
 bit-identical by construction. One difference from the authors' TensorFlow code: there, old units of
 layer i + 1 also get trainable task-specific weights from the new units of layer i; here new units feed
-only new units and the head. The trial value is validation accuracy; the controller's reward is computed
-from it and the params (the trial records `complexity_penalty`), so the committed candidate is the one
-with the best validation accuracy, where the paper keeps the best reward (see `ControllerMethod`).
+only new units and the head. The trial value is validation accuracy (comparable across methods, usable by
+pruners); the controller's reward is computed from it and the units added, and, as in the authors' code
+(`RCL.py` keeps the architecture with the best reward), the committed candidate is the best-reward one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from growsearch.config_schema import require
+from growsearch.config.schema import require
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import neurons
-from growsearch.methods import register_method
-from growsearch.methods.base import Method, TaskContext
-from growsearch.search.reinforce import ControllerConfig, Decision, ReinforceSampler
-from growsearch.search.samplers import make_sampler
-from growsearch.search.trial_job import TrialLike
+from growsearch.methods.algorithms.reinforce import ControllerConfig, Decision, ReinforceSampler
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 
 ADD = "add_units_L{}"
 
@@ -61,20 +58,25 @@ class ControllerMethod(Method):
     def search_decisions(self, ctx: TaskContext) -> list[Decision]:
         raise NotImplementedError
 
-    def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
+    def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler | None:
         name = self.space.search.sampler or "reinforce"
-        if name != "reinforce" or ctx.task_id == 0:
-            return make_sampler("random" if name == "reinforce" else name, seed=ctx.seed)
+        if ctx.task_id == 0:  # the base network: nothing to sample
+            return optuna.samplers.RandomSampler(seed=ctx.seed)
+        if name != "reinforce":
+            return None
         decisions = self.search_decisions(ctx)
         return ReinforceSampler(decisions, self.reward, seed=ctx.seed, config=self.controller_config())
 
-    def sample_added(self, trial: TrialLike, ctx: TaskContext, decisions: list[Decision]) -> dict[str, int]:
-        """Sample every decision; record the units added and their complexity penalty on the trial."""
-        values = {d.name: d.suggest(trial) for d in decisions}
-        units = sum(values[ADD.format(i)] for i in range(len(ctx.specs)))
-        trial.set_user_attr("units_added", units)
-        trial.set_user_attr("complexity_penalty", self.options.penalty * units)
-        return values
+    def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
+        if ctx.task_id == 0:
+            return {}
+        return {d.name: d.sample(trial) for d in self.search_decisions(ctx)}
+
+    def added_units(self, decisions: Decisions, ctx: TaskContext) -> list[int]:
+        return [int(decisions[ADD.format(i)]) for i in range(len(ctx.specs))]
+
+    def penalty_record(self, added: list[int]) -> dict[str, float | int]:
+        return {"units_added": sum(added), "complexity_penalty": self.options.penalty * sum(added)}
 
     def reward(self, trial: FrozenTrial) -> float | None:
         """Validation accuracy minus the penalty on the units added (accuracy 0 when the child failed)."""
@@ -92,10 +94,6 @@ class ControllerMethod(Method):
     def base_network(self, ctx: TaskContext) -> ModuleGraph:
         added = [neurons.width(spec) for spec in ctx.specs]
         return neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs)
-
-    def added_units(self, trial: FrozenTrial) -> list[int]:
-        names = sorted((n for n in trial.params if n.startswith("add_units_L")), key=lambda n: int(n[11:]))
-        return [int(trial.params[n]) for n in names]
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,6 @@ class RCLOptions:
         require(self.policy_lr > 0 and self.value_lr > 0, f"{where}.policy_lr", "expected rates > 0")
 
 
-@register_method
 class RCL(ControllerMethod):
     name = "rcl"
     paper = "Xu & Zhu 2018, Reinforced Continual Learning, NeurIPS (arXiv:1805.12369)"
@@ -132,16 +129,9 @@ class RCL(ControllerMethod):
     def search_decisions(self, ctx: TaskContext) -> list[Decision]:
         return [Decision(ADD.format(i), self.options.max_units) for i in range(len(ctx.specs))]
 
-    def suggest(self, trial: optuna.Trial, ctx: TaskContext) -> None:
-        if ctx.task_id > 0:
-            self.sample_added(trial, ctx, self.search_decisions(ctx))
-
-    def candidate(self, trial: optuna.Trial, ctx: TaskContext) -> ModuleGraph:
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
         if ctx.task_id == 0:
-            return self.base_network(ctx)
-        values = self.sample_added(trial, ctx, self.search_decisions(ctx))
-        added = [values[ADD.format(i)] for i in range(len(ctx.specs))]
-        return neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs)
-
-    def decisions(self, trial: FrozenTrial) -> dict[str, Any]:
-        return {"add_units": self.added_units(trial)}
+            return Candidate(self.base_network(ctx))
+        added = self.added_units(decisions, ctx)
+        graph = neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs)
+        return Candidate(graph, {"add_units": added}, self.penalty_record(added))

@@ -22,7 +22,7 @@ from growsearch.errors import ConfigError
 from growsearch.report import html_page as html
 from growsearch.report import report_figures as figures
 from growsearch.report.html_report import accuracy_matrix, load_metrics
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 METRIC_COLUMNS = (
     ("average_accuracy", "A_T"),

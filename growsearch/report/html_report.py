@@ -25,7 +25,7 @@ from growsearch.report import html_page as html
 from growsearch.report import report_figures as figures
 from growsearch.report.metrics_export import CSV_FILE, write_metrics_csv
 from growsearch.report.search_history import TaskSearch, task_searches, trials_for_plot
-from growsearch.search.run_folder import METRICS_FILE, RunFolder
+from growsearch.store.run_folder import METRICS_FILE, RunFolder
 
 REPORT_FILE = "report.html"
 PNG_FILES = ("accuracy_matrix.png", "parameter_growth.png", "trial_history.png")
@@ -141,7 +141,7 @@ def _search_section(search: TaskSearch) -> str:
         *search.objectives,
         "decisions",
         "added params",
-        "train MACs",
+        "MACs spent",
         "epochs reported",
         "",
     )
@@ -157,8 +157,8 @@ def _search_section(search: TaskSearch) -> str:
                 t.state.lower(),
                 *(_objective(v) for v in values),
                 ", ".join(f"{k}={v}" for k, v in t.params.items()) or "-",
-                html.fmt_number(t.user_attrs.get("added_parameters")),
-                html.fmt_number(t.user_attrs.get("train_macs")),
+                html.fmt_number(t.record.added_parameters if t.record else None),
+                html.fmt_number(t.spent_macs or None),
                 t.epochs_reported,
                 mark,
             )
@@ -173,8 +173,8 @@ def _search_section(search: TaskSearch) -> str:
 
 
 def _graph_section(run: RunFolder, tasks: list[int], engine: str) -> str:
-    from growsearch.report.graph_picture import graph_picture
-    from growsearch.report.graph_render import render_picture
+    from growsearch.report.graph.picture import graph_picture
+    from growsearch.report.graph.render import render_picture
 
     parts = []
     for task in tasks:

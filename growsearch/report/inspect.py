@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from growsearch.errors import ConfigError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
-from growsearch.report.graph_picture import PALETTE, GraphPicture, graph_picture
+from growsearch.report.graph.picture import PALETTE, GraphPicture, graph_picture
 
 __all__ = ["FORMATS", "PALETTE", "describe_view", "render_dot", "render_inspect", "render_text"]
 
@@ -115,7 +115,7 @@ def render_text(graph: ModuleGraph, task: int) -> str:
 
 def render_dot(graph: ModuleGraph, task: int) -> str:
     """The whole graph as Graphviz DOT, task `task`'s view highlighted and the other nodes dimmed."""
-    from growsearch.report.graph_render import picture_to_dot
+    from growsearch.report.graph.render import picture_to_dot
 
     return picture_to_dot(graph_picture(graph, task))
 
@@ -123,7 +123,7 @@ def render_dot(graph: ModuleGraph, task: int) -> str:
 def picture_html(picture: GraphPicture, engine: str = "auto") -> str:
     """A self-contained page: the picture as SVG, parameters per task, and one row per node."""
     from growsearch.report import html_page as html
-    from growsearch.report.graph_render import render_picture
+    from growsearch.report.graph.render import render_picture
 
     svg = render_picture(picture, "svg", engine)
     tasks = [(f"task {t}", picture.task_parameters[t], picture.view_parameters[t]) for t in picture.tasks]
@@ -162,8 +162,8 @@ def picture_html(picture: GraphPicture, engine: str = "auto") -> str:
 
 def render_picture_as(picture: GraphPicture, fmt: str, engine: str = "auto") -> str | bytes:
     """A picture in one of the graph formats (everything but text); PNG comes back as bytes."""
-    from growsearch.report.graph_export import picture_to_graphml, picture_to_json
-    from growsearch.report.graph_render import picture_to_dot, render_picture
+    from growsearch.report.graph.export import picture_to_graphml, picture_to_json
+    from growsearch.report.graph.render import picture_to_dot, render_picture
 
     if fmt == "dot":
         return picture_to_dot(picture)

@@ -9,7 +9,7 @@ import numpy as np
 
 from growsearch.atomic_files import atomic_write_json
 from growsearch.report.metrics import RunRecord, compute_metrics
-from growsearch.search.run_folder import METRICS_FILE, RunFolder
+from growsearch.store.run_folder import METRICS_FILE, RunFolder
 
 
 def _none_for_nan(values: np.ndarray) -> list[float | None]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import optuna
 
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
+from growsearch.trial_record import TrialRecord, failure, read_record, spent_macs
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class TrialRow:
     state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
     values: tuple[float, ...] | None
     params: dict[str, Any]
-    user_attrs: dict[str, Any]
+    record: TrialRecord | None  # what a completed trial built and spent
+    error: str | None  # why a trial failed on its own
+    spent_macs: int  # compute the trial spent, whatever its end
     chosen: bool
     pareto: bool
     epochs_reported: int  # intermediate values (pruners stop a trial after some of them)
@@ -81,7 +84,9 @@ def task_searches(run: RunFolder) -> list[TaskSearch]:
                 state=trial.state.name,
                 values=None if trial.values is None else tuple(float(v) for v in trial.values),
                 params=dict(trial.params),
-                user_attrs=dict(trial.user_attrs),
+                record=read_record(trial),
+                error=failure(trial),
+                spent_macs=spent_macs(trial),
                 chosen=chosen.get(task) == trial.number,
                 pareto=trial.number in front,
                 epochs_reported=len(trial.intermediate_values),

@@ -1,9 +1,9 @@
 """The growth controller: one search per task, then commit the best candidate.
 
-For task t: open (or reopen) the study `task-t`; each trial asks the method for a candidate (define-by-run
-on the trial), trains it, reports validation accuracy per epoch (pruners work), records added parameters
-and multiply-adds, and keeps the trained weights in trials/t/N. The best trial's weights are then loaded
-(not retrained), the method's commit policy runs, every task is evaluated and the task is committed.
+For task t: open (or reopen) the study `task-t`; each trial asks the method for its decisions, builds the
+candidate, trains it, reports validation accuracy per epoch (pruners work), records added parameters and
+multiply-adds, and keeps the trained weights in trials/t/N. The best trial's weights are then loaded (not
+retrained), the method's commit policy runs, every task is evaluated and the task is committed.
 
 Resuming is the same call: committed tasks are loaded, not redone; finished trials of the open task are
 not re-run; a trial left RUNNING by a killed process is marked failed and enqueued again.
@@ -11,48 +11,46 @@ not re-run; a trial left RUNNING by a killed process is marked failed and enqueu
 
 from __future__ import annotations
 
-import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.data.task import Task, TaskStream
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import FREE, ModuleGraph
+from growsearch.graph.specs import NodeSpec
 from growsearch.grow import operators as ops
 from growsearch.methods.base import Method, Retrain, TaskContext
-from growsearch.search.run_folder import RunFolder
-from growsearch.search.samplers import make_pruner
-from growsearch.search.training import evaluate, train_candidate
-from growsearch.search.trial_job import SaveTrial, TrialJob, derived_seed
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-class Backend(Protocol):
-    """Where a task's trials run (see growsearch.backends): run `n_trials` more trials of `job` in
-    `study`, save each trained candidate with `save_trial`, call `callbacks` after each trial."""
-
-    def optimize(
-        self,
-        study: optuna.Study,
-        job: TrialJob,
-        n_trials: int,
-        save_trial: SaveTrial,
-        callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-    ) -> None: ...
+from growsearch.search.backend import Backend, TaskTrials
+from growsearch.search.samplers import make_pruner, make_sampler
+from growsearch.search.trial_job import TrialJob
+from growsearch.seeds import derived_seed
+from growsearch.store.run_folder import RunFolder
+from growsearch.train.candidate import evaluate, resolve_device, train_candidate
+from growsearch.trial_record import (
+    counts_toward_budget,
+    failure,
+    plan_attrs,
+    planned_decisions,
+    read_record,
+    retry_attrs,
+    spent_macs,
+    study_committed_attrs,
+    write_attrs,
+)
 
 
 class Reporter(Protocol):
     """Progress callbacks (the CLI shows bars; tests pass `SilentReporter`)."""
 
     def task_started(self, task: int, n_tasks: int, n_trials: int, done: int) -> None: ...
-    def trial_finished(self, task: int, trial: optuna.trial.FrozenTrial) -> None: ...
+    def trial_finished(self, task: int, trial: FrozenTrial) -> None: ...
     def task_committed(self, task: int, record: dict[str, Any]) -> None: ...
 
 
@@ -60,7 +58,7 @@ class SilentReporter:
     def task_started(self, task: int, n_tasks: int, n_trials: int, done: int) -> None:
         pass
 
-    def trial_finished(self, task: int, trial: optuna.trial.FrozenTrial) -> None:
+    def trial_finished(self, task: int, trial: FrozenTrial) -> None:
         pass
 
     def task_committed(self, task: int, record: dict[str, Any]) -> None:
@@ -100,7 +98,7 @@ class GrowthController:
             task=self.stream.tasks[t],
             committed=committed,
             specs=self.specs,
-            decisions=tuple(r["decisions"] for r in records),
+            history=tuple(r["decisions"] for r in records),
             seed=derived_seed(self.seed, t),
         )
 
@@ -110,30 +108,27 @@ class GrowthController:
     ) -> tuple[ModuleGraph, dict[str, Any]]:
         started = time.perf_counter()
         ctx = self.context(t, committed, records)
-        study = optuna.create_study(
-            study_name=f"task-{t}",
-            storage=self.storage,
-            sampler=self.method.sampler(ctx),
-            pruner=make_pruner(self.space.search.pruner),
-            directions=self.space.search.directions,
-            load_if_exists=True,
-        )
+        study = self._open_study(ctx)
         budget = self.method.trial_budget(ctx)
-        # a process killed while enqueuing leaves some: enqueue only the ones not there yet
-        existing = [
-            tr.params or tr.system_attrs.get("fixed_params", {}) for tr in study.get_trials(deepcopy=False)
-        ]
-        for params in self.method.initial_trials(ctx)[:budget]:
-            if params not in existing:
-                study.enqueue_trial(params)
+        self._enqueue_initial(study, ctx, budget)
         self._retry_interrupted(study)
-        done = sum(1 for tr in study.get_trials(deepcopy=False) if _counts_toward_budget(tr))
+        done = sum(1 for tr in study.get_trials(deepcopy=False) if counts_toward_budget(tr))
         self.reporter.task_started(t, len(self.stream), budget, done)
         if budget > done:
-            report = [lambda _study, trial: self.reporter.trial_finished(t, trial)]
-            job = TrialJob(self.method, ctx, self.seed)
-            self.backend.optimize(study, job, budget - done, self.run.save_trial, report)
-        best = _committed_trial(study, t, self.space.search.accuracy_tolerance, self.method.selection_score)
+            search = self.space.search
+            self.backend.run_trials(
+                TaskTrials(
+                    study=study,
+                    job=TrialJob(self.method, ctx, self.seed, search.objectives),
+                    n_trials=budget - done,
+                    epochs=self.space.training.epochs,
+                    save_trial=self.run.trial_saver(),
+                    on_trial=lambda _study, trial: self.reporter.trial_finished(t, trial),
+                    early_stopping=search.pruner != "none" and not search.multi_objective,
+                )
+            )
+        best = committed_trial(study, t, self.space.search.accuracy_tolerance, self.method.selection_score)
+        write_attrs(study, study_committed_attrs(best.number))
         chosen = self.run.load_trial(t, best.number)
         retrain_macs = [0]
         graph = self.method.commit(chosen, ctx, self._retrainer(ctx, retrain_macs))
@@ -142,35 +137,61 @@ class GrowthController:
         self.reporter.task_committed(t, record)
         return graph, record
 
+    def _open_study(self, ctx: TaskContext) -> optuna.Study:
+        search = self.space.search
+        sampler = self.method.sampler(ctx) or make_sampler(
+            search.sampler or ("nsga2" if search.multi_objective else "tpe"), seed=ctx.seed
+        )
+        study = optuna.create_study(
+            study_name=f"task-{ctx.task_id}",
+            storage=self.storage,
+            sampler=sampler,
+            pruner=make_pruner(search.pruner),
+            directions=search.directions,
+            load_if_exists=True,
+        )
+        if study.metric_names is None:
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(search.objectives))
+        return study
+
+    def _enqueue_initial(self, study: optuna.Study, ctx: TaskContext, budget: int) -> None:
+        """Enqueue the method's initial trials; a process killed while enqueuing left some: enqueue only the
+        ones not there yet."""
+        existing = [planned_decisions(tr) for tr in study.get_trials(deepcopy=False)]
+        for decisions in self.method.initial_trials(ctx)[:budget]:
+            if decisions not in existing:
+                study.enqueue_trial(decisions, user_attrs=plan_attrs(decisions))
+
+    def _retry_interrupted(self, study: optuna.Study) -> None:
+        """Trials a killed process left RUNNING are failed and enqueued again with the same decisions."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            decisions = planned_decisions(trial) or {}
+            study.enqueue_trial(
+                decisions, user_attrs={**plan_attrs(decisions), **retry_attrs(trial)}, skip_if_exists=False
+            )
+
     def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Retrain:
         def retrain(
             graph: ModuleGraph, epochs: int, train_owner: int = FREE, lr_scale: float = 1.0
         ) -> ModuleGraph:
-            task = ctx.task
-            seed = derived_seed(self.seed, ctx.task_id, "commit")
-            config = dataclasses.replace(self.space.training, lr=self.space.training.lr * lr_scale)
             result = train_candidate(
                 graph,
                 ctx.task_id,
-                task.train,
-                task.val,
-                config,
-                seed=seed,
+                ctx.task.train,
+                ctx.task.val,
+                self.space.training,
+                seed=derived_seed(self.seed, ctx.task_id, "commit"),
                 epochs=epochs,
                 train_owner=train_owner,
+                lr_scale=lr_scale,
             )
             macs[0] += result.train_macs
             return result.graph
 
         return retrain
-
-    def _retry_interrupted(self, study: optuna.Study) -> None:
-        """Trials a killed process left RUNNING are failed and enqueued again with the same decisions."""
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            params = trial.params or trial.system_attrs.get("fixed_params", {})
-            original = trial.user_attrs.get("retry_of", trial.number)
-            study.enqueue_trial(params, user_attrs={"retry_of": original}, skip_if_exists=False)
 
     # ---- the committed task's record ----------------------------------------------------------------
     def _record(
@@ -178,28 +199,28 @@ class GrowthController:
         t: int,
         graph: ModuleGraph,
         study: optuna.Study,
-        best: optuna.trial.FrozenTrial,
+        best: FrozenTrial,
         retrain_macs: int,
         seconds: float,
     ) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
         task = self.stream.tasks[t]
         view = graph.view(t)
+        chosen = read_record(best)
         return {
             "task": t,
             "classes": list(task.classes),
             "chosen_trial": best.number,
-            "decisions": self.method.decisions(best),
+            "decisions": chosen.decisions if chosen else dict(best.params),
+            "mechanism": chosen.mechanism if chosen else {},
             "val_accuracy": best.values[0],
             "pareto_front": [tr.number for tr in study.best_trials] if len(study.directions) > 1 else None,
             "accuracy_row": self.accuracy_row(graph, t),
             "parameters": graph.n_parameters(),
             "view_parameters": graph.n_parameters(view),
-            # training of every trial, any training a method does while building a candidate, and commit
-            "train_macs": sum(
-                tr.user_attrs.get("train_macs", 0) + tr.user_attrs.get("search_macs", 0) for tr in trials
-            )
-            + retrain_macs,
+            # every trial that counts (completed, pruned or failed on its own: not one a kill interrupted),
+            # including what a method trained while building candidates, and the commit's retraining
+            "train_macs": sum(spent_macs(tr) for tr in trials if counts_toward_budget(tr)) + retrain_macs,
             "pass_macs": 3 * graph.macs(view) * len(task.train),
             "trials": {state.name.lower(): sum(tr.state == state for tr in trials) for state in TrialState},
             "seconds": seconds,
@@ -209,7 +230,7 @@ class GrowthController:
         """Test accuracy on every task after committing task t. A task not yet learned is scored on the
         committed graph with a fresh random head on the newest path's last layer, as a multi-head model
         meets it before training (the upper triangle of the accuracy matrix)."""
-        device = self.space.training.torch_device()
+        device = resolve_device(self.space.training.device)
         row = []
         for j, task in enumerate(self.stream.tasks):
             view = graph if j <= t else self.untrained_view(graph, t, j, task)
@@ -221,34 +242,26 @@ class GrowthController:
         last_layer = max(graph.layer_nodes(t).items())[1]
         return ops.add_head(graph, j, last_layer, task.n_outputs)
 
-    def random_init_accuracy(self) -> list[float]:
-        """b_j: test accuracy of a randomly initialised base network with a fresh head, per task."""
-        row = []
-        for j, task in enumerate(self.stream.tasks):
-            torch.manual_seed(derived_seed(self.seed, j, "random-init"))
-            fresh = ops.reuse_prefix(
-                ModuleGraph(self.stream.input_shape), j, None, 0, self.specs, task.n_outputs
-            )
-            row.append(evaluate(fresh, j, task.test))
-        return row
+
+def random_init_accuracy(stream: TaskStream, specs: Sequence[NodeSpec], seed: int) -> list[float]:
+    """b_j: test accuracy of a randomly initialised base network with a fresh head, per task."""
+    row = []
+    for j, task in enumerate(stream.tasks):
+        torch.manual_seed(derived_seed(seed, j, "random-init"))
+        fresh = ops.reuse_prefix(ModuleGraph(stream.input_shape), j, None, 0, specs, task.n_outputs)
+        row.append(evaluate(fresh, j, task.test))
+    return row
 
 
-def _counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    """Finished trials count; so does a trial that failed on its own (a NaN loss), not one that was killed."""
-    return trial.state in FINISHED or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
-
-
-def _committed_trial(
-    study: optuna.Study, t: int, tolerance: float, score: Callable[[optuna.trial.FrozenTrial], float]
-) -> optuna.trial.FrozenTrial:
+def committed_trial(
+    study: optuna.Study, t: int, tolerance: float, score: Callable[[FrozenTrial], float]
+) -> FrozenTrial:
     """The best `score` (the method's: validation accuracy unless its paper ranks by a reward); in a
     multi-objective search, the Pareto point with the best accuracy or, among Pareto points within
     `tolerance` of it, the one with the lowest costs."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        errors = [
-            tr.user_attrs["error"] for tr in study.get_trials(deepcopy=False) if "error" in tr.user_attrs
-        ]
+        errors = [failure(tr) for tr in study.get_trials(deepcopy=False) if failure(tr)]
         detail = f"; first error: {errors[0]}" if errors else ""
         raise TrainingError(f"task {t}: no trial completed, so there is no candidate to commit{detail}")
     if len(study.directions) == 1:

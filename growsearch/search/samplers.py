@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import optuna
 
 from growsearch.errors import UnknownNameError
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "qmc")
+SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "qmc")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 
 
-def make_sampler(
-    name: str, *, seed: int, grid: dict[str, Sequence[Any]] | None = None
-) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, *, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        if grid is None:
-            raise UnknownNameError("sampler for this method (it has no finite grid)", name, ["tpe", "random"])
-        return optuna.samplers.GridSampler(dict(grid), seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "nsga2":

@@ -1,45 +1,38 @@
 """One task's trial, as a self-contained job: what a backend runs, in this process or on a Ray worker.
 
-A `TrialJob` holds the method, the task context (data and committed graph) and the run seed; it is
-small enough to ship once to the Ray object store. `run` builds the trial's candidate from its
-decisions (define-by-run on an Optuna trial, or a `FixedTrial` replaying decisions sampled elsewhere),
-trains it, and returns the trained graph with the attributes to record on the trial.
+A `TrialJob` holds the method, the task context (data and committed graph), the run seed and the search's
+objectives; it is small enough to ship once to the Ray object store. `decide` samples a trial's decisions on
+an Optuna trial (all a Ray driver does); `run` builds the candidate from decisions, trains it with the one
+trainer, and returns the trained graph, the trial's record and the values the study is told (computed
+here, once, for every backend).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 import torch
 
+from growsearch.config.space import Objective
+from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
-from growsearch.methods.base import Method, TaskContext
-from growsearch.search.training import EpochCallback, train_candidate
-
-TrialLike = optuna.Trial | optuna.trial.FixedTrial
-
-
-def derived_seed(*parts: object) -> int:
-    """A seed for (run seed, task, trial, ...) that does not depend on the process or its history."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+from growsearch.methods.base import Decisions, Method, TaskContext
+from growsearch.seeds import derived_seed
+from growsearch.train.candidate import train_candidate
+from growsearch.train.trainer import EpochCallback, count_macs
+from growsearch.trial_record import TrialRecord, retry_of
 
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    graph: ModuleGraph
-    value: float  # validation accuracy
-    attrs: dict[str, Any]
+    graph: ModuleGraph  # the trained candidate
+    record: TrialRecord
+    values: list[float]  # what the study is told: [accuracy, cost, ...] in the order of the objectives
 
-    def values(self, objectives: tuple[str, ...]) -> float | list[float]:
-        """What the study is told: the accuracy, or [accuracy, cost, ...] for a multi-objective search."""
-        if len(objectives) == 1:
-            return self.value
-        return [self.value, *(float(self.attrs[name]) for name in objectives[1:])]
+    @property
+    def accuracy(self) -> float:
+        return self.values[0]
 
 
 @dataclass(frozen=True)
@@ -47,6 +40,7 @@ class TrialJob:
     method: Method
     ctx: TaskContext
     run_seed: int
+    objectives: tuple[Objective, ...] = ("accuracy",)
 
     @property
     def task_id(self) -> int:
@@ -55,43 +49,49 @@ class TrialJob:
     def seed_number(self, trial: optuna.Trial) -> int:
         """The trial's position in an uninterrupted search: a retried trial takes the position (and so the
         seed) of the one that was killed, and a fresh trial after retries does not count them."""
-        if "retry_of" in trial.user_attrs:
-            return int(trial.user_attrs["retry_of"])
+        original = retry_of(trial)
+        if original is not None:
+            return original
         earlier = trial.study.get_trials(deepcopy=False)
-        return trial.number - sum(
-            1 for t in earlier if t.number < trial.number and "retry_of" in t.user_attrs
-        )
+        return trial.number - sum(1 for t in earlier if t.number < trial.number and retry_of(t) is not None)
 
-    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Run the method's define-by-run space on `trial` for its decisions only (a Ray driver does this)."""
-        torch.manual_seed(derived_seed(self.run_seed, self.task_id, self.seed_number(trial)))
-        self.method.suggest(trial, self.ctx)
-        return dict(trial.params)
+    def decide(self, trial: optuna.Trial) -> Decisions:
+        """The method's decisions for `trial`, sampled define-by-run (a Ray driver does only this)."""
+        return self.method.decide(trial, self.ctx)
 
-    def run(self, trial: TrialLike, seed_number: int, on_epoch: EpochCallback | None = None) -> TrialOutcome:
+    def run(
+        self, decisions: Decisions, number: int, seed_number: int, on_epoch: EpochCallback | None = None
+    ) -> TrialOutcome:
+        """Build the candidate these decisions grow, train it, and measure it. A training failure (a NaN
+        loss) raises a TrainingError naming the task and the trial."""
         seed = derived_seed(self.run_seed, self.task_id, seed_number)
         torch.manual_seed(seed)
-        candidate = self.method.candidate(trial, self.ctx)
-        view = candidate.view(self.task_id)
         task = self.ctx.task
-        result = train_candidate(
-            candidate,
-            self.task_id,
-            task.train,
-            task.val,
-            self.method.space.training,
-            seed=seed,
-            on_epoch=on_epoch,
+        try:
+            with count_macs() as building:
+                candidate = self.method.build(decisions, self.ctx)
+            result = train_candidate(
+                candidate.graph,
+                self.task_id,
+                task.train,
+                task.val,
+                self.method.space.training,
+                seed=seed,
+                on_epoch=on_epoch,
+            )
+        except TrainingError as error:
+            raise TrainingError(f"task {self.task_id}, trial {number}: {error}") from None
+        view = candidate.graph.view(self.task_id)
+        record = TrialRecord(
+            decisions=candidate.decisions,
+            mechanism=candidate.mechanism,
+            added_parameters=candidate.graph.n_parameters() - self.ctx.committed.n_parameters(),
+            view_parameters=candidate.graph.n_parameters(view),
+            forward_macs=candidate.graph.macs(view),
+            search_macs=building.macs,
+            train_macs=result.train_macs,
+            train_seconds=result.seconds,
+            curve=[epoch.to_json() for epoch in result.epochs],
         )
-        attrs = {
-            **trial.user_attrs,  # what the method recorded (on a Ray worker, a FixedTrial keeps them locally)
-            "added_parameters": candidate.n_parameters() - self.ctx.committed.n_parameters(),
-            "view_parameters": candidate.n_parameters(view),
-            "forward_macs": candidate.macs(view),
-            "train_macs": result.train_macs,
-            "train_seconds": result.seconds,
-        }
-        return TrialOutcome(result.graph, result.val_accuracy, attrs)
-
-
-SaveTrial = Callable[[int, int, ModuleGraph], object]  # (task, trial number, trained graph)
+        values = [result.val_accuracy, *(float(getattr(record, name)) for name in self.objectives[1:])]
+        return TrialOutcome(result.graph, record, values)

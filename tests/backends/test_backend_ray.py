@@ -12,7 +12,8 @@ import torch
 
 from growsearch.errors import ConfigError
 from growsearch.runner import RunOptions, resume_run, start_run
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
+from growsearch.trial_record import worker_node
 
 from ray_cluster import start_cluster
 from tiny_runs import kill, start_cli_run, tiny_space, wait_for
@@ -69,13 +70,13 @@ def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_co
 ):
     # a fresh worker per trial, so the second node's worker takes trials even while these tiny trials
     # finish faster than a worker process starts (by default a finished trial's worker takes the next)
-    space = tiny_space("mntdp-d", training={"epochs": 3}, search={"reuse_workers": False})
+    space = tiny_space("mntdp-d", training={"epochs": 3}, backend={"reuse_workers": False})
     result = start_run(
         space, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
     )
     trials = trials_of(result.path, 0) + trials_of(result.path, 1)
     assert [t.state for t in trials] == [COMPLETE] * 4
-    assert len({t.user_attrs["node_id"] for t in trials}) == 2, "every trial ran on the same node"
+    assert len({worker_node(t) for t in trials}) == 2, "every trial ran on the same node"
     # same seeds and budget: the same decisions, accuracies and committed graph as the optuna backend
     assert result.metrics["decisions"] == optuna_reference.metrics["decisions"]
     assert result.metrics["accuracy"] == optuna_reference.metrics["accuracy"]

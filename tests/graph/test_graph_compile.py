@@ -2,12 +2,13 @@ import pytest
 import torch
 from torch import nn
 
+from growsearch.config.network import parse_layers
 from growsearch.errors import GraphError
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Conv2d, Head, Linear
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import layer_specs, parse_layers
+from growsearch.grow.backbone import layer_specs
 
 
 def mlp_graph() -> ModuleGraph:

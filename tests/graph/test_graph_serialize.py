@@ -3,12 +3,13 @@ import json
 import pytest
 import torch
 
+from growsearch.config.network import parse_layers
 from growsearch.errors import CheckpointError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import layer_specs, parse_layers
+from growsearch.grow.backbone import layer_specs
 
 
 def grown_graph() -> ModuleGraph:

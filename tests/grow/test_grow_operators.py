@@ -1,11 +1,12 @@
 import pytest
 import torch
 
+from growsearch.config.network import parse_layers
 from growsearch.errors import GraphError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import FREE, ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import layer_specs, parse_layers
+from growsearch.grow.backbone import layer_specs
 
 SPECS = layer_specs(parse_layers([{"linear": 10}, {"linear": 10}], "test"), (1, 8, 8))
 X = torch.rand(6, 1, 8, 8)

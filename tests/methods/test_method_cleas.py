@@ -11,7 +11,7 @@ from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import neurons
 from growsearch.runner import start_run
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 from tiny_runs import tiny_options, tiny_space
 
@@ -69,5 +69,10 @@ def test_every_later_task_searched_its_budget_of_architectures(cleas_run):
         trials = study.get_trials()
         assert len(trials) == 3 and all("reuse_L0_0" in t.params for t in trials)
         assert all(0 <= t.params["add_units_L1"] <= 30 for t in trials)
-        best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
+
+        def reward(t):  # accuracy - alpha x new neurons: the paper keeps the best reward
+            return t.value - 1e-4 * (t.params["add_units_L0"] + t.params["add_units_L1"])
+
+        best = max((t for t in trials if t.value is not None), key=lambda t: (reward(t), -t.number))
+        assert record["chosen_trial"] == best.number
         assert record["decisions"]["add_units"] == [best.params["add_units_L0"], best.params["add_units_L1"]]

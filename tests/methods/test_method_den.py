@@ -1,6 +1,5 @@
 """DEN (Yoon et al. 2018): expansion only when the loss threshold is missed; split units keep old tasks."""
 
-import optuna
 import pytest
 import torch
 
@@ -9,7 +8,8 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow.units import expand_units, split_units
 from growsearch.methods.base import TaskContext
 from growsearch.methods.den import DEN
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
+from growsearch.train.trainer import count_macs
 
 from tiny_runs import tiny_space
 
@@ -52,7 +52,7 @@ def _first_task(space, stream):
     specs = method.specs_for(stream.input_shape)
     torch.manual_seed(0)
     ctx = TaskContext(0, stream.tasks[0], ModuleGraph(stream.input_shape), specs, (), seed=0)
-    return method.commit(method.candidate(optuna.trial.FixedTrial({}), ctx), ctx, None), specs
+    return method.commit(method.build({}, ctx).graph, ctx, None), specs
 
 
 @pytest.mark.parametrize(
@@ -67,19 +67,18 @@ def test_den_expands_only_when_the_loss_threshold_is_missed(digits_stream, optio
     committed, specs = _first_task(space, digits_stream)
     torch.manual_seed(1)
     ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, ({},), seed=0)
-    trial = optuna.trial.FixedTrial(params)
-    grown = DEN(space).candidate(trial, ctx)
-    attrs = trial.user_attrs
-    assert attrs["expanded"] is expands
-    assert attrs["expanded"] == (attrs["selective_loss"] >= attrs["loss_threshold"])
-    assert attrs["loss_threshold"] == params.get("loss_threshold", 1e6)
+    with count_macs() as spent:
+        candidate = DEN(space).build(params, ctx)
+    done, decided = candidate.mechanism, candidate.decisions
+    assert done["expanded"] is expands and decided["expanded"] is expands
+    assert done["expanded"] == (done["selective_loss"] >= decided["loss_threshold"])
+    assert decided["loss_threshold"] == params.get("loss_threshold", 1e6)
     for i, node_id in enumerate(SHARED):
-        kept = attrs["expanded_units"][i]
-        assert kept == (3 - attrs["dropped_units"][i] if expands else 0)
+        kept = done["expanded_units"][i]
+        assert kept == (3 - done["dropped_units"][i] if expands else 0)
         before = committed.node(node_id).spec.out_features
-        assert grown.node(node_id).spec.out_features == before + kept + attrs["split_units"][i]
-    assert attrs["search_macs"] > 0
-    assert DEN(space).decisions(optuna.trial.create_trial(value=1.0, user_attrs=attrs))["expanded"] is expands
+        assert candidate.graph.node(node_id).spec.out_features == before + kept + done["split_units"][i]
+    assert spent.macs > 0  # the stages train through the one trainer, and their compute is counted
 
 
 def test_split_copies_carry_the_new_function_and_originals_the_old_weights():

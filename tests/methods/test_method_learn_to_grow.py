@@ -8,9 +8,10 @@ from growsearch.data.task import Split, Task
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import TaskContext
-from growsearch.methods.learn_to_grow import LearnToGrow, _LayerFunction
-from growsearch.search.run_folder import RunFolder
-from growsearch.search.training import evaluate, train_candidate
+from growsearch.methods.learn_to_grow import LearnToGrow
+from growsearch.store.run_folder import RunFolder
+from growsearch.train.candidate import evaluate, train_candidate
+from growsearch.train.trainer import count_macs
 
 from tiny_runs import tiny_space
 
@@ -39,7 +40,7 @@ def _ctx(method, task: Task, committed: ModuleGraph) -> TaskContext:
 
 def _learn_first_task(method, task: Task) -> ModuleGraph:
     ctx = _ctx(method, task, ModuleGraph((FEATURES,)))
-    graph = method.candidate(optuna.trial.FixedTrial({}), ctx)
+    graph = method.build({}, ctx).graph
     graph = train_candidate(graph, 0, task.train, task.val, method.space.training, seed=0).graph
     return method.commit(graph, ctx, None)
 
@@ -64,23 +65,24 @@ def test_darts_picks_reuse_for_a_repeated_task_and_new_when_reuse_cannot_fit():
         ("unrelated", _task(1, seed=7, signal=slice(4, 8))),
     ]:
         torch.manual_seed(1)
-        trial = optuna.trial.FixedTrial({})
-        grown = method.candidate(trial, _ctx(method, task, committed))
-        chosen[name] = trial.user_attrs["structure"]
-        weights = trial.user_attrs["architecture_weights"]
+        with count_macs() as spent:
+            candidate = method.build({}, _ctx(method, task, committed))
+        chosen[name] = candidate.decisions["structure"]
+        weights = candidate.decisions["architecture_weights"]
         assert [max(w, key=w.get) for w in weights] == chosen[name]
-        assert trial.user_attrs["search_macs"] > 0
+        assert [layer["choice"] for layer in candidate.mechanism["layers"]] == chosen[name]
+        assert spent.macs > 0  # the super-network's search trains through the one trainer
         if name == "repeat":
-            assert grown.layer_nodes(1) == {0: "t0/L0", 1: "t0/L1"}  # the old path, shared
+            assert candidate.graph.layer_nodes(1) == {0: "t0/L0", 1: "t0/L1"}  # the old path, shared
     assert chosen["repeat"] == ["reuse", "reuse"]
     assert chosen["unrelated"][0] == "new"
 
 
-def test_structures_share_old_nodes_or_use_frozen_copies():
+def test_structures_reuse_old_nodes_or_nodes_that_share_their_weights():
     method = LearnToGrow(tiny_space("learn-to-grow", options={"adapter_hidden": 3}))
     torch.manual_seed(0)
     ctx0 = _ctx(method, _task(0, seed=1, signal=slice(0, 4)), ModuleGraph((FEATURES,)))
-    committed = method.commit(method.candidate(optuna.trial.FixedTrial({}), ctx0), ctx0, None)
+    committed = method.commit(method.build({}, ctx0).graph, ctx0, None)
     ctx1 = _ctx(method, _task(1, seed=2, signal=slice(0, 4)), committed)
 
     # reuse below: the adapted layer's frozen base is the old node itself, on the input it always read
@@ -91,25 +93,31 @@ def test_structures_share_old_nodes_or_use_frozen_copies():
     assert parts == {"1": "t1/L1.adapter", "head": "t1/head"}
     assert adapted.layer_nodes(1) == {0: "t0/L0", 1: "t1/L1"}
 
-    # a new layer below: the reused layer is a frozen copy reading the new layer
-    copied, _ = method.grow(ctx1, 0, ["new", "reuse"])
-    copy, source = copied.node("t1/L1.reuse"), committed.node("t0/L1")
-    assert copy.frozen and copy.inputs == ("t1/L0",) and copy.spec == source.spec
-    assert all(torch.equal(copy.weights[k], v) for k, v in source.weights.items())
+    # a new layer below: the reused layer is a node sharing the old one's weights, reading the new layer
+    shared, _ = method.grow(ctx1, 0, ["new", "reuse"])
+    node, source = shared.node("t1/L1.reuse"), committed.node("t0/L1")
+    assert node.frozen and node.inputs == ("t1/L0",) and node.spec == source.spec
+    assert node.shares == "t0/L1" and node.n_parameters == 0  # no second copy of the weights
 
-    # reusing task 1's adapted layer on a new input copies its three nodes, and computes the same function
+    # reusing task 1's adapted layer on a new input shares its nodes, and computes the same function
     task1 = method.commit(adapted, ctx1, None)
     ctx2 = _ctx(method, _task(2, seed=3, signal=slice(0, 4)), task1)
     grown, _ = method.grow(ctx2, 1, ["new", "reuse"])
-    copies = sorted(n for n in grown.view(2) if ".reuse" in n)
-    assert copies == ["t2/L1.reuse", "t2/L1.reuse.0", "t2/L1.reuse.1"]
-    assert all(grown.node(n).frozen and grown.node(n).owner == 2 for n in copies)
+    reused = sorted(n for n in grown.view(2) if ".reuse" in n)
+    assert reused == ["t2/L1.reuse", "t2/L1.reuse.0", "t2/L1.reuse.1"]
+    assert all(grown.node(n).frozen and grown.node(n).owner == 2 for n in reused)
+    assert {grown.node(n).shares for n in reused} == {"t0/L1", "t1/L1.adapter", None}  # None: the sum join
     x = torch.randn(5, FEATURES)
-    grown.set_head(98, "t2/L0")
-    grown.set_head(99, "t2/L1.reuse")
-    below = compile_view(grown, 98).module(x)
-    reference = _LayerFunction(task1, "t0/L0", "t1/L1")(below)
-    torch.testing.assert_close(compile_view(grown, 99).module(x), reference)
+    below = compile_view(grown, 2, output="t2/L0").module(x)
+    layer, adapter = (_module(task1, n) for n in ("t0/L1", "t1/L1.adapter"))
+    reference = layer(below) + adapter(below)  # task 1's layer: the old layer plus its adapter, summed
+    torch.testing.assert_close(compile_view(grown, 2, output="t2/L1.reuse").module(x), reference)
+
+
+def _module(graph: ModuleGraph, node_id: str) -> torch.nn.Module:
+    module = graph.node(node_id).spec.build()
+    module.load_state_dict(graph.node(node_id).weights)
+    return module
 
 
 @pytest.mark.parametrize("strategy", ["darts", "categorical"])

@@ -1,7 +1,8 @@
 import optuna
 import torch
 
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
+from growsearch.trial_record import read_record
 
 
 def test_every_candidate_is_trained_and_the_best_on_validation_is_committed(run_tiny):
@@ -20,7 +21,8 @@ def test_every_candidate_is_trained_and_the_best_on_validation_is_committed(run_
         if task == 0:
             assert record["decisions"]["source_task"] is None
         else:  # the task-driven prior picked the earlier path whose features classify the new task best
-            scores = {int(j): s for j, s in best.user_attrs["prior_scores"].items()}
+            scores = {int(j): s for j, s in read_record(best).mechanism["prior_scores"].items()}
+            assert record["mechanism"]["prior_scores"] == read_record(best).mechanism["prior_scores"]
             assert set(scores) == set(range(task))
             assert scores[record["decisions"]["source_task"]] == max(scores.values())
     assert result.metrics["decisions"] == [r["decisions"] for r in result.records]
@@ -51,7 +53,7 @@ def test_with_source_previous_the_previous_task_is_perturbed(run_tiny):
 
 
 def test_the_prior_picks_the_earlier_path_whose_features_separate_the_new_task(run_tiny, digits_stream):
-    from growsearch.search.task_prior import choose_source
+    from growsearch.methods.algorithms.task_prior import choose_source
 
     result = run_tiny("pnn", training={"epochs": 3}, options={"laterals": False})  # independent columns
     graph, _ = RunFolder.open(result.path).load_task(1)
@@ -71,5 +73,5 @@ def test_mntdp_s_trains_the_candidates_jointly_and_commits_the_most_probable(run
         assert sorted(probabilities) == [0, 1, 2] and abs(sum(probabilities.values()) - 1) < 1e-5
         assert probabilities[decisions["reuse_depth"]] == max(probabilities.values())
         trial = optuna.load_study(study_name=f"task-{record['task']}", storage=storage).get_trials()[0]
-        assert trial.user_attrs["search_macs"] > 0  # the joint phase's training is counted
+        assert read_record(trial).search_macs > 0  # the joint phase's training is counted
     assert result.metrics["metrics"]["forgetting"] == 0.0

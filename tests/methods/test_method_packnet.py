@@ -1,7 +1,7 @@
 import torch
 
 from growsearch.graph.module_graph import FREE
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 from tiny_runs import assert_old_tasks_unchanged
 

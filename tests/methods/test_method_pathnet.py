@@ -8,11 +8,12 @@ from growsearch.errors import ConfigError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.grow import operators as ops
+from growsearch.methods.algorithms.tournament import active_modules, tournament
 from growsearch.methods.base import TaskContext
-from growsearch.methods.pathnet import BatchStream, ModulePool, PathNet, add_path, pool_id
-from growsearch.search.run_folder import RunFolder
-from growsearch.search.tournament import active_modules, tournament
-from growsearch.search.trial_job import TrialJob
+from growsearch.methods.pathnet import ModulePool, PathNet, add_path, pool_id
+from growsearch.store.run_folder import RunFolder
+from growsearch.train.trainer import Minibatches, TrainingHooks, count_macs, fit
+from growsearch.trial_record import read_record
 
 from tiny_runs import tiny_space
 
@@ -25,7 +26,23 @@ def committed_task0(stream, specs) -> ModuleGraph:
     torch.manual_seed(0)
     pool = ModulePool(ModuleGraph(stream.input_shape), specs, 3, 2)
     graph = add_path(ModuleGraph(stream.input_shape), 0, pool, ((0, 1), (2,)))
-    return ops.freeze(graph, [n for n in graph.nx if n != INPUT])
+    return ops.freeze(graph, [n for n in graph.node_ids() if n != INPUT])
+
+
+def train_contestant(pool, active, batches, steps, training):
+    """What PathNet's fitness does: the path trained for `steps` minibatches by the one trainer."""
+    return fit(
+        pool.path_module(active),
+        batches,
+        pool.trainable(active),
+        training.optimizer_settings(),
+        steps=steps,
+        hooks=TrainingHooks(on_divergence="restore"),
+    )
+
+
+def stream_of(split, batch_size):
+    return Minibatches([split.x], split.y, batch_size, seed=0)
 
 
 def test_a_tournament_on_the_shared_pool_trains_contestants_in_place_and_never_moves_frozen_modules(
@@ -37,15 +54,15 @@ def test_a_tournament_on_the_shared_pool_trains_contestants_in_place_and_never_m
     pool = ModulePool(graph0, specs, 3, 2)
     assert pool.frozen == [[True, True, False], [False, False, True]]
     before = {k: v.clone() for k, v in pool.state_dict().items()}
-    batches = BatchStream(digits_stream.tasks[1].train, 16, seed=0, device=torch.device("cpu"))
+    batches = stream_of(digits_stream.tasks[1].train, 16)
     population = [((0, 1), (2, 2)), ((1, 2), (0, 2))]  # both route through frozen modules
     trained = []
 
     def fitness(genome):
         trained.append(active_modules(genome))
-        accuracy, seen = pool.train_path(active_modules(genome), batches, 4, space.training)
-        assert seen == 4 * 16
-        return accuracy
+        result = train_contestant(pool, active_modules(genome), batches, 4, space.training)
+        assert result.samples == 4 * 16 and not result.diverged
+        return result.train_accuracy
 
     record = tournament(population, fitness, random.Random(0), 3)
     assert sorted(trained) == [((0, 1), (2,)), ((1, 2), (0, 2))]
@@ -68,37 +85,39 @@ def test_a_tournament_on_the_shared_pool_trains_contestants_in_place_and_never_m
     assert not torch.equal(before["head.weight"], after["head.weight"])  # the task's head is shared too
 
 
-def test_a_path_sums_its_modules_and_reaches_frozen_ones_through_shared_nodes_or_tied_copies(digits_stream):
+def test_a_path_sums_its_modules_and_reaches_frozen_ones_through_old_or_weight_sharing_nodes(digits_stream):
     specs = PathNet(tiny_space("pathnet", options=TINY)).specs_for(digits_stream.input_shape)
     graph0 = committed_task0(digits_stream, specs)
     pool = ModulePool(graph0, specs, 3, 2)
     same = add_path(graph0, 1, pool, ((0, 1), (2,)))  # task 0's very path: only a head is new
-    assert set(same.nx) - set(graph0.nx) == {"t1/head"}
+    assert set(same.node_ids()) - set(graph0.node_ids()) == {"t1/head"}
     assert same.node("t1/head").inputs == ("t0/L1",)
 
     other = add_path(graph0, 1, pool, ((0, 2), (1, 2)))
-    new = set(other.nx) - set(graph0.nx)
+    new = set(other.node_ids()) - set(graph0.node_ids())
     assert new == {"pool/L0/M2", "t1/L0", "pool/L1/M1", "pool/L1/M2@t1", "t1/L1", "t1/head"}
     assert other.node("t1/L0").inputs == ("pool/L0/M0", "pool/L0/M2") and other.node("t1/L0").merge == "sum"
-    copy, original = other.node("pool/L1/M2@t1"), graph0.node("pool/L1/M2")
-    assert copy.frozen and copy.owner == 0 and copy.inputs == ("t1/L0",) and original.inputs == ("t0/L0",)
-    assert all(torch.equal(v, copy.weights[k]) for k, v in original.weights.items())
+    shared, original = other.node("pool/L1/M2@t1"), graph0.node("pool/L1/M2")
+    assert (
+        shared.frozen and shared.owner == 0 and shared.inputs == ("t1/L0",) and original.inputs == ("t0/L0",)
+    )
+    assert shared.shares == "pool/L1/M2" and shared.n_parameters == 0  # the weights are stored once
+    assert other.n_parameters() == graph0.n_parameters() + sum(other.node(n).n_parameters for n in new)
     assert not other.node("pool/L0/M2").frozen and other.node("pool/L0/M2").owner == 1
-    # the graph computes what the pool computes for the path: the sum of the active modules' outputs
+    # the graph computes what the pool's compiled path computes: the sum of the active modules' outputs
     x = digits_stream.tasks[1].test.x
     with torch.no_grad():
-        expected = pool(((0, 2), (1, 2)), x)
+        expected = pool.path_module(((0, 2), (1, 2)))(x)
     assert torch.allclose(compile_view(other, 1).module(x), expected, atol=1e-6)
     assert torch.equal(compile_view(other, 0).module(x), compile_view(graph0, 0).module(x))
 
 
-def test_suggest_samples_nothing_so_a_ray_driver_never_runs_the_ga(digits_stream):
+def test_decide_samples_nothing_so_a_ray_driver_never_runs_the_ga(digits_stream):
     method = PathNet(tiny_space("pathnet", options=TINY))
     specs = method.specs_for(digits_stream.input_shape)
     ctx = TaskContext(0, digits_stream.tasks[0], ModuleGraph(digits_stream.input_shape), specs, (), seed=0)
     trial = optuna.create_study().ask()
-    assert TrialJob(method, ctx, run_seed=0).sample(trial) == {}
-    assert trial.user_attrs == {}
+    assert method.decide(trial, ctx) == {} and trial.params == {} and trial.user_attrs == {}
 
 
 def test_a_trials_ga_is_a_function_of_its_seed_so_a_retried_trial_trains_identically(digits_stream):
@@ -107,13 +126,13 @@ def test_a_trials_ga_is_a_function_of_its_seed_so_a_retried_trial_trains_identic
     ctx = TaskContext(0, digits_stream.tasks[0], ModuleGraph(digits_stream.input_shape), specs, (), seed=0)
     runs = []
     for seed in (0, 0, 1):
-        torch.manual_seed(seed)  # what TrialJob does with the trial's seed before `candidate`
-        trial = optuna.trial.FixedTrial({})
-        graph = method.candidate(trial, ctx)
-        attrs = {k: v for k, v in trial.user_attrs.items() if k != "search_seconds"}
-        runs.append((attrs, {n: node.weights for n, node in graph.nodes()}))
+        torch.manual_seed(seed)  # what TrialJob does with the trial's seed before `build`
+        with count_macs() as spent:
+            candidate = method.build({}, ctx)
+        attrs = {**candidate.decisions, **candidate.mechanism, "macs": spent.macs}
+        runs.append((attrs, {n: node.weights for n, node in candidate.graph.nodes()}))
     (first, first_weights), (again, again_weights), (other, _) = runs
-    assert first == again and first["tournaments"] and first["search_macs"] > 0
+    assert first == again and first["tournaments"] and first["macs"] > 0
     assert first_weights.keys() == again_weights.keys()
     assert all(torch.equal(v, again_weights[n][k]) for n, ws in first_weights.items() for k, v in ws.items())
     assert other["ga_seed"] != first["ga_seed"]
@@ -121,9 +140,9 @@ def test_a_trials_ga_is_a_function_of_its_seed_so_a_retried_trial_trains_identic
 
 def test_options_are_checked():
     with pytest.raises(ConfigError, match="options.active_per_layer: expected at most modules_per_layer"):
-        tiny_space("pathnet", options={"modules_per_layer": 2, "active_per_layer": 3})
+        PathNet(tiny_space("pathnet", options={"modules_per_layer": 2, "active_per_layer": 3}))
     with pytest.raises(ConfigError, match="options.population: expected an integer >= 2"):
-        tiny_space("pathnet", options={"population": 1})
+        PathNet(tiny_space("pathnet", options={"population": 1}))
 
 
 def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digits_stream):
@@ -136,10 +155,11 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
         task = record["task"]
         trials = optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
-        assert trials[0].user_attrs["ga_seed"] != trials[1].user_attrs["ga_seed"]  # independent restarts
-        for trial in trials:
-            history = trial.user_attrs["tournaments"]
-            assert len(history) == trial.user_attrs["generations_run"] <= 3 and trial.params == {}
+        records = [read_record(t) for t in trials]
+        assert records[0].decisions["ga_seed"] != records[1].decisions["ga_seed"]  # independent restarts
+        for trial, trial_record in zip(trials, records, strict=True):
+            history = trial_record.mechanism["tournaments"]
+            assert len(history) == trial_record.decisions["generations_run"] <= 3 and trial.params == {}
             for step in history:
                 winner = step["genomes"][step["contestants"].index(step["winner"])]
                 for layer, slot, old, new in step["mutations"]:
@@ -147,8 +167,8 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
                     winner[layer][slot] = new
                 assert step["child"] == winner
         best = trials[record["chosen_trial"]]
-        assert record["decisions"]["path"] == best.user_attrs["path"]
-        assert record["train_macs"] > sum(t.user_attrs["search_macs"] for t in trials) > 0
+        assert record["decisions"]["path"] == read_record(best).decisions["path"]
+        assert record["train_macs"] > sum(r.search_macs for r in records) > 0
         # the committed path: its layer-l modules are the genome's distinct layer-l genes
         for layer, modules in enumerate(record["decisions"]["path_modules"]):
             join = final.layer_nodes(task)[layer]
@@ -169,14 +189,11 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
 
 
 def test_a_diverging_contestant_loses_and_leaves_the_shared_pool_as_it_was(digits_stream):
-    from growsearch.methods.pathnet import BatchStream
-
     specs = PathNet(tiny_space("pathnet", options=TINY)).specs_for(digits_stream.input_shape)
     torch.manual_seed(0)
     pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
     before = {k: v.clone() for k, v in pool.state_dict().items()}
     exploding = tiny_space("pathnet", options=TINY, training={"lr": 1e30, "momentum": 0.0}).training
-    batches = BatchStream(digits_stream.tasks[0].train, 16, seed=0, device=torch.device("cpu"))
-    fitness, seen = pool.train_path(((0, 1), (2,)), batches, 5, exploding)
-    assert fitness == 0.0 and seen > 0
+    result = train_contestant(pool, ((0, 1), (2,)), stream_of(digits_stream.tasks[0].train, 16), 5, exploding)
+    assert result.diverged and result.steps > 0
     assert all(torch.equal(v, pool.state_dict()[k]) for k, v in before.items())

@@ -1,6 +1,6 @@
 import torch
 
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 from tiny_runs import assert_old_tasks_unchanged
 

@@ -15,18 +15,18 @@ import pytest
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Activation, Head, Linear
 from growsearch.methods import method_names
-from growsearch.report.graph_diff import diff_picture, graph_diff, render_diff_text
-from growsearch.report.graph_export import picture_to_graphml, picture_to_json
-from growsearch.report.graph_layout import layout_graph
-from growsearch.report.graph_picture import graph_picture
-from growsearch.report.graph_render import (
+from growsearch.report.graph.diff import diff_picture, graph_diff, render_diff_text
+from growsearch.report.graph.export import picture_to_graphml, picture_to_json
+from growsearch.report.graph.layout import layout_graph
+from growsearch.report.graph.picture import graph_picture
+from growsearch.report.graph.render import (
     RenderError,
     graphviz_available,
     picture_to_dot,
     render_picture,
     resolve_engine,
 )
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 from report_runs import finished_run
 
@@ -95,7 +95,7 @@ def test_run_graphs_render_to_png_and_svg(method, engine, tmp_path_factory, tmp_
     picture = graph_picture(graph, 2)
     check_png(render_picture(picture, "png", engine), tmp_path / "graph.png")
     texts = svg_texts(render_picture(picture, "svg", engine))
-    missing = [node_id for node_id in graph.nx if node_id not in texts]
+    missing = [node_id for node_id in graph.node_ids() if node_id not in texts]
     assert not missing, f"the {engine} SVG does not name {missing}"
     assert any("task 2" in t for t in texts)  # the legend: parameters per task, the selected one marked
 
@@ -107,7 +107,7 @@ def test_module_pools_render(engine, tmp_path):
     graph = pool_graph()
     picture = graph_picture(graph, 1)
     check_png(render_picture(picture, "png", engine), tmp_path / "pools.png")
-    assert set(graph.nx) <= svg_texts(render_picture(picture, "svg", engine))
+    assert set(graph.node_ids()) <= svg_texts(render_picture(picture, "svg", engine))
 
 
 def test_pnn_layout_puts_each_task_in_its_own_band_and_layers_in_columns(tmp_path_factory):
@@ -119,7 +119,7 @@ def test_pnn_layout_puts_each_task_in_its_own_band_and_layers_in_columns(tmp_pat
         if node_id != INPUT:
             first, height = layout.bands[graph.node(node_id).owner]
             assert first <= place.row < first + height, node_id
-    for source, target in graph.nx.edges:  # every edge runs left to right
+    for source, target in graph.edges():  # every edge runs left to right
         assert layout.places[source].column < layout.places[target].column
     assert layout.places["t0/L0"].column == layout.places["t4/L0"].column  # layer 0 of every column
 
@@ -164,7 +164,7 @@ def test_graphml_and_json_open_in_networkx(tmp_path_factory):
     from_graphml = nx.read_graphml(io.BytesIO(picture_to_graphml(picture).encode()))
     from_json = nx.node_link_graph(json.loads(picture_to_json(picture)), edges="edges")
     for loaded in (from_graphml, from_json):
-        assert set(loaded.nodes) == set(graph.nx.nodes) and set(loaded.edges) == set(graph.nx.edges)
+        assert set(loaded.nodes) == set(graph.node_ids()) and set(loaded.edges) == set(graph.edges())
         assert loaded.nodes["t1/head"]["highlighted"] and not loaded.nodes["t3/head"]["highlighted"]
         assert loaded.nodes["shared/L0"]["parameters"] == graph.node("shared/L0").n_parameters
     assert 0 < from_json.nodes["shared/L0"]["free_fraction"] < 1

@@ -10,7 +10,7 @@ import pytest
 from growsearch.report.html_report import _search_section
 from growsearch.report.report_figures import search_figure
 from growsearch.report.search_history import task_searches, trials_for_plot
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 from report_runs import copy_of
 
@@ -33,7 +33,7 @@ def test_searches_mark_the_chosen_trial_and_a_multi_objective_pareto_front(tmp_p
         assert (
             search.objectives in (("accuracy",), ("objective",)) and sum(t.pareto for t in search.trials) == 1
         )
-        assert all(t.params and "added_parameters" in t.user_attrs for t in search.trials)
+        assert all(t.params and t.record and t.record.added_parameters >= 0 for t in search.trials)
     assert len(searches[1].trials) == 3  # MNTDP-D: reuse depth 0, 1, 2 for two layers
 
     multi = searches[5]

@@ -3,7 +3,8 @@ import pytest
 
 from growsearch.errors import RunFolderError, ScenarioError, TrainingError
 from growsearch.runner import RunOptions, start_run
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
+from growsearch.trial_record import read_record
 
 from tiny_runs import tiny_options, tiny_space
 
@@ -11,7 +12,9 @@ from tiny_runs import tiny_options, tiny_space
 def test_a_nan_loss_is_a_clear_error_and_written_tasks_are_kept(tmp_path):
     space = tiny_space("pnn", training={"lr": 1e30, "momentum": 0.0})
     with pytest.raises(
-        TrainingError, match=r"task 0: no trial completed.*loss became (nan|inf).*lower training.lr"
+        TrainingError,
+        match=r"task 0: no trial completed.*first error: task 0, trial 0: the training loss became (nan|inf) "
+        r"at epoch 1, step \d+; expected a finite loss \(try a lower training.lr\)",
     ):
         start_run(space, tiny_options(), tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file()
@@ -57,10 +60,11 @@ def test_trial_attributes_record_cost(run_tiny):
     result = run_tiny("mntdp-d", training={"epochs": 1})
     storage = RunFolder.open(result.path).storage()
     trials = optuna.load_study(study_name="task-1", storage=storage).get_trials()
-    by_depth = {t.params["reuse_depth"]: t.user_attrs for t in trials}
+    by_depth = {t.params["reuse_depth"]: read_record(t) for t in trials}
     # reusing more layers adds fewer parameters and trains cheaper (frozen prefix computed once)
-    assert by_depth[0]["added_parameters"] > by_depth[1]["added_parameters"] > by_depth[2]["added_parameters"]
-    assert by_depth[0]["train_macs"] > by_depth[2]["train_macs"] > 0
+    assert by_depth[0].added_parameters > by_depth[1].added_parameters > by_depth[2].added_parameters
+    assert by_depth[0].train_macs > by_depth[2].train_macs > 0
+    assert all(len(r.curve) == 1 and r.curve[0]["train_loss"] > 0 for r in by_depth.values())
     assert all(r["train_macs"] >= r["pass_macs"] > 0 for r in result.records)  # one epoch at least
 
 

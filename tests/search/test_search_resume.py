@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 
 from growsearch.runner import resume_run, start_run
-from growsearch.search.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder
 
 from tiny_runs import kill, start_cli_run, tiny_options, tiny_space, wait_for
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
-from growsearch.report.graph_layout import Layout, layout_graph
+from growsearch.report.graph.layout import Layout, layout_graph
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 INPUT_COLOUR = "#dddddd"
@@ -146,7 +146,7 @@ def graph_picture(
                 shares=_shares(graph, node_id),
             )
         )
-    edges = [(s, t, s in lit and t in lit) for s, t in sorted(graph.nx.edges)]
+    edges = [(s, t, s in lit and t in lit) for s, t in sorted(graph.edges())]
     by_owner = parameters_by_owner(graph)
     total = graph.n_parameters()
     if title is None:

@@ -1,5 +1,8 @@
 """Build frozen dataclasses from YAML mappings, refusing unknown keys and wrong types.
 
+The one place configuration is checked: the search space's sections, a method's `options:`, the
+`backend:` section all go through `from_mapping`.
+
 Every error names the file, the dotted field and the expected value, e.g.
 `search_spaces/pnn.yaml: training.lr: expected a number > 0, got 'fast'`.
 """

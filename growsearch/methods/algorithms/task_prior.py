@@ -29,12 +29,9 @@ class PriorChoice:
 
 def _features(graph: ModuleGraph, source: int, x: torch.Tensor) -> torch.Tensor:
     """The outputs of the last layer of `source`'s path (its head's input)."""
-    head = graph.head(source)
-    feature_node = graph.node(head).inputs[0]
-    probe = graph.copy()
-    probe.heads = {source: feature_node}  # compile up to the features, not the head
+    feature_node = graph.node(graph.head(source)).inputs[0]
     with torch.no_grad():
-        return compile_view(probe, source).module(x).flatten(1)
+        return compile_view(graph, source, output=feature_node).module(x).flatten(1)
 
 
 def choose_source(graph: ModuleGraph, task: Task, earlier: list[int], seed: int = 0) -> PriorChoice:

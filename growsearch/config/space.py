@@ -1,28 +1,30 @@
 """Search-space YAML files: one per method, with the paper's defaults.
 
 Sections: `method` (registered name), `paper` (citation, free text), `network` (the base layers),
-`training` (how candidates train), `search` (trial budget, sampler, pruner, storage), `options` (the
-method's own settings, checked against its Options dataclass) and optionally `benchmark` (defaults for
-the CLI's --benchmark/--scenario/--tasks). Unknown keys and bad values are refused with the file, the
-field and what was expected.
+`training` (how candidates train), `search` (trial budget, sampler, pruner, storage, objectives),
+`backend` (what a Ray trial reserves), `options` (the method's own settings: a mapping the method checks
+against its Options dataclass when it is built) and `benchmark` (defaults for the run's benchmark,
+scenario, tasks and cap). Unknown keys and bad values are refused with the file, the field and what was
+expected. This layer knows nothing of methods, so loading a YAML imports none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from growsearch.config_schema import from_mapping, require
-from growsearch.errors import ConfigError
-from growsearch.grow.backbone import LayerConfig, parse_layers
-from growsearch.search.training import TrainingConfig
+from growsearch.config.network import LayerConfig, parse_layers
+from growsearch.config.schema import from_mapping, require
+from growsearch.config.training import TrainingConfig
+from growsearch.errors import ConfigError, UnknownNameError
 
-SECTIONS = ("method", "paper", "network", "training", "search", "options", "benchmark")
+SECTIONS = ("method", "paper", "network", "training", "search", "backend", "options", "benchmark")
+Objective = Literal["accuracy", "added_parameters", "forward_macs"]
 
 
 @dataclass(frozen=True)
@@ -35,22 +37,12 @@ class SearchConfig:
     storage: Literal["journal", "sqlite"] = "journal"
     # more than one objective: a multi-objective search (NSGA-II by default); the committed trial is the
     # Pareto point with the best accuracy, or, within `accuracy_tolerance` of it, the cheapest one
-    objectives: tuple[Literal["accuracy", "added_parameters", "forward_macs"], ...] = ("accuracy",)
+    objectives: tuple[Objective, ...] = ("accuracy",)
     accuracy_tolerance: float = 0.0
-    # the ray backend: what each trial reserves, how many run at once, how often a lost trial is retried
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    memory_per_trial_mb: int | None = None
-    max_concurrent_trials: int | None = None
-    max_failures: int = 2
-    reuse_workers: bool = True  # a worker process serves later trials too (imports torch once)
 
     def validate(self, where: str) -> None:
         if self.n_trials is not None:
             require(self.n_trials >= 1, f"{where}.n_trials", f"expected an integer >= 1, got {self.n_trials}")
-        require(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "expected a number > 0")
-        require(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "expected a number >= 0 (e.g. 0.25)")
-        require(self.max_failures >= 0, f"{where}.max_failures", "expected an integer >= 0")
         require(
             len(self.objectives) >= 1
             and self.objectives[0] == "accuracy"
@@ -75,8 +67,30 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    """Where trials run (the `backend:` section): what a Ray trial reserves, how many run at once, how often
+    a lost one is retried. The optuna backend (in this process) ignores it."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # fractions such as 0.25 share a GPU
+    memory_per_trial_mb: int | None = None
+    max_concurrent_trials: int | None = None
+    max_failures: int = 2
+    reuse_workers: bool = True  # a worker process serves later trials too (imports torch once)
+
+    def validate(self, where: str) -> None:
+        require(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "expected a number > 0")
+        require(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "expected a number >= 0 (e.g. 0.25)")
+        require(self.max_failures >= 0, f"{where}.max_failures", "expected an integer >= 0")
+        memory = self.memory_per_trial_mb
+        require(memory is None or memory >= 1, f"{where}.memory_per_trial_mb", "expected null or >= 1")
+        concurrent = self.max_concurrent_trials
+        require(concurrent is None or concurrent >= 1, f"{where}.max_concurrent_trials", "expected >= 1")
+
+
+@dataclass(frozen=True)
 class BenchmarkDefaults:
-    """The `benchmark:` section: defaults the command line can override."""
+    """The `benchmark:` section: what a run uses unless the command line (or RunOptions) says otherwise."""
 
     name: str = "split-digits"
     scenario: str | None = None
@@ -90,21 +104,22 @@ class SearchSpace:
     layers: tuple[LayerConfig, ...]
     training: TrainingConfig
     search: SearchConfig
-    options: Any  # the method's Options dataclass
+    backend: BackendConfig
+    options: dict[str, Any]  # the method's `options:` mapping, checked by the method when it is built
     benchmark: BenchmarkDefaults
     paper: str = ""
     source: str = "<defaults>"
-    raw: dict = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
-        """The fully resolved space, every default filled in (written to the run's config.yaml)."""
+        """The space as YAML data, every default filled in (options as given: the method resolves them)."""
         return {
             "method": self.method,
             "paper": self.paper,
-            "network": {"layers": [_layer_dict(layer) for layer in self.layers]},
+            "network": {"layers": [layer.to_dict() for layer in self.layers]},
             "training": dataclasses.asdict(self.training),
-            "search": dataclasses.asdict(self.search),
-            "options": _plain(dataclasses.asdict(self.options)),
+            "search": _plain(dataclasses.asdict(self.search)),
+            "backend": dataclasses.asdict(self.backend),
+            "options": _plain(self.options),
             "benchmark": dataclasses.asdict(self.benchmark),
         }
 
@@ -117,38 +132,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _layer_dict(layer: LayerConfig) -> dict:
-    if layer.kind == "linear":
-        return {"linear": {"width": layer.width, "activation": layer.activation}}
-    options = dataclasses.asdict(layer)
-    options.pop("kind")
-    return {layer.kind: options}
-
-
-def builtin_space_path(method: str) -> Path:
-    """The YAML shipped for a method (top-level search_spaces/ in a checkout, package data in a wheel)."""
-    checkout = Path(__file__).resolve().parents[2] / "search_spaces" / f"{method}.yaml"
-    if checkout.is_file():
+def _shipped_folder() -> Path:
+    """search_spaces/ at the top of a checkout, or the copy in the installed package's data."""
+    checkout = Path(__file__).resolve().parents[2] / "search_spaces"
+    if checkout.is_dir():
         return checkout
-    return Path(str(importlib.resources.files("growsearch") / "search_spaces" / f"{method}.yaml"))
+    return Path(str(importlib.resources.files("growsearch") / "search_spaces"))
+
+
+def builtin_space_path(name: str) -> Path:
+    """The YAML shipped under `name` (a method name, or a variant such as learn-to-grow-categorical)."""
+    return _shipped_folder() / f"{name}.yaml"
+
+
+def shipped_spaces() -> list[str]:
+    folder = _shipped_folder()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 def load_space(source: str | Path) -> SearchSpace:
-    """A search space from a YAML path, or from a method name (its shipped YAML)."""
-    from growsearch.methods import get_method, method_names
-
+    """A search space from a YAML path, or from the name of a shipped one (a method's name)."""
     path = Path(source)
     if not path.suffix and not path.exists():
-        get_method(str(source))  # an unknown name fails here with the list of methods
         path = builtin_space_path(str(source))
         if not path.is_file():
-            raise ConfigError(
-                f"method {source!r} has no shipped search space at {path}; known: {method_names()}"
-            )
+            raise UnknownNameError("method", str(source), shipped_spaces())
     if not path.is_file():
-        raise ConfigError(
-            f"{path}: no such search-space file; expected a YAML path or one of {method_names()}"
-        )
+        known = ", ".join(shipped_spaces())
+        raise ConfigError(f"{path}: no such search-space file; expected a YAML path or one of: {known}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -157,8 +168,6 @@ def load_space(source: str | Path) -> SearchSpace:
 
 
 def space_from_dict(data: Any, where: str) -> SearchSpace:
-    from growsearch.methods import get_method
-
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with sections {', '.join(SECTIONS)}, got {data!r}")
     unknown = sorted(set(data) - set(SECTIONS))
@@ -166,21 +175,23 @@ def space_from_dict(data: Any, where: str) -> SearchSpace:
         raise ConfigError(f"{where}: unknown section {unknown[0]!r}; expected some of: {', '.join(SECTIONS)}")
     if not isinstance(data.get("method"), str):
         raise ConfigError(f"{where}: method: expected a method name, got {data.get('method')!r}")
-    method = get_method(data["method"])
     network = data.get("network")
     if not isinstance(network, dict) or set(network) != {"layers"}:
         raise ConfigError(f"{where}: network: expected a mapping with one key, layers, got {network!r}")
     paper = data.get("paper", "")
     if not isinstance(paper, str):
         raise ConfigError(f"{where}: paper: expected a citation string, got {paper!r}")
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}: options: expected a mapping of the method's settings, got {options!r}")
     return SearchSpace(
         method=data["method"],
         layers=parse_layers(network["layers"], f"{where}: network.layers"),
         training=from_mapping(TrainingConfig, data.get("training"), f"{where}: training"),
         search=from_mapping(SearchConfig, data.get("search"), f"{where}: search"),
-        options=from_mapping(method.Options, data.get("options"), f"{where}: options"),
+        backend=from_mapping(BackendConfig, data.get("backend"), f"{where}: backend"),
+        options=dict(options),
         benchmark=from_mapping(BenchmarkDefaults, data.get("benchmark"), f"{where}: benchmark"),
         paper=paper,
         source=where,
-        raw=data,
     )

@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 
-from growsearch.report.graph_picture import GraphPicture, PictureNode, task_colour
+from growsearch.report.graph.picture import GraphPicture, PictureNode, task_colour
 
 COLUMN_INCHES, ROW_INCHES = 2.4, 0.8
 BOX_WIDTH, BOX_HEIGHT = 0.84, 0.66  # in columns and rows

@@ -1,8 +1,8 @@
 import pytest
 
+from growsearch.config.space import builtin_space_path, load_space
 from growsearch.errors import ConfigError, UnknownNameError
-from growsearch.methods import method_names
-from growsearch.search.space import builtin_space_path, load_space
+from growsearch.methods import get_method, method_names
 
 
 def write(tmp_path, text: str):
@@ -42,10 +42,6 @@ def test_a_resolved_space_round_trips(tmp_path):
         (BASE + "training: {epochs: 2.5}\n", r"training.epochs: expected an integer, got 2.5"),
         (BASE + "training: {speed: 3}\n", r"training: unknown field 'speed'; expected some of: batch_size"),
         (BASE + "search: {pruner: sometimes}\n", r"search.pruner: expected one of 'none', 'median'"),
-        (
-            BASE + "options: {adapter_hidden: 0}\n",
-            r"options.adapter_hidden: expected null or an integer >= 1",
-        ),
         (BASE + "colour: red\n", r"unknown section 'colour'; expected some of: method, paper"),
         (
             "method: pnn\nnetwork:\n  layers: [{dense: 10}]\n",
@@ -61,12 +57,23 @@ def test_bad_files_are_refused_naming_file_field_and_expectation(tmp_path, text,
         load_space(write(tmp_path, text))
 
 
+def test_a_method_checks_its_own_options_naming_file_and_field(tmp_path):
+    space = load_space(write(tmp_path, BASE + "options: {adapter_hidden: 0}\n"))  # loads: a plain mapping
+    with pytest.raises(
+        ConfigError, match=r"space.yaml: options.adapter_hidden: expected null or an integer >= 1"
+    ):
+        get_method(space.method)(space)
+    with pytest.raises(ConfigError, match=r"space.yaml: options: unknown field 'colour'; expected some of"):
+        get_method("pnn")(load_space(write(tmp_path, BASE + "options: {colour: red}\n")))
+
+
 def test_an_unknown_method_lists_the_known_ones(tmp_path):
+    space = load_space(write(tmp_path, "method: pnnn\nnetwork: {layers: [{linear: 3}]}\n"))
     with pytest.raises(
         UnknownNameError, match="unknown method .pnnn.; expected one of: .*mntdp-d, .*packnet, .*pnn"
     ):
-        load_space(write(tmp_path, "method: pnnn\nnetwork: {layers: [{linear: 3}]}\n"))
-    with pytest.raises(UnknownNameError, match="unknown method 'nothing'"):
+        get_method(space.method)
+    with pytest.raises(UnknownNameError, match="unknown method .*'nothing'; expected one of: .*den, .*pnn"):
         load_space("nothing")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,17 @@ from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
 HEARTBEAT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class TrialSaver:
+    """Keeps trained candidates in a run folder's trials/T/N/: a picklable callable, so a Ray worker uses
+    the very saver the driver was given."""
+
+    path: Path
+
+    def __call__(self, task: int, number: int, graph: ModuleGraph) -> Path:
+        return RunFolder(self.path).save_trial(task, number, graph)
 
 
 class RunFolder:
@@ -86,6 +98,9 @@ class RunFolder:
     # ---- trials -------------------------------------------------------------------------------------
     def trial_dir(self, task: int, number: int) -> Path:
         return self.path / "trials" / str(task) / str(number)
+
+    def trial_saver(self) -> TrialSaver:
+        return TrialSaver(self.path.resolve())
 
     def save_trial(self, task: int, number: int, graph: ModuleGraph) -> Path:
         return save_graph(graph, self.trial_dir(task, number))

@@ -14,7 +14,7 @@ from typing import Any
 
 import networkx as nx
 
-from growsearch.report.graph_picture import GraphPicture
+from growsearch.report.graph.picture import GraphPicture
 
 
 def picture_to_networkx(picture: GraphPicture) -> nx.DiGraph:

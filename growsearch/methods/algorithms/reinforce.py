@@ -32,7 +32,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from growsearch.search.trial_job import TrialLike, derived_seed
+from growsearch.config.training import OptimizerSettings
+from growsearch.seeds import derived_seed
+from growsearch.train.optim import make_optimizer
+from growsearch.trial_record import is_interrupted
 
 _THREADS = threading.RLock()
 RewardFn = Callable[[FrozenTrial], "float | None"]  # None: the trial teaches the controller nothing
@@ -57,7 +60,7 @@ class Decision:
             return CategoricalDistribution(list(range(self.n_choices)))
         return IntDistribution(0, 2**self.n_steps - 1)
 
-    def suggest(self, trial: TrialLike) -> int:
+    def sample(self, trial: optuna.Trial) -> int:
         if self.n_steps == 1:
             return int(trial.suggest_categorical(self.name, list(range(self.n_choices))))
         return int(trial.suggest_int(self.name, 0, 2**self.n_steps - 1))
@@ -148,10 +151,13 @@ class Controller:
         self.config = config
         policy_parameters = [p for n, p in self.policy.named_parameters() if not n.startswith("value.")]
         if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(policy_parameters, lr=config.lr)
+            settings = OptimizerSettings("adam", config.lr)
         else:  # TensorFlow's RMSProp defaults, as in the CLEAS code
-            self.optimizer = torch.optim.RMSprop(policy_parameters, lr=config.lr, alpha=0.9, eps=1e-10)
-        self.value_optimizer = torch.optim.Adam(self.policy.value.parameters(), lr=config.value_lr)
+            settings = OptimizerSettings("rmsprop", config.lr, alpha=0.9, eps=1e-10)
+        self.optimizer = make_optimizer(policy_parameters, settings)
+        self.value_optimizer = make_optimizer(
+            self.policy.value.parameters(), OptimizerSettings("adam", config.value_lr)
+        )
         self.rewards: list[float] = []
 
     def sample(self, generator: torch.Generator) -> list[int]:
@@ -202,11 +208,6 @@ def one_thread() -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _killed(trial: FrozenTrial) -> bool:
-    """A trial a killed process left behind (failed by the controller on resume, then retried)."""
-    return trial.state == TrialState.FAIL and "error" not in trial.user_attrs
-
-
 class ReinforceSampler(optuna.samplers.BaseSampler):
     """Samples `decisions` jointly from the controller; learns from finished trials through `reward`."""
 
@@ -233,7 +234,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             return {}
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         self.catch_up(trials, trial.number)
-        position = sum(1 for t in trials if t.number < trial.number and not _killed(t))
+        position = sum(1 for t in trials if t.number < trial.number and not is_interrupted(t))
         generator = torch.Generator().manual_seed(derived_seed(self.seed, "sample", position))
         actions = iter(self.controller.sample(generator))
         params = {d.name: d.pack([next(actions) for _ in range(d.n_steps)]) for d in self.decisions}
@@ -253,7 +254,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             if trial.number >= before or trial.state in (TrialState.RUNNING, TrialState.WAITING):
                 return
             self.applied_until = trial.number + 1
-            reward = None if _killed(trial) else self.reward(trial)
+            reward = None if is_interrupted(trial) else self.reward(trial)
             if reward is None or any(d.name not in trial.params for d in self.decisions):
                 continue
             self.controller.update(self.actions(trial.params), reward)

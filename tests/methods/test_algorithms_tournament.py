@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from growsearch.search.tournament import (
+from growsearch.methods.algorithms.tournament import (
     Evolution,
     active_modules,
     evolve,

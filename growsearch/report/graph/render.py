@@ -14,7 +14,7 @@ import subprocess
 from html import escape
 
 from growsearch.errors import GrowsearchError
-from growsearch.report.graph_picture import GraphPicture, PictureNode, task_colour
+from growsearch.report.graph.picture import GraphPicture, PictureNode, task_colour
 
 ENGINES = ("auto", "graphviz", "matplotlib")
 IMAGE_FORMATS = ("svg", "png")
@@ -142,6 +142,6 @@ def render_picture(picture: GraphPicture, fmt: str, engine: str = "auto") -> byt
         raise RenderError(f"image format {fmt!r}; expected one of {', '.join(IMAGE_FORMATS)}")
     if resolve_engine(engine) == "graphviz":
         return render_graphviz(picture_to_dot(picture), fmt)
-    from growsearch.report.graph_mpl import draw_picture
+    from growsearch.report.graph.mpl import draw_picture
 
     return draw_picture(picture, fmt)

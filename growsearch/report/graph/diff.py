@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.report.graph_picture import GraphPicture, graph_picture
+from growsearch.report.graph.picture import GraphPicture, graph_picture
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class GraphDiff:
 
 
 def graph_diff(before: ModuleGraph, after: ModuleGraph, t1: int, t2: int) -> GraphDiff:
-    old, new = set(before.nx), set(after.nx)
+    old, new = set(before.node_ids()), set(after.node_ids())
     claimed = {}
     for node_id in sorted(old & new):
         was, now = before.node(node_id).owners, after.node(node_id).owners

@@ -6,7 +6,8 @@ import optuna
 import pytest
 import torch
 
-from growsearch.search.reinforce import Controller, ControllerConfig, Decision, ReinforceSampler
+from growsearch.methods.algorithms.reinforce import Controller, ControllerConfig, Decision, ReinforceSampler
+from growsearch.trial_record import retry_attrs
 
 
 def _top_half(controller: Controller) -> float:
@@ -43,7 +44,7 @@ def test_packed_decisions_round_trip_and_match_what_the_trial_suggests():
     assert bits.pack([1, 0, 1, 1, 0]) == 0b01101
     count = Decision("add_units_L0", 30)
     trial = optuna.trial.FixedTrial({"reuse_L0_0": 13, "add_units_L0": 7})
-    assert (bits.suggest(trial), count.suggest(trial)) == (13, 7)
+    assert (bits.sample(trial), count.sample(trial)) == (13, 7)
     with pytest.raises(ValueError):
         Decision("bad", 3, n_steps=2)
 
@@ -51,7 +52,7 @@ def test_packed_decisions_round_trip_and_match_what_the_trial_suggests():
 def _study(sampler: ReinforceSampler, n_trials: int, storage: optuna.storages.BaseStorage) -> optuna.Study:
     study = optuna.create_study(study_name="s", storage=storage, sampler=sampler, direction="maximize")
     decisions = sampler.decisions
-    study.optimize(lambda t: sum(d.suggest(t) for d in decisions) / 100, n_trials=n_trials)
+    study.optimize(lambda t: sum(d.sample(t) for d in decisions) / 100, n_trials=n_trials)
     return study
 
 
@@ -88,11 +89,12 @@ def test_a_trial_killed_mid_run_is_not_counted_so_its_retry_does_not_shift_the_s
     storage = optuna.storages.InMemoryStorage()
     killed = _study(make(), 2, storage)
     victim = killed.ask()  # sampled, then its process dies: failed on resume and enqueued again
-    decisions[0].suggest(victim)
-    storage.set_trial_state_values(victim._trial_id, optuna.trial.TrialState.FAIL)
-    killed.enqueue_trial(victim.params, user_attrs={"retry_of": victim.number})
+    decisions[0].sample(victim)
+    killed.tell(victim.number, state=optuna.trial.TrialState.FAIL)
+    frozen = killed.get_trials(deepcopy=False)[victim.number]
+    killed.enqueue_trial(victim.params, user_attrs=retry_attrs(frozen))
     killed.sampler = make()
-    killed.optimize(lambda t: decisions[0].suggest(t) / 100, n_trials=1)
+    killed.optimize(lambda t: decisions[0].sample(t) / 100, n_trials=1)
     complete = killed.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert [t.params for t in complete] + [_next_params(killed, make())] == reference
 
@@ -100,4 +102,4 @@ def test_a_trial_killed_mid_run_is_not_counted_so_its_retry_does_not_shift_the_s
 def _next_params(study: optuna.Study, sampler: ReinforceSampler) -> dict:
     study.sampler = sampler
     trial = study.ask()
-    return {d.name: d.suggest(trial) for d in sampler.decisions}
+    return {d.name: d.sample(trial) for d in sampler.decisions}

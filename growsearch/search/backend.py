@@ -1,0 +1,51 @@
+"""What a backend is handed: one task's trials to run, with everything they need (see growsearch.backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import optuna
+
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.search.trial_job import TrialJob
+
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+class TrialSaver(Protocol):
+    """Keeps a trained candidate (the run folder's trials/T/N/); picklable, so a Ray worker calls it."""
+
+    def __call__(self, task: int, number: int, graph: ModuleGraph) -> object: ...
+
+
+@dataclass(frozen=True)
+class TaskTrials:
+    """`n_trials` more trials of `job` in `study`. Each trained candidate is kept with `save_trial`;
+    `on_trial` is called after each trial finishes. With `early_stopping` a backend stops losing trials
+    after an epoch (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only."""
+
+    study: optuna.Study
+    job: TrialJob
+    n_trials: int
+    epochs: int
+    save_trial: TrialSaver
+    on_trial: TrialCallback
+    early_stopping: bool = False
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return self.job.objectives
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.job.objectives) > 1
+
+
+class Backend(Protocol):
+    """Where a task's trials run."""
+
+    def run_trials(self, trials: TaskTrials) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Persistence: the run folder (configuration, Optuna storage, trial checkpoints, committed tasks)."""

@@ -1,0 +1,1 @@
+"""Training: the one loop (`trainer.fit`) and its hooks, the one optimiser factory, candidate training."""

@@ -1,0 +1,146 @@
+"""Train a candidate graph on one task, and measure a task's accuracy.
+
+The candidate is compiled split at its frozen frontier: outputs of the frozen prefix (old PNN columns,
+MNTDP's reused modules) are computed once per task, then only the trainable suffix runs per batch, through
+the one training loop (`train.trainer.fit`). Owner-tracked weights (PackNet) train only where they are
+free, or where `train_owner` owns them (retraining after pruning).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from growsearch.config.training import TrainingConfig
+from growsearch.data.task import Split
+from growsearch.errors import TrainingError
+from growsearch.graph.compile import TrainingProgram, compile_for_training, compile_view, write_back
+from growsearch.graph.module_graph import FREE, ModuleGraph
+from growsearch.train.trainer import EpochCallback, EpochStats, Minibatches, TrainingHooks, fit, spend_macs
+
+EVAL_BATCH = 2048
+MAX_CACHED_BYTES = 2 << 30  # above this, frozen-prefix outputs are recomputed per batch instead of cached
+
+
+def resolve_device(name: str) -> torch.device:
+    """`training.device` as a torch device (auto: CUDA when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"training.device is {name!r} but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    graph: ModuleGraph  # the candidate with its trained weights
+    val_accuracy: float
+    epochs: tuple[EpochStats, ...]  # per epoch: training loss and accuracy, validation accuracy
+    train_macs: int  # multiply-adds spent: frozen prefix once, trainable suffix forward + backward per epoch
+    seconds: float
+
+
+def run_in_batches(module: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`module`'s outputs (one tensor or a tuple) for `inputs`, computed in evaluation batches, no grad."""
+    outputs: list[list[torch.Tensor]] = []
+    with torch.no_grad():
+        for start in range(0, len(inputs[0]), EVAL_BATCH):
+            result = module(*[t[start : start + EVAL_BATCH] for t in inputs])
+            outputs.append(list(result) if isinstance(result, tuple) else [result])
+    return [torch.cat(parts) for parts in zip(*outputs, strict=True)]
+
+
+def accuracy(module: nn.Module, inputs: list[torch.Tensor], y: torch.Tensor) -> float:
+    if len(y) == 0:
+        return float("nan")
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_BATCH):
+            logits = module(*[t[start : start + EVAL_BATCH] for t in inputs])
+            correct += int((logits.argmax(1) == y[start : start + EVAL_BATCH]).sum())
+    return correct / len(y)
+
+
+def _prefix_outputs(program: TrainingProgram, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    if program.prefix is None:
+        return [x.to(device)]
+    return run_in_batches(program.prefix, [x.to(device)])
+
+
+def train_candidate(
+    graph: ModuleGraph,
+    task: int,
+    train: Split,
+    val: Split,
+    config: TrainingConfig,
+    *,
+    seed: int,
+    epochs: int | None = None,
+    on_epoch: EpochCallback | None = None,
+    train_owner: int = FREE,
+    lr_scale: float = 1.0,
+    hooks: TrainingHooks | None = None,
+) -> TrainingResult:
+    """Train `graph`'s view of `task` (a copy; `graph` is untouched) and return it with its accuracy."""
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    graph = graph.copy()
+    program = compile_for_training(graph, task, train_owner)
+    program.full.module.to(device)
+    for masked in program.full.masked:
+        masked.trainable, masked.frozen_values = masked.trainable.to(device), masked.frozen_values.to(device)
+    view = graph.view(task)
+    all_macs = graph.macs(view)
+    suffix_macs = all_macs - graph.macs([n for n in view if n not in program.suffix_nodes])
+    prefix_bytes = sum(t.numel() * t.element_size() for t in _prefix_outputs(program, train.x[:1], device))
+    prefix_once = 0  # multiply-adds of the frozen prefix, when its outputs are computed once and cached
+    if prefix_bytes * len(train) <= MAX_CACHED_BYTES:
+        batches = Minibatches(
+            _prefix_outputs(program, train.x, device), train.y.to(device), config.batch_size, seed
+        )
+        prefix_once = (all_macs - suffix_macs) * len(train)
+        spend_macs(prefix_once)
+        per_sample = suffix_macs
+    else:  # the prefix runs per batch: its forward pass (a third of a training pass) is spent every time
+        batches = Minibatches(
+            [train.x],
+            train.y.to(device),
+            config.batch_size,
+            seed,
+            lambda x: _prefix_outputs(program, x, device),
+        )
+        per_sample = suffix_macs + (all_macs - suffix_macs) // 3
+    val_inputs, y_val = _prefix_outputs(program, val.x, device), val.y.to(device)
+    result = fit(
+        program.suffix,
+        batches,
+        [p for p in program.suffix.parameters() if p.requires_grad],
+        config.optimizer_settings(lr_scale),
+        epochs=config.epochs if epochs is None else epochs,
+        masked=program.full.masked,
+        hooks=hooks or TrainingHooks(),
+        validate=lambda: accuracy(program.suffix, val_inputs, y_val),
+        on_epoch=on_epoch,
+        macs_per_sample=per_sample,
+    )
+    write_back(graph, program.full, train_owner)
+    val_accuracy = result.epochs[-1].val_accuracy if result.epochs else float("nan")
+    seconds = time.perf_counter() - started
+    return TrainingResult(graph, val_accuracy, result.epochs, result.macs + prefix_once, seconds)
+
+
+def evaluate(
+    graph: ModuleGraph,
+    task: int,
+    split: Split,
+    *,
+    include_free: bool = False,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Accuracy of `task`'s view on `split` (with task-IL labels: the task's own head)."""
+    compiled = compile_view(graph, task, include_free=include_free)
+    module = compiled.module.to(device).eval()
+    return accuracy(module, [split.x.to(device)], split.y.to(device))

@@ -1,0 +1,132 @@
+"""What growsearch records on an Optuna trial, as user attributes: the one module that names them.
+
+A finished trial carries a `TrialRecord` (one attribute per field, so optuna-dashboard shows each by name);
+a trial that stopped early (pruned, or failed on its own: a NaN loss) carries the compute it spent and, when
+it failed, the error. A trial a killed process left behind carries neither, which is how a resume (and the
+REINFORCE controller replaying a study) tells an interruption from a failure. Enqueued trials carry the
+decisions planned for them, and a retry the number of the trial it replaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from optuna.trial import FrozenTrial, TrialState
+
+ERROR = "error"  # why a trial failed on its own
+SPENT_MACS = "spent_macs"  # multiply-adds spent by a trial, whatever its end
+RETRY_OF = "retry_of"  # a retried trial: the number of the one it replaces (and whose seed it keeps)
+PLANNED = "planned_decisions"  # an enqueued trial: the decisions it was enqueued with
+WORKER = "worker"  # where a Ray trial ran: node id and process id
+COMMITTED = "committed"  # on a study: the trial growsearch committed; on that trial: True
+
+
+class AttributeSink(Protocol):
+    def set_user_attr(self, key: str, value: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a completed trial built and spent."""
+
+    decisions: dict[str, Any]  # what the candidate decided (recorded per task when it is committed)
+    mechanism: dict[str, Any]  # what the method did while building it
+    added_parameters: int  # parameters the candidate adds to the committed graph
+    view_parameters: int  # parameters of the task's view
+    forward_macs: int  # multiply-adds of one forward pass of one sample through the task's view
+    search_macs: int  # multiply-adds spent building the candidate (inner searches, selective retraining)
+    train_macs: int  # multiply-adds of the controller's training of it
+    train_seconds: float
+    curve: list[dict[str, Any]] = field(default_factory=list)  # per epoch: training loss/accuracy, val acc
+
+    def to_attrs(self) -> dict[str, Any]:
+        attrs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        attrs[SPENT_MACS] = self.search_macs + self.train_macs
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord | None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        if any(name not in attrs for name in names if name != "curve"):
+            return None
+        return cls(**{name: attrs[name] for name in names if name in attrs})
+
+
+def write_attrs(trial: AttributeSink, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def read_record(trial: FrozenTrial) -> TrialRecord | None:
+    return TrialRecord.from_attrs(trial.user_attrs)
+
+
+def failure_attrs(message: str, spent_macs: int) -> dict[str, Any]:
+    """A trial that failed on its own (a NaN loss, an impossible architecture)."""
+    return {ERROR: message, SPENT_MACS: int(spent_macs)}
+
+
+def stopped_attrs(spent_macs: int) -> dict[str, Any]:
+    """A trial a pruner stopped early."""
+    return {SPENT_MACS: int(spent_macs)}
+
+
+def failure(trial: FrozenTrial) -> str | None:
+    return trial.user_attrs.get(ERROR)
+
+
+def spent_macs(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get(SPENT_MACS, 0))
+
+
+def is_interrupted(trial: FrozenTrial) -> bool:
+    """A trial a killed process left behind (failed by the controller on resume, then retried)."""
+    return trial.state == TrialState.FAIL and ERROR not in trial.user_attrs
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Finished trials count; so does a trial that failed on its own, not one that was killed."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and ERROR in trial.user_attrs
+    )
+
+
+def retry_attrs(original: FrozenTrial) -> dict[str, Any]:
+    """Attributes of the retry of an interrupted trial: it replaces the first trial of its line."""
+    return {RETRY_OF: retry_of(original) if retry_of(original) is not None else original.number}
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    value = trial.user_attrs.get(RETRY_OF)
+    return None if value is None else int(value)
+
+
+def plan_attrs(decisions: Mapping[str, Any]) -> dict[str, Any]:
+    return {PLANNED: dict(decisions)}
+
+
+def planned_decisions(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The decisions a trial was enqueued with, or sampled (None: neither yet)."""
+    if trial.params:
+        return dict(trial.params)
+    planned = trial.user_attrs.get(PLANNED)
+    return None if planned is None else dict(planned)
+
+
+def worker_attrs(node_id: str, pid: int) -> dict[str, Any]:
+    return {WORKER: {"node_id": node_id, "pid": pid}}
+
+
+def worker_node(trial: FrozenTrial) -> str | None:
+    return (trial.user_attrs.get(WORKER) or {}).get("node_id")
+
+
+def committed_attrs() -> dict[str, Any]:
+    return {COMMITTED: True}
+
+
+def study_committed_attrs(number: int) -> dict[str, Any]:
+    return {COMMITTED: number}
