@@ -237,6 +237,7 @@ class PathNet(Method):
                 steps=options.minibatches,
                 hooks=restore,
                 macs_per_sample=pool.macs(active),
+                track_accuracy=True,
             )
             diverged[0] += result.diverged
             return 0.0 if result.diverged else result.train_accuracy

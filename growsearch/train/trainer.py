@@ -154,7 +154,7 @@ NO_HOOKS = TrainingHooks()
 class EpochStats:
     epoch: int  # 0-based
     train_loss: float  # mean cross-entropy of the epoch's batches
-    train_accuracy: float  # on those batches, as they were trained
+    train_accuracy: float | None  # on those batches, as they were trained (None: not tracked)
     val_accuracy: float | None = None
 
     def to_json(self) -> dict[str, float | int | None]:
@@ -174,7 +174,7 @@ class FitResult:
     epochs: tuple[EpochStats, ...]
     steps: int
     samples: int
-    train_accuracy: float  # over every trained batch
+    train_accuracy: float | None  # over every trained batch (None: not tracked)
     macs: int
     diverged: bool = False  # with on_divergence="restore": a loss was not finite, parameters put back
 
@@ -219,11 +219,13 @@ def fit(
     validate: Callable[[], float] | None = None,
     on_epoch: EpochCallback | None = None,
     macs_per_sample: int = 0,
+    track_accuracy: bool = False,
 ) -> FitResult:
     """Train `parameters` of `model` (called as `model(*batch.inputs)`, returning logits) on `batches`
     for `epochs` passes, or for `steps` minibatches continuing the batch stream. `masked` parameters train
     only where their mask allows: their gradient is masked and their other entries are put back after
-    every step, whatever the optimiser does. `validate` is called after each epoch."""
+    every step, whatever the optimiser does. `validate` is called after each epoch. `track_accuracy`
+    measures the training accuracy of the batches as they train (PathNet's fitness)."""
     if (epochs is None) == (steps is None):
         raise ValueError("fit takes epochs or steps, not both")
     optimizer = make_optimizer(parameters, settings)
@@ -274,7 +276,8 @@ def fit(
                         hooks.after_step(StepOutcome(step, value, batch))
                 n = len(batch.y)
                 loss_sum += value * n
-                correct += (logits.detach().argmax(1) == batch.y).sum()
+                if track_accuracy:
+                    correct += (logits.detach().argmax(1) == batch.y).sum()
                 seen += n
                 charge(3 * macs_per_sample * n)
             samples += seen
@@ -283,11 +286,13 @@ def fit(
                 break
             model.eval()
             val = validate() if validate is not None else None
-            stats = EpochStats(epoch, loss_sum / max(seen, 1), int(correct) / max(seen, 1), val)
+            accuracy = int(correct) / max(seen, 1) if track_accuracy else None
+            stats = EpochStats(epoch, loss_sum / max(seen, 1), accuracy, val)
             history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
     finally:
         for handle in handles:
             handle.remove()
-    return FitResult(tuple(history), step, samples, correct_total / max(samples, 1), spent, diverged)
+    accuracy = correct_total / max(samples, 1) if track_accuracy else None
+    return FitResult(tuple(history), step, samples, accuracy, spent, diverged)

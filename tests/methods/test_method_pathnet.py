@@ -38,6 +38,7 @@ def train_contestant(pool, active, batches, steps, training):
         training.optimizer_settings(),
         steps=steps,
         hooks=TrainingHooks(on_divergence="restore"),
+        track_accuracy=True,
     )
 
 
