@@ -20,7 +20,7 @@ import optuna
 from growsearch.atomic_files import atomic_write_json
 from growsearch.backends import BACKENDS, make_backend
 from growsearch.config.space import SearchSpace, space_from_dict
-from growsearch.data.benchmarks import load_benchmark
+from growsearch.data.benchmarks import DEFAULT_BENCHMARK, load_benchmark
 from growsearch.data.task import TaskStream
 from growsearch.errors import ScenarioError, UnknownNameError
 from growsearch.methods import Method, get_method
@@ -73,8 +73,9 @@ def _versions() -> dict[str, str]:
 
 
 def load_stream(options: RunOptions) -> TaskStream:
+    """The stream `options` name (the default benchmark when they name none)."""
     return load_benchmark(
-        options.benchmark,
+        options.benchmark or DEFAULT_BENCHMARK,
         scenario=options.scenario,
         data_root=options.data_root,
         download=options.download,
@@ -95,7 +96,7 @@ def build_method(space: SearchSpace, stream: TaskStream) -> Method:
 
 
 def default_run_name(space: SearchSpace, options: RunOptions) -> str:
-    benchmark = options.benchmark or space.benchmark.name
+    benchmark = resolve_options(space, options).benchmark
     return f"{space.method}-{benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -151,13 +152,16 @@ def _drive(
         run=run,
         backend=backend,
         seed=options.seed,
-        reporter=_MetricsWriter(reporter or SilentReporter(), run, len(stream), baseline),
+        reporter=_MetricsWriter(
+            reporter or SilentReporter(), run, len(stream), baseline, method.space.metrics.epsilon
+        ),
     )
     try:
         records = controller.run_all()
     finally:
         backend.close()
-    return RunResult(run.path, records, write_metrics(run, len(stream), baseline))
+    epsilon = method.space.metrics.epsilon
+    return RunResult(run.path, records, write_metrics(run, len(stream), baseline, epsilon))
 
 
 def _baseline(run: RunFolder, stream: TaskStream, method: Method, seed: int) -> list[float]:
@@ -181,6 +185,7 @@ class _MetricsWriter:
     run: RunFolder
     n_tasks: int
     baseline: list[float]
+    epsilon: float
 
     def task_started(self, task: int, n_tasks: int, n_trials: int, done: int) -> None:
         self.inner.task_started(task, n_tasks, n_trials, done)
@@ -189,5 +194,5 @@ class _MetricsWriter:
         self.inner.trial_finished(task, trial)
 
     def task_committed(self, task: int, record: dict[str, Any]) -> None:
-        write_metrics(self.run, self.n_tasks, self.baseline)
+        write_metrics(self.run, self.n_tasks, self.baseline, self.epsilon)
         self.inner.task_committed(task, record)

@@ -21,7 +21,7 @@ SPENT_MACS = "spent_macs"  # multiply-adds spent by a trial, whatever its end
 RETRY_OF = "retry_of"  # a retried trial: the number of the one it replaces (and whose seed it keeps)
 PLANNED = "planned_decisions"  # an enqueued trial: the decisions it was enqueued with
 WORKER = "worker"  # where a Ray trial ran: node id and process id
-COMMITTED = "committed"  # on a study: the trial growsearch committed; on that trial: True
+COMMITTED = "committed"  # on a study: the number of the trial growsearch committed
 
 
 class AttributeSink(Protocol):
@@ -40,7 +40,8 @@ class TrialRecord:
     search_macs: int  # multiply-adds spent building the candidate (inner searches, selective retraining)
     train_macs: int  # multiply-adds of the controller's training of it
     train_seconds: float
-    curve: list[dict[str, Any]] = field(default_factory=list)  # per epoch: training loss/accuracy, val acc
+    # per epoch: training loss, validation accuracy (and training accuracy where the trainer tracked it)
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -122,10 +123,6 @@ def worker_attrs(node_id: str, pid: int) -> dict[str, Any]:
 
 def worker_node(trial: FrozenTrial) -> str | None:
     return (trial.user_attrs.get(WORKER) or {}).get("node_id")
-
-
-def committed_attrs() -> dict[str, Any]:
-    return {COMMITTED: True}
 
 
 def study_committed_attrs(number: int) -> dict[str, Any]:

@@ -106,3 +106,28 @@ def test_the_config_layer_knows_nothing_of_methods_or_torch():
         source = (ROOT.parent / module.replace(".", "/")).with_suffix(".py")
         if source.exists():
             assert "import torch" not in source.read_text(), module
+
+
+def _sources() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): p.read_text() for p in ROOT.rglob("*.py")}
+
+
+def test_only_the_trainer_and_the_controller_policy_call_backward():
+    allowed = {"train/trainer.py", "methods/algorithms/reinforce.py"}
+    calling = {name for name, text in _sources().items() if ".backward(" in text or "autograd.grad" in text}
+    assert calling <= allowed, calling - allowed
+
+
+def test_methods_sample_in_decide_only():
+    """No method defines its space twice: the only `suggest` left is Ray Tune's Searcher API."""
+    defining = {name for name, text in _sources().items() if "def suggest(" in text}
+    assert defining <= {"backends/ray_backend.py"}, defining
+
+
+def test_optuna_user_attributes_are_read_and_written_in_one_module():
+    touching = {
+        name
+        for name, text in _sources().items()
+        if ".user_attrs" in text or "set_user_attr(" in text or ".system_attrs" in text
+    }
+    assert touching <= {"trial_record.py"}, touching

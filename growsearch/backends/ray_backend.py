@@ -29,7 +29,7 @@ from ray.tune.search import Searcher
 
 from growsearch.config.space import BackendConfig
 from growsearch.errors import ConfigError, TrainingError
-from growsearch.search.backend import TaskTrials, TrialSaver
+from growsearch.search.backend import SaveTrial, TaskTrials
 from growsearch.search.trial_job import TrialJob
 from growsearch.train.trainer import EpochStats, count_macs
 from growsearch.trial_record import failure_attrs, stopped_attrs, worker_attrs, write_attrs
@@ -77,15 +77,15 @@ class StudySearcher(Searcher):
             values = json.loads(result[VALUES])
             frozen = study.tell(trial, values if self.trials.multi_objective else values[0])
         elif error or result.get("failed"):
-            if error and not result.get("failed"):
-                write_attrs(
-                    trial, failure_attrs(f"the Ray trial {trial_id} failed; see its log under ray/", 0)
-                )
+            # a TrainingError reported its message ("failed"); a crash of the worker (a lost node after
+            # Tune's retries) stays an interruption, as a killed in-process trial is: not counted toward
+            # the budget, not learned from, with the compute its last report carried
             frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:  # stopped early by the scheduler
             frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         self.trials.on_trial(study, frozen)
 
+    # `suggest` is Tune's name for asking a searcher (the Searcher API), not a method's sampling step.
     # The search state lives in the Optuna storage, so there is nothing of Tune's to save or restore;
     # Tune still pickles its config at start, which must not drag in the storage's locks or the data.
     def save(self, checkpoint_path: str) -> None:
@@ -98,7 +98,7 @@ class StudySearcher(Searcher):
         return {"_metric": self._metric, "_mode": self._mode, "live": {}}
 
 
-def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: TrialSaver, epochs: int) -> None:
+def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial, epochs: int) -> None:
     """A Tune function trainable: build the candidate from the decisions, train, keep the weights, report."""
     where = worker_attrs(ray.get_runtime_context().get_node_id(), os.getpid())
     last_epoch = epochs - 1

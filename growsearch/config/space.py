@@ -2,7 +2,8 @@
 
 Sections: `method` (registered name), `paper` (citation, free text), `network` (the base layers),
 `training` (how candidates train), `search` (trial budget, sampler, pruner, storage, objectives),
-`backend` (what a Ray trial reserves), `options` (the method's own settings: a mapping the method checks
+`backend` (what a Ray trial reserves), `metrics` (the survey's epsilon in CE), `options` (the method's own
+settings: a mapping the method checks
 against its Options dataclass when it is built) and `benchmark` (defaults for the run's benchmark,
 scenario, tasks and cap). Unknown keys and bad values are refused with the file, the field and what was
 expected. This layer knows nothing of methods, so loading a YAML imports none.
@@ -23,7 +24,7 @@ from growsearch.config.schema import from_mapping, require
 from growsearch.config.training import TrainingConfig
 from growsearch.errors import ConfigError, UnknownNameError
 
-SECTIONS = ("method", "paper", "network", "training", "search", "backend", "options", "benchmark")
+SECTIONS = ("method", "paper", "network", "training", "search", "backend", "metrics", "options", "benchmark")
 Objective = Literal["accuracy", "added_parameters", "forward_macs"]
 
 
@@ -35,9 +36,11 @@ class SearchConfig:
     sampler: str | None = None  # None: the method's own sampler
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
     storage: Literal["journal", "sqlite"] = "journal"
-    # more than one objective: a multi-objective search (NSGA-II by default); the committed trial is the
-    # Pareto point with the best accuracy, or, within `accuracy_tolerance` of it, the cheapest one
+    # more than one objective: a multi-objective search (NSGA-II by default)
     objectives: tuple[Objective, ...] = ("accuracy",)
+    # the committed trial: among the candidates within this much of the best score (validation accuracy,
+    # or the method's reward; in a multi-objective search, the Pareto points within it of the best
+    # accuracy), the one that adds the fewest parameters (lowest costs). 0: the best, ties to the smallest
     accuracy_tolerance: float = 0.0
 
     def validate(self, where: str) -> None:
@@ -89,6 +92,19 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The `metrics:` section. `epsilon` scales the computational efficiency CE (the survey's eq. 13,
+    Diaz-Rodriguez et al. 2018): "a scaling factor associated to the number of epochs needed to learn a
+    task"; with epsilon = the epochs a plain learner trains, a method that spends no more than those passes
+    scores CE = 1."""
+
+    epsilon: float = 1.0
+
+    def validate(self, where: str) -> None:
+        require(self.epsilon > 0, f"{where}.epsilon", f"expected a number > 0, got {self.epsilon}")
+
+
+@dataclass(frozen=True)
 class BenchmarkDefaults:
     """The `benchmark:` section: what a run uses unless the command line (or RunOptions) says otherwise."""
 
@@ -107,6 +123,7 @@ class SearchSpace:
     backend: BackendConfig
     options: dict[str, Any]  # the method's `options:` mapping, checked by the method when it is built
     benchmark: BenchmarkDefaults
+    metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009 - frozen
     paper: str = ""
     source: str = "<defaults>"
 
@@ -119,6 +136,7 @@ class SearchSpace:
             "training": dataclasses.asdict(self.training),
             "search": _plain(dataclasses.asdict(self.search)),
             "backend": dataclasses.asdict(self.backend),
+            "metrics": dataclasses.asdict(self.metrics),
             "options": _plain(self.options),
             "benchmark": dataclasses.asdict(self.benchmark),
         }
@@ -192,6 +210,7 @@ def space_from_dict(data: Any, where: str) -> SearchSpace:
         backend=from_mapping(BackendConfig, data.get("backend"), f"{where}: backend"),
         options=dict(options),
         benchmark=from_mapping(BenchmarkDefaults, data.get("benchmark"), f"{where}: benchmark"),
+        metrics=from_mapping(MetricsConfig, data.get("metrics"), f"{where}: metrics"),
         paper=paper,
         source=where,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from growsearch.config.schema import require
@@ -21,9 +21,6 @@ class OptimizerSettings:
     betas: tuple[float, float] = (0.9, 0.999)  # Adam
     alpha: float = 0.99  # RMSProp's smoothing constant
     eps: float = 1e-8
-
-    def scaled(self, lr_scale: float) -> OptimizerSettings:
-        return replace(self, lr=self.lr * lr_scale)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ once per task instead of once per batch per epoch.
 
 This module owns the graph's semantics: how a node merges its inputs (sum, concat, or stack for a mixed
 operation), what a node that shares another's weights computes, which entries of an owner-tracked weight
-a task sees and which of them train. Every forward pass in growsearch is a view compiled here.
+a task sees and which of them train. Every forward pass of a graph in growsearch is a view compiled here.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def compile_view(
                 continue
             if name in node_masks:
                 own = node_masks[name].to(torch.bool)
-            elif name in node.owners and train_masks is None:
+            elif name in node.owners:
                 own = node.owners[name] == train_owner
             else:
                 continue

@@ -21,7 +21,8 @@ from growsearch.graph.module_graph import INPUT, ModuleGraph, Node
 from growsearch.graph.specs import Input, spec_from_dict
 
 GRAPH_FILE, WEIGHTS_FILE, CHECKSUM_FILE = "graph.json", "weights.safetensors", "checksums.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a node may share another's weights (`shares`); version 1 files load as they are
+READABLE_VERSIONS = (1, 2)
 
 
 def graph_to_json(graph: ModuleGraph) -> dict:
@@ -111,9 +112,9 @@ def load_graph(folder: Path, *, verify: bool = True) -> ModuleGraph:
 
 def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
     meta = data["graph"]
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"graph format_version {meta.get('format_version')!r}; expected {FORMAT_VERSION}"
+            f"graph format_version {meta.get('format_version')!r}; expected one of {READABLE_VERSIONS}"
         )
     graph = ModuleGraph(tuple(meta["input_shape"]))
     plain = nx.node_link_graph(data, edges="edges")

@@ -184,6 +184,10 @@ def widen(graph: ModuleGraph, node_id: str, extra: int) -> ModuleGraph:
     node = grown.node(node_id)
     if not isinstance(node.spec, Linear | Conv2d) or isinstance(node.spec, Head):
         raise GraphError(f"widen works on Linear and Conv2d nodes; {node_id!r} is a {node.spec.kind}")
+    sharing = [n for n, other in grown.nodes() if other.shares == node_id or (n == node_id and node.shares)]
+    sharing += [c for c in grown.successors(node_id) if grown.node(c).shares]
+    if sharing:
+        raise GraphError(f"cannot widen {node_id!r}: nodes {sharing} share weights with it or its consumers")
     field = "out_features" if isinstance(node.spec, Linear) else "out_channels"
     old_width = getattr(node.spec, field)
     node.spec = replace(node.spec, **{field: old_width + extra})

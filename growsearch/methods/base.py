@@ -9,7 +9,8 @@ A method module subclasses `Method`, sets `name`, `paper`, `scenarios` and an `O
   of the committed graph). This is all a worker runs; it may train (an inner search, selective
   retraining) through the one trainer, whose multiply-adds are counted automatically.
 The controller then trains the candidate for `training.epochs`; `commit` runs on the chosen one (by
-default it freezes the task's new nodes). It registers itself with `@register_method`.
+default it freezes the task's new nodes). A method in this package is found by its `name`; one defined
+elsewhere is added with `register_method`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class TaskContext:
     specs: tuple[NodeSpec, ...]  # the base architecture's layers, sized for this stream's inputs
     history: tuple[dict[str, Any], ...]  # the committed decisions of every earlier task, in order
     seed: int  # the task's seed (the same for every trial of the task)
+    n_tasks: int = 0  # tasks in the stream (0: unknown)
+
+    @property
+    def is_last(self) -> bool:
+        return self.n_tasks > 0 and self.task_id == self.n_tasks - 1
 
     @property
     def n_outputs(self) -> int:
@@ -58,11 +64,19 @@ class TaskContext:
 
 @dataclass(frozen=True)
 class Candidate:
-    """What `build` returns: the grown graph the controller trains, and what the trial records about it."""
+    """What `build` returns: the grown graph the controller trains, and what the trial records about it:
+    `decisions`, what the candidate is (the sampled decisions and what `build` decided from them, e.g.
+    PathNet's path: the task record's "decisions"), and `mechanism`, what the method did to get there
+    (a mapping, or a method's own dataclass of typed fields: units selected, generations run, ...)."""
 
     graph: ModuleGraph
-    decisions: dict[str, Any] = field(default_factory=dict)  # what was decided, recorded per task
-    mechanism: dict[str, Any] = field(default_factory=dict)  # what the method did (units selected, ...)
+    decisions: dict[str, Any] = field(default_factory=dict)
+    mechanism: Any = field(default_factory=dict)
+
+    def mechanism_record(self) -> dict[str, Any]:
+        if dataclasses.is_dataclass(self.mechanism):
+            return dataclasses.asdict(self.mechanism)
+        return dict(self.mechanism)
 
 
 # retrain(graph, epochs, train_owner, lr_scale) -> graph: the controller's trainer, for commit policies
@@ -120,3 +134,13 @@ class Method(ABC):
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """After the best candidate is picked: by default, freeze every node the task added."""
         return ops.freeze(chosen, [n for n, node in chosen.nodes() if node.owner == ctx.task_id])
+
+    # ---- what the task's record shows of the mechanism ---------------------------------------------------
+    def search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:
+        """What the task's search as a whole did (every candidate's accuracy and size, rewards, ...), joined
+        to the committed candidate's `mechanism` in the task's record. Default: nothing more."""
+        return {}
+
+    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+        """What the commit policy did (capacity pruned, left free, ...), joined to the record's mechanism."""
+        return {}

@@ -91,9 +91,7 @@ class CLEAS(ControllerMethod):
         reused = [sum(int(keep[g].sum()) for g in groups) for groups in self._old_groups(ctx)]
         empty = [i for i, (a, r) in enumerate(zip(added, reused, strict=True)) if a + r == 0]
         if empty:
-            raise TrainingError(
-                f"task {ctx.task_id}: the sampled architecture has no neuron at layers {empty}"
-            )
+            raise TrainingError(f"the sampled architecture has no neuron at layers {empty}")
         graph = neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs, keep)
         decided = {"add_units": added, "reused_units": reused, "reuse": reuse_bits}
         return Candidate(graph, decided, self.penalty_record(added))

@@ -19,7 +19,9 @@ retrained function through its copies. Every entry is then claimed by t; the con
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import torch
@@ -43,7 +45,7 @@ from growsearch.grow.units import (
 )
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.train.candidate import resolve_device
-from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit
+from growsearch.train.trainer import FitResult, Minibatches, StepOutcome, TrainingHooks, fit
 
 PREFIX = "den"
 SHARED = PREFIX + "/L{}"
@@ -58,8 +60,15 @@ class DENOptions:
     l2: float = 1e-4
     group_lasso: float = 1e-3
     drift_l2: float = 0.5
-    stage_epochs: int = 5
-    head_epochs: int = 1
+    # stage lengths in minibatch iterations, as the reference counts them: every stage runs up to
+    # `max_iterations`, stopping early once the mean of the last `loss_window` validation losses (checked
+    # every `check_every` iterations) moves by less than `stop_tolerance`; the new head alone trains for
+    # `head_iterations` before the selection
+    max_iterations: int = 4300
+    head_iterations: int = 430
+    check_every: int = 100
+    loss_window: int = 10
+    stop_tolerance: float = 1e-6
     search_thresholds: bool = False
     loss_threshold_range: tuple[float, ...] = (1e-3, 1.0)
     split_threshold_range: tuple[float, ...] = (1e-2, 1.0)
@@ -67,13 +76,27 @@ class DENOptions:
     def validate(self, where: str) -> None:
         for name in ("loss_threshold", "split_threshold", "l1", "l2", "group_lasso", "drift_l2"):
             require(getattr(self, name) >= 0, f"{where}.{name}", "expected a number >= 0")
-        require(self.expand_units >= 1, f"{where}.expand_units", "expected an integer >= 1")
-        require(self.stage_epochs >= 1, f"{where}.stage_epochs", "expected an integer >= 1")
-        require(self.head_epochs >= 1, f"{where}.head_epochs", "expected an integer >= 1")
+        for name in ("expand_units", "max_iterations", "head_iterations", "check_every", "loss_window"):
+            require(getattr(self, name) >= 1, f"{where}.{name}", "expected an integer >= 1")
+        require(self.stop_tolerance >= 0, f"{where}.stop_tolerance", "expected a number >= 0")
         for name in ("loss_threshold_range", "split_threshold_range"):
             low_high = getattr(self, name)
             ok = len(low_high) == 2 and 0 < low_high[0] < low_high[1]
             require(ok, f"{where}.{name}", "expected [low, high] with 0 < low < high")
+
+
+@dataclass(frozen=True)
+class DENStages:
+    """What DEN's stages did for a task, recorded on its trial (per hidden layer where a list)."""
+
+    stage_iterations: list[int]  # minibatches each stage ran (the early stopping cuts them short)
+    selected_units: list[int] | None  # units the breadth-first search from the new head selected
+    old_units: list[int]  # units before the task (the selection's "out of")
+    selective_loss: float | None  # the selective retraining's last loss, compared with tau
+    expanded: bool
+    expanded_units: list[int]  # units added and kept by group sparsity
+    dropped_units: list[int]  # added units group sparsity left without weights
+    split_units: list[int]  # old units that drifted beyond sigma and were duplicated
 
 
 @dataclass
@@ -122,36 +145,36 @@ class DEN(Method):
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id).copy()
         shared = [SHARED.format(i) for i in range(len(ctx.specs))]
         net = self._read(graph, shared, ctx)
-        mechanism: dict[str, object]
         if ctx.task_id == 0:
             everything = _Stage(_masks(net.w, True), _masks(net.b, True))  # L1-sparse first task
-            self._fit(net, everything, ctx, self.options.stage_epochs)
+            steps = self._fit(net, everything, ctx, self.options.max_iterations).steps
             old = [0] * len(shared)
-            mechanism = {
-                "expanded": False,
-                **{k: old for k in ("expanded_units", "dropped_units", "split_units")},
-            }
+            stages = DENStages([steps], None, old, None, False, old, old, old)
         else:
-            net, old, mechanism = self._grow(net, ctx, (tau, sigma))
-        decided = {"loss_threshold": tau, "split_threshold": sigma}
-        decided.update({k: mechanism[k] for k in ("expanded", "expanded_units", "split_units")})
-        return Candidate(self._write(graph, shared, net, old, ctx), decided, mechanism)
+            net, old, stages = self._grow(net, ctx, (tau, sigma))
+        decided = {"loss_threshold": tau, "split_threshold": sigma, "expanded": stages.expanded}
+        return Candidate(self._write(graph, shared, net, old, ctx), decided, stages)
 
     # ---- the three stages -------------------------------------------------------------------------------
     def _grow(
         self, net: _Net, ctx: TaskContext, thresholds: tuple[float, float]
-    ) -> tuple[_Net, list[int], dict[str, object]]:
+    ) -> tuple[_Net, list[int], DENStages]:
         (tau, sigma), opts, depth = thresholds, self.options, len(net.acts)
 
-        def fit(stage: _Stage, epochs: int) -> float:
-            return self._fit(net, stage, ctx, epochs)
+        iterations: list[int] = []
+
+        def fit(stage: _Stage, limit: int) -> float:
+            """Train a stage; the last minibatch's loss (what the reference compares with tau)."""
+            result = self._fit(net, stage, ctx, limit)
+            iterations.append(result.steps)
+            return result.last_step_loss
 
         prev = [w.clone() for w in net.w[:depth]]
         prev_b = [b.clone() for b in net.b[:depth]]
         old = [len(b) for b in prev_b]
         head_only = _Stage(_masks(net.w, False), _masks(net.b, False))
         head_only.w[-1][:], head_only.b[-1][:] = True, True
-        fit(head_only, opts.head_epochs)
+        fit(head_only, opts.head_iterations)
         selected = reachable_units(net.w)
         stage = _Stage(_masks(net.w, False), _masks(net.b, False), anchor=prev)
         for layer in range(depth + 1):
@@ -159,7 +182,7 @@ class DEN(Method):
             cols = selected[layer - 1] if layer > 0 else torch.ones(net.w[0].shape[1], dtype=torch.bool)
             stage.w[layer] = rows[:, None] & cols[None, :]
             stage.b[layer] = rows.clone()
-        loss = fit(stage, opts.stage_epochs)
+        loss = fit(stage, opts.max_iterations)
         expanded, dropped = loss >= tau, [0] * depth
         if expanded:
             groups = expand_units(net.w, net.b, opts.expand_units)
@@ -171,23 +194,36 @@ class DEN(Method):
                 if layer > 0:
                     stage.w[layer][:, groups[layer - 1]] = True
             stage.w[-1][:], stage.b[-1][:] = True, True
-            fit(stage, opts.stage_epochs)
+            fit(stage, opts.max_iterations)
             dropped = drop_empty_units(net.w, net.b, groups)
         drift = [(net.w[i][: old[i], : prev[i].shape[1]] - prev[i]).norm(dim=1) for i in range(depth)]
         split = [(d > sigma).nonzero().flatten() for d in drift]
         free = split_units(net.w, net.b, prev, prev_b, split)
-        fit(_Stage(*free), opts.stage_epochs)
+        fit(_Stage(*free), opts.max_iterations)
         added = [len(b) - o - len(s) for b, o, s in zip(net.b, old, split, strict=False)]
-        mechanism: dict[str, object] = {
-            "selected_units": [int(s.sum()) for s in selected[:depth]],
-            "old_units": old,
-            "selective_loss": float(loss),
-            "expanded": bool(expanded),
-            "expanded_units": added,
-            "dropped_units": dropped,
-            "split_units": [len(s) for s in split],
-        }
-        return net, old, mechanism
+        selected_units = [int(s.sum()) for s in selected[:depth]]
+        stages = DENStages(
+            iterations,
+            selected_units,
+            old,
+            float(loss),
+            bool(expanded),
+            added,
+            dropped,
+            [len(s) for s in split],
+        )
+        return net, old, stages
+
+    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+        """Units per layer after the task, and how sparse the weights the task sees are (L1 at work)."""
+        units, sparsity = [], []
+        for i in range(len(ctx.specs)):
+            node = committed.node(SHARED.format(i))
+            weight, _ = dense_parameters(node)
+            visible = (node.owners[weight] >= 0) & (node.owners[weight] <= ctx.task_id)
+            units.append(int(node.spec.out_features))
+            sparsity.append(float((node.weights[weight][visible] == 0).float().mean()))
+        return {"units": units, "weight_sparsity": sparsity}
 
     # ---- tensors <-> graph -----------------------------------------------------------------------------
     def _read(self, graph: ModuleGraph, shared: list[str], ctx: TaskContext) -> _Net:
@@ -223,10 +259,10 @@ class DEN(Method):
         return ops.freeze(graph, shared)  # every entry is owned now: the controller refits the head only
 
     # ---- training ----------------------------------------------------------------------------------------
-    def _fit(self, net: _Net, stage: _Stage, ctx: TaskContext, epochs: int) -> float:
-        """Train the stage's entries of `net` (in place) through the one trainer: cross-entropy + L2 + drift
-        as the loss, L1 and group-lasso proximal steps after each step (as the reference implementation
-        applies them). Returns the last epoch's mean cross-entropy."""
+    def _fit(self, net: _Net, stage: _Stage, ctx: TaskContext, iterations: int) -> FitResult:
+        """Train the stage's entries of `net` (in place) through the one trainer for up to `iterations`
+        minibatches: cross-entropy + L2 + drift as the loss, L1 and group-lasso proximal steps after each
+        step (as the reference implementation applies them), stopping at a validation-loss plateau."""
         config, opts = self.space.training, self.options
         device = resolve_device(config.device)
         graph = dense_stack(ctx.committed.input_shape, ctx.task_id, net.w, net.b, net.acts)
@@ -264,21 +300,42 @@ class DEN(Method):
                 norms = w[layer][rows].norm(dim=1, keepdim=True)
                 w[layer][rows] *= (1 - opts.group_lasso / norms.clamp(min=1e-12)).clamp(min=0)
 
-        train = ctx.task.train
+        train, val = ctx.task.train, ctx.task.val
+        plateau = _Plateau(compiled.module, val.x.to(device), val.y.to(device), opts)
         seed = int(torch.randint(2**31 - 1, ()).item())  # torch's RNG is seeded per trial
         result = fit(
             compiled.module,
             Minibatches([train.x.to(device)], train.y.to(device), config.batch_size, seed),
             [p for p in compiled.module.parameters() if p.requires_grad],
             config.optimizer_settings(),
-            epochs=epochs,
+            steps=iterations,
             masked=compiled.masked,
-            hooks=TrainingHooks(penalty=penalty, after_step=proximal),
+            hooks=TrainingHooks(penalty=penalty, after_step=proximal, should_stop=plateau),
             macs_per_sample=graph.macs(graph.view(ctx.task_id)),
         )
         write_back(graph, compiled)
         net.w, net.b = stack_tensors(graph)
-        return result.last_loss
+        return result
+
+
+class _Plateau:
+    """The reference's early stopping: every `check_every` iterations the validation loss joins a window
+    of the last `loss_window` checks; training stops once the window's mean (always divided by the window
+    size) moves by less than `stop_tolerance` between two checks."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: DENOptions):
+        self.model, self.x, self.y, self.options = model, x, y, options
+        self.window: deque[float] = deque(maxlen=options.loss_window)
+        self.mean: float | None = None
+
+    def __call__(self, step: StepOutcome) -> bool:
+        if step.step % self.options.check_every or not len(self.y):
+            return False
+        with torch.no_grad():
+            self.window.append(float(nn.functional.cross_entropy(self.model(self.x), self.y)))
+        mean = sum(self.window) / self.options.loss_window
+        previous, self.mean = self.mean, mean
+        return previous is not None and abs(previous - mean) < self.options.stop_tolerance
 
 
 def _masks(tensors: list[torch.Tensor], value: bool) -> list[torch.Tensor]:

@@ -30,7 +30,8 @@ from growsearch.methods.algorithms.task_prior import PriorChoice, choose_source
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
 from growsearch.train.candidate import resolve_device
-from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit, spend_macs
+from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit
+from growsearch.trial_record import read_record
 
 PAPER = (
     "Veniat, Denoyer & Ranzato 2021, Efficient Continual Learning with Modular Networks and "
@@ -98,6 +99,22 @@ class MNTDPD(_MNTDP):
         decided = {"reuse_depth": k, "source_task": source}
         return Candidate(self._candidate(ctx, source, k), decided, _prior_record(choice))
 
+    def search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:
+        """Every trained candidate: how deep it reuses the source path, its validation accuracy and size."""
+        candidates = []
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            record = read_record(trial)
+            added = record.added_parameters if record else None
+            candidates.append(
+                {
+                    "trial": trial.number,
+                    "reuse_depth": trial.params.get("reuse_depth"),
+                    "val_accuracy": trial.values[0],
+                    "added_parameters": added,
+                }
+            )
+        return {"candidates": candidates}
+
 
 @dataclass(frozen=True)
 class MNTDPSOptions:
@@ -135,12 +152,10 @@ class MNTDPS(_MNTDP):
         graphs = [self._candidate(ctx, source, k) for k in depths]
         probabilities = self._train_jointly(graphs, ctx)
         best = max(range(len(depths)), key=lambda i: (probabilities[i], -i))
-        decided = {
-            "reuse_depth": depths[best],
-            "source_task": source,
-            "path_probabilities": {str(k): p for k, p in zip(depths, probabilities, strict=True)},
-        }
-        return Candidate(graphs[best], decided, _prior_record(choice))
+        distribution = {str(k): p for k, p in zip(depths, probabilities, strict=True)}
+        decided = {"reuse_depth": depths[best], "source_task": source, "path_probabilities": distribution}
+        mechanism = {**_prior_record(choice), "path_probabilities": distribution}
+        return Candidate(graphs[best], decided, mechanism)
 
     def _train_jointly(self, graphs: list[ModuleGraph], ctx: TaskContext) -> list[float]:
         """One training run over the candidates: each step trains the candidate sampled from softmax(logits)
@@ -163,7 +178,6 @@ class MNTDPS(_MNTDP):
             grad = -torch.softmax(logits, 0)  # d log p_i / d logits = onehot(i) - probs
             grad[i] += 1.0
             logits.add_(self.options.path_lr * (reward - baseline[0]) * grad)
-            spend_macs(3 * view_macs[i] * len(outcome.batch.y))
 
         batches = Minibatches([task.train.x.to(device)], task.train.y.to(device), config.batch_size, ctx.seed)
         fit(
@@ -172,7 +186,9 @@ class MNTDPS(_MNTDP):
             [p for p in switch.parameters() if p.requires_grad],
             config.optimizer_settings(),
             epochs=self.options.sampler_epochs,
+            masked=[m for view in compiled for m in view.masked],
             hooks=TrainingHooks(before_step=sample, after_step=learn),
+            macs_per_sample=lambda: view_macs[switch.active],
         )
         for graph, view in zip(graphs, compiled, strict=True):
             write_back(graph, view)

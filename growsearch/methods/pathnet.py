@@ -79,6 +79,19 @@ class PathNetOptions:
         require(target is None or 0 < target <= 1, f"{where}.target_fitness", "expected null or (0, 1]")
 
 
+@dataclass(frozen=True)
+class PathNetSearch:
+    """What a task's GA did, recorded on its trial."""
+
+    generations_run: int
+    reached_target: bool
+    best_fitness: float  # the committed path's fitness at its last tournament
+    best_fitness_per_generation: list[float]
+    diverged_contestants: int  # contestants whose loss diverged: they lost with fitness 0
+    shared_modules: list[str]  # nodes sharing a frozen module's weights behind a new input
+    tournaments: list[dict[str, Any]]
+
+
 def pool_id(layer: int, module: int) -> str:
     return f"pool/L{layer}/M{module}"
 
@@ -255,20 +268,19 @@ class PathNet(Method):
         active = active_modules(best)
         graph = add_path(ctx.committed, ctx.task_id, pool.to("cpu"), active)
         reused = [pool_id(layer, m) for layer, ms in enumerate(active) for m in ms if pool.frozen[layer][m]]
-        decided: dict[str, Any] = {
+        decided = {
             "path": genome_to_json(best),
             "path_modules": [list(ms) for ms in active],
             "reused_modules": reused,
             "ga_seed": ga_seed,
-            "best_fitness": evolution.best_fitness(),
-            "generations_run": len(evolution.history),
         }
-        mechanism: dict[str, Any] = {
-            "generations_run": len(evolution.history),
-            "reached_target": evolution.reached_target,
-            "best_fitness_per_generation": [max(r.fitness) for r in evolution.history],
-            "diverged_contestants": diverged[0],
-            "shared_modules": sorted(n for n in graph.node_ids() if n not in ctx.committed and "@t" in n),
-            "tournaments": [record.to_json() for record in evolution.history],
-        }
+        mechanism = PathNetSearch(
+            generations_run=len(evolution.history),
+            reached_target=evolution.reached_target,
+            best_fitness=evolution.best_fitness(),
+            best_fitness_per_generation=[max(r.fitness) for r in evolution.history],
+            diverged_contestants=diverged[0],
+            shared_modules=sorted(n for n in graph.node_ids() if n not in ctx.committed and "@t" in n),
+            tournaments=[record.to_json() for record in evolution.history],
+        )
         return Candidate(graph, decided, mechanism)

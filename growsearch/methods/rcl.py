@@ -24,7 +24,7 @@ pruners); the controller's reward is computed from it and the units added, and, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -80,7 +80,7 @@ class ControllerMethod(Method):
 
     def reward(self, trial: FrozenTrial) -> float | None:
         """Validation accuracy minus the penalty on the units added (accuracy 0 when the child failed)."""
-        units = sum(v for name, v in trial.params.items() if name.startswith("add_units_L"))
+        units = _units(trial)
         if trial.state == TrialState.COMPLETE and trial.values:
             return trial.values[0] - self.options.penalty * units  # values[0]: accuracy, in any search
         if trial.state == TrialState.FAIL:
@@ -91,9 +91,31 @@ class ControllerMethod(Method):
         score = self.reward(trial)
         return trial.values[0] if score is None else score
 
+    def search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:
+        """The reward of every sampled architecture and, with the REINFORCE controller, its policy's
+        entropy at the end of the task's search against a uniform policy's."""
+        if ctx.task_id == 0:
+            return {}
+        trials = study.get_trials(deepcopy=False)
+        rewards = [
+            {"trial": t.number, "units_added": _units(t), "reward": self.reward(t)}
+            for t in trials
+            if self.reward(t) is not None
+        ]
+        record: dict[str, Any] = {"rewards": rewards}
+        if isinstance(study.sampler, ReinforceSampler):
+            entropy, uniform = study.sampler.policy_entropy(trials)
+            record.update(controller_entropy=entropy, uniform_entropy=uniform)
+        return record
+
     def base_network(self, ctx: TaskContext) -> ModuleGraph:
         added = [neurons.width(spec) for spec in ctx.specs]
         return neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs)
+
+
+def _units(trial: FrozenTrial) -> int:
+    """Units (filters) a trial's architecture adds, over every layer."""
+    return sum(v for name, v in trial.params.items() if name.startswith(ADD.format("")))
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,33 @@ def _search_section(search: TaskSearch) -> str:
     return f'<div id="search-task-{search.task}"><h3>Task {search.task}</h3>{body}</div>'
 
 
+MAX_LISTED = 12  # items of a list shown in the mechanism table before "... (N in all)"
+
+
+def _shown(value: Any) -> str:
+    """A mechanism value in a table cell: numbers rounded, long lists cut."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_shown(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        shown = ", ".join(_shown(v) for v in value[:MAX_LISTED])
+        return shown + (f", ... ({len(value)} in all)" if len(value) > MAX_LISTED else "")
+    return str(value)
+
+
+def _mechanism_section(records: list[dict[str, Any]]) -> str:
+    """Per task, what the method's mechanism did (the record's `mechanism`: units selected, weights
+    pruned, modules reused, architecture weights, rewards, ...)."""
+    parts = []
+    for record in records:
+        mechanism = record.get("mechanism") or {}
+        rows = [(key, _shown(value)) for key, value in mechanism.items()]
+        table = html.table(("", ""), rows, f"mechanism-{record['task']}", text_columns=2) if rows else ""
+        parts.append(f"<h3>Task {record['task']}</h3>{table or '<p>nothing recorded</p>'}")
+    return "".join(parts)
+
+
 def _graph_section(run: RunFolder, tasks: list[int], engine: str) -> str:
     from growsearch.report.graph.picture import graph_picture
     from growsearch.report.graph.render import render_picture
@@ -250,6 +277,7 @@ def write_report(run_path: Path, engine: str = "auto") -> ReportFiles:
         html.section(
             "Tasks", html.table(TASK_HEADERS, _task_rows(records), "tasks", text_columns=4), "tasks-section"
         ),
+        html.section("Mechanism per task", _mechanism_section(records), "mechanism"),
         html.section("Figures", f'<div class="grid">{"".join(figure_list)}</div>', "figures"),
         html.section("Search per task", "".join(_search_section(s) for s in searches), "search"),
         html.section(

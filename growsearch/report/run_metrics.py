@@ -37,12 +37,14 @@ def run_record(records: list[dict[str, Any]], n_tasks: int, baseline: list[float
     )
 
 
-def write_metrics(run: RunFolder, n_tasks: int, baseline: list[float] | None) -> dict[str, Any]:
+def write_metrics(
+    run: RunFolder, n_tasks: int, baseline: list[float] | None, epsilon: float = 1.0
+) -> dict[str, Any]:
     records = run.records()
     if not records:
         return {}
     record = run_record(records, n_tasks, baseline)
-    metrics = compute_metrics(record)
+    metrics = compute_metrics(record, epsilon=epsilon)
     data = {
         "tasks_committed": len(records),
         "n_tasks": n_tasks,
@@ -52,6 +54,7 @@ def write_metrics(run: RunFolder, n_tasks: int, baseline: list[float] | None) ->
         "train_macs": [r["train_macs"] for r in records],
         "pass_macs": [r["pass_macs"] for r in records],
         "decisions": [r["decisions"] for r in records],
+        "epsilon": epsilon,
         "metrics": metrics.as_dict(),
     }
     atomic_write_json(run.path / METRICS_FILE, data)

@@ -14,7 +14,7 @@ from growsearch.search.trial_job import TrialJob
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
-class TrialSaver(Protocol):
+class SaveTrial(Protocol):
     """Keeps a trained candidate (the run folder's trials/T/N/); picklable, so a Ray worker calls it."""
 
     def __call__(self, task: int, number: int, graph: ModuleGraph) -> object: ...
@@ -30,13 +30,9 @@ class TaskTrials:
     job: TrialJob
     n_trials: int
     epochs: int
-    save_trial: TrialSaver
+    save_trial: SaveTrial
     on_trial: TrialCallback
     early_stopping: bool = False
-
-    @property
-    def objectives(self) -> tuple[str, ...]:
-        return self.job.objectives
 
     @property
     def multi_objective(self) -> bool:

@@ -100,6 +100,7 @@ class GrowthController:
             specs=self.specs,
             history=tuple(r["decisions"] for r in records),
             seed=derived_seed(self.seed, t),
+            n_tasks=len(self.stream),
         )
 
     # ---- one task -----------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ class GrowthController:
         chosen = self.run.load_trial(t, best.number)
         retrain_macs = [0]
         graph = self.method.commit(chosen, ctx, self._retrainer(ctx, retrain_macs))
-        record = self._record(t, graph, study, best, retrain_macs[0], time.perf_counter() - started)
+        record = self._record(ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
         self.run.commit_task(t, graph, record)
         self.reporter.task_committed(t, record)
         return graph, record
@@ -177,17 +178,20 @@ class GrowthController:
         def retrain(
             graph: ModuleGraph, epochs: int, train_owner: int = FREE, lr_scale: float = 1.0
         ) -> ModuleGraph:
-            result = train_candidate(
-                graph,
-                ctx.task_id,
-                ctx.task.train,
-                ctx.task.val,
-                self.space.training,
-                seed=derived_seed(self.seed, ctx.task_id, "commit"),
-                epochs=epochs,
-                train_owner=train_owner,
-                lr_scale=lr_scale,
-            )
+            try:
+                result = train_candidate(
+                    graph,
+                    ctx.task_id,
+                    ctx.task.train,
+                    ctx.task.val,
+                    self.space.training,
+                    seed=derived_seed(self.seed, ctx.task_id, "commit"),
+                    epochs=epochs,
+                    train_owner=train_owner,
+                    lr_scale=lr_scale,
+                )
+            except TrainingError as error:
+                raise TrainingError(f"task {ctx.task_id}, commit's retraining: {error}") from None
             macs[0] += result.train_macs
             return result.graph
 
@@ -196,23 +200,28 @@ class GrowthController:
     # ---- the committed task's record ----------------------------------------------------------------
     def _record(
         self,
-        t: int,
+        ctx: TaskContext,
         graph: ModuleGraph,
         study: optuna.Study,
         best: FrozenTrial,
         retrain_macs: int,
         seconds: float,
     ) -> dict[str, Any]:
+        t, task = ctx.task_id, ctx.task
         trials = study.get_trials(deepcopy=False)
-        task = self.stream.tasks[t]
         view = graph.view(t)
         chosen = read_record(best)
+        mechanism = {
+            **(chosen.mechanism if chosen else {}),
+            **self.method.search_record(study, ctx),
+            **self.method.commit_record(graph, ctx),
+        }
         return {
             "task": t,
             "classes": list(task.classes),
             "chosen_trial": best.number,
             "decisions": chosen.decisions if chosen else dict(best.params),
-            "mechanism": chosen.mechanism if chosen else {},
+            "mechanism": mechanism,
             "val_accuracy": best.values[0],
             "pareto_front": [tr.number for tr in study.best_trials] if len(study.directions) > 1 else None,
             "accuracy_row": self.accuracy_row(graph, t),
@@ -253,19 +262,27 @@ def random_init_accuracy(stream: TaskStream, specs: Sequence[NodeSpec], seed: in
     return row
 
 
+def _added_parameters(trial: FrozenTrial) -> int:
+    record = read_record(trial)
+    return record.added_parameters if record else 0
+
+
 def committed_trial(
     study: optuna.Study, t: int, tolerance: float, score: Callable[[FrozenTrial], float]
 ) -> FrozenTrial:
-    """The best `score` (the method's: validation accuracy unless its paper ranks by a reward); in a
-    multi-objective search, the Pareto point with the best accuracy or, among Pareto points within
-    `tolerance` of it, the one with the lowest costs."""
+    """Among the completed trials within `tolerance` of the best `score` (the method's: validation accuracy
+    unless its paper ranks by a reward), the one that adds the fewest parameters: with no tolerance, the
+    best, ties going to the smaller candidate. In a multi-objective search: among the Pareto points within
+    `tolerance` of the best accuracy, the one with the lowest costs."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         errors = [failure(tr) for tr in study.get_trials(deepcopy=False) if failure(tr)]
         detail = f"; first error: {errors[0]}" if errors else ""
         raise TrainingError(f"task {t}: no trial completed, so there is no candidate to commit{detail}")
     if len(study.directions) == 1:
-        return max(complete, key=lambda tr: (score(tr), -tr.number))
+        best = max(score(tr) for tr in complete)
+        close = [tr for tr in complete if score(tr) >= best - tolerance]
+        return min(close, key=lambda tr: (_added_parameters(tr), -score(tr), tr.number))
     front = study.best_trials
     best_accuracy = max(tr.values[0] for tr in front)
     close = [tr for tr in front if tr.values[0] >= best_accuracy - tolerance]

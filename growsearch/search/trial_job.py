@@ -84,7 +84,7 @@ class TrialJob:
         view = candidate.graph.view(self.task_id)
         record = TrialRecord(
             decisions=candidate.decisions,
-            mechanism=candidate.mechanism,
+            mechanism=candidate.mechanism_record(),
             added_parameters=candidate.graph.n_parameters() - self.ctx.committed.n_parameters(),
             view_parameters=candidate.graph.n_parameters(view),
             forward_macs=candidate.graph.macs(view),

@@ -46,6 +46,31 @@ class TrialSaver:
         return RunFolder(self.path).save_trial(task, number, graph)
 
 
+# before the `backend:` section existed, what a Ray trial reserves sat in `search:`
+_BACKEND_KEYS = (
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "memory_per_trial_mb",
+    "max_concurrent_trials",
+    "max_failures",
+    "reuse_workers",
+)
+
+
+def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml written by an earlier growsearch, in today's layout (Ray settings under `backend:`)."""
+    space = config.get("space")
+    if isinstance(space, dict) and isinstance(space.get("search"), dict) and "backend" not in space:
+        search = dict(space["search"])
+        space = {
+            **space,
+            "search": search,
+            "backend": {k: search.pop(k) for k in _BACKEND_KEYS if k in search},
+        }
+        config = {**config, "space": space}
+    return config
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -78,7 +103,7 @@ class RunFolder:
             raise CheckpointError(f"{self.path / CONFIG_FILE} is not valid YAML: {error}") from error
         if not isinstance(data, dict) or "space" not in data or "run" not in data:
             raise CheckpointError(f"{self.path / CONFIG_FILE}: expected the sections space and run")
-        return data
+        return _upgraded(data)
 
     # ---- Optuna storage -----------------------------------------------------------------------------
     def storage(self, kind: str | None = None) -> optuna.storages.BaseStorage:

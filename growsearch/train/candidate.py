@@ -19,7 +19,7 @@ from growsearch.data.task import Split
 from growsearch.errors import TrainingError
 from growsearch.graph.compile import TrainingProgram, compile_for_training, compile_view, write_back
 from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.train.trainer import EpochCallback, EpochStats, Minibatches, TrainingHooks, fit, spend_macs
+from growsearch.train.trainer import EpochCallback, EpochStats, Minibatches, count_macs, fit, spend_macs
 
 EVAL_BATCH = 2048
 MAX_CACHED_BYTES = 2 << 30  # above this, frozen-prefix outputs are recomputed per batch instead of cached
@@ -82,7 +82,6 @@ def train_candidate(
     on_epoch: EpochCallback | None = None,
     train_owner: int = FREE,
     lr_scale: float = 1.0,
-    hooks: TrainingHooks | None = None,
 ) -> TrainingResult:
     """Train `graph`'s view of `task` (a copy; `graph` is untouched) and return it with its accuracy."""
     started = time.perf_counter()
@@ -95,41 +94,36 @@ def train_candidate(
     view = graph.view(task)
     all_macs = graph.macs(view)
     suffix_macs = all_macs - graph.macs([n for n in view if n not in program.suffix_nodes])
+    prefix_macs = all_macs - suffix_macs  # one sample's forward pass through the frozen prefix
     prefix_bytes = sum(t.numel() * t.element_size() for t in _prefix_outputs(program, train.x[:1], device))
-    prefix_once = 0  # multiply-adds of the frozen prefix, when its outputs are computed once and cached
-    if prefix_bytes * len(train) <= MAX_CACHED_BYTES:
-        batches = Minibatches(
-            _prefix_outputs(program, train.x, device), train.y.to(device), config.batch_size, seed
+    with count_macs() as spent:
+        if prefix_bytes * len(train) <= MAX_CACHED_BYTES:  # the prefix runs once per task
+            train_inputs = _prefix_outputs(program, train.x, device)
+            spend_macs(prefix_macs * len(train))
+            batches = Minibatches(train_inputs, train.y.to(device), config.batch_size, seed)
+        else:  # too large to cache: the prefix runs (forward only) for every batch
+
+            def prefix(x: torch.Tensor) -> list[torch.Tensor]:
+                spend_macs(prefix_macs * len(x))
+                return _prefix_outputs(program, x, device)
+
+            batches = Minibatches([train.x], train.y.to(device), config.batch_size, seed, prefix)
+        val_inputs, y_val = _prefix_outputs(program, val.x, device), val.y.to(device)
+        result = fit(
+            program.suffix,
+            batches,
+            [p for p in program.suffix.parameters() if p.requires_grad],
+            config.optimizer_settings(lr_scale),
+            epochs=config.epochs if epochs is None else epochs,
+            masked=program.full.masked,
+            validate=lambda: accuracy(program.suffix, val_inputs, y_val),
+            on_epoch=on_epoch,
+            macs_per_sample=suffix_macs,
         )
-        prefix_once = (all_macs - suffix_macs) * len(train)
-        spend_macs(prefix_once)
-        per_sample = suffix_macs
-    else:  # the prefix runs per batch: its forward pass (a third of a training pass) is spent every time
-        batches = Minibatches(
-            [train.x],
-            train.y.to(device),
-            config.batch_size,
-            seed,
-            lambda x: _prefix_outputs(program, x, device),
-        )
-        per_sample = suffix_macs + (all_macs - suffix_macs) // 3
-    val_inputs, y_val = _prefix_outputs(program, val.x, device), val.y.to(device)
-    result = fit(
-        program.suffix,
-        batches,
-        [p for p in program.suffix.parameters() if p.requires_grad],
-        config.optimizer_settings(lr_scale),
-        epochs=config.epochs if epochs is None else epochs,
-        masked=program.full.masked,
-        hooks=hooks or TrainingHooks(),
-        validate=lambda: accuracy(program.suffix, val_inputs, y_val),
-        on_epoch=on_epoch,
-        macs_per_sample=per_sample,
-    )
     write_back(graph, program.full, train_owner)
     val_accuracy = result.epochs[-1].val_accuracy if result.epochs else float("nan")
     seconds = time.perf_counter() - started
-    return TrainingResult(graph, val_accuracy, result.epochs, result.macs + prefix_once, seconds)
+    return TrainingResult(graph, val_accuracy, result.epochs, spent.macs, seconds)
 
 
 def evaluate(

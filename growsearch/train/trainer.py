@@ -10,7 +10,8 @@ a loop of their own:
   (DARTS's architecture step on a validation batch);
 - `on_divergence`: a NaN or infinite loss fails the training with a `TrainingError` naming the epoch and
   step ("fail", the default), or puts the parameters back as they were when `fit` started and returns
-  a result marked `diverged` ("restore": PathNet's diverged contestant loses).
+  a result marked `diverged` ("restore": PathNet's diverged contestant loses);
+- `should_stop`: asked after every step whether to stop early (DEN's validation-loss plateau).
 
 Multiply-adds are counted per sample as forward + backward ~ 3 forward passes, and added to the
 `MacCounter` of the enclosing `count_macs()` block, so a trial's compute is counted whatever trains it.
@@ -144,6 +145,7 @@ class TrainingHooks:
     after_step: Callable[[StepOutcome], None] | None = None  # runs under no_grad, after the optimiser
     phases: tuple[Phase, ...] = ()
     on_divergence: Literal["fail", "restore"] = "fail"
+    should_stop: Callable[[StepOutcome], bool] | None = None  # after a step: stop early (DEN's rule)
 
 
 NO_HOOKS = TrainingHooks()
@@ -177,29 +179,44 @@ class FitResult:
     train_accuracy: float | None  # over every trained batch (None: not tracked)
     macs: int
     diverged: bool = False  # with on_divergence="restore": a loss was not finite, parameters put back
+    stopped_early: bool = False  # `should_stop` ended the training
+    last_step_loss: float = math.nan  # the cross-entropy of the last batch trained
 
     @property
     def last_loss(self) -> float:
         return self.epochs[-1].train_loss if self.epochs else math.nan
 
 
-def _nonfinite(value: float, epoch: int, step: int, what: str = "training loss") -> TrainingError:
-    return TrainingError(
+class _Diverged(Exception):
+    """A loss was not finite under on_divergence="restore"."""
+
+
+def _finite(value: float, what: str, epoch: int, step: int, hooks: TrainingHooks) -> float:
+    """`value`, or the divergence policy's answer to a NaN or infinite loss: a TrainingError naming the
+    epoch and step, or (restore) a `_Diverged` that puts the parameters back."""
+    if math.isfinite(value):
+        return value
+    if hooks.on_divergence == "restore":
+        raise _Diverged
+    raise TrainingError(
         f"the {what} became {value} at epoch {epoch + 1}, step {step}; expected a finite loss "
         "(try a lower training.lr)"
     )
 
 
 def _phase_step(
-    phase: Phase, optimizer: torch.optim.Optimizer, model: nn.Module, epoch: int, step: int
+    phase: Phase,
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    epoch: int,
+    step: int,
+    hooks: TrainingHooks,
 ) -> int:
     batch = phase.batches.next()
     loss = F.cross_entropy(model(*batch.inputs), batch.y)
     if phase.penalty is not None:
         loss = loss + phase.penalty()
-    value = loss.item()
-    if not math.isfinite(value):
-        raise _nonfinite(value, epoch, step, "loss of an extra optimiser phase")
+    _finite(loss.item(), "loss of an extra optimiser phase", epoch, step, hooks)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -218,23 +235,26 @@ def fit(
     hooks: TrainingHooks = NO_HOOKS,
     validate: Callable[[], float] | None = None,
     on_epoch: EpochCallback | None = None,
-    macs_per_sample: int = 0,
+    macs_per_sample: int | Callable[[], int] = 0,
     track_accuracy: bool = False,
 ) -> FitResult:
     """Train `parameters` of `model` (called as `model(*batch.inputs)`, returning logits) on `batches`
     for `epochs` passes, or for `steps` minibatches continuing the batch stream. `masked` parameters train
     only where their mask allows: their gradient is masked and their other entries are put back after
-    every step, whatever the optimiser does. `validate` is called after each epoch. `track_accuracy`
-    measures the training accuracy of the batches as they train (PathNet's fitness)."""
+    every step, whatever the optimiser does. `validate` is called after each epoch. `macs_per_sample` is
+    one sample's forward pass (a callable when it changes from step to step: MNTDP-S's candidates).
+    `track_accuracy` measures the training accuracy of the batches as they train (PathNet's fitness)."""
     if (epochs is None) == (steps is None):
         raise ValueError("fit takes epochs or steps, not both")
     optimizer = make_optimizer(parameters, settings)
     extra = [(phase, make_optimizer(phase.parameters, phase.settings)) for phase in hooks.phases]
     handles = [m.parameter.register_hook(lambda g, keep=m.trainable: g * keep) for m in masked]
-    snapshot = [p.detach().clone() for p in parameters] if hooks.on_divergence == "restore" else None
+    restorable = [*parameters, *(p for phase in hooks.phases for p in phase.parameters)]
+    snapshot = [p.detach().clone() for p in restorable] if hooks.on_divergence == "restore" else []
     history: list[EpochStats] = []
     step = samples = correct_total = spent = 0
-    diverged = False
+    diverged = stopped = False
+    last_loss = math.nan
 
     def charge(macs: int) -> None:
         nonlocal spent
@@ -246,40 +266,45 @@ def fit(
             model.train()
             loss_sum, correct, seen = 0.0, torch.zeros((), dtype=torch.long, device=batches.y.device), 0
             stream = batches.epoch() if steps is None else (batches.next() for _ in range(steps))
-            for batch in stream:
-                step += 1
-                for phase, phase_optimizer in extra:
-                    charge(
-                        3 * phase.macs_per_sample * _phase_step(phase, phase_optimizer, model, epoch, step)
-                    )
-                if hooks.before_step is not None:
-                    hooks.before_step(step)
-                logits = model(*batch.inputs)
-                ce = F.cross_entropy(logits, batch.y)
-                value = ce.item()
-                if not math.isfinite(value):
-                    if snapshot is None:
-                        raise _nonfinite(value, epoch, step)
-                    with torch.no_grad():
-                        for parameter, before in zip(parameters, snapshot, strict=True):
-                            parameter.copy_(before)
-                    diverged = True
-                    break
-                loss = ce if hooks.penalty is None else ce + hooks.penalty()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for m in masked:
-                    m.restore_frozen()
-                if hooks.after_step is not None:
-                    with torch.no_grad():
-                        hooks.after_step(StepOutcome(step, value, batch))
-                n = len(batch.y)
-                loss_sum += value * n
-                if track_accuracy:
-                    correct += (logits.detach().argmax(1) == batch.y).sum()
-                seen += n
-                charge(3 * macs_per_sample * n)
+            try:
+                for batch in stream:
+                    step += 1
+                    for phase, phase_optimizer in extra:
+                        n = _phase_step(phase, phase_optimizer, model, epoch, step, hooks)
+                        charge(3 * phase.macs_per_sample * n)
+                    if hooks.before_step is not None:
+                        hooks.before_step(step)
+                    per_sample = macs_per_sample() if callable(macs_per_sample) else macs_per_sample
+                    logits = model(*batch.inputs)
+                    ce = F.cross_entropy(logits, batch.y)
+                    value = _finite(ce.item(), "training loss", epoch, step, hooks)
+                    loss = ce
+                    if hooks.penalty is not None:
+                        loss = ce + hooks.penalty()
+                        _finite(loss.item(), "training loss with its penalty", epoch, step, hooks)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    for m in masked:
+                        m.restore_frozen()
+                    if hooks.after_step is not None:
+                        with torch.no_grad():
+                            hooks.after_step(StepOutcome(step, value, batch))
+                    n = len(batch.y)
+                    last_loss = value
+                    loss_sum += value * n
+                    if track_accuracy:
+                        correct += (logits.detach().argmax(1) == batch.y).sum()
+                    seen += n
+                    charge(3 * per_sample * n)
+                    if hooks.should_stop is not None and hooks.should_stop(StepOutcome(step, value, batch)):
+                        stopped = True
+                        break
+            except _Diverged:
+                with torch.no_grad():
+                    for parameter, before in zip(restorable, snapshot, strict=True):
+                        parameter.copy_(before)
+                diverged = True
             samples += seen
             correct_total += int(correct)
             if diverged:
@@ -291,8 +316,10 @@ def fit(
             history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
+            if stopped:
+                break
     finally:
         for handle in handles:
             handle.remove()
     accuracy = correct_total / max(samples, 1) if track_accuracy else None
-    return FitResult(tuple(history), step, samples, accuracy, spent, diverged)
+    return FitResult(tuple(history), step, samples, accuracy, spent, diverged, stopped, last_loss)

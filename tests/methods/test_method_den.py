@@ -13,7 +13,7 @@ from growsearch.train.trainer import count_macs
 
 from tiny_runs import tiny_space
 
-FAST = {"stage_epochs": 1, "head_epochs": 1}
+FAST = {"max_iterations": 6, "head_iterations": 2}
 SHARED = ("den/L0", "den/L1")
 
 
@@ -21,7 +21,7 @@ def test_split_units_keep_old_tasks_outputs_and_timestamps(run_tiny, digits_stre
     result = run_tiny("den", options=FAST)
     run = RunFolder.open(result.path)
     final, _ = run.load_task(4)
-    splits = [sum(r["decisions"]["split_units"]) for r in result.records[1:]]
+    splits = [sum(r["mechanism"]["split_units"]) for r in result.records[1:]]
     assert sum(splits) > 0, "the stream should exercise the split"
     for task in range(4):
         at_commit, _ = run.load_task(task)
@@ -41,7 +41,7 @@ def test_split_units_keep_old_tasks_outputs_and_timestamps(run_tiny, digits_stre
     widths = [run.load_task(t)[0].node("den/L0").spec.out_features for t in range(5)]
     owners = final.node("den/L0").owners["1.0.bias"]
     for task in range(1, 5):
-        added = result.records[task]["decisions"]
+        added = result.records[task]["mechanism"]
         assert widths[task] - widths[task - 1] == added["expanded_units"][0] + added["split_units"][0]
         assert (owners[widths[task - 1] : widths[task]] == task).all()
     assert result.metrics["metrics"]["forgetting"] == 0.0
@@ -70,14 +70,14 @@ def test_den_expands_only_when_the_loss_threshold_is_missed(digits_stream, optio
     with count_macs() as spent:
         candidate = DEN(space).build(params, ctx)
     done, decided = candidate.mechanism, candidate.decisions
-    assert done["expanded"] is expands and decided["expanded"] is expands
-    assert done["expanded"] == (done["selective_loss"] >= decided["loss_threshold"])
+    assert done.expanded is expands and decided["expanded"] is expands
+    assert done.expanded == (done.selective_loss >= decided["loss_threshold"])
     assert decided["loss_threshold"] == params.get("loss_threshold", 1e6)
     for i, node_id in enumerate(SHARED):
-        kept = done["expanded_units"][i]
-        assert kept == (3 - done["dropped_units"][i] if expands else 0)
+        kept = done.expanded_units[i]
+        assert kept == (3 - done.dropped_units[i] if expands else 0)
         before = committed.node(node_id).spec.out_features
-        assert candidate.graph.node(node_id).spec.out_features == before + kept + done["split_units"][i]
+        assert candidate.graph.node(node_id).spec.out_features == before + kept + done.split_units[i]
     assert spent.macs > 0  # the stages train through the one trainer, and their compute is counted
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from growsearch.graph.module_graph import FREE
@@ -35,8 +36,10 @@ def test_masks_of_different_tasks_never_claim_the_same_weight(run_tiny):
                 assert torch.equal(final.node(node_id).weights[name][claimed], earlier.weights[name][claimed])
 
 
-def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_tiny):
-    result = run_tiny("packnet", options={"prune_fractions": [0.5, 0.75]})
+@pytest.mark.parametrize("prune_last_task", [True, False])
+def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_tiny, prune_last_task):
+    options = {"prune_fractions": [0.5, 0.75], "prune_last_task": prune_last_task}
+    result = run_tiny("packnet", options=options)
     final, _ = RunFolder.open(result.path).load_task(4)
     owners = final.node("shared/L1").owners["0.weight"].flatten()
     total = owners.numel()
@@ -44,7 +47,13 @@ def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_t
     for task in range(5):
         claimed = int((owners == task).sum())
         fraction = 0.5 if task == 0 else 0.75
+        if task == 4 and not prune_last_task:
+            fraction = 0.0  # the authors' schedule: the last task keeps every free weight
         assert claimed == round((1 - fraction) * free)
+        mechanism = result.records[task]["mechanism"]
+        assert mechanism["pruned_fraction"] == fraction
+        layer1 = [c for c in mechanism["capacity"] if c["layer"] == 1][0]
+        assert layer1["owned"] == claimed / total and layer1["free"] == (free - claimed) / total
         free -= claimed
     assert int((owners == FREE).sum()) == free
     assert (final.node("shared/L1").owners["0.bias"] == 0).all()

@@ -130,7 +130,7 @@ def test_a_trials_ga_is_a_function_of_its_seed_so_a_retried_trial_trains_identic
         torch.manual_seed(seed)  # what TrialJob does with the trial's seed before `build`
         with count_macs() as spent:
             candidate = method.build({}, ctx)
-        attrs = {**candidate.decisions, **candidate.mechanism, "macs": spent.macs}
+        attrs = {**candidate.decisions, **candidate.mechanism_record(), "macs": spent.macs}
         runs.append((attrs, {n: node.weights for n, node in candidate.graph.nodes()}))
     (first, first_weights), (again, again_weights), (other, _) = runs
     assert first == again and first["tournaments"] and first["macs"] > 0
@@ -160,7 +160,7 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
         assert records[0].decisions["ga_seed"] != records[1].decisions["ga_seed"]  # independent restarts
         for trial, trial_record in zip(trials, records, strict=True):
             history = trial_record.mechanism["tournaments"]
-            assert len(history) == trial_record.decisions["generations_run"] <= 3 and trial.params == {}
+            assert len(history) == trial_record.mechanism["generations_run"] <= 3 and trial.params == {}
             for step in history:
                 winner = step["genomes"][step["contestants"].index(step["winner"])]
                 for layer, slot, old, new in step["mutations"]:

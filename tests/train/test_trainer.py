@@ -131,7 +131,7 @@ def test_the_factory_builds_each_optimiser_with_every_setting():
 
 TRAINING_IN_BUILD = {  # methods that train while building a candidate, with tiny settings
     "mntdp-s": {"sampler_epochs": 1},
-    "den": {"stage_epochs": 1, "head_epochs": 1, "expand_units": 2},
+    "den": {"max_iterations": 3, "head_iterations": 1, "expand_units": 2},
     "pathnet": {
         "modules_per_layer": 2,
         "active_per_layer": 1,

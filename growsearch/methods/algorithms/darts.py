@@ -51,7 +51,6 @@ class MixedLayer:
 class SearchOutcome:
     choices: list[str]  # the argmax choice of every layer
     probabilities: list[dict[str, float]]  # softmax(alpha) per layer at the end
-    train_loss: float  # mean training loss of the last epoch
 
 
 def darts_search(
@@ -83,12 +82,13 @@ def darts_search(
         val_batches = Minibatches([val.x.to(device)], val.y.to(device), training.batch_size, seed + 1)
         arch = Phase([mix.alpha for mix in mixes], darts.arch_optimizer(), val_batches, cost, forward_macs)
         phases = (arch,)
-    result = fit(
+    fit(
         compiled.module,
         Minibatches([train.x.to(device)], train.y.to(device), training.batch_size, seed),
         weights,
         training.optimizer_settings(),
         epochs=darts.epochs,
+        masked=compiled.masked,
         hooks=TrainingHooks(phases=phases),
         macs_per_sample=forward_macs,
     )
@@ -97,4 +97,4 @@ def darts_search(
     for layer, mix in zip(layers, mixes, strict=True):
         probabilities.append(dict(zip(layer.choices, mix.probabilities().tolist(), strict=True)))
     choices = [max(p, key=p.get) for p in probabilities]
-    return SearchOutcome(choices, probabilities, result.last_loss)
+    return SearchOutcome(choices, probabilities)

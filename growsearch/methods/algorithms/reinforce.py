@@ -260,5 +260,14 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             self.controller.update(self.actions(trial.params), reward)
             self.updates += 1
 
+    def policy_entropy(self, trials: Sequence[FrozenTrial]) -> tuple[float, float]:
+        """The policy's mean entropy per decision step after learning from every finished trial of
+        `trials`, and that of a uniform policy over the same steps (nats)."""
+        self.catch_up(sorted(trials, key=lambda t: t.number), 1 + max((t.number for t in trials), default=0))
+        distributions = self.controller.distributions()
+        entropy = [float(-(p * p.clamp(min=1e-12).log()).sum()) for p in distributions]
+        uniform = [float(torch.log(torch.tensor(float(p.numel())))) for p in distributions]
+        return sum(entropy) / len(entropy), sum(uniform) / len(uniform)
+
     def actions(self, params: dict[str, Any]) -> list[int]:
         return [a for d in self.decisions for a in d.unpack(params[d.name])]
