@@ -154,6 +154,7 @@ def run(
     path = runs_dir / (name or default_run_name(loaded, options))
     shown = resolve_options(loaded, options).benchmark
     console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}")
+    console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
     try:
         with _progress() as progress:
             result = start_run(loaded, options, path, ProgressReporter(progress))

@@ -64,6 +64,14 @@ class SearchConfig:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
+    def commit_rule(self) -> str:
+        """The commit rule in words, as a run prints it."""
+        best = "the Pareto point with the best accuracy" if self.multi_objective else "the best score"
+        if self.accuracy_tolerance == 0:
+            return f"{best}; on a tie, the candidate that adds the fewest parameters"
+        costs = "the lowest costs" if self.multi_objective else "the fewest added parameters"
+        return f"within {self.accuracy_tolerance:g} of {best}, the candidate with {costs}"
+
     @property
     def directions(self) -> list[str]:
         return ["maximize"] + ["minimize"] * (len(self.objectives) - 1)

@@ -19,6 +19,7 @@ retrained function through its copies. Every entry is then claimed by t; the con
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -281,17 +282,12 @@ class DEN(Method):
             )
         modules = [compiled.node_modules[n] for n in node_ids]
         w = [m.get_parameter(name) for m, (name, _) in zip(modules, names, strict=True)]
-        b = [m.get_parameter(name) for m, (_, name) in zip(modules, names, strict=True)]
         w_masks = [mask.to(device) for mask in stage.w]
-        all_masks = [*w_masks, *(mask.to(device) for mask in stage.b)]
         anchor = None if stage.anchor is None else [a.to(device) for a in stage.anchor]
 
-        def penalty() -> torch.Tensor:
-            loss = opts.l2 / 2 * sum(((p * m) ** 2).sum() for p, m in zip([*w, *b], all_masks, strict=True))
-            if anchor is not None:
-                pairs = zip(w, anchor, w_masks, strict=False)
-                loss = loss + opts.drift_l2 / 2 * sum((((p - a) * m) ** 2).sum() for p, a, m in pairs)
-            return loss
+        def drift() -> torch.Tensor:  # selective retraining: stay near the previous task's weights
+            pairs = zip(w, anchor, w_masks, strict=False)
+            return opts.drift_l2 / 2 * sum((((p - a) * m) ** 2).sum() for p, a, m in pairs)
 
         def proximal(outcome: StepOutcome) -> None:
             for p, m in zip(w, w_masks, strict=True):  # L1: soft threshold of the trainable entries
@@ -307,10 +303,13 @@ class DEN(Method):
             compiled.module,
             Minibatches([train.x.to(device)], train.y.to(device), config.batch_size, seed),
             [p for p in compiled.module.parameters() if p.requires_grad],
-            config.optimizer_settings(),
+            # the L2 term l2/2 ||W||^2 on the trained entries is the optimiser's (coupled) weight decay
+            dataclasses.replace(config.optimizer_settings(), weight_decay=config.weight_decay + opts.l2),
             steps=iterations,
             masked=compiled.masked,
-            hooks=TrainingHooks(penalty=penalty, after_step=proximal, should_stop=plateau),
+            hooks=TrainingHooks(
+                penalty=drift if anchor is not None else None, after_step=proximal, should_stop=plateau
+            ),
             macs_per_sample=graph.macs(graph.view(ctx.task_id)),
         )
         write_back(graph, compiled)

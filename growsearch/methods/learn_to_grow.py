@@ -36,15 +36,26 @@ from growsearch.grow import operators as ops
 from growsearch.methods.algorithms.darts import DartsConfig, MixedLayer, darts_search
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 
-CHOICES = ("reuse", "adapt", "new")
+NEW = "new"
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """An earlier task's version of layer l: the nodes computing `source_out` from `source_in` on the path
+    of `task` (the oldest task that has it: later tasks that reused it share it)."""
+
+    task: int
+    source_in: str
+    source_out: str
 
 
 @dataclass(frozen=True)
 class LearnToGrowOptions:
     strategy: Literal["darts", "categorical"] = "darts"
-    search_epochs: int = 5  # epochs of the super-network search (darts)
+    sources: Literal["all", "previous"] = "all"  # every earlier task's layer (the paper's S_l), or the last
+    search_epochs: int = 20  # epochs of the super-network search (darts)
     cost_weight: float = 0.1  # beta of the parameter-cost regulariser (darts)
-    arch_lr: float = 3e-4  # DARTS' architecture optimiser: Adam (0.5, 0.999), weight decay 1e-3
+    arch_lr: float = 0.01  # the architecture optimiser: Adam (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     adapter_hidden: int | None = None  # None: a tenth of the layer's width, at least 1
     warm_start: bool = True  # initialise the argmax structure from the super-network's trained parts
@@ -56,6 +67,10 @@ class LearnToGrowOptions:
         require(self.arch_weight_decay >= 0, f"{where}.arch_weight_decay", "expected a number >= 0")
         hidden = self.adapter_hidden
         require(hidden is None or hidden >= 1, f"{where}.adapter_hidden", "expected null or an integer >= 1")
+
+
+def _choice(kind: str, source: LayerSource) -> str:
+    return f"{kind}:t{source.task}"
 
 
 class LearnToGrow(Method):
@@ -74,10 +89,26 @@ class LearnToGrow(Method):
             return self.space.search.n_trials or 1  # the search runs inside the trial; more are restarts
         return self.space.search.n_trials or 10
 
+    def sources(self, ctx: TaskContext, layer: int) -> dict[str, LayerSource]:
+        """The distinct earlier versions of layer `layer`, oldest first, by task label ("t3")."""
+        graph, tasks = ctx.committed, range(ctx.task_id)
+        if self.options.sources == "previous":
+            tasks = range(ctx.task_id - 1, ctx.task_id) if ctx.task_id else range(0)
+        found: dict[frozenset[str], LayerSource] = {}
+        for j in tasks:
+            path = graph.layer_nodes(j)
+            source = LayerSource(j, path.get(layer - 1, INPUT), path[layer])
+            members = _layer_members(graph, source.source_in, source.source_out)
+            function = frozenset(graph.node(n).shares or n for n in members if graph.weights_of(n))
+            found.setdefault(function, source)
+        return {f"t{s.task}": s for s in found.values()}
+
     def choices(self, ctx: TaskContext, layer: int) -> list[str]:
-        if ctx.task_id == 0:
-            return ["new"]
-        return [c for c in CHOICES if c != "adapt" or isinstance(ctx.specs[layer], Linear | Conv2d)]
+        """Layer `layer`'s options: reuse each earlier version, adapt each (dense and conv layers), or new."""
+        sources = list(self.sources(ctx, layer).values())
+        adaptable = isinstance(ctx.specs[layer], Linear | Conv2d)
+        adapt = [_choice("adapt", s) for s in sources] if adaptable else []
+        return [*(_choice("reuse", s) for s in sources), *adapt, NEW]
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if self.options.strategy != "categorical" or ctx.task_id == 0:
@@ -88,19 +119,18 @@ class LearnToGrow(Method):
         }
 
     def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
-        source = ctx.task_id - 1 if ctx.task_id > 0 else None
-        decided: dict[str, Any] = {"strategy": self.options.strategy, "source_task": source}
+        decided: dict[str, Any] = {"strategy": self.options.strategy}
         if ctx.task_id == 0:
-            structure = ["new"] * len(ctx.specs)
+            structure = [NEW] * len(ctx.specs)
         elif self.options.strategy == "categorical":
             structure = [str(decisions[f"layer{i}"]) for i in range(len(ctx.specs))]
         else:
-            return self._darts(ctx, source, decided)
-        graph, _ = self.grow(ctx, source, structure)
+            return self._darts(ctx, decided)
+        graph, _ = self.grow(ctx, structure)
         return Candidate(graph, {**decided, "structure": structure}, {"structure": structure})
 
-    def _darts(self, ctx: TaskContext, source: int, decided: dict[str, Any]) -> Candidate:
-        supernet, layers = self.supernet(ctx, source)
+    def _darts(self, ctx: TaskContext, decided: dict[str, Any]) -> Candidate:
+        supernet, layers = self.supernet(ctx)
         config = DartsConfig(
             self.options.search_epochs,
             self.options.cost_weight,
@@ -112,36 +142,35 @@ class LearnToGrow(Method):
         outcome = darts_search(
             supernet, ctx.task_id, layers, task.train, task.val, config, self.space.training, seed=seed
         )
-        graph, parts = self.grow(ctx, source, outcome.choices)
-        if self.options.warm_start:
-            trained = {"head": supernet.head(ctx.task_id)}
-            for i, choice in enumerate(outcome.choices):
-                if choice != "reuse":
-                    trained[f"{i}"] = _super_id(ctx.task_id, i, choice if choice == "new" else "adapter")
+        graph, parts = self.grow(ctx, outcome.choices)
+        if self.options.warm_start:  # the new layers, adapters and head take what the search trained
             for key, node_id in parts.items():
-                graph.node(node_id).weights = {
-                    k: v.clone() for k, v in supernet.node(trained[key]).weights.items()
-                }
+                trained = (
+                    supernet.head(ctx.task_id) if key == "head" else _trained_part(ctx, outcome.choices, key)
+                )
+                weights = supernet.node(trained).weights
+                graph.node(node_id).weights = {k: v.clone() for k, v in weights.items()}
         decided.update(structure=outcome.choices, architecture_weights=outcome.probabilities)
         return Candidate(graph, decided, _search_record(outcome.choices, outcome.probabilities))
 
     # ---- the structure as a module graph --------------------------------------------------------------
-    def grow(
-        self, ctx: TaskContext, source: int | None, structure: list[str]
-    ) -> tuple[ModuleGraph, dict[str, str]]:
-        """Task t's path for `structure`, and which new node holds each trainable part ("i": layer i's new
-        layer or adapter, "head")."""
+    def grow(self, ctx: TaskContext, structure: list[str]) -> tuple[ModuleGraph, dict[str, str]]:
+        """Task t's path for `structure` (per layer `new`, `reuse:tJ` or `adapt:tJ`), and which new node
+        holds each trainable part ("i": layer i's new layer or adapter, "head")."""
         t, graph = ctx.task_id, ctx.committed.copy()
-        path = graph.layer_nodes(source) if source is not None else {}
         previous, parts = INPUT, {}
         for i, (spec, choice) in enumerate(zip(ctx.specs, structure, strict=True)):
-            if choice == "new":
+            if choice == NEW:
                 node = parts[f"{i}"] = f"t{t}/L{i}"
                 graph.add(node, spec, [previous], t, layer=i)
                 previous = node
                 continue
-            base = _reuse_layer(graph, path.get(i - 1, INPUT), path[i], previous, f"t{t}/L{i}.reuse", t, i)
-            if choice == "reuse":
+            kind, _, label = choice.partition(":")
+            source = self.sources(ctx, i)[label]
+            base = _reuse_layer(
+                graph, source.source_in, source.source_out, previous, f"t{t}/L{i}.reuse", t, i
+            )
+            if kind == "reuse":
                 previous = base
                 continue
             shape = graph.shapes([previous])[previous]
@@ -170,33 +199,43 @@ class LearnToGrow(Method):
         return Adapter(math.prod(input_shape), spec.out_features, hidden, flatten=len(input_shape) > 1)
 
     # ---- the super-network -----------------------------------------------------------------------------
-    def supernet(self, ctx: TaskContext, source: int) -> tuple[ModuleGraph, list[MixedLayer]]:
-        """The committed graph plus task t's super-network: every layer mixes the source layer (frozen,
-        shared), the source layer plus an adapter, and a new layer, all reading the previous mixed layer.
-        Costs are new parameters relative to a new layer's."""
+    def supernet(self, ctx: TaskContext) -> tuple[ModuleGraph, list[MixedLayer]]:
+        """The committed graph plus task t's super-network: every layer mixes each earlier version of the
+        layer (frozen, shared), each of them plus an adapter, and a new layer, all reading the previous
+        mixed layer. Costs are new parameters relative to a new layer's."""
         t, graph = ctx.task_id, ctx.committed.copy()
-        path = graph.layer_nodes(source)
         previous, layers = INPUT, []
         for i, spec in enumerate(ctx.specs):
             shape = graph.shapes([previous])[previous]
-            reused = _reuse_layer(
-                graph, path.get(i - 1, INPUT), path[i], previous, _super_id(t, i, "reuse"), t, i
-            )
-            new = _super_id(t, i, "new")
+            new = _super_id(t, i, NEW)
             graph.add(new, spec, [previous], t, layer=i)
             new_cost = graph.node(new).n_parameters
-            options, costs = {"reuse": reused}, {"reuse": 0.0}
-            if "adapt" in self.choices(ctx, i):
-                adapter = _super_id(t, i, "adapter")
-                graph.add(adapter, self.adapter_spec(spec, shape), [previous], t, layer=i)
-                options["adapt"] = _super_id(t, i, "adapt")
-                graph.add(options["adapt"], Activation(None), [reused, adapter], t, merge="sum", layer=i)
-                costs["adapt"] = graph.node(adapter).n_parameters / new_cost
-            options["new"], costs["new"] = new, 1.0
-            order = [c for c in CHOICES if c in options]
+            options, costs = {NEW: new}, {NEW: 1.0}
+            for label, source in self.sources(ctx, i).items():
+                reuse = _choice("reuse", source)
+                options[reuse] = _reuse_layer(
+                    graph, source.source_in, source.source_out, previous, _super_id(t, i, reuse), t, i
+                )
+                costs[reuse] = 0.0
+                adapt = _choice("adapt", source)
+                if adapt in self.choices(ctx, i):
+                    adapter = _super_id(t, i, f"adapter:{label}")
+                    graph.add(adapter, self.adapter_spec(spec, shape), [previous], t, layer=i)
+                    options[adapt] = _super_id(t, i, adapt)
+                    graph.add(
+                        options[adapt], Activation(None), [options[reuse], adapter], t, merge="sum", layer=i
+                    )
+                    costs[adapt] = graph.node(adapter).n_parameters / new_cost
+            order = self.choices(ctx, i)
             mix = f"t{t}/super/L{i}"
-            mix_spec = Mix(len(order), tuple(costs[c] for c in order))
-            graph.add(mix, mix_spec, [options[c] for c in order], t, merge="stack", layer=i)
+            graph.add(
+                mix,
+                Mix(len(order), tuple(costs[c] for c in order)),
+                [options[c] for c in order],
+                t,
+                merge="stack",
+                layer=i,
+            )
             layers.append(MixedLayer(mix, tuple(order)))
             previous = mix
         return ops.add_head(graph, t, previous, ctx.n_outputs), layers
@@ -206,13 +245,20 @@ def _super_id(task: int, layer: int, part: str) -> str:
     return f"t{task}/super/L{layer}.{part}"
 
 
+def _trained_part(ctx: TaskContext, choices: list[str], layer: str) -> str:
+    """The super-network node whose weights layer `layer`'s chosen new layer or adapter starts from."""
+    choice = choices[int(layer)]
+    part = NEW if choice == NEW else f"adapter:{choice.partition(':')[2]}"
+    return _super_id(ctx.task_id, int(layer), part)
+
+
 def _search_record(choices: list[str], probabilities: list[dict[str, float]]) -> dict[str, Any]:
     """Per layer: the final architecture weights, the chosen option and its margin over the runner-up."""
     layers = []
     for choice, weights in zip(choices, probabilities, strict=True):
         ranked = sorted(weights.values(), reverse=True)
         margin = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
-        layers.append({"choice": choice, "weights": weights, "margin": margin})
+        layers.append({"choice": choice, "weights": weights, "margin": margin, "uniform": 1 / len(weights)})
     return {"layers": layers}
 
 

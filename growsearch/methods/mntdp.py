@@ -119,8 +119,8 @@ class MNTDPD(_MNTDP):
 @dataclass(frozen=True)
 class MNTDPSOptions:
     source: Literal["prior", "previous"] = "prior"
-    sampler_epochs: int = 2  # epochs of joint training under the path distribution
-    path_lr: float = 0.1  # step size of the distribution's logits
+    sampler_epochs: int = 4  # epochs of joint training under the path distribution
+    path_lr: float = 2.0  # step size of the distribution's logits
 
     def validate(self, where: str) -> None:
         require(self.sampler_epochs >= 1, f"{where}.sampler_epochs", "expected an integer >= 1")

@@ -110,3 +110,17 @@ def test_split_copies_carry_the_new_function_and_originals_the_old_weights():
         assert w[layer].shape[0] == n + 2 + len(split[layer])  # old, new, copies
         assert torch.equal(w[layer][:n, :n_in], prev[layer]) and torch.equal(b[layer][:n], prev_b[layer])
         assert not free_w[layer][:n, :n_in].any() and free_w[layer][n:].all() and not free_b[layer][:n].any()
+
+
+def test_selective_retraining_selects_a_strict_subset_and_group_sparsity_drops_units(digits_stream):
+    """With L1 strong enough to zero weights within the test's few iterations, the breadth-first search
+    from the new head skips units the head cannot reach, and group sparsity removes added units."""
+    options = {"max_iterations": 60, "head_iterations": 10, "l1": 0.004, "group_lasso": 0.05}
+    space = tiny_space("den", options={**options, "loss_threshold": 0.0, "expand_units": 4})
+    committed, specs = _first_task(space, digits_stream)
+    torch.manual_seed(1)
+    ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, ({},), seed=0)
+    stages = DEN(space).build({}, ctx).mechanism
+    assert stages.expanded and stages.stage_iterations[0] == 10
+    assert any(s < old for s, old in zip(stages.selected_units, stages.old_units, strict=True)), stages
+    assert sum(stages.dropped_units) > 0, stages

@@ -70,11 +70,13 @@ def test_darts_picks_reuse_for_a_repeated_task_and_new_when_reuse_cannot_fit():
         chosen[name] = candidate.decisions["structure"]
         weights = candidate.decisions["architecture_weights"]
         assert [max(w, key=w.get) for w in weights] == chosen[name]
+        for layer in weights:  # the search moved the architecture weights well away from uniform
+            assert max(layer.values()) > 1 / len(layer) + 0.1, layer
         assert [layer["choice"] for layer in candidate.mechanism["layers"]] == chosen[name]
         assert spent.macs > 0  # the super-network's search trains through the one trainer
         if name == "repeat":
             assert candidate.graph.layer_nodes(1) == {0: "t0/L0", 1: "t0/L1"}  # the old path, shared
-    assert chosen["repeat"] == ["reuse", "reuse"]
+    assert chosen["repeat"] == ["reuse:t0", "reuse:t0"]
     assert chosen["unrelated"][0] == "new"
 
 
@@ -86,7 +88,7 @@ def test_structures_reuse_old_nodes_or_nodes_that_share_their_weights():
     ctx1 = _ctx(method, _task(1, seed=2, signal=slice(0, 4)), committed)
 
     # reuse below: the adapted layer's frozen base is the old node itself, on the input it always read
-    adapted, parts = method.grow(ctx1, 0, ["reuse", "adapt"])
+    adapted, parts = method.grow(ctx1, ["reuse:t0", "adapt:t0"])
     join = adapted.node("t1/L1")
     assert join.inputs == ("t0/L1", "t1/L1.adapter") and join.merge == "sum"
     assert adapted.node("t1/L1.adapter").inputs == ("t0/L0",)
@@ -94,7 +96,7 @@ def test_structures_reuse_old_nodes_or_nodes_that_share_their_weights():
     assert adapted.layer_nodes(1) == {0: "t0/L0", 1: "t1/L1"}
 
     # a new layer below: the reused layer is a node sharing the old one's weights, reading the new layer
-    shared, _ = method.grow(ctx1, 0, ["new", "reuse"])
+    shared, _ = method.grow(ctx1, ["new", "reuse:t0"])
     node, source = shared.node("t1/L1.reuse"), committed.node("t0/L1")
     assert node.frozen and node.inputs == ("t1/L0",) and node.spec == source.spec
     assert node.shares == "t0/L1" and node.n_parameters == 0  # no second copy of the weights
@@ -102,7 +104,9 @@ def test_structures_reuse_old_nodes_or_nodes_that_share_their_weights():
     # reusing task 1's adapted layer on a new input shares its nodes, and computes the same function
     task1 = method.commit(adapted, ctx1, None)
     ctx2 = _ctx(method, _task(2, seed=3, signal=slice(0, 4)), task1)
-    grown, _ = method.grow(ctx2, 1, ["new", "reuse"])
+    assert method.choices(ctx2, 1) == ["reuse:t0", "reuse:t1", "adapt:t0", "adapt:t1", "new"]
+    assert method.choices(ctx2, 0) == ["reuse:t0", "adapt:t0", "new"]  # task 1 reused task 0's layer 0
+    grown, _ = method.grow(ctx2, ["new", "reuse:t1"])
     reused = sorted(n for n in grown.view(2) if ".reuse" in n)
     assert reused == ["t2/L1.reuse", "t2/L1.reuse.0", "t2/L1.reuse.1"]
     assert all(grown.node(n).frozen and grown.node(n).owner == 2 for n in reused)
@@ -136,7 +140,7 @@ def test_learn_to_grow_runs_the_stream_and_never_changes_old_tasks(run_tiny, dig
         task = record["task"]
         structure = record["decisions"]["structure"]
         assert record["decisions"]["strategy"] == strategy and len(structure) == 2
-        assert set(structure) <= {"reuse", "adapt", "new"}
+        assert {choice.partition(":")[0] for choice in structure} <= {"reuse", "adapt", "new"}
         trials = optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
         assert len(trials) == (1 if task == 0 else 2)
         if task == 0:

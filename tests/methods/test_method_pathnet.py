@@ -198,3 +198,16 @@ def test_a_diverging_contestant_loses_and_leaves_the_shared_pool_as_it_was(digit
     result = train_contestant(pool, ((0, 1), (2,)), stream_of(digits_stream.tasks[0].train, 16), 5, exploding)
     assert result.diverged and result.steps > 0
     assert all(torch.equal(v, pool.state_dict()[k]) for k, v in before.items())
+
+
+def test_the_tournaments_improve_the_fitness_of_the_best_path(digits_stream):
+    options = {**TINY, "population": 8, "generations": 40, "minibatches": 5, "target_fitness": None}
+    method = PathNet(tiny_space("pathnet", options=options, training={"lr": 0.01, "momentum": 0.0}))
+    specs = method.specs_for(digits_stream.input_shape)
+    ctx = TaskContext(0, digits_stream.tasks[0], ModuleGraph(digits_stream.input_shape), specs, (), seed=0)
+    torch.manual_seed(0)
+    search = method.build({}, ctx).mechanism
+    curve = search.best_fitness_per_generation
+    assert search.generations_run == 40 and len(curve) == 40
+    assert sum(curve[-10:]) / 10 > sum(curve[:10]) / 10 + 0.2  # later tournaments are won by fitter paths
+    assert search.best_fitness >= max(curve[:10])

@@ -132,6 +132,7 @@ def test_report_opens_offline_in_chromium_with_every_figure_rendered(reported, t
         "Run",
         "Metrics",
         "Tasks",
+        "Mechanism per task",
         "Figures",
         "Search per task",
         "Grown graph per task",
@@ -140,6 +141,9 @@ def test_report_opens_offline_in_chromium_with_every_figure_rendered(reported, t
         assert heading in text
     assert re.search(r"optuna-dashboard (sqlite:///\S+study\.db|\S+study\.journal)", text)
     assert "reuse_depth" in text
+    for record in records[1:]:  # the mechanism: the prior's scores and every candidate MNTDP-D trained
+        assert "prior_scores" in text and "candidates" in text
+        assert f"reuse_depth: {record['decisions']['reuse_depth']}" in text
 
     shot = tmp_path / "report.png"
     done = chromium(

@@ -4,7 +4,7 @@ import pytest
 from growsearch.errors import RunFolderError, ScenarioError, TrainingError
 from growsearch.runner import RunOptions, start_run
 from growsearch.store.run_folder import RunFolder
-from growsearch.trial_record import read_record
+from growsearch.trial_record import read_record, spent_macs
 
 from tiny_runs import tiny_options, tiny_space
 
@@ -69,7 +69,7 @@ def test_trial_attributes_record_cost(run_tiny):
 
 
 def test_a_multi_objective_search_commits_from_the_pareto_front(run_tiny):
-    search = {"objectives": ["accuracy", "added_parameters"]}
+    search = {"objectives": ["accuracy", "added_parameters"], "accuracy_tolerance": 0.0}
     result = run_tiny("mntdp-d", training={"epochs": 1}, search=search)
     storage = RunFolder.open(result.path).storage()
     for record in result.records[1:]:
@@ -90,3 +90,30 @@ def test_several_objectives_refuse_a_pruner():
 
     with pytest.raises(ConfigError, match="search.pruner: expected none with several objectives"):
         tiny_space("mntdp-d", search={"objectives": ["accuracy", "forward_macs"], "pruner": "median"})
+
+
+def test_epsilon_scales_the_computational_efficiency_and_is_recorded(run_tiny):
+    plain = run_tiny("pnn", name="plain", training={"epochs": 2})
+    scaled = run_tiny("pnn", name="scaled", training={"epochs": 2}, metrics={"epsilon": 0.5})
+    assert plain.metrics["epsilon"] == 1.0 and scaled.metrics["epsilon"] == 0.5
+    ce = plain.metrics["metrics"]["computational_efficiency"]
+    assert 0 < ce < 1  # two epochs: more than one pass's compute per task
+    assert scaled.metrics["metrics"]["computational_efficiency"] == pytest.approx(0.5 * ce)
+
+
+def test_pruned_and_failed_trials_count_the_compute_they_spent(run_tiny):
+    result = run_tiny(
+        "mntdp-d", training={"epochs": 4}, search={"pruner": "successive-halving", "sampler": "grid"}
+    )
+    storage = RunFolder.open(result.path).storage()
+    pruned = []
+    for record in result.records:
+        study = optuna.load_study(study_name=f"task-{record['task']}", storage=storage)
+        spent = 0
+        for trial in study.get_trials():
+            done = read_record(trial)
+            spent += done.search_macs + done.train_macs if done else spent_macs(trial)
+            if trial.state == optuna.trial.TrialState.PRUNED:
+                pruned.append(spent_macs(trial))
+        assert record["train_macs"] == spent  # no retraining at commit for MNTDP-D
+    assert pruned and all(macs > 0 for macs in pruned)
