@@ -2,14 +2,30 @@
 
 Library entry points: `ModuleGraph` (the grown network as data), `grow` (growth operators),
 `GrowthController` (one search per task), `load_space` (a method's search-space YAML), and
-`start_run` / `resume_run` (what the `growsearch` command does).
+`start_run` / `resume_run` (what the `growsearch` command does). They are imported on first use, so that
+light commands (`growsearch --help`, `growsearch list`) start without loading torch.
 """
 
-from growsearch.config.space import load_space
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.runner import RunOptions, resume_run, start_run
-from growsearch.search.controller import GrowthController
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["GrowthController", "ModuleGraph", "RunOptions", "load_space", "resume_run", "start_run"]
+_EXPORTS = {
+    "GrowthController": "growsearch.search.controller",
+    "ModuleGraph": "growsearch.graph.module_graph",
+    "RunOptions": "growsearch.runner",
+    "load_space": "growsearch.config.space",
+    "resume_run": "growsearch.runner",
+    "start_run": "growsearch.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'growsearch' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,4 +1,5 @@
-"""Files written whole or not at all: write to a temporary file beside the target, then rename."""
+"""Files written whole or not at all: write to a temporary file beside the target, then rename. The file
+gets the permissions the process's umask gives a new file (a temporary file is created owner-only)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """The mode `open()` would give a new file under the current umask."""
+    with _UMASK_LOCK:  # reading the umask means setting it: keep other threads out meanwhile
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -19,6 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, _file_mode())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

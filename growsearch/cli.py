@@ -10,20 +10,24 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import optuna
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from growsearch.errors import GrowsearchError
 
+if TYPE_CHECKING:
+    import optuna
+
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.split("\n")[0])
-console = Console()
-errors = Console(stderr=True)
+console = Console(markup=False, soft_wrap=True)  # printed as they are: no markup, no hard wraps
+errors = Console(stderr=True, markup=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+SET_HELP = "section.key=value, read as YAML (repeatable): e.g. --set training.lr=0.01 --set search.n_trials=8"
 
 
 def friendly_errors(command: F) -> F:
@@ -32,7 +36,9 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except GrowsearchError as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            errors.print(
+                f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             run = kwargs.get("run_path") or kwargs.get("name")
@@ -73,11 +79,12 @@ class ProgressReporter:
     def task_committed(self, task: int, record: dict[str, Any]) -> None:
         self.progress.advance(self.tasks_bar)
         row = record["accuracy_row"][: task + 1]
-        self.progress.console.print(
-            f"[bold]task {task} committed[/]: trial {record['chosen_trial']} {record['decisions']}, "
-            f"{record['parameters']:,} parameters, test accuracy on tasks 0..{task}: "
-            + " ".join(f"{a:.3f}" for a in row)
+        accuracies = " ".join(f"{a:.3f}" for a in row)
+        detail = (
+            f": trial {record['chosen_trial']} {record['decisions']}, {record['parameters']:,} parameters, "
+            f"test accuracy on tasks 0..{task}: {accuracies}"
         )
+        self.progress.console.print(f"[bold]task {task} committed[/]{escape(detail)}", markup=True)
 
 
 def _progress() -> Progress:
@@ -133,12 +140,23 @@ def run(
     ] = False,
     name: Annotated[str | None, typer.Option(help="run folder name under --runs-dir")] = None,
     runs_dir: Path = Path("runs"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    epochs: Annotated[int | None, typer.Option(help="training.epochs")] = None,
+    trials: Annotated[int | None, typer.Option(help="search.n_trials: trials per task")] = None,
+    lr: Annotated[float | None, typer.Option(help="training.lr")] = None,
+    device: Annotated[str | None, typer.Option(help="training.device: cpu, cuda, cuda:N or auto")] = None,
+    logger: Annotated[
+        list[str] | None,
+        typer.Option(help="also log curves to tensorboard or wandb (repeatable; curves.csv always)"),
+    ] = None,
 ) -> None:
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
+    from growsearch.config.overrides import apply_overrides, shortcut_overrides
     from growsearch.config.space import load_space
     from growsearch.runner import RunOptions, default_run_name, resolve_options, start_run
 
-    loaded = load_space(space)
+    overrides = [*shortcut_overrides(epochs, trials, lr, device), *(set_ or [])]
+    loaded = apply_overrides(load_space(space), overrides)
     options = RunOptions(
         benchmark=benchmark,
         scenario=scenario,
@@ -150,6 +168,7 @@ def run(
         backend=backend,
         address=address,
         shared_fs=shared_fs,
+        loggers=tuple(logger or ()),
     )
     path = runs_dir / (name or default_run_name(loaded, options))
     shown = resolve_options(loaded, options).benchmark
@@ -157,7 +176,7 @@ def run(
     console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
     try:
         with _progress() as progress:
-            result = start_run(loaded, options, path, ProgressReporter(progress))
+            result = start_run(loaded, options, path, ProgressReporter(progress), overrides=overrides)
     except KeyboardInterrupt:
         errors.print(
             f"interrupted; everything committed so far is kept. Resume with: growsearch resume {path}"
@@ -171,12 +190,22 @@ def run(
 def resume(
     run_path: Annotated[Path, typer.Argument(help="the run folder to continue")],
     address: Annotated[str | None, typer.Option(help="ray backend: the cluster to continue on")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    device: Annotated[str | None, typer.Option(help="training.device: cpu, cuda, cuda:N or auto")] = None,
+    force: Annotated[
+        bool, typer.Option(help="continue although config.yaml was edited or --set changes it")
+    ] = False,
 ) -> None:
     """Continue an interrupted run: committed tasks and finished trials are not redone."""
-    from growsearch.runner import resume_run
+    from growsearch.config.overrides import shortcut_overrides
+    from growsearch.runner import resume_run, resume_summary
 
+    overrides = [*shortcut_overrides(device=device), *(set_ or [])]
+    console.print(f"resuming {run_path}: {resume_summary(run_path)}", highlight=False)
     with _progress() as progress:
-        result = resume_run(run_path, ProgressReporter(progress), address=address)
+        result = resume_run(
+            run_path, ProgressReporter(progress), address=address, overrides=overrides, force=force
+        )
     _print_summary(result)
 
 
@@ -257,22 +286,34 @@ def report(
     engine: Annotated[str, typer.Option(help="draws the grown graphs: auto, graphviz or matplotlib")] = (
         "auto"
     ),
+    figures: Annotated[
+        list[str] | None, typer.Option("--figures", help="also write the figures as svg or pdf (repeatable)")
+    ] = None,
 ) -> None:
     """Print the metrics; write the figures, metrics.csv and a self-contained report.html."""
+    from growsearch.errors import ConfigError
     from growsearch.report.graph.render import resolve_engine
     from growsearch.report.html_report import load_metrics, open_elsewhere, write_report
+    from growsearch.report.search_history import task_searches
     from growsearch.runner import RunResult
     from growsearch.store.run_folder import RunFolder
 
     resolve_engine(engine)
+    unknown = [f for f in figures or () if f not in ("png", "svg", "pdf")]
+    if unknown:
+        raise ConfigError(f"--figures {unknown[0]!r}; expected png, svg or pdf")
     run = RunFolder.open(run_path)
     metrics = load_metrics(run)
-    files = write_report(run.path, engine)
+    files = write_report(run.path, engine, tuple(figures or ()))
     _print_summary(RunResult(run.path, [], metrics))
-    for path in (*files.pngs, files.csv, run.path / "metrics.json", files.html):
+    for path in (*files.figures, files.csv, run.path / "metrics.json", files.html):
         console.print(f"wrote {path}" if path != run.path / "metrics.json" else f"metrics as JSON: {path}")
     for tool, command in open_elsewhere(run, run.config()):
         console.print(f"{tool}: {command}", highlight=False, soft_wrap=True)
+    for search in task_searches(run):
+        note = search.optuna_disagreement()
+        if note:
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -306,33 +347,38 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
     from growsearch.data.benchmarks import list_benchmarks
     from growsearch.data.scenarios import SCENARIOS
     from growsearch.errors import UnknownNameError
-    from growsearch.methods import get_method, method_names
+    from growsearch.methods.registry import method_infos
 
-    table = Table()
     if what == "methods":
-        for column in ("method", "scenarios", "paper"):
-            table.add_column(column)
-        for name in method_names():
-            cls = get_method(name)
-            table.add_row(name, ", ".join(cls.scenarios), cls.paper)
+        headers = ("method", "scenarios", "paper")
+        rows = [(i.name, ", ".join(i.scenarios), i.paper) for i in method_infos()]
     elif what == "benchmarks":
-        for column in ("benchmark", "tasks", "scenarios", "data", "description"):
-            table.add_column(column)
-        for info in list_benchmarks():
-            table.add_row(
-                info.name,
-                str(info.default_tasks),
-                ", ".join(info.scenarios),
-                "--data-root" if info.needs_data_root else "embedded",
-                info.description,
+        headers = ("benchmark", "tasks", "scenarios", "data", "description")
+        rows = [
+            (
+                i.name,
+                str(i.default_tasks),
+                ", ".join(i.scenarios),
+                "--data-root" if i.needs_data_root else "embedded",
+                i.description,
             )
+            for i in list_benchmarks()
+        ]
     elif what == "scenarios":
-        for column in ("scenario", "task id at training", "task id at inference", "labels"):
-            table.add_column(column)
-        for s in SCENARIOS.values():
-            table.add_row(s.name, str(s.task_id_at_training), str(s.task_id_at_inference), s.labels)
+        headers = ("scenario", "task id at training", "task id at inference", "labels")
+        rows = [
+            (s.name, str(s.task_id_at_training), str(s.task_id_at_inference), s.labels)
+            for s in SCENARIOS.values()
+        ]
     else:
         raise UnknownNameError("list", what, ["methods", "benchmarks", "scenarios"])
+    table = Table()
+    names = [row[0] for row in rows]  # a name is what a user types: never wrapped or cut
+    table.add_column(headers[0], no_wrap=True, min_width=max(len(n) for n in [headers[0], *names]))
+    for header in headers[1:]:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

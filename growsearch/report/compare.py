@@ -1,7 +1,9 @@
 """`growsearch compare RUN_A RUN_B ...`: several runs side by side (method vs method on one benchmark).
 
 `load_summaries` reads each run's config, metrics.json and committed records; `compare_rows` gives the
-table (one row per run: method, benchmark, tasks, every summary metric, final parameters, seconds);
+table (one row per run, labelled by its name and seed: method, benchmark, tasks, every summary metric,
+final parameters, seconds; then, for a method run with several seeds on one benchmark, a row of
+mean ± standard deviation over those runs);
 `write_compare` writes a self-contained HTML page (the table, average accuracy and parameters against the
 number of tasks, the summary metrics as bars, each run's accuracy matrix) and the table as CSV beside it.
 """
@@ -48,6 +50,16 @@ class RunSummary:
     accuracy: np.ndarray
     parameters: list[int]
     seconds: float
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (seed {self.seed})"
+
+    @property
+    def group(self) -> tuple[str, str, str, int]:
+        """Runs of one method on one benchmark: the seeds a mean and deviation aggregate."""
+        return (self.method, self.benchmark, self.scenario, self.n_tasks)
 
     @property
     def accuracy_so_far(self) -> list[float]:
@@ -85,21 +97,45 @@ def load_summaries(paths: list[Path]) -> list[RunSummary]:
                 accuracy=accuracy_matrix(metrics),
                 parameters=[int(p) for p in metrics["parameters"]],
                 seconds=float(sum(r.get("seconds", 0.0) for r in records)),
+                seed=int(config["run"].get("seed", 0)),
             )
         )
     return summaries
 
 
+def _mean_std(values: list[float | None], digits: int = 4) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "n/a"
+    return f"{np.mean(known):.{digits}f} ± {np.std(known, ddof=1) if len(known) > 1 else 0.0:.{digits}f}"
+
+
+def seed_groups(summaries: list[RunSummary]) -> dict[tuple[str, str, str, int], list[RunSummary]]:
+    """The groups of two or more runs of one method on one benchmark (seeds to aggregate)."""
+    groups: dict[tuple[str, str, str, int], list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault(s.group, []).append(s)
+    return {key: runs for key, runs in groups.items() if len(runs) > 1}
+
+
 def compare_rows(summaries: list[RunSummary]) -> tuple[list[str], list[list[object]]]:
-    """Headers and one row per run, values formatted for a table."""
+    """Headers, one row per run (labelled by name and seed), and a mean ± std row per group of seeds."""
     headers = ["run", "method", "benchmark", "scenario", "tasks"]
     headers += [label for _, label in METRIC_COLUMNS] + ["parameters", "seconds"]
     rows = []
     for s in summaries:
         rows.append(
-            [s.name, s.method, s.benchmark, s.scenario, f"{s.tasks_committed}/{s.n_tasks}"]
+            [s.label, s.method, s.benchmark, s.scenario, f"{s.tasks_committed}/{s.n_tasks}"]
             + [html.fmt_number(s.metrics.get(key)) for key, _ in METRIC_COLUMNS]
             + [f"{s.parameters[-1]:,}", f"{s.seconds:.1f}"]
+        )
+    for (method, benchmark, scenario, n_tasks), runs in seed_groups(summaries).items():
+        seeds = ", ".join(str(r.seed) for r in runs)
+        rows.append(
+            [f"{method}: mean ± std of {len(runs)} runs (seeds {seeds})", method, benchmark, scenario]
+            + [f"{min(r.tasks_committed for r in runs)}/{n_tasks}"]
+            + [_mean_std([r.metrics.get(key) for r in runs]) for key, _ in METRIC_COLUMNS]
+            + [_mean_std([r.parameters[-1] for r in runs], 0), _mean_std([r.seconds for r in runs], 1)]
         )
     return headers, rows
 
@@ -108,14 +144,14 @@ def compare_csv(summaries: list[RunSummary]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["run", "path", "method", "benchmark", "scenario", "tasks_committed", "n_tasks"]
+        ["run", "path", "seed", "method", "benchmark", "scenario", "tasks_committed", "n_tasks"]
         + [key for key, _ in METRIC_COLUMNS]
         + ["parameters", "seconds"]
     )
     for s in summaries:
         metrics = ["" if s.metrics.get(key) is None else s.metrics[key] for key, _ in METRIC_COLUMNS]
         writer.writerow(
-            [s.name, s.path, s.method, s.benchmark, s.scenario, s.tasks_committed, s.n_tasks]
+            [s.name, s.path, s.seed, s.method, s.benchmark, s.scenario, s.tasks_committed, s.n_tasks]
             + metrics
             + [s.parameters[-1], round(s.seconds, 3)]
         )
@@ -128,9 +164,9 @@ def _matrix_figures(summaries: list[RunSummary]) -> list[str]:
     parts = []
     with tempfile.TemporaryDirectory() as folder:
         for index, s in enumerate(summaries):
-            path = plot_accuracy_matrix(s.accuracy, Path(folder) / f"{index}.png", title=s.name)
+            path = plot_accuracy_matrix(s.accuracy, Path(folder) / f"{index}.png", title=s.label)
             parts.append(
-                html.figure(path.read_bytes(), "png", f"accuracy matrix of {s.name}", f"matrix-{index}")
+                html.figure(path.read_bytes(), "png", f"accuracy matrix of {s.label}", f"matrix-{index}")
             )
     return parts
 
@@ -147,7 +183,7 @@ def write_compare(summaries: list[RunSummary], output: Path) -> tuple[Path, Path
     plots = [
         html.figure(
             figures.parameter_lines(
-                {s.name: s.accuracy_so_far for s in summaries},
+                {s.label: s.accuracy_so_far for s in summaries},
                 "Average accuracy on the tasks seen so far",
                 "accuracy",
             ),
@@ -157,20 +193,20 @@ def write_compare(summaries: list[RunSummary], output: Path) -> tuple[Path, Path
         ),
         html.figure(
             figures.parameter_lines(
-                {s.name: s.parameters for s in summaries}, "Parameters after each task", "parameters"
+                {s.label: s.parameters for s in summaries}, "Parameters after each task", "parameters"
             ),
             "png",
             "parameters against the number of tasks",
             "parameters",
         ),
         html.figure(
-            figures.summary_bars({s.name: s.metrics for s in summaries}),
+            figures.summary_bars({s.label: s.metrics for s in summaries}),
             "png",
             "summary metrics side by side",
             "summary",
         ),
     ]
-    title = "growsearch compare: " + ", ".join(s.name for s in summaries)
+    title = "growsearch compare: " + ", ".join(s.label for s in summaries)
     body = [
         html.section("Runs", note + html.table(headers, rows, "compare", text_columns=5), "runs"),
         html.section("Plots", f'<div class="grid">{"".join(plots)}</div>', "plots"),

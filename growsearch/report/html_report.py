@@ -28,14 +28,14 @@ from growsearch.report.search_history import TaskSearch, task_searches, trials_f
 from growsearch.store.run_folder import METRICS_FILE, RunFolder
 
 REPORT_FILE = "report.html"
-PNG_FILES = ("accuracy_matrix.png", "parameter_growth.png", "trial_history.png")
+FIGURES = ("accuracy_matrix", "parameter_growth", "trial_history")
 
 
 @dataclass(frozen=True)
 class ReportFiles:
     html: Path
     csv: Path
-    pngs: list[Path]
+    figures: list[Path]
 
 
 def load_metrics(run: RunFolder) -> dict[str, Any]:
@@ -135,6 +135,9 @@ def _search_section(search: TaskSearch) -> str:
         f"{search.count('PRUNED')} pruned, {search.count('FAIL')} failed; "
         f"objective: {html.esc(objectives)}.</p>"
     )
+    disagreement = search.optuna_disagreement()
+    if disagreement:
+        summary += f"<p>{html.esc(disagreement)}.</p>"
     headers = (
         "trial",
         "state",
@@ -165,6 +168,9 @@ def _search_section(search: TaskSearch) -> str:
         )
     figure = html.figure(
         figures.search_figure(search), "png", f"task {search.task}'s search", f"search-{search.task}"
+    )
+    figure += html.figure(
+        figures.curves_figure(search), "png", f"task {search.task}'s learning curves", f"curves-{search.task}"
     )
     trials = html.table(headers, rows, f"trials-{search.task}", text_columns=2)
     body = f'{summary}<div class="grid">{figure}<div>{trials}</div></div>'
@@ -212,8 +218,9 @@ def _graph_section(run: RunFolder, tasks: list[int], engine: str) -> str:
     return "".join(parts)
 
 
-def write_report(run_path: Path, engine: str = "auto") -> ReportFiles:
-    """Write the PNG figures, metrics.csv and report.html into the run folder; return their paths."""
+def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] = ("png",)) -> ReportFiles:
+    """Write the figures (PNG, and SVG or PDF too when asked), metrics.csv and report.html into the run
+    folder; return their paths."""
     from growsearch.report.plots import plot_accuracy_matrix, plot_parameter_growth, plot_trial_history
 
     run = RunFolder.open(run_path)
@@ -225,11 +232,15 @@ def write_report(run_path: Path, engine: str = "auto") -> ReportFiles:
     done = int(metrics["tasks_committed"])
     parameters = np.array(metrics["parameters"], dtype=float)
     added = np.diff(parameters, prepend=0.0)
-    pngs = [
-        plot_accuracy_matrix(matrix, run.path / PNG_FILES[0]),
-        plot_parameter_growth(parameters, run.path / PNG_FILES[1], per_task_added=added),
-        plot_trial_history(trials_for_plot(searches), run.path / PNG_FILES[2]),
-    ]
+    history = trials_for_plot(searches)
+    written = []
+    for kind in dict.fromkeys(("png", *formats)):  # the page embeds the PNGs
+        written += [
+            plot_accuracy_matrix(matrix, run.path / f"{FIGURES[0]}.{kind}"),
+            plot_parameter_growth(parameters, run.path / f"{FIGURES[1]}.{kind}", per_task_added=added),
+            plot_trial_history(history, run.path / f"{FIGURES[2]}.{kind}"),
+        ]
+    pngs = written[:3]
     csv_path = write_metrics_csv(metrics, run.path / CSV_FILE)
     space = config["space"]
     title = f"growsearch report: {run.path.name} ({space['method']} on {config['run']['benchmark']})"
@@ -291,4 +302,4 @@ def write_report(run_path: Path, engine: str = "auto") -> ReportFiles:
         ),
     ]
     report = atomic_write_text(run.path / REPORT_FILE, html.page(title, body))
-    return ReportFiles(html=report, csv=csv_path, pngs=pngs)
+    return ReportFiles(html=report, csv=csv_path, figures=written)

@@ -36,11 +36,18 @@ def _new_figure(size: tuple[float, float]) -> Figure:
     return fig
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
 def _save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically."""
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names (png, svg or pdf)."""
+    path = Path(path)
+    kind = path.suffix.lstrip(".").lower() or "png"
+    if kind not in FIGURE_FORMATS:
+        raise MetricsError(f"figure {path}: expected a .png, .svg or .pdf file")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    fig.savefig(buffer, format=kind, dpi=DPI)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _matrix_size(tasks: int) -> tuple[float, float]:

@@ -162,15 +162,40 @@ def _objective_plot(ax, search: TaskSearch) -> None:
         ax.step(xs, best, where="post", color="tab:green", alpha=0.6, label="best so far")
         ax.legend(fontsize=8, loc="lower right")
     numbers = [t.number for t in search.trials]
-    labels = [
-        f"{t.number}\n{_decision_label(t.params)}" if len(search.trials) <= 8 else str(t.number)
-        for t in search.trials
-    ]
-    ax.set_xticks(numbers, labels, fontsize=7)
+    if len(search.trials) <= 8:  # few trials: each tick names the trial's decisions
+        ax.set_xticks(
+            numbers, [f"{t.number}\n{_decision_label(t.params)}" for t in search.trials], fontsize=7
+        )
+    else:  # many: integer ticks matplotlib spaces so the labels never overlap
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+        ax.tick_params(axis="x", labelsize=8)
     ax.set_xlabel("trial (o complete, x pruned, | failed, * chosen)")
     ax.set_ylabel(search.objectives[0])
     ax.grid(True, alpha=0.3)
     ax.set_title(f"Task {search.task}: {len(search.trials)} trials")
+
+
+def curves_figure(search: TaskSearch) -> bytes:
+    """One task's learning curves: every completed trial's validation accuracy and training loss per epoch
+    (the chosen trial drawn bold)."""
+    fig = new_figure((7.0, 3.6))
+    accuracy, loss = fig.subplots(1, 2)
+    drawn = [t for t in search.trials if t.record and t.record.curve]
+    for trial in drawn:
+        epochs = [e["epoch"] + 1 for e in trial.record.curve]
+        style = {"linewidth": 2.5, "color": "black", "zorder": 3} if trial.chosen else {"alpha": 0.35}
+        label = f"trial {trial.number} (chosen)" if trial.chosen else None
+        accuracy.plot(epochs, [e["val_accuracy"] for e in trial.record.curve], label=label, **style)
+        loss.plot(epochs, [e["train_loss"] for e in trial.record.curve], **style)
+    for ax, name in ((accuracy, "validation accuracy"), (loss, "training loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    if any(t.chosen for t in drawn):
+        accuracy.legend(fontsize=8, loc="lower right")
+    accuracy.set_title(f"Task {search.task}: {len(drawn)} trials' curves", fontsize=10)
+    return png_bytes(fig)
 
 
 def _pareto_plot(ax, search: TaskSearch) -> None:

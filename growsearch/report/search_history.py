@@ -45,6 +45,19 @@ class TaskSearch:
     def count(self, state: str) -> int:
         return sum(t.state == state for t in self.trials)
 
+    def optuna_disagreement(self) -> str | None:
+        """Why Optuna's own tools point at another trial than the one growsearch committed, if they do."""
+        chosen = [t.number for t in self.trials if t.chosen]
+        best = [t.number for t in self.trials if t.pareto]
+        if self.multi_objective or not chosen or not best or chosen == best:
+            return None
+        return (
+            f"task {self.task}: Optuna's best trial (what optuna-dashboard and `optuna best-trial` show) is "
+            f"trial {best[0]}, the highest {self.objectives[0]}; growsearch committed trial {chosen[0]} by "
+            "its commit rule (a reward, or the smallest candidate within accuracy_tolerance), which the "
+            "study's user attribute `committed` records"
+        )
+
 
 def _objective_names(study: optuna.Study, configured: list[str] | None) -> tuple[str, ...]:
     """The study's metric names, else the search space's `objectives`, else objective 0, 1, ..."""

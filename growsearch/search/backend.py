@@ -10,8 +10,10 @@ import optuna
 
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.search.trial_job import TrialJob
+from growsearch.train.trainer import EpochStats
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+EpochReport = Callable[[int, EpochStats], None]  # (trial number, what one epoch of it did)
 
 
 class SaveTrial(Protocol):
@@ -23,8 +25,9 @@ class SaveTrial(Protocol):
 @dataclass(frozen=True)
 class TaskTrials:
     """`n_trials` more trials of `job` in `study`. Each trained candidate is kept with `save_trial`;
-    `on_trial` is called after each trial finishes. With `early_stopping` a backend stops losing trials
-    after an epoch (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only."""
+    `on_trial` is called after each trial finishes, `on_epoch` after each of its epochs (in this process,
+    whichever backend trains it). With `early_stopping` a backend stops losing trials after an epoch
+    (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only."""
 
     study: optuna.Study
     job: TrialJob
@@ -32,6 +35,7 @@ class TaskTrials:
     epochs: int
     save_trial: SaveTrial
     on_trial: TrialCallback
+    on_epoch: EpochReport = lambda number, stats: None  # noqa: E731
     early_stopping: bool = False
 
     @property

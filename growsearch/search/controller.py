@@ -11,6 +11,7 @@ not re-run; a trial left RUNNING by a killed process is marked failed and enqueu
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,11 +29,13 @@ from growsearch.graph.specs import NodeSpec
 from growsearch.grow import operators as ops
 from growsearch.methods.base import Method, Retrain, TaskContext
 from growsearch.search.backend import Backend, TaskTrials
+from growsearch.search.loggers import Logger
 from growsearch.search.samplers import make_pruner, make_sampler
 from growsearch.search.trial_job import TrialJob
 from growsearch.seeds import derived_seed
 from growsearch.store.run_folder import RunFolder
 from growsearch.train.candidate import evaluate, resolve_device, train_candidate
+from growsearch.train.trainer import EpochStats
 from growsearch.trial_record import (
     counts_toward_budget,
     failure,
@@ -73,6 +76,7 @@ class GrowthController:
     backend: Backend
     seed: int
     reporter: Reporter = SilentReporter()  # noqa: RUF009 - stateless
+    loggers: Sequence[Logger] = ()
 
     def __post_init__(self) -> None:
         self.space = self.method.space
@@ -125,6 +129,7 @@ class GrowthController:
                     epochs=self.space.training.epochs,
                     save_trial=self.run.trial_saver(),
                     on_trial=lambda _study, trial: self.reporter.trial_finished(t, trial),
+                    on_epoch=functools.partial(self._log_epoch, t),
                     early_stopping=search.pruner != "none" and not search.multi_objective,
                 )
             )
@@ -135,8 +140,14 @@ class GrowthController:
         graph = self.method.commit(chosen, ctx, self._retrainer(ctx, retrain_macs))
         record = self._record(ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
         self.run.commit_task(t, graph, record)
+        for logger in self.loggers:
+            logger.task(t, record)
         self.reporter.task_committed(t, record)
         return graph, record
+
+    def _log_epoch(self, task: int, trial: int, stats: EpochStats) -> None:
+        for logger in self.loggers:
+            logger.epoch(task, trial, stats)
 
     def _open_study(self, ctx: TaskContext) -> optuna.Study:
         search = self.space.search

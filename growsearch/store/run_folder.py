@@ -26,12 +26,13 @@ import yaml
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from growsearch.atomic_files import atomic_write_text
+from growsearch.atomic_files import atomic_write_text, sha256_of
 from growsearch.errors import CheckpointError, RunFolderError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
+CONFIG_CHECKSUM = ".config.sha256"
 HEARTBEAT_SECONDS = 30
 
 
@@ -86,8 +87,20 @@ class RunFolder:
             )
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
-        atomic_write_text(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+        folder.write_config(config)
         return folder
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """config.yaml, and its checksum: a resume refuses a config edited since unless told --force."""
+        atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.path / CONFIG_CHECKSUM, sha256_of(self.path / CONFIG_FILE) + "\n")
+
+    def config_edited(self) -> bool:
+        """Whether config.yaml differs from what the run wrote (a run from before checksums: no)."""
+        stamp = self.path / CONFIG_CHECKSUM
+        if not stamp.is_file():
+            return False
+        return stamp.read_text().strip() != sha256_of(self.path / CONFIG_FILE)
 
     @classmethod
     def open(cls, path: Path) -> RunFolder:

@@ -114,6 +114,7 @@ def test_report_opens_offline_in_chromium_with_every_figure_rendered(reported, t
     figures = set(re.findall(r'<figure id="figure-([^"]+)"', page))
     expected = {"accuracy-matrix", "accuracy-time", "forgetting", "summary", "parameters", "trials"}
     expected |= {f"search-{t}" for t in range(5)} | {f"graph-{t}" for t in range(5)}
+    expected |= {f"curves-{t}" for t in range(5)}
     assert figures == expected and int(body["data-images"]) == len(expected)
 
     text = parsed.text
