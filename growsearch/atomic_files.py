@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from growsearch.errors import WriteError
+
 _UMASK_LOCK = threading.Lock()
 
 
@@ -24,6 +26,14 @@ def _file_mode() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
+    try:
+        return _write(path, data)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise WriteError(f"cannot write {path}: {reason}; files already written are intact") from None
+
+
+def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -7,6 +7,7 @@ run (Ctrl-C) says how to resume it and exits 130. Nothing already written is los
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,18 +36,42 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except OSError as error:  # a folder or storage growsearch did not write through atomic_files
+            where = f" {error.filename}" if error.filename else ""
+            reason = error.strerror or str(error)
+            errors.print(f"error: cannot read or write{where}: {reason}; files already written are intact")
+            raise typer.Exit(2) from None
         except GrowsearchError as error:
             errors.print(
                 f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True
             )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            run = kwargs.get("run_path") or kwargs.get("name")
-            hint = f" Resume with: growsearch resume {run}" if run else ""
-            errors.print(f"interrupted; everything committed so far is kept.{hint}")
-            raise typer.Exit(130) from None
+            _interrupted(kwargs.get("run_path"))
 
     return wrapper  # type: ignore[return-value]
+
+
+class _OneLineWarnings(logging.Handler):
+    """growsearch's warnings (a torn journal repaired, a search history missing) as one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        errors.print(f"warning: {record.getMessage()}", highlight=False)
+
+
+logging.getLogger("growsearch").addHandler(_OneLineWarnings(logging.WARNING))
+logging.getLogger("growsearch").propagate = False
+
+
+def _interrupted(run: Path | None) -> None:
+    """Ctrl-C: one line, exit 130. The trial it stopped is retried with its seed by `resume`."""
+    if run is None:
+        errors.print("interrupted")
+        raise typer.Exit(130)
+    tasks = Path(run) / "tasks"
+    committed = sum(1 for p in tasks.iterdir() if p.name.isdigit()) if tasks.is_dir() else 0
+    errors.print(f"interrupted: {committed} task(s) committed; resume with `growsearch resume {run}`")
+    raise typer.Exit(130)
 
 
 class ProgressReporter:
@@ -153,7 +178,7 @@ def run(
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
     from growsearch.config.overrides import apply_overrides, shortcut_overrides
     from growsearch.config.space import load_space
-    from growsearch.runner import RunOptions, default_run_name, resolve_options, start_run
+    from growsearch.runner import RunOptions, check_run_name, default_run_name, resolve_options, start_run
 
     overrides = [*shortcut_overrides(epochs, trials, lr, device), *(set_ or [])]
     loaded = apply_overrides(load_space(space), overrides)
@@ -170,7 +195,7 @@ def run(
         shared_fs=shared_fs,
         loggers=tuple(logger or ()),
     )
-    path = runs_dir / (name or default_run_name(loaded, options))
+    path = runs_dir / check_run_name(name or default_run_name(loaded, options))
     shown = resolve_options(loaded, options).benchmark
     console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}")
     console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
@@ -178,10 +203,7 @@ def run(
         with _progress() as progress:
             result = start_run(loaded, options, path, ProgressReporter(progress), overrides=overrides)
     except KeyboardInterrupt:
-        errors.print(
-            f"interrupted; everything committed so far is kept. Resume with: growsearch resume {path}"
-        )
-        raise typer.Exit(130) from None
+        _interrupted(path)
     _print_summary(result)
 
 
@@ -198,13 +220,17 @@ def resume(
 ) -> None:
     """Continue an interrupted run: committed tasks and finished trials are not redone."""
     from growsearch.config.overrides import shortcut_overrides
-    from growsearch.runner import resume_run, resume_summary
+    from growsearch.runner import resume_run
 
     overrides = [*shortcut_overrides(device=device), *(set_ or [])]
-    console.print(f"resuming {run_path}: {resume_summary(run_path)}", highlight=False)
     with _progress() as progress:
         result = resume_run(
-            run_path, ProgressReporter(progress), address=address, overrides=overrides, force=force
+            run_path,
+            ProgressReporter(progress),
+            address=address,
+            overrides=overrides,
+            force=force,
+            announce=lambda kept: progress.console.print(f"resuming {run_path}: {kept}", highlight=False),
         )
     _print_summary(result)
 

@@ -45,3 +45,8 @@ class TrainingError(GrowsearchError):
 
 class RunFolderError(GrowsearchError):
     """A run folder is missing, already exists, or does not hold a resumable run."""
+
+
+class WriteError(GrowsearchError):
+    """A file could not be written (a read-only folder, a full disk, no permission); what is already
+    committed is intact, since every file is written whole or not at all."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -21,15 +22,18 @@ import optuna
 from growsearch.atomic_files import atomic_write_json
 from growsearch.backends import BACKENDS, make_backend
 from growsearch.config.overrides import apply_overrides
+from growsearch.config.schema import from_mapping
 from growsearch.config.space import SearchSpace, space_from_dict
 from growsearch.data.benchmarks import DEFAULT_BENCHMARK, load_benchmark
 from growsearch.data.task import TaskStream
-from growsearch.errors import RunFolderError, ScenarioError, UnknownNameError
+from growsearch.errors import ConfigError, RunFolderError, ScenarioError, UnknownNameError
+from growsearch.grow.backbone import count_parameters
 from growsearch.methods import Method, get_method
 from growsearch.report.run_metrics import write_metrics
 from growsearch.search.controller import GrowthController, Reporter, SilentReporter, random_init_accuracy
 from growsearch.search.loggers import check_loggers, make_loggers
 from growsearch.store.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder
+from growsearch.train.candidate import resolve_device
 
 BASELINE_FILE = "baseline.json"
 
@@ -90,13 +94,41 @@ def load_stream(options: RunOptions) -> TaskStream:
 
 
 def build_method(space: SearchSpace, stream: TaskStream) -> Method:
+    """The space's method for this stream, everything checked before anything is allocated or written:
+    its options, its scenario, the base network's shapes and size, the training device."""
     method_cls = get_method(space.method)
     if stream.scenario.name not in method_cls.scenarios:
         raise ScenarioError(
             f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}; "
             f"benchmark {stream.benchmark} was asked for {stream.scenario.name}"
         )
-    return method_cls(space)
+    method = method_cls(space)
+    try:
+        size = count_parameters(method.specs_for(stream.input_shape))
+    except ConfigError as error:
+        raise ConfigError(f"{space.source}: {error}") from None
+    if size > space.max_parameters:
+        raise ConfigError(
+            f"{space.source}: network.layers: the base network would hold {size:,} parameters for "
+            f"{stream.benchmark}'s {stream.input_shape} inputs; network.max_parameters allows "
+            f"{space.max_parameters:,} (raise it if you mean it)"
+        )
+    resolve_device(space.training.device)  # a missing CUDA device fails here, with one line
+    return method
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def check_run_name(name: str) -> str:
+    """A run's name is one path component of letters, digits and . _ + - (at most 100 characters, not
+    starting with a dot): the run folder stays inside --runs-dir."""
+    if not RUN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name {name!r}: expected one folder name of at most 100 letters, digits, '.', '_', '+' or "
+            "'-', starting with a letter or digit (no '/', not '.' or '..')"
+        )
+    return name
 
 
 def default_run_name(space: SearchSpace, options: RunOptions) -> str:
@@ -129,7 +161,10 @@ def start_run(
         "versions": _versions(),
     }
     run = RunFolder.create(path, config)
-    return _drive(run, method, options, stream, reporter)
+    try:
+        return _drive(run, method, options, stream, reporter)
+    finally:
+        run.unlock()
 
 
 def resume_run(
@@ -138,11 +173,30 @@ def resume_run(
     address: str | None = None,
     overrides: Sequence[str] = (),
     force: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Continue a run where it stopped: committed tasks and finished trials are not redone.
     `address` points a ray run at a (new) cluster. A config.yaml edited since the run started, or
-    `overrides` that change it, are refused unless `force` (then recorded)."""
+    `overrides` that change it, are refused unless `force` (then recorded). `announce` is told what the
+    resume keeps, once this process holds the run folder."""
     run = RunFolder.open(path)
+    run.lock()
+    try:
+        return _resume(run, reporter, address, overrides, force, announce)
+    finally:
+        run.unlock()
+
+
+def _resume(
+    run: RunFolder,
+    reporter: Reporter | None,
+    address: str | None,
+    overrides: Sequence[str],
+    force: bool,
+    announce: Callable[[str], None] | None,
+) -> RunResult:
+    if announce is not None:
+        announce(resume_summary(run))
     config = run.config()
     where = f"{run.path / CONFIG_FILE}: space"
     space = space_from_dict(config["space"], where)
@@ -159,7 +213,7 @@ def resume_run(
             "to continue with the changed configuration"
         )
     space = changed
-    options = RunOptions(**{**config["run"], "loggers": tuple(config["run"].get("loggers", ()))})
+    options = from_mapping(RunOptions, config["run"], f"{run.path / CONFIG_FILE}: run")
     if address is not None:
         options = dataclasses.replace(options, address=address)
     stream = load_stream(options)
@@ -175,11 +229,11 @@ def resume_run(
     return _drive(run, method, options, stream, reporter)
 
 
-def resume_summary(path: Path) -> str:
+def resume_summary(folder: Path | RunFolder) -> str:
     """What a resume keeps: the committed tasks, and the open task's finished trials and those to retry."""
     from growsearch.trial_record import counts_toward_budget
 
-    run = RunFolder.open(path)
+    run = folder if isinstance(folder, RunFolder) else RunFolder.open(folder)
     committed = run.committed_tasks()
     kept = f"{len(committed)} task(s) committed" + (f" (0..{committed[-1]})" if committed else "")
     records = run.records()
@@ -218,7 +272,9 @@ def _differences(before: dict, after: dict, prefix: str = "") -> list[str]:
 def _drive(
     run: RunFolder, method: Method, options: RunOptions, stream: TaskStream, reporter: Reporter | None
 ) -> RunResult:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # growsearch reports every trial itself; Optuna's own warnings would print tracebacks of failed and
+    # interrupted trials before growsearch's one-line message
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     backend = make_backend(
         options.backend,
         run_path=run.path,
@@ -250,14 +306,20 @@ def _drive(
     return RunResult(run.path, records, write_metrics(run, len(stream), baseline, epsilon))
 
 
+def _is_accuracy(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
 def _baseline(run: RunFolder, stream: TaskStream, method: Method, seed: int) -> list[float]:
     """b_j, the random-init accuracies: computed once, kept in baseline.json (recomputable)."""
     path = run.path / BASELINE_FILE
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass  # a torn file: recompute, it is deterministic
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            kept = None  # torn or edited: recompute, it is deterministic
+        if isinstance(kept, list) and len(kept) == len(stream) and all(_is_accuracy(b) for b in kept):
+            return kept
     baseline = random_init_accuracy(stream, method.specs_for(stream.input_shape), seed)
     atomic_write_json(path, baseline)
     return baseline

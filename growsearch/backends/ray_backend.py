@@ -153,9 +153,11 @@ class RayBackend:
         if ray.is_initialized():
             return
         address = self.address or os.environ.get("RAY_ADDRESS")
+        # Ray's usage statistics stay off unless the user turned them on themselves
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address:
             ray.init(address=address, log_to_driver=False)
-        else:
+        else:  # a local instance: no dashboard; see the README for what Ray 2.60 still listens on
             ray.init(
                 num_cpus=self.local_cpus,
                 include_dashboard=False,

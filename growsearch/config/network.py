@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from growsearch.errors import ConfigError
 
 LAYER_KINDS = ("linear", "conv", "resblock")
+ACTIVATION_NAMES = (
+    "relu",
+    "tanh",
+    "sigmoid",
+)  # graph.specs.ACTIVATIONS builds them (a test keeps them equal)
+DEFAULT_MAX_PARAMETERS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,14 @@ def parse_layers(raw: object, where: str) -> tuple[LayerConfig, ...]:
         for key, val in options.items():
             if key != "activation" and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
                 raise ConfigError(f"{at}.{kind}.{key}: expected a non-negative integer, got {val!r}")
-        if options.get("width", 0) < 1:
-            raise ConfigError(f"{at}.{kind}: expected a width of at least 1")
+        for key in ("width", "kernel", "stride", "pool"):
+            if options.get(key, 1) < 1:
+                raise ConfigError(f"{at}.{kind}.{key}: expected an integer >= 1, got {options[key]}")
+        activation = options.get("activation", "relu")
+        if activation not in ACTIVATION_NAMES:
+            raise ConfigError(
+                f"{at}.{kind}.activation: unknown activation {activation!r}; expected one of "
+                f"{', '.join(ACTIVATION_NAMES)}"
+            )
         layers.append(LayerConfig(kind=kind, **options))
     return tuple(layers)

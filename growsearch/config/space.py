@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import yaml
 
-from growsearch.config.network import LayerConfig, parse_layers
+from growsearch.config.network import DEFAULT_MAX_PARAMETERS, LayerConfig, parse_layers
 from growsearch.config.schema import from_mapping, require
 from growsearch.config.training import TrainingConfig
 from growsearch.errors import ConfigError, UnknownNameError
 
+NETWORK_KEYS = {"layers", "max_parameters"}
 SECTIONS = ("method", "paper", "network", "training", "search", "backend", "metrics", "options", "benchmark")
 Objective = Literal["accuracy", "added_parameters", "forward_macs"]
 
@@ -132,6 +133,8 @@ class SearchSpace:
     options: dict[str, Any]  # the method's `options:` mapping, checked by the method when it is built
     benchmark: BenchmarkDefaults
     metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009 - frozen
+    # the base network may hold at most this many parameters: checked before anything is allocated
+    max_parameters: int = DEFAULT_MAX_PARAMETERS
     paper: str = ""
     source: str = "<defaults>"
 
@@ -140,7 +143,10 @@ class SearchSpace:
         return {
             "method": self.method,
             "paper": self.paper,
-            "network": {"layers": [layer.to_dict() for layer in self.layers]},
+            "network": {
+                "layers": [layer.to_dict() for layer in self.layers],
+                "max_parameters": self.max_parameters,
+            },
             "training": dataclasses.asdict(self.training),
             "search": _plain(dataclasses.asdict(self.search)),
             "backend": dataclasses.asdict(self.backend),
@@ -187,7 +193,13 @@ def load_space(source: str | Path) -> SearchSpace:
         known = ", ".join(shipped_spaces())
         raise ConfigError(f"{path}: no such search-space file; expected a YAML path or one of: {known}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); expected a search-space YAML") from None
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: cannot be read ({error.strerror}); expected a search-space YAML"
+        ) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     return space_from_dict(data, str(path))
@@ -202,8 +214,13 @@ def space_from_dict(data: Any, where: str) -> SearchSpace:
     if not isinstance(data.get("method"), str):
         raise ConfigError(f"{where}: method: expected a method name, got {data.get('method')!r}")
     network = data.get("network")
-    if not isinstance(network, dict) or set(network) != {"layers"}:
-        raise ConfigError(f"{where}: network: expected a mapping with one key, layers, got {network!r}")
+    if not isinstance(network, dict) or "layers" not in network or set(network) - NETWORK_KEYS:
+        raise ConfigError(
+            f"{where}: network: expected a mapping of layers (and max_parameters), got {network!r}"
+        )
+    bound = network.get("max_parameters", DEFAULT_MAX_PARAMETERS)
+    if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
+        raise ConfigError(f"{where}: network.max_parameters: expected an integer >= 1, got {bound!r}")
     paper = data.get("paper", "")
     if not isinstance(paper, str):
         raise ConfigError(f"{where}: paper: expected a citation string, got {paper!r}")
@@ -213,6 +230,7 @@ def space_from_dict(data: Any, where: str) -> SearchSpace:
     return SearchSpace(
         method=data["method"],
         layers=parse_layers(network["layers"], f"{where}: network.layers"),
+        max_parameters=bound,
         training=from_mapping(TrainingConfig, data.get("training"), f"{where}: training"),
         search=from_mapping(SearchConfig, data.get("search"), f"{where}: search"),
         backend=from_mapping(BackendConfig, data.get("backend"), f"{where}: backend"),

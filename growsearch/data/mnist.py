@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,12 +64,20 @@ def _read(folder: str, root: str, stamp: tuple) -> tuple[RawSplit, RawSplit]:
     for train in (True, False):
         try:
             ds = _torchvision_class(folder)(root, train=train, download=False)
-        except (RuntimeError, OSError, ValueError, TypeError, IndexError) as exc:
+        except (RuntimeError, OSError, ValueError, TypeError, IndexError, AssertionError, EOFError) as exc:
+            # a garbage idx file fails torchvision's assertions; a hostile processed/*.pt is refused by
+            # torch.load's weights-only unpickler (an UnpicklingError, a RuntimeError here or there)
             which = "train" if train else "test"
             raise DataError(
-                f"cannot read the {folder} {which} idx files under "
-                f"{str(Path(root) / folder / 'raw')!r}: {exc}"
-            ) from exc
+                f"cannot read the {folder} {which} files under {str(Path(root) / folder)!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                "expected torchvision's MNIST layout: raw/*-ubyte idx files"
+            ) from None
+        except pickle.UnpicklingError as exc:
+            raise DataError(
+                f"{str(Path(root) / folder / 'processed')!r} holds a file torch refuses to load (it is not "
+                f"plain tensors: {str(exc).splitlines()[0]}); remove it to read the raw idx files"
+            ) from None
         x, y = ds.data, ds.targets
         if x.dim() != 3 or x.shape[0] != y.shape[0]:
             raise DataError(

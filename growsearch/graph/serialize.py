@@ -154,6 +154,9 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
         found = {k: tuple(v.shape) for k, v in node.weights.items()}
         if found != expected:
             raise CheckpointError(f"weights of node {node_id!r} are {found}; its spec expects {expected}")
+        for name, value in node.weights.items():  # checksums prove the bytes, not that they are weights
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"node {node_id!r}: {name} holds NaN or infinite values, not weights")
     for task, head in meta["heads"].items():
         graph.set_head(int(task), head)
     return graph

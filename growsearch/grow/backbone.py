@@ -32,9 +32,22 @@ def layer_specs(
             )
         else:
             spec = ResBlock(shape[0], width, layer.stride)
-        shape = spec.output_shape(shape)
+        before, shape = shape, spec.output_shape(shape)
+        if min(shape) < 1:
+            raise ConfigError(
+                f"network.layers[{i}] ({layer.kind}): a {before} input gives an output of shape {shape}; "
+                "expected kernel, stride, padding and pool that fit the input"
+            )
         specs.append(spec)
     return specs
+
+
+def count_parameters(specs: Sequence[NodeSpec]) -> int:
+    """Parameters of the layers, counted without allocating them (modules built on the meta device)."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for spec in specs for p in spec.build().parameters())
 
 
 def head_spec(feature_shape: Shape, n_outputs: int) -> Head:

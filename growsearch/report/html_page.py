@@ -24,6 +24,7 @@ pre { background: #f6f6f6; padding: 10px; font-size: 12px; overflow-x: auto; }
 code { background: #f3f3f3; padding: 1px 4px; }
 .grid { display: flex; flex-wrap: wrap; gap: 16px; } .grid figure { flex: 1 1 560px; }
 .muted { color: #777; }
+.warning { color: #8a1f11; background: #fdecea; padding: 0.4em 0.6em; }
 """
 
 

@@ -12,6 +12,7 @@ after each task, plus the commands that open the run in optuna-dashboard and Ten
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from growsearch.errors import RunFolderError
 from growsearch.report import html_page as html
 from growsearch.report import report_figures as figures
 from growsearch.report.metrics_export import CSV_FILE, write_metrics_csv
+from growsearch.report.run_metrics import rebuild_metrics
 from growsearch.report.search_history import TaskSearch, task_searches, trials_for_plot
 from growsearch.store.run_folder import METRICS_FILE, RunFolder
 
 REPORT_FILE = "report.html"
+log = logging.getLogger("growsearch")
 FIGURES = ("accuracy_matrix", "parameter_growth", "trial_history")
 
 
@@ -38,11 +41,52 @@ class ReportFiles:
     figures: list[Path]
 
 
+def search_gaps(records: list[dict[str, Any]], searches: list[TaskSearch]) -> list[str]:
+    """Committed tasks whose search history the Optuna storage lost (a deleted or truncated journal)."""
+    by_task = {s.task: s for s in searches}
+    gaps = []
+    for record in records:
+        task, chosen = record["task"], record["chosen_trial"]
+        search = by_task.get(task)
+        if search is None:
+            gaps.append(f"task {task}'s search history is missing from the Optuna storage")
+        elif not any(t.number == chosen and t.state == "COMPLETE" for t in search.trials):
+            gaps.append(
+                f"task {task}'s search history is incomplete: its committed trial {chosen} is not among "
+                f"the {len(search.trials)} trials the storage holds"
+            )
+    return gaps
+
+
+def _well_formed(metrics: Any) -> bool:
+    """metrics.json's fields have the types the report reads (else it is rebuilt)."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("metrics"), dict):
+        return False
+    rows = metrics.get("accuracy")
+    numbers = (int, float, type(None))
+    return (
+        isinstance(metrics.get("n_tasks"), int)
+        and isinstance(metrics.get("tasks_committed"), int)
+        and isinstance(rows, list)
+        and all(isinstance(row, list) and all(isinstance(a, numbers) for a in row) for row in rows)
+        and isinstance(metrics.get("parameters"), list)
+        and all(isinstance(v, numbers) for v in metrics["metrics"].values() if not isinstance(v, list))
+    )
+
+
 def load_metrics(run: RunFolder) -> dict[str, Any]:
+    """metrics.json, rebuilt from the committed records when it is missing, torn or edited."""
     path = run.path / METRICS_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{path} is missing: no task of this run has been committed yet")
-    return json.loads(path.read_text())
+    if not run.committed_tasks():
+        raise RunFolderError(f"{run.path} has no committed task yet: there are no metrics to report")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if _well_formed(metrics):
+            return metrics
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    log.warning("%s was missing or unreadable: rebuilt from the committed tasks' records", path)
+    return rebuild_metrics(run)
 
 
 def accuracy_matrix(metrics: dict[str, Any]) -> np.ndarray:
@@ -228,6 +272,9 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
     config = run.config()
     records = run.records()
     searches = task_searches(run)
+    gaps = search_gaps(records, searches)
+    for gap in gaps:
+        log.warning(gap)
     matrix = accuracy_matrix(metrics)
     done = int(metrics["tasks_committed"])
     parameters = np.array(metrics["parameters"], dtype=float)
@@ -290,7 +337,12 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
         ),
         html.section("Mechanism per task", _mechanism_section(records), "mechanism"),
         html.section("Figures", f'<div class="grid">{"".join(figure_list)}</div>', "figures"),
-        html.section("Search per task", "".join(_search_section(s) for s in searches), "search"),
+        html.section(
+            "Search per task",
+            "".join(f'<p class="warning">{html.esc(gap)}.</p>' for gap in gaps)
+            + "".join(_search_section(s) for s in searches),
+            "search",
+        ),
         html.section(
             "Grown graph per task", _graph_section(run, [r["task"] for r in records], engine), "graphs"
         ),

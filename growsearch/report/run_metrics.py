@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -59,3 +60,21 @@ def write_metrics(
     }
     atomic_write_json(run.path / METRICS_FILE, data)
     return data
+
+
+def rebuild_metrics(run: RunFolder) -> dict[str, Any]:
+    """metrics.json again from the committed records (it is derived data): the stream's length from the
+    run's config, b_j from baseline.json when it is readable, epsilon from the config."""
+    from growsearch.data.benchmarks import get_benchmark_info
+
+    config = run.config()
+    n_tasks = config["run"].get("n_tasks") or get_benchmark_info(config["run"]["benchmark"]).default_tasks
+    baseline = None
+    try:
+        kept = json.loads((run.path / "baseline.json").read_text(encoding="utf-8"))
+        if isinstance(kept, list) and len(kept) == n_tasks:
+            baseline = [float(b) for b in kept]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    epsilon = float((config["space"].get("metrics") or {}).get("epsilon", 1.0))
+    return write_metrics(run, int(n_tasks), baseline, epsilon)

@@ -39,10 +39,12 @@ from growsearch.train.trainer import EpochStats
 from growsearch.trial_record import (
     counts_toward_budget,
     failure,
+    is_interrupted,
     plan_attrs,
     planned_decisions,
     read_record,
     retry_attrs,
+    retry_of,
     spent_macs,
     study_committed_attrs,
     write_attrs,
@@ -177,13 +179,23 @@ class GrowthController:
                 study.enqueue_trial(decisions, user_attrs=plan_attrs(decisions))
 
     def _retry_interrupted(self, study: optuna.Study) -> None:
-        """Trials a killed process left RUNNING are failed and enqueued again with the same decisions."""
+        """Interrupted trials run again with the same decisions and seed: those a killed process left
+        RUNNING (failed here first), and those Ctrl-C (or a lost Ray worker) failed without an error of
+        their own. A trial and its retries form a line; a line whose newest trial was interrupted gets a
+        retry (once: the retry, waiting, is then the line's newest)."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
-            decisions = planned_decisions(trial) or {}
-            study.enqueue_trial(
-                decisions, user_attrs={**plan_attrs(decisions), **retry_attrs(trial)}, skip_if_exists=False
-            )
+        newest: dict[int, FrozenTrial] = {}
+        for trial in sorted(study.get_trials(deepcopy=False), key=lambda tr: tr.number):
+            newest[retry_of(trial) if retry_of(trial) is not None else trial.number] = trial
+        for trial in newest.values():
+            if is_interrupted(trial):
+                decisions = planned_decisions(trial) or {}
+                study.enqueue_trial(
+                    decisions,
+                    user_attrs={**plan_attrs(decisions), **retry_attrs(trial)},
+                    skip_if_exists=False,
+                )
 
     def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Retrain:
         def retrain(

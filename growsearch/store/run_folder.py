@@ -30,9 +30,12 @@ from growsearch.atomic_files import atomic_write_text, sha256_of
 from growsearch.errors import CheckpointError, RunFolderError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
+from growsearch.store.journal import repair_torn_tail
+from growsearch.store.lock import RunLock
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
 CONFIG_CHECKSUM = ".config.sha256"
+JOURNAL_FILE = "study.journal"
 HEARTBEAT_SECONDS = 30
 
 
@@ -72,6 +75,36 @@ def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+_NUMBER = (int, float)
+
+
+def _record_problem(record: Any, task: int) -> str | None:
+    """What is wrong with a task record's fields, or None."""
+    if not isinstance(record, dict):
+        return "expected a mapping of the task's record"
+    expected = {
+        "task": int,
+        "chosen_trial": int,
+        "decisions": dict,
+        "accuracy_row": list,
+        "parameters": int,
+        "train_macs": int,
+        "pass_macs": int,
+    }
+    for field, kind in expected.items():
+        value = record.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{field}: expected {kind.__name__}, got {value!r}"
+    if record["task"] != task:
+        return f"task: expected {task} (the folder's task), got {record['task']}"
+    row = record["accuracy_row"]
+    if not all(isinstance(a, _NUMBER) and not isinstance(a, bool) and 0 <= a <= 1 for a in row):
+        return f"accuracy_row: expected accuracies in [0, 1], got {row}"
+    if len(row) <= task:
+        return f"accuracy_row: expected at least {task + 1} entries, got {len(row)}"
+    return None
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -81,14 +114,29 @@ class RunFolder:
     def create(cls, path: Path, config: dict[str, Any]) -> RunFolder:
         path = Path(path)
         if (path / CONFIG_FILE).exists():
+            RunLock(path).acquire().release()  # a run still being written is named by its holder
             raise RunFolderError(
                 f"{path} already holds a run; resume it with `growsearch resume {path}` "
                 "or pick another --name"
             )
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
+        folder.lock()
+        if (path / CONFIG_FILE).exists():  # another process created it while this one was starting
+            folder.unlock()
+            raise RunFolderError(f"{path} already holds a run; resume it with `growsearch resume {path}`")
         folder.write_config(config)
         return folder
+
+    def lock(self) -> None:
+        """Hold the folder's one-writer lock for as long as this process runs it."""
+        if getattr(self, "_lock", None) is None:
+            self._lock = RunLock(self.path).acquire()
+
+    def unlock(self) -> None:
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     def write_config(self, config: dict[str, Any]) -> None:
         """config.yaml, and its checksum: a resume refuses a config edited since unless told --force."""
@@ -111,7 +159,11 @@ class RunFolder:
 
     def config(self) -> dict[str, Any]:
         try:
-            data = yaml.safe_load((self.path / CONFIG_FILE).read_text())
+            data = yaml.safe_load((self.path / CONFIG_FILE).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise CheckpointError(
+                f"{self.path / CONFIG_FILE} is not text (not UTF-8): it is corrupted"
+            ) from None
         except yaml.YAMLError as error:
             raise CheckpointError(f"{self.path / CONFIG_FILE} is not valid YAML: {error}") from error
         if not isinstance(data, dict) or "space" not in data or "run" not in data:
@@ -124,7 +176,8 @@ class RunFolder:
         appends, no database round trips), or SQLite with heartbeats."""
         kind = kind or self.config()["space"]["search"]["storage"]
         if kind == "journal":
-            return JournalStorage(JournalFileBackend(str(self.path / "study.journal")))
+            self._repair_journal()
+            return JournalStorage(JournalFileBackend(str(self.path / JOURNAL_FILE)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
@@ -132,6 +185,21 @@ class RunFolder:
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=2 * HEARTBEAT_SECONDS,
             )
+
+    def _repair_journal(self) -> None:
+        """Cut a torn last record off the journal, but only with the folder's lock (held by this process,
+        or free): a writer's record in flight must not be mistaken for a torn one."""
+        if getattr(self, "_lock", None) is not None:
+            repair_torn_tail(self.path / JOURNAL_FILE)
+            return
+        try:
+            probe = RunLock(self.path).acquire()
+        except RunFolderError:
+            return  # a run or resume writes it now: read it as it stands
+        try:
+            repair_torn_tail(self.path / JOURNAL_FILE)
+        finally:
+            probe.release()
 
     # ---- trials -------------------------------------------------------------------------------------
     def trial_dir(self, task: int, number: int) -> Path:
@@ -177,12 +245,23 @@ class RunFolder:
     def load_task(self, task: int) -> tuple[ModuleGraph, dict[str, Any]]:
         folder = self.task_dir(task)
         verify_checksums(folder, extra=(RECORD_FILE,))
-        return load_graph(folder, verify=False), json.loads((folder / RECORD_FILE).read_text())
+        return load_graph(folder, verify=False), self._record(task)
 
     def records(self) -> list[dict[str, Any]]:
         out = []
         for task in self.committed_tasks():
-            folder = self.task_dir(task)
-            verify_checksums(folder, extra=(RECORD_FILE,))
-            out.append(json.loads((folder / RECORD_FILE).read_text()))
+            verify_checksums(self.task_dir(task), extra=(RECORD_FILE,))
+            out.append(self._record(task))
         return out
+
+    def _record(self, task: int) -> dict[str, Any]:
+        """A committed task's record, its fields checked (checksums prove the bytes, not the meaning)."""
+        path = self.task_dir(task) / RECORD_FILE
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise CheckpointError(f"{path} is not JSON ({error}); the checkpoint is corrupted") from None
+        problem = _record_problem(record, task)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
+        return record

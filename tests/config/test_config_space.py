@@ -80,3 +80,10 @@ def test_an_unknown_method_lists_the_known_ones(tmp_path):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="no-such.yaml: no such search-space file"):
         load_space(tmp_path / "no-such.yaml")
+
+
+def test_the_config_knows_every_activation_the_graph_builds():
+    from growsearch.config.network import ACTIVATION_NAMES
+    from growsearch.graph.specs import ACTIVATIONS
+
+    assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)

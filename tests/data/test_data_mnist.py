@@ -56,7 +56,7 @@ def test_data_root_required():
 def test_corrupt_idx_file_is_a_data_error(tmp_path, make_mnist_root):
     make_mnist_root(tmp_path, "MNIST")
     (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
-    with pytest.raises(DataError, match="cannot read the MNIST train idx files"):
+    with pytest.raises(DataError, match="cannot read the MNIST train files"):
         load_benchmark("split-mnist", data_root=tmp_path)
 
 
@@ -68,3 +68,30 @@ def test_files_missing_classes_are_a_data_error(tmp_path, make_mnist_root):
     labels.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="holds 8 classes, expected 10"):
         load_benchmark("split-mnist", data_root=tmp_path)
+
+
+class _RunsCode:
+    """Pickles to a call of `touch`: what a hostile processed/training.pt would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import subprocess
+
+        return (subprocess.call, (["touch", self.marker],))
+
+
+def test_a_hostile_processed_file_is_refused_and_never_run(tmp_path, make_mnist_root):
+    import pickle
+
+    make_mnist_root(tmp_path, "MNIST")
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir()
+    marker = tmp_path / "ran"
+    for name in ("training.pt", "test.pt"):  # torchvision reads these before the raw files when present
+        (processed / name).write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
+    with pytest.raises(DataError) as refused:
+        load_benchmark("split-mnist", data_root=tmp_path)
+    assert not marker.exists()
+    assert "MNIST" in str(refused.value) and "processed" in str(refused.value), str(refused.value)
