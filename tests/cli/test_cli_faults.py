@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -268,3 +269,64 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert growsearch("resume", str(tmp_path / "busy")).returncode == 0  # the kernel released the lock
+
+
+def test_a_truncated_journal_is_reported_not_hidden(run_copy):
+    journal = run_copy / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[: len(lines) // 2]))  # whole records, half of them lost
+    done = growsearch("report", str(run_copy))
+    assert done.returncode == 0
+    assert "task 1's search history is" in done.stderr, done.stderr[-2000:]
+
+
+def _mnist_root(tmp_path: Path) -> Path:
+    """torchvision's MNIST layout with every raw file present but holding garbage."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    return tmp_path / "data"
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", self.marker],))
+
+
+def test_garbage_or_hostile_mnist_files_are_one_line(tmp_path):
+    root = _mnist_root(tmp_path)
+    command = ["run", "pnn", "--benchmark", "split-mnist", "--data-root", str(root), "--runs-dir"]
+    one_line(growsearch(*command, str(tmp_path / "runs")), "cannot read the MNIST train files", str(root))
+    processed = root / "MNIST" / "processed"
+    processed.mkdir()
+    marker = tmp_path / "ran"
+    for name in ("training.pt", "test.pt"):
+        (processed / name).write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
+    one_line(growsearch(*command, str(tmp_path / "runs")), "processed", "refuses to load")
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_read_only_run_folder_is_one_line_and_intact(finished, tmp_path):
+    """`resume` of a run folder on a read-only mount: one line naming the path it could not write."""
+    copy = Path(shutil.copytree(finished, tmp_path / "ro"))
+    (copy / "metrics.json").unlink()  # something for resume to write
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    user = [] if os.getuid() == 0 else ["--map-root-user"]
+    inner = (
+        f"mount --bind {copy} {copy} && mount -o remount,ro,bind {copy} && "
+        f"{sys.executable} -m growsearch resume {copy}; echo EXIT=$?"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        ["unshare", "--mount", *user, "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "EXIT=2" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(copy) in lines[0] and "Read-only file system" in lines[0], lines
+    after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    assert after == before
