@@ -103,6 +103,11 @@ def build_method(space: SearchSpace, stream: TaskStream) -> Method:
             f"benchmark {stream.benchmark} was asked for {stream.scenario.name}"
         )
     method = method_cls(space)
+    if "capacity_used" in space.search.objectives and method_cls.capacity_used is Method.capacity_used:
+        raise ConfigError(
+            f"{space.source}: search.objectives: {space.method} grows its network, so it has no "
+            "capacity_used; expected accuracy, then any of added_parameters, forward_macs"
+        )
     try:
         size = count_parameters(method.specs_for(stream.input_shape))
     except ConfigError as error:

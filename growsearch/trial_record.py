@@ -42,6 +42,8 @@ class TrialRecord:
     train_seconds: float
     # per epoch: training loss, validation accuracy (and training accuracy where the trainer tracked it)
     curve: list[dict[str, Any]] = field(default_factory=list)
+    # the share of a fixed-capacity network the task takes from later tasks (gated and pruning methods)
+    capacity_used: float | None = None
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -51,7 +53,7 @@ class TrialRecord:
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord | None:
         names = [f.name for f in dataclasses.fields(cls)]
-        if any(name not in attrs for name in names if name != "curve"):
+        if any(name not in attrs for name in names if name not in ("curve", "capacity_used")):
             return None
         return cls(**{name: attrs[name] for name in names if name in attrs})
 

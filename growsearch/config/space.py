@@ -26,7 +26,7 @@ from growsearch.errors import ConfigError, UnknownNameError
 
 NETWORK_KEYS = {"layers", "max_parameters"}
 SECTIONS = ("method", "paper", "network", "training", "search", "backend", "metrics", "options", "benchmark")
-Objective = Literal["accuracy", "added_parameters", "forward_macs"]
+Objective = Literal["accuracy", "added_parameters", "forward_macs", "capacity_used"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class SearchConfig:
             and self.objectives[0] == "accuracy"
             and len(set(self.objectives)) == len(self.objectives),
             f"{where}.objectives",
-            f"expected accuracy, then any of added_parameters, forward_macs; got {list(self.objectives)}",
+            "expected accuracy, then any of added_parameters, forward_macs, capacity_used; got "
+            f"{list(self.objectives)}",
         )
         require(
             len(self.objectives) == 1 or self.pruner == "none",

@@ -9,14 +9,15 @@ once per task instead of once per batch per epoch.
 
 This module owns the graph's semantics: how a node merges its inputs (sum, concat, or stack for a mixed
 operation), what a node that shares another's weights computes, which entries of an owner-tracked weight
-a task sees and which of them train. Every forward pass of a graph in growsearch is a view compiled here.
+a task sees and which of them train, and how a task's gates (per output unit) and masks (per weight)
+change what its view computes. Every forward pass of a graph in growsearch is a view compiled here.
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,7 @@ import torch.fx as fx
 from torch import nn
 
 from growsearch.errors import GraphError
-from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
+from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
 
 
 @dataclass
@@ -46,6 +47,18 @@ class MaskedParameter:
             self.parameter.copy_(torch.where(self.trainable, self.parameter, self.frozen_values))
 
 
+class UnitGate(nn.Module):
+    """Multiplies a node's output by one fixed value per output unit (a feature, or a channel over every
+    position): a task's stored gate."""
+
+    def __init__(self, values: torch.Tensor):
+        super().__init__()
+        self.register_buffer("values", values.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.values.view(1, -1, *([1] * (x.dim() - 2)))
+
+
 @dataclass
 class CompiledView:
     """A task's view as one module, plus what the trainer and write-back need."""
@@ -55,6 +68,7 @@ class CompiledView:
     node_modules: dict[str, nn.Module]
     masked: list[MaskedParameter]
     trainable_nodes: list[str]
+    gates: dict[str, nn.Module]  # node id -> the module applied to its output (stored or being trained)
 
 
 @dataclass
@@ -85,23 +99,36 @@ def visible_mask(owners: torch.Tensor, task: int, include_free: bool) -> torch.T
 
 
 def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: bool) -> nn.Module:
-    """The node's module holding copies of its weights (a sharing node: those of the node it shares). It
-    is built on the meta device, so compiling neither spends time on a throw-away initialisation nor draws
+    """The node's module holding copies of its weights (a sharing node: those of the node it shares), as
+    task `task` sees them: owner-tracked entries it may not see are zero, and its masks multiply. It is
+    built on the meta device, so compiling neither spends time on a throw-away initialisation nor draws
     from torch's global random stream (which would make a candidate's initial weights depend on what was
     compiled before it)."""
     node = graph.node(node_id)
-    owners = graph.node(node.shares).owners if node.shares else node.owners
     with torch.device("meta"):
         module = node.spec.build()
+    if node.shares and node.spec.combines_shared:  # its own weights, and the shared ones handed over
+        module.load_state_dict(_seen_weights(node, task, include_free), assign=True)
+        module.bind_shared(_seen_weights(graph.node(node.shares), task, include_free))
+        return module
+    source = graph.node(node.shares) if node.shares else node
+    module.load_state_dict(_seen_weights(source, task, include_free), assign=True)
+    return module
+
+
+def _seen_weights(node: Node, task: int, include_free: bool) -> dict[str, torch.Tensor]:
+    """Copies of the node's weights as task `task` sees them (owner visibility, then its masks)."""
+    masks = node.masks.get(task, {})
     state = {}
-    for name, value in graph.weights_of(node_id).items():
-        if name in owners:
-            value = value * visible_mask(owners[name], task, include_free)
+    for name, value in node.weights.items():
+        if name in node.owners:
+            value = value * visible_mask(node.owners[name], task, include_free)
         else:
             value = value.clone()
+        if name in masks:
+            value = value * masks[name].to(value.dtype)
         state[name] = value
-    module.load_state_dict(state, assign=True)
-    return module
+    return state
 
 
 def _emit_calls(
@@ -121,9 +148,15 @@ def _emit_calls(
 
 
 def _fx_module(
-    graph: ModuleGraph, modules: dict[str, nn.Module], nodes: list[str], inputs: list[str], outputs: list[str]
+    graph: ModuleGraph,
+    modules: dict[str, nn.Module],
+    nodes: list[str],
+    inputs: list[str],
+    outputs: list[str],
+    gates: Mapping[str, nn.Module],
 ) -> fx.GraphModule:
-    """Straight-line code computing `outputs` from placeholders for `inputs` through `nodes`."""
+    """Straight-line code computing `outputs` from placeholders for `inputs` through `nodes`, each node's
+    output multiplied by its gate where it has one."""
     root = nn.Module()
     code = fx.Graph()
     values: dict[str, fx.Node] = {}
@@ -145,9 +178,12 @@ def _fx_module(
             merged = code.call_function(torch.stack, (tuple(args),), {"dim": 1})
         else:
             merged = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
-        values[node_id] = _emit_calls(
-            root, code, modules[node_id], re.sub(r"\W", "_", node_id), merged, taken
-        )
+        value = _emit_calls(root, code, modules[node_id], re.sub(r"\W", "_", node_id), merged, taken)
+        if node_id in gates:
+            name = _attribute_name(re.sub(r"\W", "_", node_id) + "_gate", taken)
+            root.add_module(name, gates[node_id])
+            value = code.call_module(name, (value,))
+        values[node_id] = value
     result = [values[o] for o in outputs]
     code.output(result[0] if len(result) == 1 else tuple(result))
     return fx.GraphModule(root, code)
@@ -163,14 +199,17 @@ def compile_view(
     train_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     modules: Mapping[str, nn.Module] | None = None,
     output: str | None = None,
+    gates: Mapping[str, nn.Module] | None = None,
 ) -> CompiledView:
     """Compile task `task`'s view (up to its head, or to the node `output`).
 
     `include_free` makes unclaimed weights visible (the task being trained). With `train`, parameters of
     unfrozen nodes require grad; in owner-tracked ones only the entries owned by `train_owner` train
     (FREE: the unclaimed ones; a task id: PackNet's retraining after pruning), unless `train_masks` names
-    the entries that train per node and parameter (DEN's stages). `modules` gives module objects to use
-    for some nodes instead of fresh copies of their weights (PathNet's pool, trained in place)."""
+    the entries that train per node and parameter (DEN's stages, HAT's unused units). `modules` gives
+    module objects to use for some nodes instead of fresh copies of their weights (PathNet's pool,
+    trained in place). A node's stored gate for `task` multiplies its output, unless `gates` gives the
+    module to apply instead (HAT's attention, being learnt)."""
     output = graph.head(task) if output is None else output
     view = graph.upstream(output)
     graph.shapes(view)  # a mismatched graph fails here with the node named, not inside torch
@@ -184,7 +223,7 @@ def compile_view(
         node = graph.node(node_id)
         if node_id in given:
             module = given[node_id]
-        elif node.shares and node.shares in built:
+        elif node.shares and node.shares in built and not node.spec.combines_shared:
             module = built[node.shares]  # the same frozen function twice in one view: one module
         else:
             module = _build_module(graph, node_id, task, include_free)
@@ -206,32 +245,75 @@ def compile_view(
         built[node_id] = module
     if train and not trainable:
         raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
-    module = _fx_module(graph, built, view, [INPUT], [output])
-    return CompiledView(task, module, built, masked, trainable)
+    applied = _view_gates(graph, view, task, gates or {})
+    module = _fx_module(graph, built, view, [INPUT], [output], applied)
+    return CompiledView(task, module, built, masked, trainable, applied)
 
 
-def frozen_prefix(graph: ModuleGraph, view: list[str]) -> set[str]:
-    """Nodes of `view` that are frozen and have only frozen ancestors: their outputs never change."""
+def _view_gates(
+    graph: ModuleGraph, view: list[str], task: int, given: Mapping[str, nn.Module]
+) -> dict[str, nn.Module]:
+    unknown = sorted(set(given) - set(view))
+    if unknown:
+        raise GraphError(f"gates given for nodes {unknown} outside task {task}'s view")
+    applied: dict[str, nn.Module] = {}
+    shapes = graph.shapes(view)
+    for node_id in view:
+        stored = graph.node(node_id).gates.get(task)
+        if node_id in given:
+            applied[node_id] = given[node_id]
+        elif stored is not None:
+            if stored.shape != (shapes[node_id][0],):
+                raise GraphError(
+                    f"node {node_id!r}: task {task}'s gate has shape {tuple(stored.shape)}; the node has "
+                    f"{shapes[node_id][0]} output units"
+                )
+            applied[node_id] = UnitGate(stored)
+    return applied
+
+
+def frozen_prefix(graph: ModuleGraph, view: list[str], changing: Iterable[str] = ()) -> set[str]:
+    """Nodes of `view` that are frozen and have only frozen ancestors: their outputs never change (unless
+    they are `changing`: a frozen node whose gate or weight mask is being learnt)."""
+    moving = set(changing)
     fixed: set[str] = set()
     for node_id in view:
         node = graph.node(node_id)
-        if node.frozen and all(i in fixed for i in node.inputs):
+        if node.frozen and node_id not in moving and all(i in fixed for i in node.inputs):
             fixed.add(node_id)
     return fixed
 
 
-def compile_for_training(graph: ModuleGraph, task: int, train_owner: int = FREE) -> TrainingProgram:
-    """Compile the candidate for task `task` for training, split at its frozen frontier."""
-    full = compile_view(graph, task, include_free=train_owner == FREE, train=True, train_owner=train_owner)
+def compile_for_training(
+    graph: ModuleGraph,
+    task: int,
+    train_owner: int = FREE,
+    *,
+    train_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    gates: Mapping[str, nn.Module] | None = None,
+    changing: Iterable[str] = (),
+) -> TrainingProgram:
+    """Compile the candidate for task `task` for training, split at its frozen frontier. Nodes with a
+    gate being learnt, and the `changing` ones, run per batch although frozen."""
+    full = compile_view(
+        graph,
+        task,
+        include_free=train_owner == FREE,
+        train=True,
+        train_owner=train_owner,
+        train_masks=train_masks,
+        gates=gates,
+    )
     view = graph.view(task)
-    fixed = frozen_prefix(graph, view)
+    fixed = frozen_prefix(graph, view, {*changing, *(gates or {})})
     rest = [n for n in view if n not in fixed]
     rest_set = set(rest)
     frontier = [n for n in view if n in fixed and any(s in rest_set for s in graph.successors(n))]
     prefix = None
     if frontier != [INPUT]:
-        prefix = _fx_module(graph, full.node_modules, [n for n in view if n in fixed], [INPUT], frontier)
-    suffix = _fx_module(graph, full.node_modules, rest, frontier, [graph.head(task)])
+        fixed_nodes = [n for n in view if n in fixed]
+        prefix = _fx_module(graph, full.node_modules, fixed_nodes, [INPUT], frontier, full.gates)
+    suffix = _fx_module(graph, full.node_modules, rest, frontier, [graph.head(task)], full.gates)
     return TrainingProgram(full, prefix, suffix, rest)
 
 

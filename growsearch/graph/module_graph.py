@@ -6,6 +6,10 @@ concat, or stack for a mixed operation), the layer index it sits at, and its wei
 (PackNet) also keep an `owners` tensor per parameter: the task that owns each weight, or FREE. A node may
 instead `share` the weights of another frozen node: it applies that node's function to its own inputs and
 stores no weights of its own (PathNet's frozen module behind a new input, Learn to Grow's reused layer).
+Unit- and weight-level methods keep per-task data on a node: `gates[t]`, one value per output unit (feature
+or channel) multiplying the node's output in task t's view (HAT's attention, XdG's gating, CLNP's active
+units), and `masks[t][param]`, a tensor multiplying that parameter in task t's view (Piggyback's and CPG's
+picked weights).
 Edges are data flow; a node's `inputs` list fixes their order (it matters for concat and stack). A task's
 view is the sub-graph from the input to its head.
 """
@@ -40,6 +44,8 @@ class Node:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     owners: dict[str, torch.Tensor] = field(default_factory=dict)
     shares: str | None = None  # the node whose weights this one computes with (it has none of its own)
+    gates: dict[int, torch.Tensor] = field(default_factory=dict)  # task -> one value per output unit
+    masks: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # task -> param -> multiplier
 
     @property
     def n_parameters(self) -> int:
@@ -80,9 +86,12 @@ class ModuleGraph:
         return set(nx.ancestors(self._nx, node_id))
 
     def weights_of(self, node_id: str) -> dict[str, torch.Tensor]:
-        """The weights a node computes with: its own, or those of the node it shares."""
+        """The weights a node computes with: its own, or those of the node it shares (a combining node:
+        its own; the shared ones reach its module apart)."""
         node = self.node(node_id)
-        return self.node(node.shares).weights if node.shares else node.weights
+        if node.shares and not node.spec.combines_shared:
+            return self.node(node.shares).weights
+        return node.weights
 
     def node(self, node_id: str) -> Node:
         if node_id not in self._nx:
@@ -191,8 +200,9 @@ class ModuleGraph:
         shares: str | None = None,
     ) -> Node:
         """Add a node. With `shares`, the node applies that frozen node's weights (it must have the same
-        spec) to its own inputs; it is frozen and holds no weights. Otherwise `weights` (None: a fresh
-        initialisation, drawn from torch's global random stream)."""
+        spec) to its own inputs; it is frozen and holds no weights; a spec that `combines_shared` (DAN's
+        Combination) instead computes with the shared weights and weights of its own. `weights` (None: a
+        fresh initialisation, drawn from torch's global random stream)."""
         inputs = tuple(inputs)
         if node_id in self._nx:
             raise GraphError(f"node {node_id!r} already exists")
@@ -207,13 +217,15 @@ class ModuleGraph:
             raise GraphError(f"node {node_id!r} has {len(inputs)} inputs; merge must be one of {MERGES}")
         if shares is not None:
             target = self.node(shares)
-            if target.spec != spec or target.shares is not None or not target.frozen:
+            if not spec.can_share(target.spec) or target.shares is not None or not target.frozen:
                 raise GraphError(
-                    f"node {node_id!r} may share only a frozen node of the same spec that holds its own "
-                    f"weights; {shares!r} is {'frozen' if target.frozen else 'trainable'}, a {target.spec}"
+                    f"node {node_id!r} ({spec}) may share only a frozen node of a matching spec that holds "
+                    f"its own weights; {shares!r} is {'frozen' if target.frozen else 'trainable'}, a "
+                    f"{target.spec}"
                 )
-            weights, frozen = {}, True
-        elif weights is None:
+            if not spec.combines_shared:
+                weights, frozen = {}, True
+        if weights is None:
             weights = {k: v.detach().clone() for k, v in spec.build().state_dict().items()}
         node = Node(
             spec=spec,
@@ -262,6 +274,8 @@ class ModuleGraph:
                     weights={k: v.clone() for k, v in node.weights.items()},
                     owners={k: v.clone() for k, v in node.owners.items()},
                     shares=node.shares,
+                    gates={t: g.clone() for t, g in node.gates.items()},
+                    masks={t: {k: v.clone() for k, v in m.items()} for t, m in node.masks.items()},
                 ),
             )
         new._nx.add_edges_from(self._nx.edges)

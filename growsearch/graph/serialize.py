@@ -1,8 +1,9 @@
 """Save and load a module graph: structure as readable JSON, weights as safetensors, and checksums.
 
 A checkpoint folder holds `graph.json` (networkx node-link data of the specs; no pickles),
-`weights.safetensors` (tensors keyed `node_id|param`, owner masks `node_id|param|owners`) and
-`checksums.json` (sha256 of both, written last). Loading refuses a torn or edited checkpoint.
+`weights.safetensors` (tensors keyed `node_id|param`, owner masks `node_id|param|owners`, a task's gate
+`node_id|@gate|task`, a task's weight mask `node_id|@mask|task|param`) and `checksums.json` (sha256 of
+both, written last). Loading refuses a torn or edited checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from growsearch.graph.module_graph import INPUT, ModuleGraph, Node
 from growsearch.graph.specs import Input, spec_from_dict
 
 GRAPH_FILE, WEIGHTS_FILE, CHECKSUM_FILE = "graph.json", "weights.safetensors", "checksums.json"
-FORMAT_VERSION = 2  # 2: a node may share another's weights (`shares`); version 1 files load as they are
-READABLE_VERSIONS = (1, 2)
+# 2: a node may share another's weights (`shares`); 3: per-task gates and masks. Older files load as
+# they are (they hold neither).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+GATE, MASK = "@gate", "@mask"
 
 
 def graph_to_json(graph: ModuleGraph) -> dict:
@@ -40,6 +44,8 @@ def graph_to_json(graph: ModuleGraph) -> dict:
             parameters=node.n_parameters,
             owner_tracked=sorted(node.owners),
             shares=node.shares,
+            gated_tasks=sorted(node.gates),
+            masked_tasks=sorted(node.masks),
         )
     plain.add_edges_from(graph.edges())
     data = nx.node_link_data(plain, edges="edges")
@@ -61,6 +67,11 @@ def save_graph(graph: ModuleGraph, folder: Path, extra_json: dict[str, object] |
             tensors[f"{node_id}|{name}"] = value.contiguous()
         for name, value in node.owners.items():
             tensors[f"{node_id}|{name}|owners"] = value.contiguous()
+        for task, value in node.gates.items():
+            tensors[f"{node_id}|{GATE}|{task}"] = value.contiguous()
+        for task, masks in node.masks.items():
+            for name, value in masks.items():
+                tensors[f"{node_id}|{MASK}|{task}|{name}"] = value.contiguous()
     atomic_write_json(folder / GRAPH_FILE, graph_to_json(graph))
     atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
     for name, data in extra_json.items():
@@ -143,20 +154,42 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
             shares=attrs.get("shares"),
         )
         for name, value in per_node.get(node_id, {}).items():
-            if name.endswith("|owners"):
+            if name.startswith(GATE + "|"):
+                node.gates[int(name.split("|")[1])] = value
+            elif name.startswith(MASK + "|"):
+                _, task, param = name.split("|", 2)
+                node.masks.setdefault(int(task), {})[param] = value
+            elif name.endswith("|owners"):
                 node.owners[name.removesuffix("|owners")] = value
             else:
                 node.weights[name] = value
         with torch.device("meta"):  # shapes only: no initialisation, no draw from the global random stream
             expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
-        if node.shares:
+        if node.shares and not spec.combines_shared:
             expected = {}  # it computes with the weights of the node it shares
         found = {k: tuple(v.shape) for k, v in node.weights.items()}
         if found != expected:
             raise CheckpointError(f"weights of node {node_id!r} are {found}; its spec expects {expected}")
-        for name, value in node.weights.items():  # checksums prove the bytes, not that they are weights
+        _check_per_task(node_id, node)
+        tensors_of_node = [*node.weights.items(), *((f"task {t}'s gate", g) for t, g in node.gates.items())]
+        for name, value in tensors_of_node:  # checksums prove the bytes, not that they are weights
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise CheckpointError(f"node {node_id!r}: {name} holds NaN or infinite values, not weights")
     for task, head in meta["heads"].items():
         graph.set_head(int(task), head)
     return graph
+
+
+def _check_per_task(node_id: str, node: Node) -> None:
+    """Gates are vectors; a task's mask has its parameter's shape and names a parameter the node has."""
+    for task, gate in node.gates.items():
+        if gate.dim() != 1:
+            raise CheckpointError(f"node {node_id!r}: task {task}'s gate has shape {tuple(gate.shape)}")
+    own = node.weights if not node.shares or node.spec.combines_shared else None
+    for task, masks in node.masks.items():
+        for name, mask in masks.items():
+            if own is not None and (name not in own or own[name].shape != mask.shape):
+                raise CheckpointError(
+                    f"node {node_id!r}: task {task}'s mask of {name!r} has shape {tuple(mask.shape)}; "
+                    f"the node's parameters are { {k: tuple(v.shape) for k, v in own.items()} }"
+                )

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from growsearch.errors import GraphError, UnknownNameError
 
@@ -47,9 +48,16 @@ class NodeSpec:
     """Base of all specs. Subclasses set `kind` and implement the three methods."""
 
     kind: ClassVar[str] = ""
+    # a node of this kind that shares another node's weights also has weights of its own, and its module
+    # is handed the shared ones (`bind_shared`) instead of being that node's function (DAN's combination)
+    combines_shared: ClassVar[bool] = False
 
     def build(self) -> nn.Module:
         raise NotImplementedError
+
+    def can_share(self, other: NodeSpec) -> bool:
+        """Whether a node of this spec may compute with the weights of a node of spec `other`."""
+        return self == other
 
     def output_shape(self, input_shape: Shape) -> Shape:
         raise NotImplementedError
@@ -366,3 +374,102 @@ class Mix(NodeSpec):
         if self.costs and len(self.costs) != self.n_inputs:
             raise GraphError(f"Mix has {self.n_inputs} inputs but {len(self.costs)} costs")
         return input_shape[1:]
+
+
+class _Combined(nn.Module):
+    """y = act(pool(op(x, (A W).view(W.shape)) + b)): filters that are linear combinations (A, out x out)
+    of a frozen base layer's filters W, with a bias of its own."""
+
+    def __init__(self, spec: Combination):
+        super().__init__()
+        out = spec.out_features
+        self.combination = nn.Parameter(torch.eye(out))  # identity: the base layer's filters to start
+        self.bias = nn.Parameter(torch.zeros(out))
+        self.spec = spec
+        self.activation = ACTIVATIONS[spec.activation]() if spec.activation else nn.Identity()
+        self.register_buffer("base_weight", None, persistent=False)  # bound when compiled
+
+    def bind_shared(self, weights: dict[str, torch.Tensor]) -> None:
+        """Take the base layer's weight matrix (or filter bank): its one tensor of two or more dims."""
+        matrices = [v for v in weights.values() if v.dim() >= 2]
+        if len(matrices) != 1:
+            raise GraphError(f"a Combination needs one weight matrix in the shared node, not {len(matrices)}")
+        self.base_weight = matrices[0].detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base_weight
+        weight = (self.combination @ base.flatten(1)).view(base.shape)
+        spec = self.spec
+        if spec.kernel_size == 0:
+            y = F.linear(x.flatten(1) if spec.flatten else x, weight, self.bias)
+            return self.activation(y)
+        y = self.activation(F.conv2d(x, weight, self.bias, spec.stride, spec.padding))
+        return F.max_pool2d(y, spec.pool) if spec.pool > 1 else y
+
+
+@node_kind
+@dataclass(frozen=True)
+class Combination(NodeSpec):
+    """DAN (Rosenfeld & Tsotsos 2018): a layer shaped like a frozen dense or conv base layer, whose filters
+    are learned linear combinations of the base's filters, W' = A W with A (out x out, identity at start),
+    and a new bias. The node shares the base node's weights; its own are A and the bias. kernel_size 0:
+    a dense layer (`in_features` inputs, flattened first with `flatten`); else a convolution."""
+
+    kind: ClassVar[str] = "Combination"
+    combines_shared: ClassVar[bool] = True
+    in_features: int = 0  # inputs of a dense layer, input channels of a conv
+    out_features: int = 0  # units or channels
+    kernel_size: int = 0
+    stride: int = 1
+    padding: int = 0
+    activation: str | None = "relu"
+    pool: int = 1
+    flatten: bool = False
+
+    @classmethod
+    def over(cls, base: NodeSpec) -> Combination:
+        """The combination layer over a frozen base layer of spec `base`."""
+        if isinstance(base, Conv2d):
+            return cls(
+                base.in_channels,
+                base.out_channels,
+                base.kernel_size,
+                base.stride,
+                base.padding,
+                base.activation,
+                base.pool,
+            )
+        if isinstance(base, Linear) and not isinstance(base, Head):
+            return cls(base.in_features, base.out_features, activation=base.activation, flatten=base.flatten)
+        raise GraphError(f"a Combination recombines a dense or conv layer, not a {base.kind}")
+
+    def can_share(self, other: NodeSpec) -> bool:
+        try:
+            return Combination.over(other) == self
+        except GraphError:
+            return False
+
+    def build(self) -> nn.Module:
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise UnknownNameError("activation", self.activation, list(ACTIVATIONS))
+        return _Combined(self)
+
+    def _as_base(self) -> NodeSpec:
+        if self.kernel_size == 0:
+            return Linear(self.in_features, self.out_features, self.activation, True, self.flatten)
+        return Conv2d(
+            self.in_features,
+            self.out_features,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.activation,
+            self.pool,
+        )
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return self._as_base().output_shape(input_shape)
+
+    def macs(self, input_shape: Shape) -> int:
+        # the base's multiply-adds, plus forming A W once per batch (negligible per sample, not counted)
+        return self._as_base().macs(input_shape)

@@ -228,9 +228,12 @@ def _grow_tensors(node: Node, spec: NodeSpec, axis: int, zero_new: bool = False)
             node.owners[name] = owners
 
 
-def shared_stack(graph: ModuleGraph, prefix: str, specs: Sequence[NodeSpec], owner: int) -> ModuleGraph:
-    """One network of `specs` shared by every task, with weight-level ownership (PackNet, DEN): nodes
-    `{prefix}/L{i}`, created by `owner` with every weight FREE, or the graph as it is when they exist."""
+def shared_stack(
+    graph: ModuleGraph, prefix: str, specs: Sequence[NodeSpec], owner: int, *, owners: bool = True
+) -> ModuleGraph:
+    """One network of `specs` shared by every task: nodes `{prefix}/L{i}`, created by `owner`, or the
+    graph as it is when they exist. With `owners`, weight-level ownership starts with every weight FREE
+    (PackNet, DEN); without, tasks share every weight and protect theirs otherwise (HAT's gates)."""
     node_ids = [f"{prefix}/L{i}" for i in range(len(specs))]
     if node_ids[0] in graph:
         return graph
@@ -238,4 +241,4 @@ def shared_stack(graph: ModuleGraph, prefix: str, specs: Sequence[NodeSpec], own
     for layer, (node_id, spec) in enumerate(zip(node_ids, specs, strict=True)):
         grown.add(node_id, spec, [previous], owner, layer=layer)
         previous = node_id
-    return track_owners(grown, node_ids)
+    return track_owners(grown, node_ids) if owners else grown

@@ -8,8 +8,9 @@ A method module subclasses `Method`, sets `name`, `paper`, `scenarios` and an `O
 - `build(decisions, ctx) -> Candidate`: grow the candidate from those decisions (growth operators on a copy
   of the committed graph). This is all a worker runs; it may train (an inner search, selective
   retraining) through the one trainer, whose multiply-adds are counted automatically.
-The controller then trains the candidate for `training.epochs`; `commit` runs on the chosen one (by
-default it freezes the task's new nodes). A method in this package is found by its `name`; one defined
+The controller then trains the candidate for `training.epochs` (as `training_plan` says, when the method
+learns gates or masks, or needs hooks); `commit` runs on the chosen one (by default it freezes the task's
+new nodes). A method in this package is found by its `name`; one defined
 elsewhere is added with `register_method`.
 """
 
@@ -29,6 +30,7 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.specs import NodeSpec
 from growsearch.grow import operators as ops
 from growsearch.grow.backbone import layer_specs
+from growsearch.train.candidate import TrainingPlan
 
 if TYPE_CHECKING:
     from growsearch.data.task import Task
@@ -125,6 +127,11 @@ class Method(ABC):
         """The candidate these decisions grow from `ctx.committed` (a new graph; the committed one is never
         changed). Randomness comes from torch's global stream, seeded per trial by the caller."""
 
+    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
+        """How the controller's training of `candidate` differs from plain training of its trainable
+        weights (gates learnt, a penalty, weights held): see `TrainingPlan`. None: plain training."""
+        return None
+
     # ---- after the search ------------------------------------------------------------------------------
     def selection_score(self, trial: optuna.trial.FrozenTrial) -> float:
         """How a single-objective search ranks its completed trials for the commit: validation accuracy
@@ -134,6 +141,11 @@ class Method(ABC):
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """After the best candidate is picked: by default, freeze every node the task added."""
         return ops.freeze(chosen, [n for n, node in chosen.nodes() if node.owner == ctx.task_id])
+
+    def capacity_used(self, graph: ModuleGraph, ctx: TaskContext) -> float | None:
+        """For a method with a fixed-capacity network: the share of it the trained candidate takes from
+        later tasks (an objective a search may minimise). None: the method grows instead."""
+        return None
 
     # ---- what the task's record shows of the mechanism ---------------------------------------------------
     def search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:

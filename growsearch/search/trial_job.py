@@ -19,7 +19,7 @@ from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
-from growsearch.train.candidate import train_candidate
+from growsearch.train.candidate import NO_PLAN, train_candidate
 from growsearch.train.trainer import EpochCallback, count_macs
 from growsearch.trial_record import TrialRecord, retry_of
 
@@ -70,6 +70,7 @@ class TrialJob:
         try:
             with count_macs() as building:
                 candidate = self.method.build(decisions, self.ctx)
+            plan = self.method.training_plan(candidate, self.ctx)
             result = train_candidate(
                 candidate.graph,
                 self.task_id,
@@ -78,6 +79,7 @@ class TrialJob:
                 self.method.space.training,
                 seed=seed,
                 on_epoch=on_epoch,
+                plan=plan or NO_PLAN,
             )
         except TrainingError as error:
             raise TrainingError(f"task {self.task_id}, trial {number}: {error}") from None
@@ -92,6 +94,7 @@ class TrialJob:
             train_macs=result.train_macs,
             train_seconds=result.seconds,
             curve=[epoch.to_json() for epoch in result.epochs],
+            capacity_used=self.method.capacity_used(result.graph, self.ctx),
         )
         values = [result.val_accuracy, *(float(getattr(record, name)) for name in self.objectives[1:])]
         return TrialOutcome(result.graph, record, values)

@@ -39,9 +39,9 @@ def test_a_sharing_node_computes_with_its_targets_weights_and_stores_none(tmp_pa
 
 def test_only_a_frozen_node_of_the_same_spec_can_be_shared():
     graph = _graph()
-    with pytest.raises(GraphError, match="may share only a frozen node of the same spec"):
+    with pytest.raises(GraphError, match="may share only a frozen node of a matching spec"):
         graph.add("b", Linear(4, 4), [INPUT], 2, shares="a/new")  # trainable
-    with pytest.raises(GraphError, match="may share only a frozen node of the same spec"):
+    with pytest.raises(GraphError, match="may share only a frozen node of a matching spec"):
         graph.add("c", Linear(4, 4, activation=None), [INPUT], 2, shares="z/old")
 
 

@@ -28,6 +28,7 @@ TINY = {
     "cleas": {"search": {"n_trials": 2}, "training": {"epochs": 1}},
     "den": {"options": {"max_iterations": 6, "head_iterations": 2, "expand_units": 3}},
     "learn-to-grow": {"options": {"search_epochs": 1}},
+    "hat": {},
 }
 
 
