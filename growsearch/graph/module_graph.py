@@ -9,7 +9,8 @@ stores no weights of its own (PathNet's frozen module behind a new input, Learn 
 Unit- and weight-level methods keep per-task data on a node: `gates[t]`, one value per output unit (feature
 or channel) multiplying the node's output in task t's view (HAT's attention, XdG's gating, CLNP's active
 units), and `masks[t][param]`, a tensor multiplying that parameter in task t's view (Piggyback's and CPG's
-picked weights).
+picked weights). `state` holds tensors a method keeps with a node from task to task without computing with
+them (a synaptic stabiliser's importance and anchor weights).
 Edges are data flow; a node's `inputs` list fixes their order (it matters for concat and stack). A task's
 view is the sub-graph from the input to its head.
 """
@@ -46,6 +47,9 @@ class Node:
     shares: str | None = None  # the node whose weights this one computes with (it has none of its own)
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # task -> one value per output unit
     masks: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # task -> param -> multiplier
+    state: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # a method's per-node memory, unused in forward
 
     @property
     def n_parameters(self) -> int:
@@ -276,6 +280,7 @@ class ModuleGraph:
                     shares=node.shares,
                     gates={t: g.clone() for t, g in node.gates.items()},
                     masks={t: {k: v.clone() for k, v in m.items()} for t, m in node.masks.items()},
+                    state={k: v.clone() for k, v in node.state.items()},
                 ),
             )
         new._nx.add_edges_from(self._nx.edges)

@@ -2,8 +2,9 @@
 
 A checkpoint folder holds `graph.json` (networkx node-link data of the specs; no pickles),
 `weights.safetensors` (tensors keyed `node_id|param`, owner masks `node_id|param|owners`, a task's gate
-`node_id|@gate|task`, a task's weight mask `node_id|@mask|task|param`) and `checksums.json` (sha256 of
-both, written last). Loading refuses a torn or edited checkpoint.
+`node_id|@gate|task`, a task's weight mask `node_id|@mask|task|param`, a method's per-node state
+`node_id|@state|name`) and `checksums.json` (sha256 of both, written last). Loading refuses a torn or
+edited checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ GRAPH_FILE, WEIGHTS_FILE, CHECKSUM_FILE = "graph.json", "weights.safetensors", "
 # they are (they hold neither).
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
-GATE, MASK = "@gate", "@mask"
+GATE, MASK, STATE = "@gate", "@mask", "@state"
 
 
 def graph_to_json(graph: ModuleGraph) -> dict:
@@ -46,6 +47,7 @@ def graph_to_json(graph: ModuleGraph) -> dict:
             shares=node.shares,
             gated_tasks=sorted(node.gates),
             masked_tasks=sorted(node.masks),
+            state=sorted(node.state),
         )
     plain.add_edges_from(graph.edges())
     data = nx.node_link_data(plain, edges="edges")
@@ -72,6 +74,8 @@ def save_graph(graph: ModuleGraph, folder: Path, extra_json: dict[str, object] |
         for task, masks in node.masks.items():
             for name, value in masks.items():
                 tensors[f"{node_id}|{MASK}|{task}|{name}"] = value.contiguous()
+        for name, value in node.state.items():
+            tensors[f"{node_id}|{STATE}|{name}"] = value.contiguous()
     atomic_write_json(folder / GRAPH_FILE, graph_to_json(graph))
     atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
     for name, data in extra_json.items():
@@ -156,6 +160,8 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
         for name, value in per_node.get(node_id, {}).items():
             if name.startswith(GATE + "|"):
                 node.gates[int(name.split("|")[1])] = value
+            elif name.startswith(STATE + "|"):
+                node.state[name.split("|", 1)[1]] = value
             elif name.startswith(MASK + "|"):
                 _, task, param = name.split("|", 2)
                 node.masks.setdefault(int(task), {})[param] = value
@@ -171,7 +177,11 @@ def _graph_from_data(data: dict, tensors: dict) -> ModuleGraph:
         if found != expected:
             raise CheckpointError(f"weights of node {node_id!r} are {found}; its spec expects {expected}")
         _check_per_task(node_id, node)
-        tensors_of_node = [*node.weights.items(), *((f"task {t}'s gate", g) for t, g in node.gates.items())]
+        tensors_of_node = [
+            *node.weights.items(),
+            *((f"task {t}'s gate", g) for t, g in node.gates.items()),
+            *((f"state {k}", v) for k, v in node.state.items()),
+        ]
         for name, value in tensors_of_node:  # checksums prove the bytes, not that they are weights
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise CheckpointError(f"node {node_id!r}: {name} holds NaN or infinite values, not weights")

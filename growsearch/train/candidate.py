@@ -162,9 +162,9 @@ def train_candidate(
             on_epoch=on_epoch,
             macs_per_sample=suffix_macs,
         )
-    write_back(graph, program.full, train_owner)
-    if plan.finish is not None:
-        plan.finish(graph, program)
+        write_back(graph, program.full, train_owner)
+        if plan.finish is not None:  # inside the count: what it computes (a Fisher) is the trial's compute
+            plan.finish(graph, program)
     val_accuracy = result.epochs[-1].val_accuracy if result.epochs else float("nan")
     seconds = time.perf_counter() - started
     return TrainingResult(graph, val_accuracy, result.epochs, spent.macs, seconds)

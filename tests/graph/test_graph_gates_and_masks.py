@@ -118,3 +118,16 @@ def test_a_combination_only_over_a_matching_frozen_layer():
         graph.add("t2/x", Combination(1, 5, 3, padding=1, pool=2), [INPUT], 2, shares="base")
     with pytest.raises(GraphError, match="recombines a dense or conv layer"):
         Combination.over(Head(4, 2))
+
+
+def test_a_methods_node_state_round_trips_and_must_be_finite(tmp_path):
+    graph = _two_task_graph()
+    graph.node("dense").state["importance/1.0.weight"] = torch.rand(5, 27)
+    loaded = load_graph(save_graph(graph, tmp_path / "c"))
+    assert torch.equal(
+        loaded.node("dense").state["importance/1.0.weight"],
+        graph.node("dense").state["importance/1.0.weight"],
+    )
+    graph.node("dense").state["anchor/x"] = torch.tensor([float("nan")])
+    with pytest.raises(CheckpointError, match="state anchor/x holds NaN"):
+        load_graph(save_graph(graph, tmp_path / "nan"))

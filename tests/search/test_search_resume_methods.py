@@ -29,6 +29,7 @@ TINY = {
     "den": {"options": {"max_iterations": 6, "head_iterations": 2, "expand_units": 3}},
     "learn-to-grow": {"options": {"search_epochs": 1}},
     "hat": {},
+    "xdg": {"training": {"epochs": 1}},
 }
 
 
