@@ -4,7 +4,8 @@
 `render_inspect` gives the whole graph, with the task's view highlighted, in any format `growsearch
 inspect` offers: text, Graphviz DOT, SVG or PNG (through Graphviz or matplotlib), a self-contained HTML
 page, GraphML or networkx node-link JSON. Nodes are coloured by owner task, frozen ones have a double
-border, owner-tracked ones show the share of weights each task owns and how much is free (pruned).
+border, owner-tracked ones show the share of weights each task owns and how much is free (pruned), gated
+ones the same of units, masked ones the share of weights the task's mask keeps.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from growsearch.errors import ConfigError
-from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
-from growsearch.report.graph.picture import PALETTE, GraphPicture, graph_picture
+from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.report.graph.picture import PALETTE, GraphPicture, graph_picture, mask_kept, node_capacity
 
 __all__ = ["FORMATS", "PALETTE", "describe_view", "render_dot", "render_inspect", "render_text"]
 
@@ -32,22 +33,19 @@ class NodeRow:
     inputs: tuple[str, ...]
     merge: str | None
     parameters: int
-    used_fraction: float | None  # owner-tracked nodes: share of weights this task's view uses
-    own_fraction: float | None  # ... of them owned by this very task
+    used_fraction: float | None  # owner-tracked (gated) nodes: share of weights (units) this task's view uses
+    own_fraction: float | None  # ... of them owned (first opened) by this very task
     free_fraction: float | None  # ... unclaimed (pruned for this task, free for later ones)
     spec: str
+    granularity: str = "weights"
+    mask_kept: float | None = None  # share of the weights this task's mask keeps on the node
 
 
 def describe_view(graph: ModuleGraph, task: int) -> list[NodeRow]:
     rows = []
     for node_id in graph.view(task):
         node = graph.node(node_id)
-        used = own = free = None
-        if node.owners:
-            total = sum(o.numel() for o in node.owners.values())
-            used = sum(int(((o >= 0) & (o <= task)).sum()) for o in node.owners.values()) / total
-            own = sum(int((o == task).sum()) for o in node.owners.values()) / total
-            free = sum(int((o == FREE).sum()) for o in node.owners.values()) / total
+        capacity = node_capacity(graph, node_id, task)
         role = "input" if node_id == INPUT else ("owned" if node.owner == task else "shared")
         spec = ", ".join(f"{k}={v}" for k, v in node.spec.to_dict().items() if k != "kind")
         rows.append(
@@ -61,10 +59,12 @@ def describe_view(graph: ModuleGraph, task: int) -> list[NodeRow]:
                 node.inputs,
                 node.merge,
                 node.n_parameters,
-                used,
-                own,
-                free,
+                capacity.used if capacity else None,
+                capacity.own if capacity else None,
+                capacity.free if capacity else None,
                 spec,
+                capacity.granularity if capacity else "weights",
+                mask_kept(graph, node_id, task),
             )
         )
     return rows
@@ -91,9 +91,11 @@ def render_text(graph: ModuleGraph, task: int) -> str:
         flags.append("frozen" if row.frozen else "trainable")
         if row.used_fraction is not None:
             flags.append(
-                f"weights used {_percent(row.used_fraction)}, own {_percent(row.own_fraction)}, "
+                f"{row.granularity} used {_percent(row.used_fraction)}, own {_percent(row.own_fraction)}, "
                 f"free/pruned {_percent(row.free_fraction)}"
             )
+        if row.mask_kept is not None:
+            flags.append(f"mask keeps {_percent(row.mask_kept)} of weights")
         merge = f" {row.merge} of " if row.merge else " <- "
         layer = (
             "head"

@@ -192,3 +192,30 @@ def test_diff_shows_what_a_later_task_added(tmp_path_factory):
     diff = graph_diff(before, after, 0, 1)
     assert diff.added == ["t1/head"] and diff.claimed["shared/L0"] > 0
     assert "claimed from the free pool" in render_diff_text(diff, after)
+
+
+def test_gated_and_masked_nodes_show_units_per_owner_and_what_a_mask_keeps():
+    import torch
+
+    from growsearch.report.inspect import render_text
+
+    graph = ModuleGraph((4,))
+    graph.add("shared", Linear(4, 10), [INPUT], 0)
+    for task in (0, 1, 2):
+        graph.add(f"t{task}/head", Head(10, 2), ["shared"], task)
+        graph.set_head(task, f"t{task}/head")
+    graph.node("shared").gates = {
+        0: torch.tensor([1.0] * 4 + [0.0] * 6),
+        1: torch.tensor([1.0] * 2 + [0.0] * 2 + [1.0] * 3 + [0.0] * 3),
+        2: torch.zeros(10),
+    }
+    weight = graph.node("shared").weights["0.weight"]
+    graph.node("shared").masks[1] = {"0.weight": (torch.arange(weight.numel()) % 4 == 0).view(weight.shape)}
+    node = graph_picture(graph, 1).node("shared")
+    assert node.granularity == "units" and node.shares == ((0, 0.4), (1, 0.3), (-1, 0.3))
+    assert (node.used_fraction, node.own_fraction, node.free_fraction) == (0.5, 0.3, 0.3)
+    assert node.mask_kept == 0.25
+    assert node.detail_lines()[1:] == ["units: uses 50% · own 30% · free 30%", "mask keeps 25% of weights"]
+    assert graph_picture(graph, 0).node("shared").mask_kept is None
+    assert "units used 50%, own 30%, free/pruned 30%; mask keeps 25% of weights" in render_text(graph, 1)
+    assert json.loads(picture_to_json(graph_picture(graph, 1)))["nodes"][1]["shares_of"] == "units"

@@ -41,6 +41,8 @@ def picture_to_networkx(picture: GraphPicture) -> nx.DiGraph:
             own_fraction=node.own_fraction,
             free_fraction=node.free_fraction,
             weight_shares={str(owner): share for owner, share in node.shares} or None,
+            shares_of=node.granularity if node.shares else None,
+            mask_kept=node.mask_kept,
             highlighted=node.highlighted,
             colour=node.colour,
             x=x,

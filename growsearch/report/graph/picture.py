@@ -2,9 +2,11 @@
 
 `graph_picture(graph, task)` describes every node of the graph (not only the task's view): owner, layer,
 whether it is frozen, its parameter count, for owner-tracked nodes the share of weights the task uses, owns
-and leaves free (pruned or masked), whether it is highlighted (on the task's view, or added by a later
-task in a diff), and where the layout puts it. It also counts the parameters each task owns, so every
-renderer (DOT, SVG/PNG, GraphML, JSON, HTML) shows the same facts.
+and leaves free (pruned or masked), for gated nodes the same of units (a unit belongs to the first task
+whose gate opens it), for masked nodes the share of weights the task's mask keeps, whether it is
+highlighted (on the task's view, or added by a later task in a diff), and where the layout puts it. It
+also counts the parameters each task owns, so every renderer (DOT, SVG/PNG, GraphML, JSON, HTML) shows the
+same facts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
+import torch
+
+from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
 from growsearch.report.graph.layout import Layout, layout_graph
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
@@ -38,20 +42,25 @@ class PictureNode:
     highlighted: bool
     column: int
     row: float
-    shares: tuple[tuple[int, float], ...] = ()  # owner-tracked nodes: (owner task or FREE, share of weights)
+    shares: tuple[tuple[int, float], ...] = ()  # (owner task or FREE, share of the weights or units)
+    granularity: str = "weights"  # what the fractions and shares count: weights (owners) or units (gates)
+    mask_kept: float | None = None  # masked nodes: share of the weights the selected task's mask keeps
 
     @property
     def colour(self) -> str:
         return task_colour(self.owner)
 
     def detail_lines(self) -> list[str]:
-        """The lines under the node id: kind, parameter count, frozen, weight shares."""
+        """The lines under the node id: kind, parameter count, frozen, weight or unit shares, mask."""
         lines = [f"{self.kind} · {self.parameters:,} params" + (" · frozen" if self.frozen else "")]
         if self.used_fraction is not None:
+            prefix = "units: " if self.granularity == "units" else ""
             lines.append(
-                f"uses {_percent(self.used_fraction)} · own {_percent(self.own_fraction)} · "
+                f"{prefix}uses {_percent(self.used_fraction)} · own {_percent(self.own_fraction)} · "
                 f"free {_percent(self.free_fraction)}"
             )
+        if self.mask_kept is not None:
+            lines.append(f"mask keeps {_percent(self.mask_kept)} of weights")
         return lines
 
 
@@ -79,29 +88,56 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.0f}%"
 
 
-def _fractions(graph: ModuleGraph, node_id: str, task: int) -> tuple[float | None, ...]:
+@dataclass(frozen=True)
+class Capacity:
+    """How a task uses a node whose weights (owner-tracked) or units (gated) are shared out among tasks."""
+
+    granularity: str  # "weights" or "units"
+    used: float | None  # share the task's view uses (units: its gate opens)
+    own: float  # share the task claimed first
+    free: float  # share no task has claimed
+    shares: tuple[tuple[int, float], ...]  # (owner task or FREE, share), tasks in order, FREE last
+
+
+def unit_owners(node: Node) -> torch.Tensor | None:
+    """Per output unit of a gated node, the first task whose gate opens it (FREE: none); None: no gates."""
+    if not node.gates:
+        return None
+    first = next(iter(node.gates.values()))
+    owners = torch.full(first.shape, FREE, dtype=torch.int16)
+    for task in sorted(node.gates):
+        owners[(node.gates[task] > 0.5) & (owners == FREE)] = task
+    return owners
+
+
+def node_capacity(graph: ModuleGraph, node_id: str, task: int) -> Capacity | None:
     node = graph.node(node_id)
-    if not node.owners:
-        return None, None, None
-    total = sum(o.numel() for o in node.owners.values())
-    used = sum(int(((o >= 0) & (o <= task)).sum()) for o in node.owners.values()) / total
-    own = sum(int((o == task).sum()) for o in node.owners.values()) / total
-    free = sum(int((o == FREE).sum()) for o in node.owners.values()) / total
-    return used, own, free
-
-
-def _shares(graph: ModuleGraph, node_id: str) -> tuple[tuple[int, float], ...]:
-    """(owner, share) of an owner-tracked node's weights, tasks in order, FREE last; () otherwise."""
-    owners = graph.node(node_id).owners
-    if not owners:
-        return ()
+    if node.owners:
+        tensors, granularity = list(node.owners.values()), "weights"
+        total = sum(o.numel() for o in tensors)
+        used: float | None = sum(int(((o >= 0) & (o <= task)).sum()) for o in tensors) / total
+    else:
+        owners = unit_owners(node)
+        if owners is None:
+            return None
+        tensors, granularity, total = [owners], "units", owners.numel()
+        gate = node.gates.get(task)
+        used = None if gate is None else int((gate > 0.5).sum()) / total
     counts: Counter[int] = Counter()
-    for tensor in owners.values():
+    for tensor in tensors:
         values, amounts = tensor.unique(return_counts=True)
         counts.update(dict(zip(values.tolist(), amounts.tolist(), strict=True)))
-    total = sum(counts.values())
     order = sorted(counts, key=lambda owner: (owner == FREE, owner))
-    return tuple((int(owner), counts[owner] / total) for owner in order)
+    shares = tuple((int(owner), counts[owner] / total) for owner in order)
+    return Capacity(granularity, used, counts.get(task, 0) / total, counts.get(FREE, 0) / total, shares)
+
+
+def mask_kept(graph: ModuleGraph, node_id: str, task: int) -> float | None:
+    """The share of the weights task `task`'s masks keep on this node; None: it has no mask there."""
+    masks = graph.node(node_id).masks.get(task)
+    if not masks:
+        return None
+    return sum(float((m != 0).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
 
 
 def parameters_by_owner(graph: ModuleGraph) -> Counter[int]:
@@ -127,7 +163,7 @@ def graph_picture(
     layout = layout_graph(graph)
     nodes = []
     for node_id, node in graph.nodes():
-        used, own, free = _fractions(graph, node_id, task)
+        capacity = node_capacity(graph, node_id, task)
         place = layout.places[node_id]
         nodes.append(
             PictureNode(
@@ -137,13 +173,15 @@ def graph_picture(
                 layer=node.layer,
                 frozen=node.frozen and node_id != INPUT,
                 parameters=node.n_parameters,
-                used_fraction=used,
-                own_fraction=own,
-                free_fraction=free,
+                used_fraction=capacity.used if capacity else None,
+                own_fraction=capacity.own if capacity else None,
+                free_fraction=capacity.free if capacity else None,
                 highlighted=node_id in lit,
                 column=place.column,
                 row=place.row,
-                shares=_shares(graph, node_id),
+                shares=capacity.shares if capacity else (),
+                granularity=capacity.granularity if capacity else "weights",
+                mask_kept=mask_kept(graph, node_id, task),
             )
         )
     edges = [(s, t, s in lit and t in lit) for s, t in sorted(graph.edges())]
