@@ -75,6 +75,8 @@ METHODS = [  # the default rows, in order: the foundation, then the growth searc
     "den",
     "learn-to-grow",
     "search_spaces/learn-to-grow-categorical.yaml",
+    "hat",
+    "xdg",
 ]
 SCENARIO = "task-il"
 HIDDEN = (100, 100)
