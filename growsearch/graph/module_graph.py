@@ -172,6 +172,13 @@ class ModuleGraph:
         ids = list(self._nx) if node_ids is None else node_ids
         return sum(self.node(n).n_parameters for n in ids)
 
+    def view_parameters(self, task: int) -> int:
+        """Parameters task `task`'s view computes with: its nodes' own, and those of the nodes they share
+        (each counted once, whether the shared node is on the view or not)."""
+        view = set(self.view(task))
+        holders = view | {self.node(n).shares for n in view if self.node(n).shares}
+        return self.n_parameters(holders)
+
     def macs(self, node_ids: Iterable[str]) -> int:
         """Multiply-adds of one forward pass of one sample through `node_ids`."""
         ids = list(node_ids)

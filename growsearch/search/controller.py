@@ -249,7 +249,7 @@ class GrowthController:
             "pareto_front": [tr.number for tr in study.best_trials] if len(study.directions) > 1 else None,
             "accuracy_row": self.accuracy_row(graph, t),
             "parameters": graph.n_parameters(),
-            "view_parameters": graph.n_parameters(view),
+            "view_parameters": graph.view_parameters(t),
             # every trial that counts (completed, pruned or failed on its own: not one a kill interrupted),
             # including what a method trained while building candidates, and the commit's retraining
             "train_macs": sum(spent_macs(tr) for tr in trials if counts_toward_budget(tr)) + retrain_macs,

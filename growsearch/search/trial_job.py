@@ -88,7 +88,7 @@ class TrialJob:
             decisions=candidate.decisions,
             mechanism=candidate.mechanism_record(),
             added_parameters=candidate.graph.n_parameters() - self.ctx.committed.n_parameters(),
-            view_parameters=candidate.graph.n_parameters(view),
+            view_parameters=candidate.graph.view_parameters(self.task_id),
             forward_macs=candidate.graph.macs(view),
             search_macs=building.macs,
             train_macs=result.train_macs,

@@ -27,6 +27,8 @@ def test_a_sharing_node_computes_with_its_targets_weights_and_stores_none(tmp_pa
     graph = _graph()
     node = graph.node("a/shared")
     assert node.frozen and node.weights == {} and node.n_parameters == 0
+    # the view computes with z/old's weights although z/old itself is not on it
+    assert graph.view_parameters(1) == graph.n_parameters(["a/new", "z/old", "head"]) == 20 + 20 + 10
     x = torch.randn(3, 4)
     target = graph.node("z/old").spec.build()
     target.load_state_dict(graph.node("z/old").weights)

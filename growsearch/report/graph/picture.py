@@ -190,7 +190,7 @@ def graph_picture(
     if title is None:
         title = (
             f"graph after task {max(graph.tasks)}, task {task}'s view highlighted: "
-            f"{graph.n_parameters(graph.view(task)):,} of {total:,} parameters"
+            f"{graph.view_parameters(task):,} of {total:,} parameters"
         )
     return GraphPicture(
         title=title,
@@ -199,7 +199,7 @@ def graph_picture(
         edges=edges,
         layout=layout,
         task_parameters={t: by_owner.get(t, 0) for t in graph.tasks},
-        view_parameters={t: graph.n_parameters(graph.view(t)) for t in graph.tasks},
+        view_parameters={t: graph.view_parameters(t) for t in graph.tasks},
         free_parameters=by_owner.get(FREE, 0),
         total_parameters=total,
     )
