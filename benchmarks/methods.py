@@ -78,6 +78,7 @@ METHODS = [  # the default rows, in order: the foundation, then the growth searc
     "search_spaces/learn-to-grow-categorical.yaml",
     "hat",
     "xdg",
+    "dan",
 ]
 SCENARIO = "task-il"
 HIDDEN = (100, 100)

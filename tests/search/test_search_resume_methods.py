@@ -30,6 +30,7 @@ TINY = {
     "learn-to-grow": {"options": {"search_epochs": 1}},
     "hat": {},
     "xdg": {"training": {"epochs": 1}},
+    "dan": {"options": {"search": True}, "search": {"n_trials": 2}},
 }
 
 
