@@ -79,6 +79,7 @@ METHODS = [  # the default rows, in order: the foundation, then the growth searc
     "hat",
     "xdg",
     "dan",
+    "clnp",
 ]
 SCENARIO = "task-il"
 HIDDEN = (100, 100)

@@ -31,6 +31,7 @@ TINY = {
     "hat": {},
     "xdg": {"training": {"epochs": 1}},
     "dan": {"options": {"search": True}, "search": {"n_trials": 2}},
+    "clnp": {},
 }
 
 
