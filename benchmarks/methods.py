@@ -80,6 +80,9 @@ METHODS = [  # the default rows, in order: the foundation, then the growth searc
     "xdg",
     "dan",
     "clnp",
+    "piggyback",
+    "cpg",
+    "pae",
 ]
 SCENARIO = "task-il"
 HIDDEN = (100, 100)

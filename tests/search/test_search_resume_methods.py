@@ -32,6 +32,21 @@ TINY = {
     "xdg": {"training": {"epochs": 1}},
     "dan": {"options": {"search": True}, "search": {"n_trials": 2}},
     "clnp": {},
+    "piggyback": {"training": {"lr": 0.01}},
+    "cpg": {
+        "training": {"lr": 0.01},
+        "options": {
+            "train_epochs": 2,
+            "goal_epochs": 2,
+            "sparsity_stages": [0.5, 0.8],
+            "prune_epochs": 1,
+            "prune_every": 1,
+        },
+    },
+    "pae": {
+        "training": {"lr": 0.01},
+        "options": {"train_epochs": 2, "prune_epochs": 1, "prune_every": 1, "expand_below": 0.3},
+    },
 }
 
 
