@@ -30,7 +30,7 @@ from growsearch.atomic_files import atomic_write_text, sha256_of
 from growsearch.errors import CheckpointError, RunFolderError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
-from growsearch.store.journal import repair_torn_tail
+from growsearch.store.journal import remove_stale_lock, repair_torn_tail
 from growsearch.store.lock import RunLock
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
@@ -190,16 +190,22 @@ class RunFolder:
         """Cut a torn last record off the journal, but only with the folder's lock (held by this process,
         or free): a writer's record in flight must not be mistaken for a torn one."""
         if getattr(self, "_lock", None) is not None:
-            repair_torn_tail(self.path / JOURNAL_FILE)
+            self._repair_journal_alone()
             return
         try:
             probe = RunLock(self.path).acquire()
         except RunFolderError:
             return  # a run or resume writes it now: read it as it stands
         try:
-            repair_torn_tail(self.path / JOURNAL_FILE)
+            self._repair_journal_alone()
         finally:
             probe.release()
+
+    def _repair_journal_alone(self) -> None:
+        """With no other writer possible (only the run's driver writes the journal): a lock file left
+        behind is stale, a torn tail is a killed writer's."""
+        remove_stale_lock(self.path / JOURNAL_FILE)
+        repair_torn_tail(self.path / JOURNAL_FILE)
 
     # ---- trials -------------------------------------------------------------------------------------
     def trial_dir(self, task: int, number: int) -> Path:

@@ -241,12 +241,14 @@ def test_a_torn_journal_tail_is_moved_aside_and_the_run_resumes(tmp_path):
     journal = run / "study.journal"
     whole = journal.read_bytes()
     journal.write_bytes(whole[:-15])  # as if killed while the last record was being appended
+    (run / "study.journal.lock").symlink_to(journal)  # and the journal's lock left behind by the kill
     done = growsearch("resume", str(run))
     assert done.returncode == 0, done.stderr[-2000:]
     notes = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert len(notes) == 1 and "ended in a torn record" in notes[0]
     aside = list(run.glob("study.journal.torn-*"))
     assert len(aside) == 1 and whole[:-15].endswith(aside[0].read_bytes())
+    assert not (run / "study.journal.lock").is_symlink()  # removed, not waited out (Optuna: 30 s)
     assert growsearch("report", str(run)).returncode == 0
 
 
