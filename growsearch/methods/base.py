@@ -54,6 +54,9 @@ class TaskContext:
     history: tuple[dict[str, Any], ...]  # the committed decisions of every earlier task, in order
     seed: int  # the task's seed (the same for every trial of the task)
     n_tasks: int = 0  # tasks in the stream (0: unknown)
+    # the candidate's decisions where a step after `build` needs them: `capacity_used` (the trial's) and
+    # `commit` (the chosen trial's); empty while deciding and building
+    decisions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_last(self) -> bool:

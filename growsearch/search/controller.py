@@ -11,6 +11,7 @@ not re-run; a trial left RUNNING by a killed process is marked failed and enqueu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import warnings
@@ -139,8 +140,10 @@ class GrowthController:
         write_attrs(study, study_committed_attrs(best.number))
         chosen = self.run.load_trial(t, best.number)
         retrain_macs = [0]
-        graph = self.method.commit(chosen, ctx, self._retrainer(ctx, retrain_macs))
-        record = self._record(ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
+        decided = read_record(best)
+        commit_ctx = dataclasses.replace(ctx, decisions=dict(decided.decisions if decided else best.params))
+        graph = self.method.commit(chosen, commit_ctx, self._retrainer(ctx, retrain_macs))
+        record = self._record(commit_ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
         self.run.commit_task(t, graph, record)
         for logger in self.loggers:
             logger.task(t, record)

@@ -9,6 +9,7 @@ here, once, for every backend).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import optuna
@@ -94,7 +95,9 @@ class TrialJob:
             train_macs=result.train_macs,
             train_seconds=result.seconds,
             curve=[epoch.to_json() for epoch in result.epochs],
-            capacity_used=self.method.capacity_used(result.graph, self.ctx),
+            capacity_used=self.method.capacity_used(
+                result.graph, dataclasses.replace(self.ctx, decisions=dict(candidate.decisions))
+            ),
         )
         values = [result.val_accuracy, *(float(getattr(record, name)) for name in self.objectives[1:])]
         return TrialOutcome(result.graph, record, values)

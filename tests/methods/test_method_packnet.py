@@ -61,3 +61,20 @@ def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_t
     assert (
         result.metrics["parameters"][0] == result.metrics["parameters"][-1] - 4 * 34
     )  # only heads are added
+
+
+def test_a_search_over_the_prune_fraction_against_capacity(run_tiny):
+    result = run_tiny(
+        "packnet",
+        options={"search": True},
+        search={"n_trials": 3, "objectives": ["accuracy", "capacity_used"], "sampler": "nsga2"},
+        training={"epochs": 1},
+    )
+    final, _ = RunFolder.open(result.path).load_task(4)
+    owners = final.node("shared/L1").owners["0.weight"].flatten()
+    free = owners.numel()
+    for task, record in enumerate(result.records):
+        fraction = record["decisions"]["prune_fraction"]
+        assert 0.3 <= fraction <= 0.95 and record["mechanism"]["pruned_fraction"] == fraction
+        assert int((owners == task).sum()) == round((1 - fraction) * free)  # the chosen trial's fraction
+        free -= int((owners == task).sum())
