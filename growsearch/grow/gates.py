@@ -76,3 +76,16 @@ def used_before(graph: ModuleGraph, node_id: str, task: int) -> torch.Tensor:
         if t < task:
             used |= gate > 0.5
     return used
+
+
+def newly_used_share(graph: ModuleGraph, node_ids: Sequence[str], task: int) -> float:
+    """The share of the nodes' units that task `task`'s gates open and no earlier task's do (0 before the
+    task has gates)."""
+    newly = total = 0
+    for node_id in node_ids:
+        gate = graph.node(node_id).gates.get(task)
+        if gate is None:
+            return 0.0
+        newly += int(((gate > 0.5) & ~used_before(graph, node_id, task)).sum())
+        total += gate.numel()
+    return newly / max(total, 1)

@@ -228,13 +228,18 @@ def _grow_tensors(node: Node, spec: NodeSpec, axis: int, zero_new: bool = False)
             node.owners[name] = owners
 
 
+def shared_layer_ids(prefix: str, n_layers: int) -> list[str]:
+    """The node ids of a shared stack's layers: `{prefix}/L{i}`."""
+    return [f"{prefix}/L{i}" for i in range(n_layers)]
+
+
 def shared_stack(
     graph: ModuleGraph, prefix: str, specs: Sequence[NodeSpec], owner: int, *, owners: bool = True
 ) -> ModuleGraph:
     """One network of `specs` shared by every task: nodes `{prefix}/L{i}`, created by `owner`, or the
     graph as it is when they exist. With `owners`, weight-level ownership starts with every weight FREE
     (PackNet, DEN); without, tasks share every weight and protect theirs otherwise (HAT's gates)."""
-    node_ids = [f"{prefix}/L{i}" for i in range(len(specs))]
+    node_ids = shared_layer_ids(prefix, len(specs))
     if node_ids[0] in graph:
         return graph
     grown, previous = graph.copy(), INPUT

@@ -107,7 +107,11 @@ class Method(ABC):
 
     # ---- the search ------------------------------------------------------------------------------------
     def trial_budget(self, ctx: TaskContext) -> int:
-        """Trials per task: the YAML's `search.n_trials`, else the method's own (one for fixed policies)."""
+        """Trials per task: the YAML's `search.n_trials`, else the method's own (one for fixed policies).
+        A method whose options have a `search` switch (a degenerate space that may be searched: HAT's s_max,
+        PackNet's prune fraction) trains one candidate while it is off."""
+        if getattr(self.options, "search", True) is False:
+            return 1
         return self.space.search.n_trials or 1
 
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler | None:

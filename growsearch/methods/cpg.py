@@ -111,9 +111,6 @@ class CPG(Method):
     def mask(self) -> MaskSettings:
         return MaskSettings(self.options.mask_init, self.options.mask_threshold)
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return (self.space.search.n_trials or 1) if self.options.search else 1
-
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
             return {}

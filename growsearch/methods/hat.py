@@ -41,7 +41,6 @@ from growsearch.train.candidate import TrainingPlan
 from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks
 
 PREFIX = "shared"
-SHARED = PREFIX + "/L{}"
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,7 @@ class HAT(Method):
     Options = HATOptions
 
     def layers(self, ctx: TaskContext) -> list[str]:
-        return [SHARED.format(i) for i in range(len(ctx.specs))]
-
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return (self.space.search.n_trials or 1) if self.options.search else 1
+        return ops.shared_layer_ids(PREFIX, len(ctx.specs))
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
@@ -179,14 +175,7 @@ class HAT(Method):
 
     def capacity_used(self, graph: ModuleGraph, ctx: TaskContext) -> float:
         """The share of the gated units this task opened that no earlier task used."""
-        newly = total = 0
-        for node_id in self.layers(ctx):
-            gate = graph.node(node_id).gates.get(ctx.task_id)
-            if gate is None:
-                return 0.0
-            newly += int(((gate > 0.5) & ~unit_gates.used_before(graph, node_id, ctx.task_id)).sum())
-            total += gate.numel()
-        return newly / max(total, 1)
+        return unit_gates.newly_used_share(graph, self.layers(ctx), ctx.task_id)
 
     def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
         """Per gated layer: the units this task uses, those it is the first to use, and those every task

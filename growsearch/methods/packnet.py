@@ -59,9 +59,6 @@ class PackNet(Method):
     scenarios = ("task-il",)
     Options = PackNetOptions
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return (self.space.search.n_trials or 1) if self.options.search else 1
-
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
             return {}

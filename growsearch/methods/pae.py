@@ -67,9 +67,6 @@ class PAE(Method):
     scenarios = ("task-il",)
     Options = PAEOptions
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return (self.space.search.n_trials or 1) if self.options.search else 1
-
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
             return {}

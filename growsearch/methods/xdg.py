@@ -39,7 +39,6 @@ from growsearch.train.stabilisers import IMPORTANCE, KINDS, Stabiliser
 from growsearch.train.trainer import Minibatches, TrainingHooks
 
 PREFIX = "shared"
-SHARED = PREFIX + "/L{}"
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,7 @@ class XdG(Method):
     Options = XdGOptions
 
     def layers(self, ctx: TaskContext) -> list[str]:
-        return [SHARED.format(i) for i in range(len(ctx.specs))]
-
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return (self.space.search.n_trials or 1) if self.options.search else 1
+        return ops.shared_layer_ids(PREFIX, len(ctx.specs))
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
