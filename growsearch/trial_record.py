@@ -4,13 +4,14 @@ A finished trial carries a `TrialRecord` (one attribute per field, so optuna-das
 a trial that stopped early (pruned, or failed on its own: a NaN loss) carries the compute it spent and, when
 it failed, the error. A trial a killed process left behind carries neither, which is how a resume (and the
 REINFORCE controller replaying a study) tells an interruption from a failure. Enqueued trials carry the
-decisions planned for them, and a retry the number of the trial it replaces.
+decisions planned for them, a retry the number of the trial it replaces, and a trial trained in a pack the
+number of the pack's first trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ SPENT_MACS = "spent_macs"  # multiply-adds spent by a trial, whatever its end
 RETRY_OF = "retry_of"  # a retried trial: the number of the one it replaces (and whose seed it keeps)
 PLANNED = "planned_decisions"  # an enqueued trial: the decisions it was enqueued with
 WORKER = "worker"  # where a Ray trial ran: node id and process id
+PACK = "pack"  # a trial trained in a pack: the number of the pack's first trial
+PACK_LAYOUT = "pack_layout"  # on a pack's first trial: the template it trained in (before any is told)
 COMMITTED = "committed"  # on a study: the number of the trial growsearch committed
 
 
@@ -129,3 +132,55 @@ def worker_node(trial: FrozenTrial) -> str | None:
 
 def study_committed_attrs(number: int) -> dict[str, Any]:
     return {COMMITTED: number}
+
+
+def pack_attrs(first: int) -> dict[str, Any]:
+    """A trial asked as one of a pack whose first trial is number `first`."""
+    return {PACK: int(first)}
+
+
+def pack_of(trial: FrozenTrial) -> int | None:
+    """The pack a trial was trained in (its first trial's number), or None for a trial trained alone."""
+    value = trial.user_attrs.get(PACK)
+    return None if value is None else int(value)
+
+
+def pack_layout_attrs(layout: list[dict[str, Any]]) -> dict[str, Any]:
+    return {PACK_LAYOUT: layout}
+
+
+def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict[str, Any]] | None]:
+    """How many trials the next pack asks for, and the layout it trains in. The waiting retries of one
+    interrupted pack go together, in the layout that pack recorded, so they train exactly as they would
+    have (the controller enqueued them in trial order, and Optuna asks waiting trials first); other waiting
+    trials and fresh ones fill packs of up to `limit`, never mixed with such retries."""
+    waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
+
+    packs = [replaced_pack(t, trials) for t in waiting]
+    if packs and packs[0] is not None:
+        size = next((i for i, p in enumerate(packs) if p != packs[0]), len(packs))
+        recorded = (t.user_attrs.get(PACK_LAYOUT) for t in trials if pack_of(t) == packs[0])
+        return size, next((layout for layout in recorded if layout is not None), None)
+    lead = next((i for i, p in enumerate(packs) if p is not None), None)
+    return (limit if lead is None else min(limit, lead)), None
+
+
+def replaced_pack(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
+    """For a retry: the pack the trial it replaces (the newest earlier one of its line) was interrupted in;
+    None when that one trained alone, or `retry` is no retry."""
+    line = retry_of(retry)
+    if line is None:
+        return None
+    replaced = [
+        t
+        for t in trials
+        if t.number < retry.number and t.state != TrialState.WAITING and line in (t.number, retry_of(t))
+    ]
+    return pack_of(max(replaced, key=lambda t: t.number)) if replaced else None
+
+
+def learning_pack(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
+    """The pack whose update a trial's result joins, for a sampler that learns once per pack: a retry's is
+    the pack its interrupted trial was in, so a resumed pack teaches what it would have taught whole."""
+    replaced = replaced_pack(trial, trials)
+    return replaced if replaced is not None else pack_of(trial)

@@ -43,8 +43,16 @@ class SearchConfig:
     # or the method's reward; in a multi-objective search, the Pareto points within it of the best
     # accuracy), the one that adds the fewest parameters (lowest costs). 0: the best, ties to the smallest
     accuracy_tolerance: float = 0.0
+    # trials trained together as one pack (growsearch.train.packed): "auto" sizes packs from the method's
+    # limit and the memory a candidate needs; 1 trains one trial at a time
+    pack: int | Literal["auto"] = "auto"
 
     def validate(self, where: str) -> None:
+        require(
+            self.pack == "auto" or self.pack >= 1,
+            f"{where}.pack",
+            f"expected auto or an integer >= 1, got {self.pack}",
+        )
         if self.n_trials is not None:
             require(self.n_trials >= 1, f"{where}.n_trials", f"expected an integer >= 1, got {self.n_trials}")
         require(

@@ -134,6 +134,12 @@ class Method(ABC):
         """The candidate these decisions grow from `ctx.committed` (a new graph; the committed one is never
         changed). Randomness comes from torch's global stream, seeded per trial by the caller."""
 
+    def pack_limit(self, ctx: TaskContext) -> int | None:
+        """At most how many of the task's trials may train together (`search.pack: auto`); None: no limit
+        of the method's own. A sampler that learns from finished trials samples a whole pack from what it
+        knew before the pack (RCL's and CLEAS's controllers limit it)."""
+        return None
+
     def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
         """How the controller's training of `candidate` differs from plain training of its trainable
         weights (gates learnt, a penalty, weights held): see `TrainingPlan`. None: plain training."""

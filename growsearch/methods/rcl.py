@@ -52,6 +52,11 @@ class ControllerMethod(Method):
     def trial_budget(self, ctx: TaskContext) -> int:
         return 1 if ctx.task_id == 0 else self.space.search.n_trials or self.default_trials
 
+    def pack_limit(self, ctx: TaskContext) -> int | None:
+        """A tenth of the task's architectures at a time: the controller still learns between packs ten
+        times a task (every architecture of a pack is sampled from the same policy)."""
+        return max(1, self.trial_budget(ctx) // 10)
+
     def controller_config(self) -> ControllerConfig:
         raise NotImplementedError
 

@@ -27,7 +27,8 @@ class TaskTrials:
     """`n_trials` more trials of `job` in `study`. Each trained candidate is kept with `save_trial`;
     `on_trial` is called after each trial finishes, `on_epoch` after each of its epochs (in this process,
     whichever backend trains it). With `early_stopping` a backend stops losing trials after an epoch
-    (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only."""
+    (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only. With `pack` > 1 a backend
+    asks the study for that many trials at a time and trains them as one pack (`TrialJob.run_pack`)."""
 
     study: optuna.Study
     job: TrialJob
@@ -37,6 +38,7 @@ class TaskTrials:
     on_trial: TrialCallback
     on_epoch: EpochReport = lambda number, stats: None  # noqa: E731
     early_stopping: bool = False
+    pack: int = 1  # trials trained together (`search.pack`); 1: one at a time
 
     @property
     def multi_objective(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -134,6 +135,7 @@ class GrowthController:
                     on_trial=lambda _study, trial: self.reporter.trial_finished(t, trial),
                     on_epoch=functools.partial(self._log_epoch, t),
                     early_stopping=search.pruner != "none" and not search.multi_objective,
+                    pack=self.pack_size(ctx),
                 )
             )
         best = committed_trial(study, t, self.space.search.accuracy_tolerance, self.method.selection_score)
@@ -149,6 +151,22 @@ class GrowthController:
             logger.task(t, record)
         self.reporter.task_committed(t, record)
         return graph, record
+
+    def pack_size(self, ctx: TaskContext) -> int:
+        """How many trials train together: `search.pack`, or with "auto" as many as the method allows
+        (`Method.pack_limit`), at most AUTO_PACK, and as fit in a quarter of the free memory; one with a
+        pruner, which stops a trial on what earlier trials reached (not what its pack mates reach at the
+        same time). (Not capped
+        by the trials left: a packed search stays packed to its last trial, so the retry of a trial
+        interrupted in a pack trains in that pack's layout.)"""
+        setting = self.space.search.pack
+        if setting != "auto":
+            return setting
+        if self.space.search.pruner != "none":  # a pruner stops a trial on what earlier trials reached
+            return 1
+        device = resolve_device(self.space.training.device)
+        fitting = free_memory(device) // 4 // max(candidate_bytes(self.specs), 1)
+        return max(1, min(self.method.pack_limit(ctx) or AUTO_PACK, AUTO_PACK, fitting))
 
     def _log_epoch(self, task: int, trial: int, stats: EpochStats) -> None:
         for logger in self.loggers:
@@ -276,6 +294,25 @@ class GrowthController:
         torch.manual_seed(derived_seed(self.seed, t, j, "untrained"))
         last_layer = max(graph.layer_nodes(t).items())[1]
         return ops.add_head(graph, j, last_layer, task.n_outputs)
+
+
+AUTO_PACK = 16  # on a CPU, batched products stop getting cheaper per candidate beyond about this many
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on `device` (CUDA: the device's; else the machine's available memory)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def candidate_bytes(specs: Sequence[NodeSpec]) -> int:
+    """A generous guess of what one packed candidate holds: twice the base network's parameters (a grown
+    candidate is rarely larger), each kept about eight times (weights, gradient, optimiser state, mask, the
+    values held, padding), in float32."""
+    with torch.device("meta"):
+        parameters = sum(p.numel() for spec in specs for p in spec.build().parameters())
+    return 2 * parameters * 8 * 4
 
 
 def random_init_accuracy(stream: TaskStream, specs: Sequence[NodeSpec], seed: int) -> list[float]:

@@ -10,7 +10,9 @@ here, once, for every backend).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import torch
@@ -18,9 +20,10 @@ import torch
 from growsearch.config.space import Objective
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
-from growsearch.methods.base import Decisions, Method, TaskContext
+from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
-from growsearch.train.candidate import NO_PLAN, train_candidate
+from growsearch.train.candidate import NO_PLAN, TrainingPlan, TrainingResult, train_candidate
+from growsearch.train.packed import NotPackable, PackMember, train_packed
 from growsearch.train.trainer import EpochCallback, count_macs
 from growsearch.trial_record import TrialRecord, retry_of
 
@@ -34,6 +37,20 @@ class TrialOutcome:
     @property
     def accuracy(self) -> float:
         return self.values[0]
+
+
+@dataclass(frozen=True)
+class TrialFailure:
+    """A trial of a pack that failed on its own: a TrainingError (a NaN loss) or a pruner's TrialPruned."""
+
+    error: BaseException
+    spent_macs: int  # what it computed before it failed
+
+
+@dataclass(frozen=True)
+class PackResults:
+    results: list[TrialOutcome | TrialFailure]  # one per trial, in order
+    layout: list[dict[str, Any]] | None  # the template the pack trained in (None: none trained packed)
 
 
 @dataclass(frozen=True)
@@ -66,24 +83,111 @@ class TrialJob:
         """Build the candidate these decisions grow, train it, and measure it. A training failure (a NaN
         loss) raises a TrainingError naming the task and the trial."""
         seed = derived_seed(self.run_seed, self.task_id, seed_number)
-        torch.manual_seed(seed)
-        task = self.ctx.task
         try:
-            with count_macs() as building:
-                candidate = self.method.build(decisions, self.ctx)
+            candidate, building_macs = self._build(decisions, seed)
             plan = self.method.training_plan(candidate, self.ctx)
-            result = train_candidate(
-                candidate.graph,
-                self.task_id,
-                task.train,
-                task.val,
-                self.method.space.training,
-                seed=seed,
-                on_epoch=on_epoch,
-                plan=plan or NO_PLAN,
-            )
+            result = self._train_alone(candidate, plan, seed, on_epoch)
         except TrainingError as error:
             raise TrainingError(f"task {self.task_id}, trial {number}: {error}") from None
+        return self._outcome(candidate, result, building_macs)
+
+    def run_pack(
+        self,
+        decisions: Sequence[Decisions],
+        numbers: Sequence[int],
+        seed_numbers: Sequence[int],
+        on_epochs: Sequence[EpochCallback | None],
+        layout: Sequence[Mapping[str, Any]] | None = None,
+    ) -> PackResults:
+        """`run` for several trials at once: the candidates that train without a training plan and align
+        into one template train as one pack (`train.packed`; in `layout`, the template of the pack they
+        were first trained in, when they are its unfinished part); the others, or all of them when they do
+        not align, train one by one. Each trial's outcome is what `run` would return, up to float
+        rounding; a trial that fails (a NaN loss, a pruner's stop) fails alone, as a `TrialFailure`."""
+        results: list[TrialOutcome | TrialFailure | None] = [None] * len(decisions)
+        used_layout = None
+        built: dict[int, tuple[Candidate, int, int]] = {}
+        for i, (chosen, number, seed_number) in enumerate(zip(decisions, numbers, seed_numbers, strict=True)):
+            seed = derived_seed(self.run_seed, self.task_id, seed_number)
+            with count_macs() as building:
+                try:
+                    candidate, building_macs = self._build(chosen, seed)
+                except TrainingError as error:
+                    results[i] = TrialFailure(self._named(error, number), building.macs)
+                    continue
+            plan = self.method.training_plan(candidate, self.ctx)
+            if plan is None:
+                built[i] = (candidate, seed, building_macs)
+            else:
+                results[i] = self._run_alone(candidate, plan, seed, building_macs, number, on_epochs[i])
+        try:
+            if not built or (len(built) == 1 and layout is None):
+                raise NotPackable("a pack needs two candidates trained without a plan, or a recorded layout")
+            members = [PackMember(c.graph, seed, on_epochs[i]) for i, (c, seed, _) in built.items()]
+            task = self.ctx.task
+            config = self.method.space.training
+            packed = train_packed(members, self.task_id, task.train, task.val, config, layout=layout)
+        except NotPackable:
+            for i, (candidate, seed, building_macs) in built.items():
+                results[i] = self._run_alone(candidate, None, seed, building_macs, numbers[i], on_epochs[i])
+        else:
+            used_layout = packed.layout
+            for (i, (candidate, _, building_macs)), outcome in zip(
+                built.items(), packed.outcomes, strict=True
+            ):
+                if outcome.result is None:
+                    error = self._named(outcome.error, numbers[i])
+                    results[i] = TrialFailure(error, building_macs + outcome.train_macs)
+                else:
+                    results[i] = self._outcome(candidate, outcome.result, building_macs)
+        return PackResults([r for r in results if r is not None], used_layout)
+
+    def _named(self, error: BaseException | None, number: int) -> BaseException:
+        if isinstance(error, TrainingError):
+            return TrainingError(f"task {self.task_id}, trial {number}: {error}")
+        assert error is not None
+        return error
+
+    def _run_alone(
+        self,
+        candidate: Candidate,
+        plan: TrainingPlan | None,
+        seed: int,
+        building_macs: int,
+        number: int,
+        on_epoch: EpochCallback | None,
+    ) -> TrialOutcome | TrialFailure:
+        with count_macs() as spent:
+            try:
+                result = self._train_alone(candidate, plan, seed, on_epoch)
+            except (TrainingError, optuna.TrialPruned) as error:
+                return TrialFailure(self._named(error, number), building_macs + spent.macs)
+        return self._outcome(candidate, result, building_macs)
+
+    def _build(self, decisions: Decisions, seed: int) -> tuple[Candidate, int]:
+        """The candidate (its initial weights drawn from the trial's seed) and the compute building it
+        spent (what a method trains while building: DEN's stages)."""
+        torch.manual_seed(seed)
+        with count_macs() as building:
+            candidate = self.method.build(decisions, self.ctx)
+        return candidate, building.macs
+
+    def _train_alone(
+        self, candidate: Candidate, plan: TrainingPlan | None, seed: int, on_epoch: EpochCallback | None
+    ) -> TrainingResult:
+        task = self.ctx.task
+        return train_candidate(
+            candidate.graph,
+            self.task_id,
+            task.train,
+            task.val,
+            self.method.space.training,
+            seed=seed,
+            on_epoch=on_epoch,
+            plan=plan or NO_PLAN,
+        )
+
+    def _outcome(self, candidate: Candidate, result: TrainingResult, building_macs: int) -> TrialOutcome:
         view = candidate.graph.view(self.task_id)
         record = TrialRecord(
             decisions=candidate.decisions,
@@ -91,7 +195,7 @@ class TrialJob:
             added_parameters=candidate.graph.n_parameters() - self.ctx.committed.n_parameters(),
             view_parameters=candidate.graph.view_parameters(self.task_id),
             forward_macs=candidate.graph.macs(view),
-            search_macs=building.macs,
+            search_macs=building_macs,
             train_macs=result.train_macs,
             train_seconds=result.seconds,
             curve=[epoch.to_json() for epoch in result.epochs],

@@ -99,7 +99,7 @@ def accuracy(module: nn.Module, inputs: list[torch.Tensor], y: torch.Tensor) -> 
     return correct / len(y)
 
 
-def _prefix_outputs(program: TrainingProgram, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+def prefix_outputs(program: TrainingProgram, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     if program.prefix is None:
         return [x.to(device)]
     return run_in_batches(program.prefix, [x.to(device)])
@@ -134,20 +134,20 @@ def train_candidate(
     all_macs = graph.macs(view)
     suffix_macs = all_macs - graph.macs([n for n in view if n not in program.suffix_nodes])
     prefix_macs = all_macs - suffix_macs  # one sample's forward pass through the frozen prefix
-    prefix_bytes = sum(t.numel() * t.element_size() for t in _prefix_outputs(program, train.x[:1], device))
+    prefix_bytes = sum(t.numel() * t.element_size() for t in prefix_outputs(program, train.x[:1], device))
     with count_macs() as spent:
         if prefix_bytes * len(train) <= MAX_CACHED_BYTES:  # the prefix runs once per task
-            train_inputs = _prefix_outputs(program, train.x, device)
+            train_inputs = prefix_outputs(program, train.x, device)
             spend_macs(prefix_macs * len(train))
             batches = Minibatches(train_inputs, train.y.to(device), config.batch_size, seed)
         else:  # too large to cache: the prefix runs (forward only) for every batch
 
             def prefix(x: torch.Tensor) -> list[torch.Tensor]:
                 spend_macs(prefix_macs * len(x))
-                return _prefix_outputs(program, x, device)
+                return prefix_outputs(program, x, device)
 
             batches = Minibatches([train.x], train.y.to(device), config.batch_size, seed, prefix)
-        val_inputs, y_val = _prefix_outputs(program, val.x, device), val.y.to(device)
+        val_inputs, y_val = prefix_outputs(program, val.x, device), val.y.to(device)
         hooks = plan.prepare(program, batches) if plan.prepare is not None else NO_HOOKS
         program.full.module.to(device)  # what `prepare` attached, too
         result = fit(

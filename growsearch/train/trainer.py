@@ -102,9 +102,14 @@ class Minibatches:
         return torch.randperm(len(self.y), generator=self.generator).to(self.y.device)
 
     def epoch(self) -> Iterator[Batch]:
+        for index in self.epoch_indices():
+            yield self._batch(index)
+
+    def epoch_indices(self) -> Iterator[torch.Tensor]:
+        """One pass's sample indices, batch by batch (what `epoch` yields the samples of)."""
         order = self._permutation()
         for start in range(0, len(order), self.batch_size):
-            yield self._batch(order[start : start + self.batch_size])
+            yield order[start : start + self.batch_size]
 
     def next(self) -> Batch:
         if self.position >= len(self.order):
@@ -237,13 +242,16 @@ def fit(
     on_epoch: EpochCallback | None = None,
     macs_per_sample: int | Callable[[], int] = 0,
     track_accuracy: bool = False,
+    loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train `parameters` of `model` (called as `model(*batch.inputs)`, returning logits) on `batches`
     for `epochs` passes, or for `steps` minibatches continuing the batch stream. `masked` parameters train
     only where their mask allows: their gradient is masked and their other entries are put back after
     every step, whatever the optimiser does. `validate` is called after each epoch. `macs_per_sample` is
     one sample's forward pass (a callable when it changes from step to step: MNTDP-S's candidates).
-    `track_accuracy` measures the training accuracy of the batches as they train (PathNet's fitness)."""
+    `track_accuracy` measures the training accuracy of the batches as they train (PathNet's fitness).
+    `loss` computes a step's loss from the logits and the batch instead of their cross-entropy (a pack of
+    candidates: the sum of each one's own)."""
     if (epochs is None) == (steps is None):
         raise ValueError("fit takes epochs or steps, not both")
     optimizer = make_optimizer(parameters, settings)
@@ -276,14 +284,14 @@ def fit(
                         hooks.before_step(step)
                     per_sample = macs_per_sample() if callable(macs_per_sample) else macs_per_sample
                     logits = model(*batch.inputs)
-                    ce = F.cross_entropy(logits, batch.y)
+                    ce = F.cross_entropy(logits, batch.y) if loss is None else loss(logits, batch)
                     value = _finite(ce.item(), "training loss", epoch, step, hooks)
-                    loss = ce
+                    total = ce
                     if hooks.penalty is not None:
-                        loss = ce + hooks.penalty()
-                        _finite(loss.item(), "training loss with its penalty", epoch, step, hooks)
+                        total = ce + hooks.penalty()
+                        _finite(total.item(), "training loss with its penalty", epoch, step, hooks)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    total.backward()
                     optimizer.step()
                     for m in masked:
                         m.restore_frozen()

@@ -1,6 +1,7 @@
 """Every method survives kill -9: a real `growsearch run` is killed just after a task commits, resumed,
-and commits the same graph, decisions and accuracies as an uninterrupted run with the same seed.
-(MNTDP-D and RCL have their own, finer-grained kill tests.)"""
+and commits the same graph, decisions and accuracies as an uninterrupted run with the same seed, also
+when trials train in packs. (MNTDP-D, whose candidates train as one pack by default, and RCL have their
+own, finer-grained kill tests.)"""
 
 from __future__ import annotations
 
@@ -50,9 +51,19 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("method", sorted(TINY))
-def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(method, tmp_path):
-    space = tiny_space(method, **TINY[method])
+# searches whose trials train in packs (`search.pack`): a kill may land mid-pack or between its tells
+PACKED = {
+    "rcl": {"search": {"n_trials": 6, "pack": 3}, "training": {"epochs": 1}},
+    "cleas": {"search": {"n_trials": 4, "pack": 4}, "training": {"epochs": 1}},
+}
+CASES = [(method, TINY[method]) for method in sorted(TINY)] + [
+    pytest.param(method, sections, id=f"{method}-packed") for method, sections in PACKED.items()
+]
+
+
+@pytest.mark.parametrize(("method", "sections"), CASES)
+def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(method, sections, tmp_path):
+    space = tiny_space(method, **sections)
     run = tmp_path / "runs" / "killed"
     process = start_cli_run(space, run, "--max-per-task", "80")
     wait_for(lambda: (run / "tasks" / "1").is_dir(), process)  # kill in whatever follows task 1's commit

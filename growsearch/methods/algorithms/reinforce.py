@@ -35,7 +35,7 @@ from torch import nn
 from growsearch.config.training import OptimizerSettings
 from growsearch.seeds import derived_seed
 from growsearch.train.optim import make_optimizer
-from growsearch.trial_record import is_interrupted
+from growsearch.trial_record import is_interrupted, learning_pack, pack_of
 
 _THREADS = threading.RLock()
 RewardFn = Callable[[FrozenTrial], "float | None"]  # None: the trial teaches the controller nothing
@@ -116,26 +116,30 @@ class Policy(nn.Module):
             x = h
         return x, new_state
 
-    def forward(
-        self, actions: Sequence[int] | None = None, generator: torch.Generator | None = None
-    ) -> tuple[list[int], torch.Tensor, list[torch.Tensor]]:
-        """Sample a sequence of actions (or score the given one): the actions, their summed log-probability
-        and each step's distribution. A step's input is the previous step's softmax, not its action."""
-        taken: list[int] = []
-        log_prob, distributions = torch.zeros(()), []
+    def step_logits(self) -> list[torch.Tensor]:
+        """Each step's logits. A step's input is the previous step's softmax, not its action, so the
+        distributions do not depend on the actions drawn: one pass serves every sample and scores every
+        episode of a policy state."""
+        logits_per_step = []
         x, state = self._input(self.start, self.steps[0][1]), None
         for i, (n, _) in enumerate(self.steps):
             out, state = self._step(x, state)
             logits = self.heads[str(n)](out.view(-1))
-            probs = torch.softmax(logits, 0)
-            sampled = actions is None
-            a = int(torch.multinomial(probs.detach(), 1, generator=generator)) if sampled else actions[i]
-            taken.append(a)
-            distributions.append(probs)
-            log_prob = log_prob + torch.log_softmax(logits, 0)[a]
+            logits_per_step.append(logits)
             if i + 1 < len(self.steps):
-                x = self._input(probs, self.steps[i + 1][1])
-        return taken, log_prob, distributions
+                x = self._input(torch.softmax(logits, 0), self.steps[i + 1][1])
+        return logits_per_step
+
+    def log_probs(self, episodes: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The summed log-probability of each episode's actions, one value per episode."""
+        scores = torch.cat([torch.log_softmax(logits, 0) for logits in self.step_logits()])
+        offsets = [0]
+        for n, _ in self.steps[:-1]:
+            offsets.append(offsets[-1] + n)
+        index = torch.tensor(
+            [[o + int(a) for o, a in zip(offsets, actions, strict=True)] for actions in episodes]
+        )
+        return scores[index].sum(1)
 
     def state_value(self) -> torch.Tensor:
         return self.value(self._input(self.start, self.steps[0][1]).view(-1)).squeeze()
@@ -159,39 +163,50 @@ class Controller:
             self.policy.value.parameters(), OptimizerSettings("adam", config.value_lr)
         )
         self.rewards: list[float] = []
+        self._distributions: list[torch.Tensor] | None = None
 
     def sample(self, generator: torch.Generator) -> list[int]:
-        with torch.no_grad(), one_thread():
-            return self.policy(generator=generator)[0]
+        return [int(torch.multinomial(p, 1, generator=generator)) for p in self.distributions()]
 
-    def baseline(self) -> float:
+    def baseline(self, rewards: Sequence[float]) -> float:
+        """The baseline of episodes with these rewards, from what came before them: the value network's
+        estimate (then trained towards the rewards), or the recency-weighted mean of earlier rewards."""
         if self.config.baseline == "value":
             value = self.policy.state_value()
-            loss = (value - torch.tensor(self.rewards[-1])) ** 2
+            loss = ((value - torch.tensor(rewards)) ** 2).mean()
             self.value_optimizer.zero_grad()
             loss.backward()
             self.value_optimizer.step()
             return float(value.detach())
-        previous = torch.tensor(self.rewards[:-1])
+        previous = torch.tensor(self.rewards)
         if previous.numel() == 0:
             return 0.0
         weights = torch.exp(torch.linspace(-1.0, 0.0, previous.numel()))
         return float((weights * previous).sum() / weights.sum())
 
     def update(self, actions: Sequence[int], reward: float) -> None:
-        """One REINFORCE step: advantage = reward - baseline (the value before its own update)."""
+        """One REINFORCE step on one episode (the papers' update after every architecture)."""
+        self.update_batch([(actions, reward)])
+
+    def update_batch(self, episodes: Sequence[tuple[Sequence[int], float]]) -> None:
+        """One REINFORCE step on episodes sampled from the same policy (a pack): the mean over them of
+        -(R - b) * log pi(actions), with the baseline b from before them."""
         with one_thread():
-            self.rewards.append(float(reward))
-            advantage = reward - self.baseline()
-            _, log_prob, _ = self.policy(actions)
+            rewards = [float(r) for _, r in episodes]
+            advantages = torch.tensor(rewards) - self.baseline(rewards)
+            self.rewards.extend(rewards)
+            log_probs = self.policy.log_probs([actions for actions, _ in episodes])
             self.optimizer.zero_grad()
-            (-advantage * log_prob).backward()
+            (-(advantages * log_probs).mean()).backward()
             self.optimizer.step()
+        self._distributions = None
 
     def distributions(self) -> list[torch.Tensor]:
-        """The policy's distribution at every step (for inspection and tests)."""
-        with torch.no_grad(), one_thread():
-            return self.policy(generator=torch.Generator().manual_seed(0))[2]
+        """The policy's distribution at every step, computed once per policy state."""
+        if self._distributions is None:
+            with torch.no_grad(), one_thread():
+                self._distributions = [torch.softmax(logits, 0) for logits in self.policy.step_logits()]
+        return self._distributions
 
 
 @contextmanager
@@ -247,18 +262,37 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
 
     def catch_up(self, trials: Sequence[FrozenTrial], before: int) -> None:
         """Apply, in number order, the updates of the finished trials below `before`, stopping at the first
-        one still running (so updates arrive in the same order however trials interleave)."""
+        one still running (so updates arrive in the same order however trials interleave). Trials trained
+        alone update the controller one by one; the trials of a pack, all sampled from one policy, update
+        it once, together (with the retries of its interrupted trials: see `learning_pack`)."""
+        group: list[FrozenTrial] = []
+        group_pack: int | None = None
         for trial in trials:
             if trial.number < self.applied_until:
                 continue
+            pack = learning_pack(trial, trials) if pack_of(trial) is not None else None
             if trial.number >= before or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                if group and (group_pack is None or trial.number >= before or pack != group_pack):
+                    self._apply(group)  # complete: the trial that stops the replay is not of its pack
                 return
-            self.applied_until = trial.number + 1
+            if group and (pack is None or pack != group_pack):
+                self._apply(group)
+                group = []
+            group.append(trial)
+            group_pack = pack
+        if group:
+            self._apply(group)
+
+    def _apply(self, group: Sequence[FrozenTrial]) -> None:
+        episodes = []
+        for trial in group:
             reward = None if is_interrupted(trial) else self.reward(trial)
-            if reward is None or any(d.name not in trial.params for d in self.decisions):
-                continue
-            self.controller.update(self.actions(trial.params), reward)
+            if reward is not None and all(d.name in trial.params for d in self.decisions):
+                episodes.append((self.actions(trial.params), reward))
+        if episodes:
+            self.controller.update_batch(episodes)
             self.updates += 1
+        self.applied_until = group[-1].number + 1
 
     def policy_entropy(self, trials: Sequence[FrozenTrial]) -> tuple[float, float]:
         """The policy's mean entropy per decision step after learning from every finished trial of

@@ -1,0 +1,153 @@
+"""Packing benchmark: the same growth search with its trials trained one at a time and in packs.
+
+What is measured, in this run: for each method in ``--methods`` (default RCL, CLEAS, MNTDP-D, PathNet),
+its shipped search space with the network and training sections set to the methods benchmark's protocol
+(``benchmarks/methods.py``: a 2x100 MLP, SGD 0.1, momentum 0.9, batch 32, ``--epochs`` epochs, CPU) is run
+on ``--benchmark`` (default split-mnist5k, task-IL, ``--seed``) twice: with ``search.pack: 1`` (one trial at a
+time, as before packing) and with ``search.pack`` = ``--pack`` (default ``auto``: the method's limit, see
+`Method.pack_limit`, and the memory a candidate needs). The two runs alternate, ``--repeats`` times, each
+in a fresh process that first runs the method once, untimed, on a tiny stream (so one-off costs such as
+torch's lazy imports are charged to neither); the timed span is `growsearch.runner.start_run` end to end.
+Each row shows the median repeat's wall seconds, trials run and trials per minute, final average
+accuracy A_T, and the process's peak resident memory; the ratios compare unpacked / packed wall time
+(speed-up) and packed / unpacked peak memory. ``--trials N`` sets every search's trials per task (the
+shipped budgets are RCL 50 and CLEAS 200 per task). ``--threads`` is torch's intra-op threads (default 2,
+the two cores the targets are set for).
+
+A search whose candidates do not train through the controller's trainer (PathNet's tournament trains
+its contestants while building the one candidate of a task) has nothing to pack: its row shows so, with
+a ratio near 1. The packed RCL and CLEAS searches sample each pack from one controller policy and update
+it once per pack, so their decisions (and A_T) may differ from the unpacked ones; MNTDP-D's search is
+deterministic and commits the same decisions. The last line prints the smallest speed-up as
+``packing speed-up: X``.
+
+Run:  python benchmarks/packing.py [--methods rcl,cleas,mntdp-d,pathnet] [--epochs 5] [--trials N]
+      [--pack auto|K] [--repeats 1] [--threads 2] [--benchmark split-mnist5k] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+METHODS = ["rcl", "cleas", "mntdp-d", "pathnet"]
+
+
+def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One timed search in this process (after an untimed tiny one); what the parent prints."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from methods import protocol_space
+
+    from growsearch.config.space import space_from_dict
+    from growsearch.runner import RunOptions, start_run
+
+    torch.set_num_threads(spec["threads"])
+    raw = copy.deepcopy(protocol_space(spec["method"], spec["epochs"]).to_dict())
+    raw["search"] = {**raw.get("search", {}), "pack": spec["pack"]}
+    if spec["trials"] is not None:
+        raw["search"]["n_trials"] = spec["trials"]
+    space = space_from_dict(raw, f"{spec['method']} (packing benchmark)")
+    warm = copy.deepcopy(raw)
+    warm["search"]["n_trials"] = min(raw["search"].get("n_trials") or 2, 2)
+    warm["training"]["epochs"] = 1
+    with tempfile.TemporaryDirectory(prefix="bench-pack-") as folder:
+        tiny = RunOptions(benchmark="split-digits", n_tasks=2, max_per_task=40, seed=spec["seed"])
+        start_run(space_from_dict(warm, "warm-up"), tiny, Path(folder) / "warm")
+        options = RunOptions(benchmark=spec["benchmark"], scenario="task-il", seed=spec["seed"])
+        started = time.perf_counter()
+        result = start_run(space, options, Path(folder) / "run")
+        seconds = time.perf_counter() - started
+    trials = sum(sum(record["trials"].values()) for record in result.records)
+    return {
+        "seconds": seconds,
+        "trials": trials,
+        "average_accuracy": float(result.metrics["metrics"]["average_accuracy"]),
+        "decisions": result.metrics["decisions"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{spec['method']} (pack {spec['pack']}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--pack", default="auto")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--benchmark", default="split-mnist5k")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))))
+        return
+    pack = args.pack if args.pack == "auto" else int(args.pack)
+    methods = args.methods.split(",")
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(args.repeats):
+        for method in methods:
+            for label, value in (("unpacked", 1), ("packed", pack)):
+                spec = {
+                    "method": method,
+                    "pack": value,
+                    "epochs": args.epochs,
+                    "trials": args.trials,
+                    "threads": args.threads,
+                    "benchmark": args.benchmark,
+                    "seed": args.seed,
+                }
+                runs.setdefault((method, label), []).append(_run_child(spec))
+    print(
+        f"{args.benchmark}, task-IL, seed {args.seed}, {args.epochs} epochs, {args.threads} threads, "
+        f"pack {args.pack}, {args.repeats} repeat(s), trials per task: {args.trials or 'shipped'}"
+    )
+    header = (
+        f"{'method':<10} {'run':<9} {'wall s':>8} {'trials':>7} {'trials/min':>11} {'A_T':>7} {'peak MB':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    speedups = {}
+    for method in methods:
+        medians = {}
+        for label in ("unpacked", "packed"):
+            rows = sorted(runs[(method, label)], key=lambda r: r["seconds"])
+            row = rows[len(rows) // 2]  # the median repeat (the slower middle one of an even count)
+            seconds = row["seconds"]
+            medians[label] = (seconds, row)
+            rate = 60 * row["trials"] / seconds
+            print(
+                f"{method:<10} {label:<9} {seconds:8.1f} {row['trials']:7d} {rate:11.1f} "
+                f"{row['average_accuracy']:7.4f} {row['peak_rss_mb']:8.0f}"
+            )
+        (slow, unpacked), (fast, packed) = medians["unpacked"], medians["packed"]
+        speedups[method] = slow / fast
+        same = "same decisions" if unpacked["decisions"] == packed["decisions"] else "other decisions"
+        memory = packed["peak_rss_mb"] / unpacked["peak_rss_mb"]
+        accuracy = packed["average_accuracy"] - unpacked["average_accuracy"]
+        print(f"{method:<10} speed-up {slow / fast:.2f}x, memory {memory:.2f}x, A_T {accuracy:+.4f} ({same})")
+    print(f"packing speed-up: {min(speedups.values()):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Train K candidates of one task at once (a pack): one vectorised computation instead of K trainings.
+
+The candidates are aligned into one template graph (`graph.align`); each candidate's weights, padded to
+the template, are stacked along a leading dimension, and the template's trainable suffix runs over all of
+them through `torch.func.vmap` of `functional_call`: one forward, one backward and one optimiser step per
+batch for the whole pack, batched matrix products instead of K small ones. The frozen prefix (old
+columns, reused modules) is computed once for the pack.
+
+Each candidate sees what it would see trained alone by `train_candidate`: its own initial weights, its own
+seeded batch order (every candidate has the same number of samples, so the packs' batches line up), and
+an optimiser state of its own: the optimisers growsearch builds act entry by entry, so one optimiser over
+the stacked tensors is K independent ones. The loss is the sum of the candidates' mean cross-entropies,
+so each candidate's gradient is its own; entries a candidate does not train (its padding, weights owned
+by others) have their gradient masked and are put back after every step, as `fit` does. Results match
+unpacked training to float tolerance (summation order differs). A candidate whose loss is not finite
+fails alone (a `TrainingError` naming the epoch and step), and one whose epoch callback raises (a pruner)
+stops alone; the others go on.
+
+Only candidates trained without a `TrainingPlan` pack (no gates, masks or hooks being learnt), on
+parameter-only modules (no batch norm); `NotPackable` says why not, and the caller trains them one by one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from growsearch.config.training import TrainingConfig
+from growsearch.data.task import Split
+from growsearch.errors import GraphError, TrainingError
+from growsearch.graph.align import Alignment, align
+from growsearch.graph.compile import MaskedParameter, compile_for_training, frozen_prefix
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.train.candidate import (
+    EVAL_BATCH,
+    MAX_CACHED_BYTES,
+    TrainingResult,
+    prefix_outputs,
+    resolve_device,
+)
+from growsearch.train.trainer import Batch, EpochCallback, EpochStats, Minibatches, TrainingHooks, fit
+
+
+class NotPackable(Exception):
+    """These candidates cannot train as one pack (the message says why); train them one by one."""
+
+
+@dataclass(frozen=True)
+class PackMember:
+    graph: ModuleGraph  # the candidate, with its initial weights
+    seed: int  # its batch order's seed, as `train_candidate` takes it
+    on_epoch: EpochCallback | None = None  # may raise (a pruner stopping this candidate)
+
+
+@dataclass(frozen=True)
+class PackedOutcome:
+    result: TrainingResult | None  # None when the candidate failed or was stopped
+    error: BaseException | None  # the TrainingError of a diverged candidate, or what its callback raised
+    train_macs: int  # its own compute, counted as `train_candidate` counts it alone
+
+
+def _macs(graph: ModuleGraph, task: int) -> tuple[int, int]:
+    """One sample's multiply-adds through the candidate's frozen prefix and through the rest."""
+    view = graph.view(task)
+    fixed = frozen_prefix(graph, view)
+    total = graph.macs(view)
+    prefix = total - graph.macs([n for n in view if n not in fixed])
+    return prefix, total - prefix
+
+
+class _Stack:
+    """The pack's trainable tensors: per template parameter, K candidates' padded weights, which entries
+    each trains, and the values the others are put back to."""
+
+    def __init__(self, alignment: Alignment, names: dict[tuple[str, str], str], device: torch.device):
+        self.names = names  # (node, parameter) -> the parameter's name in the compiled suffix
+        self.params: dict[str, torch.Tensor] = {}
+        self.masks: dict[str, torch.Tensor] = {}
+        self.gradient_masks: dict[str, torch.Tensor] = {}
+        for (node_id, name), key in names.items():
+            padded = [alignment.padded(k, node_id, name) for k in range(len(alignment.candidates))]
+            self.params[key] = torch.stack([p for p, _ in padded]).to(device).requires_grad_()
+            self.masks[key] = torch.stack([m for _, m in padded]).to(device)
+            self.gradient_masks[key] = self.masks[key].to(self.params[key].dtype)  # no casting per step
+        # entries held at zero (padding, weights a candidate drops) stay zero by themselves once their
+        # gradient is masked: every optimiser here moves a zero entry with zero gradient by zero (weight
+        # decay and momentum included); only parameters holding non-zero values need putting back
+        self.frozen = {
+            key: value.detach().clone()
+            for key, value in self.params.items()
+            if bool(((~self.masks[key]) & (value != 0)).any())
+        }
+
+    def mask_gradients(self) -> list[torch.utils.hooks.RemovableHandle]:
+        """Hooks zeroing the gradient of every entry a candidate does not train (`held` ones included)."""
+        return [
+            param.register_hook(lambda grad, keep=self.gradient_masks[key]: grad * keep)
+            for key, param in self.params.items()
+            if key not in self.frozen
+        ]
+
+    def held(self) -> list[MaskedParameter]:
+        """The parameters holding non-zero entries a candidate does not train: `fit` masks their gradient
+        and puts those entries back after every step."""
+        return [MaskedParameter(self.params[key], self.masks[key], held) for key, held in self.frozen.items()]
+
+
+@dataclass(frozen=True)
+class PackedTraining:
+    outcomes: list[PackedOutcome]  # one per member, in order
+    layout: list[dict[str, Any]]  # the template the pack trained in (`Alignment.layout`)
+
+
+def train_packed(
+    members: Sequence[PackMember],
+    task: int,
+    train: Split,
+    val: Split,
+    config: TrainingConfig,
+    *,
+    epochs: int | None = None,
+    layout: Sequence[Mapping[str, Any]] | None = None,
+) -> PackedTraining:
+    """Train every member's candidate for `task` (copies; the graphs given are untouched), as one pack;
+    in the template `layout` when given (the pack they were first trained in: its rounding is theirs).
+    Raises NotPackable before training anything when the candidates cannot share a template."""
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    try:
+        alignment = align([m.graph.copy() for m in members], task, layout)
+        program = compile_for_training(alignment.template, task)
+    except GraphError as error:
+        raise NotPackable(str(error)) from None
+    suffix = program.suffix.to(device)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in suffix.modules()):
+        raise NotPackable("the candidates have batch norm, whose running statistics do not vectorise")
+    if program.prefix is not None:
+        program.prefix.to(device)
+    in_suffix = {id(p): name for name, p in suffix.named_parameters()}
+    names = {
+        (node_id, name): in_suffix[id(p)]
+        for node_id in alignment.trainable
+        for name, p in program.full.node_modules[node_id].named_parameters()
+    }
+    one = prefix_outputs(program, train.x[:1], device)
+    if sum(t.numel() * t.element_size() for t in one) * len(train) > MAX_CACHED_BYTES:
+        raise NotPackable("the frozen prefix's outputs are too large to keep for the task")
+    train_inputs, y_train = prefix_outputs(program, train.x, device), train.y.to(device)
+    val_inputs, y_val = prefix_outputs(program, val.x, device), val.y.to(device)
+    stack = _Stack(alignment, names, device)
+
+    model = _StackedModel(suffix, stack.params, len(train_inputs))
+    k_count = len(members)
+    batches = _PackBatches([Minibatches(train_inputs, y_train, config.batch_size, m.seed) for m in members])
+    per_sample = [_macs(m.graph, task) for m in members]
+    macs = [prefix * len(train) for prefix, _ in per_sample]
+    errors: list[BaseException | None] = [None] * k_count
+    histories: list[list[EpochStats]] = [[] for _ in members]
+    epoch_losses, seen, step = [0.0] * k_count, [0], [0]
+
+    def live() -> list[int]:
+        return [k for k in range(k_count) if errors[k] is None]
+
+    def pack_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The sum of the live candidates' own mean cross-entropies; a non-finite one fails its candidate."""
+        step[0] += 1
+        ce = (
+            F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), reduction="none")
+            .view(k_count, -1)
+            .mean(1)
+        )
+        values = ce.detach().tolist()
+        n = batch.y.shape[1]
+        for k in live():
+            if not math.isfinite(values[k]):
+                errors[k] = TrainingError(
+                    f"the training loss became {values[k]} at epoch {len(histories[k]) + 1}, step {step[0]}; "
+                    "expected a finite loss (try a lower training.lr)"
+                )
+        for k in live():
+            epoch_losses[k] += values[k] * n
+            macs[k] += 3 * per_sample[k][1] * n
+        seen[0] += n
+        return ce[live()].sum()
+
+    def end_epoch(_: EpochStats) -> None:
+        """Each live candidate's epoch, told to its own callback (which may stop it alone)."""
+        accuracies = _accuracies(model, val_inputs, y_val, k_count)
+        for k in live():
+            stats = EpochStats(len(histories[k]), epoch_losses[k] / max(seen[0], 1), None, accuracies[k])
+            histories[k].append(stats)
+            if members[k].on_epoch is not None:
+                try:
+                    members[k].on_epoch(stats)
+                except Exception as error:  # a pruner's TrialPruned: this candidate stops, the pack goes on
+                    errors[k] = error
+        epoch_losses[:] = [0.0] * k_count
+        seen[0] = 0
+
+    handles = stack.mask_gradients()
+    try:
+        fit(
+            model,
+            batches,
+            list(stack.params.values()),
+            config.optimizer_settings(),
+            epochs=config.epochs if epochs is None else epochs,
+            masked=stack.held(),
+            hooks=TrainingHooks(should_stop=lambda _: not live()),
+            on_epoch=end_epoch,
+            loss=pack_loss,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    share = (time.perf_counter() - started) / k_count
+    outcomes = []
+    for k in range(k_count):
+        if errors[k] is not None:
+            outcomes.append(PackedOutcome(None, errors[k], macs[k]))
+            continue
+        for (node_id, name), key in names.items():
+            alignment.write(k, node_id, name, stack.params[key][k])
+        history = tuple(histories[k])
+        val_accuracy = history[-1].val_accuracy if history else float("nan")
+        result = TrainingResult(alignment.candidates[k], val_accuracy, history, macs[k], share)
+        outcomes.append(PackedOutcome(result, None, macs[k]))
+    return PackedTraining(outcomes, alignment.layout())
+
+
+class _StackedModel(nn.Module):
+    """The template's suffix over the stacked weights: inputs (K, batch, ...) to logits (K, batch, C)."""
+
+    def __init__(self, suffix: nn.Module, params: dict[str, torch.Tensor], n_inputs: int):
+        super().__init__()
+        self.suffix, self.params = suffix, params
+        self.per_candidate = vmap(self._logits)
+        self.shared_inputs = vmap(self._logits, in_dims=(0, *([None] * n_inputs)))
+
+    def _logits(self, params: dict[str, torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.suffix, params, inputs)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.per_candidate(self.params, *inputs)
+
+    def on_shared(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Every candidate's logits for the same samples (batch, ...)."""
+        return self.shared_inputs(self.params, *inputs)
+
+
+class _PackBatches(Minibatches):
+    """The members' own seeded batch streams as one stream of stacked batches: inputs (K, batch, ...),
+    labels (K, batch). Every member has the same samples, so their batches line up."""
+
+    def __init__(self, streams: list[Minibatches]):
+        first = streams[0]
+        super().__init__(first.inputs, first.y, first.batch_size, 0)
+        self.streams = streams
+
+    def epoch(self) -> Iterator[Batch]:
+        for indices in zip(*(s.epoch_indices() for s in self.streams), strict=True):
+            index = torch.stack(indices)
+            flat = index.view(-1)
+            inputs = tuple(t.index_select(0, flat).view(*index.shape, *t.shape[1:]) for t in self.inputs)
+            yield Batch(inputs, self.y.index_select(0, flat).view(index.shape))
+
+    def next(self) -> Batch:
+        raise NotImplementedError("a pack trains by epochs")
+
+
+def _accuracies(model: _StackedModel, inputs: list[torch.Tensor], y: torch.Tensor, k: int) -> list[float]:
+    """Each candidate's accuracy on the same samples (NaN with none)."""
+    if len(y) == 0:
+        return [float("nan")] * k
+    correct = torch.zeros(k, dtype=torch.long, device=y.device)
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_BATCH):
+            out = model.on_shared(*(t[start : start + EVAL_BATCH] for t in inputs))
+            correct += (out.argmax(-1) == y[start : start + EVAL_BATCH]).sum(1)
+    return (correct.double() / len(y)).tolist()

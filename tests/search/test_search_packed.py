@@ -1,0 +1,99 @@
+"""Searches that train their trials in packs (`search.pack`): the study is asked for a pack of trials, their
+candidates train together, each is told its own result; a pack interrupted between its tells resumes
+bit for bit; the REINFORCE controller learns once per pack; MNTDP-D's deterministic search commits what it
+commits one trial at a time."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from growsearch.methods.algorithms.reinforce import ReinforceSampler
+from growsearch.methods.base import TaskContext
+from growsearch.runner import build_method, load_stream, resume_run, start_run
+from growsearch.search.controller import SilentReporter
+from growsearch.store.run_folder import RunFolder
+from growsearch.trial_record import next_pack, pack_of
+
+from tiny_runs import tiny_options, tiny_space
+
+RCL_PACKED = {"search": {"n_trials": 6, "pack": 3}, "training": {"epochs": 1}}
+
+
+def _study(path, task):
+    return optuna.load_study(study_name=f"task-{task}", storage=RunFolder.open(path).storage("journal"))
+
+
+def _assert_same_runs(a, b):
+    assert a.metrics["decisions"] == b.metrics["decisions"]
+    assert a.metrics["accuracy"] == b.metrics["accuracy"]
+    final, _ = RunFolder.open(a.path).load_task(4)
+    expected, _ = RunFolder.open(b.path).load_task(4)
+    for node_id, node in final.nodes():
+        for name, value in node.weights.items():
+            assert torch.equal(value, expected.node(node_id).weights[name]), (node_id, name)
+
+
+@pytest.fixture(scope="module")
+def rcl_packed(tmp_path_factory):
+    return start_run(tiny_space("rcl", **RCL_PACKED), tiny_options(), tmp_path_factory.mktemp("rcl") / "run")
+
+
+def test_trials_are_asked_in_packs_that_share_one_layout(rcl_packed):
+    for study in (_study(rcl_packed.path, t) for t in range(1, 5)):
+        trials = sorted(study.get_trials(), key=lambda t: t.number)
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+        assert [pack_of(t) for t in trials] == [0, 0, 0, 3, 3, 3]
+        layouts = [t.user_attrs.get("pack_layout") for t in trials]  # on each pack's first trial
+        assert layouts[0] and layouts[3] and layouts[1:3] == layouts[4:6] == [None, None]
+    assert len(rcl_packed.records[2]["mechanism"]["rewards"]) == 6
+
+
+def test_the_replayed_controller_makes_one_update_per_pack(rcl_packed):
+    stream = load_stream(tiny_options())
+    method = build_method(tiny_space("rcl", **RCL_PACKED), stream)
+    study = _study(rcl_packed.path, 1)
+    ctx = TaskContext(
+        1, stream.tasks[1], None, method.specs_for(stream.input_shape), ({},), seed=0, n_tasks=5
+    )
+    sampler = method.sampler(ctx)
+    assert isinstance(sampler, ReinforceSampler)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    sampler.catch_up(trials, 3)
+    assert sampler.updates == 1  # the first pack, all three of its architectures together
+    sampler.catch_up(trials, 6)
+    assert sampler.updates == 2
+
+
+def test_a_pack_interrupted_between_its_tells_resumes_bit_for_bit(rcl_packed, tmp_path):
+    class StopAfterOneTell(SilentReporter):
+        def trial_finished(self, task, trial):
+            if task == 2 and trial.number == 4:  # the second pack: one trial told, two not yet
+                raise KeyboardInterrupt
+
+    space = tiny_space("rcl", **RCL_PACKED)
+    with pytest.raises(KeyboardInterrupt):
+        start_run(space, tiny_options(), tmp_path / "run", reporter=StopAfterOneTell())
+    study = _study(tmp_path / "run", 2)
+    states = [t.state for t in sorted(study.get_trials(), key=lambda t: t.number)]
+    assert states == [TrialState.COMPLETE] * 5 + [TrialState.FAIL]  # trial 5 was interrupted
+    size, layout = next_pack(study.get_trials(), 3)
+    assert (size, layout) == (3, None)  # nothing waits until the resume enqueues the retry
+
+    resumed = resume_run(tmp_path / "run")
+    retried = _study(tmp_path / "run", 2).get_trials()
+    assert [t.number for t in retried if t.user_attrs.get("retry_of") == 5] == [6]
+    assert retried[6].user_attrs["pack_layout"] == retried[3].user_attrs["pack_layout"]  # trained alone in it
+    _assert_same_runs(resumed, rcl_packed)
+
+
+def test_mntdp_d_commits_what_it_commits_one_candidate_at_a_time(tmp_path):
+    packed = start_run(tiny_space("mntdp-d"), tiny_options(), tmp_path / "packed")  # pack: auto
+    alone = start_run(tiny_space("mntdp-d", search={"pack": 1}), tiny_options(), tmp_path / "alone")
+    for study in (_study(packed.path, t) for t in range(1, 5)):
+        assert len({pack_of(t) for t in study.get_trials()}) == 1  # every candidate in one pack
+    assert packed.metrics["decisions"] == alone.metrics["decisions"]
+    for a, b in zip(packed.metrics["accuracy"], alone.metrics["accuracy"], strict=True):
+        assert a == pytest.approx(b, abs=0.02)

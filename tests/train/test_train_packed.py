@@ -1,0 +1,169 @@
+"""Packed training: K candidates of one task trained as one computation end where each would end alone.
+
+For RCL (new units of different widths, a layer with none), CLEAS (old units dropped: weights held at
+zero) and MNTDP-D (different reuse depths: different nodes and inputs), each packed candidate's final
+weights match its unpacked training (`train_candidate`) to float tolerance and its validation accuracy is
+identical; a diverging candidate fails alone, a stopped one stops alone, held weights stay bit-identical,
+and candidates that cannot share a template are refused before anything trains."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+import torch
+
+from growsearch.errors import TrainingError
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.methods import get_method
+from growsearch.methods.base import TaskContext
+from growsearch.train.candidate import train_candidate
+from growsearch.train.packed import NotPackable, PackMember, train_packed
+
+from tiny_runs import tiny_space
+
+TRAINING = {"epochs": 3, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.001}
+
+
+def _task_one(method_name: str, stream, n: int, **sections):
+    """`n` candidates of `method_name` for task 1 (decisions sampled at random), on a trained task 0."""
+    space = tiny_space(method_name, training=TRAINING, **sections)
+    method = get_method(method_name)(space)
+    specs = method.specs_for(stream.input_shape)
+    ctx0 = TaskContext(0, stream.tasks[0], ModuleGraph(stream.input_shape), specs, (), seed=0, n_tasks=5)
+    torch.manual_seed(0)
+    first = optuna.create_study().ask()
+    base = method.build(method.decide(first, ctx0), ctx0).graph
+    committed = train_candidate(
+        base, 0, stream.tasks[0].train, stream.tasks[0].val, space.training, seed=1
+    ).graph
+    for _, node in committed.nodes():
+        node.frozen = True
+    ctx = TaskContext(1, stream.tasks[1], committed, specs, ({},), seed=0, n_tasks=5)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    graphs = []
+    while len(graphs) < n:
+        decisions = method.decide(study.ask(), ctx)
+        torch.manual_seed(100 + len(graphs))
+        try:
+            graphs.append(method.build(decisions, ctx).graph)
+        except TrainingError:  # CLEAS: an architecture with an empty layer
+            continue
+    return space, graphs
+
+
+def _train_both(stream, space, graphs, on_epoch=None):
+    task = stream.tasks[1]
+    alone = [
+        train_candidate(g, 1, task.train, task.val, space.training, seed=10 + i) for i, g in enumerate(graphs)
+    ]
+    members = [PackMember(g, 10 + i, (on_epoch or {}).get(i)) for i, g in enumerate(graphs)]
+    return alone, train_packed(members, 1, task.train, task.val, space.training).outcomes
+
+
+def _assert_same_training(alone, packed):
+    assert packed.error is None
+    assert packed.result.val_accuracy == alone.val_accuracy
+    assert packed.train_macs == alone.train_macs
+    assert [e.train_loss for e in packed.result.epochs] == pytest.approx(
+        [e.train_loss for e in alone.epochs], abs=1e-5
+    )
+    assert list(packed.result.graph) == list(alone.graph)
+    for node_id, node in alone.graph.nodes():
+        for name, value in node.weights.items():
+            torch.testing.assert_close(
+                packed.result.graph.node(node_id).weights[name], value, atol=2e-5, rtol=1e-4
+            )
+
+
+@pytest.mark.parametrize(
+    ("method", "sections"),
+    [("rcl", {}), ("cleas", {}), ("mntdp-d", {})],
+)
+def test_a_packed_candidate_ends_where_it_would_end_alone(method, sections, digits_stream):
+    space, graphs = _task_one(method, digits_stream, 3, **sections)
+    shapes = {
+        tuple(sorted((n, tuple(w.shape)) for n, node in g.nodes() for w in node.weights.values()))
+        for g in graphs
+    }
+    assert len(shapes) > 1  # the candidates really differ in shape
+    initial = [g.copy() for g in graphs]
+    alone, packed = _train_both(digits_stream, space, graphs)
+    for one, pack in zip(alone, packed, strict=True):
+        _assert_same_training(one, pack)
+    for graph, before in zip(graphs, initial, strict=True):  # the graphs handed in are untouched
+        for node_id, node in graph.nodes():
+            for name, value in node.weights.items():
+                assert torch.equal(value, before.node(node_id).weights[name])
+
+
+def test_a_diverging_candidate_fails_alone_and_a_stopped_one_stops_alone(digits_stream):
+    space, graphs = _task_one("rcl", digits_stream, 3)
+    graphs[1].node("t1/head").weights["weight"].fill_(float("inf"))  # its loss is not finite at once
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(stats):
+        if stats.epoch == 0:
+            raise Stop
+
+    task = digits_stream.tasks[1]
+    members = [
+        PackMember(graphs[0], 10),
+        PackMember(graphs[1], 11),
+        PackMember(graphs[2], 12, stop_after_first),
+    ]
+    packed = train_packed(members, 1, task.train, task.val, space.training).outcomes
+    _assert_same_training(
+        train_candidate(graphs[0], 1, task.train, task.val, space.training, seed=10), packed[0]
+    )
+    assert isinstance(packed[1].error, TrainingError) and packed[1].result is None
+    assert "at epoch 1, step 1" in str(packed[1].error)
+    assert isinstance(packed[2].error, Stop) and packed[2].result is None
+    assert packed[2].train_macs > 0
+
+
+def test_weights_a_candidate_does_not_own_stay_bit_identical(digits_stream):
+    space, graphs = _task_one("rcl", digits_stream, 2)
+    for graph in graphs:  # entries of the top layer owned by an earlier task (as PackNet's would be)
+        node = graph.node("t1/head")
+        owners = torch.full(node.weights["weight"].shape, -1, dtype=torch.int16)
+        owners[:, ::2] = 0
+        node.owners["weight"] = owners
+    before = [g.node("t1/head").weights["weight"].clone() for g in graphs]
+    _, packed = _train_both(digits_stream, space, graphs)
+    for held, outcome in zip(before, packed, strict=True):
+        after = outcome.result.graph.node("t1/head").weights["weight"]
+        assert torch.equal(after[:, ::2], held[:, ::2])
+        assert not torch.equal(after[:, 1::2], held[:, 1::2])
+
+
+def test_candidates_that_cannot_share_a_template_are_refused_before_training(digits_stream):
+    space, graphs = _task_one("rcl", digits_stream, 2)
+    node = graphs[1].node("t1/head")
+    node.spec = dataclasses.replace(node.spec, activation="tanh")  # differs in more than its width
+    task = digits_stream.tasks[1]
+    with pytest.raises(NotPackable, match="t1/head"):
+        train_packed(
+            [PackMember(g, i) for i, g in enumerate(graphs)], 1, task.train, task.val, space.training
+        )
+
+
+def test_part_of_a_pack_retrains_bit_for_bit_in_the_pack_layout(digits_stream):
+    """A resumed pack retrains its unfinished candidates alone in the layout the whole pack had: the
+    padding (and so the float rounding) is the same, so the weights are identical, not only close."""
+    space, graphs = _task_one("rcl", digits_stream, 3)
+    task = digits_stream.tasks[1]
+    whole = train_packed(
+        [PackMember(g, 10 + i) for i, g in enumerate(graphs)], 1, task.train, task.val, space.training
+    )
+    part = train_packed(
+        [PackMember(graphs[2], 12)], 1, task.train, task.val, space.training, layout=whole.layout
+    )
+    again, first = part.outcomes[0].result.graph, whole.outcomes[2].result.graph
+    assert part.layout == whole.layout
+    for node_id, node in first.nodes():
+        for name, value in node.weights.items():
+            assert torch.equal(again.node(node_id).weights[name], value), (node_id, name)
