@@ -106,6 +106,7 @@ class OptunaBackend:
                     [job.seed_number(trial) for trial in asked],
                     [epoch_reporter(trials, trial) for trial in asked],
                     layout,
+                    trials.max_padding,
                 )
                 if pack.layout is not None:  # before any is told: a resume retrains the rest in it
                     write_attrs(asked[0], pack_layout_attrs(pack.layout))

@@ -30,14 +30,25 @@ from ray.tune.search import Searcher
 from growsearch.config.space import BackendConfig
 from growsearch.errors import ConfigError, TrainingError
 from growsearch.search.backend import SaveTrial, TaskTrials
-from growsearch.search.trial_job import TrialJob
+from growsearch.search.trial_job import TrialFailure, TrialJob, TrialOutcome
 from growsearch.train.trainer import EpochStats, count_macs
-from growsearch.trial_record import TrialRecord, failure_attrs, stopped_attrs, worker_attrs, write_attrs
+from growsearch.trial_record import (
+    TrialRecord,
+    failure_attrs,
+    next_pack,
+    pack_attrs,
+    pack_layout_attrs,
+    stopped_attrs,
+    worker_attrs,
+    write_attrs,
+)
 
 METRIC = "val_accuracy"
 ATTRS = "attrs_json"  # the trial's attributes, as one JSON string (Tune flattens nested results)
 VALUES = "values_json"
 EPOCH = "epoch_json"  # one epoch's statistics (EpochStats)
+PACK_RESULTS = "pack_results_json"  # a pack's outcome per trial number
+LAYOUT = "layout_json"  # the template a pack trained in
 
 
 def trial_resources(config: BackendConfig) -> dict[str, float]:
@@ -49,33 +60,68 @@ def trial_resources(config: BackendConfig) -> dict[str, float]:
 
 
 class StudySearcher(Searcher):
-    """A Tune searcher that asks the Optuna study for each trial's decisions and tells it the outcome."""
+    """A Tune searcher that asks the Optuna study for each trial's decisions and tells it the outcome. With
+    a pack size above 1, one Tune trial carries a pack of Optuna trials (`next_pack`), trained together on
+    its worker."""
 
     def __init__(self, trials: TaskTrials):
         super().__init__(metric=METRIC, mode="max")
         self.trials = trials
-        self.live: dict[str, optuna.Trial] = {}
+        self.live: dict[str, list[optuna.Trial]] = {}
+        self.remaining = trials.n_trials
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        job = self.trials.job
-        trial = self.trials.study.ask()
-        self.live[trial_id] = trial
-        decisions = job.decide(trial)
-        return {"decisions": decisions, "number": trial.number, "seed_number": job.seed_number(trial)}
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.remaining <= 0:
+            return Searcher.FINISHED
+        job, study = self.trials.job, self.trials.study
+        if self.trials.pack == 1:
+            trial = study.ask()
+            self.live[trial_id], self.remaining = [trial], self.remaining - 1
+            return {
+                "decisions": job.decide(trial),
+                "number": trial.number,
+                "seed_number": job.seed_number(trial),
+            }
+        size, layout = next_pack(study.get_trials(deepcopy=False), min(self.trials.pack, self.remaining))
+        asked = [study.ask() for _ in range(size)]
+        for trial in asked:
+            write_attrs(trial, pack_attrs(asked[0].number))
+        self.live[trial_id], self.remaining = asked, self.remaining - size
+        members = [
+            {"decisions": job.decide(t), "number": t.number, "seed_number": job.seed_number(t)} for t in asked
+        ]
+        return {"pack": members, "layout": layout, "max_padding": self.trials.max_padding}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id not in self.live or EPOCH not in result:
             return
         stats = EpochStats(**json.loads(result[EPOCH]))
-        self.trials.on_epoch(self.live[trial_id].number, stats)
+        trial = self._member(trial_id, result.get("number"))
+        self.trials.on_epoch(trial.number, stats)
         if not self.trials.multi_objective:
-            self.live[trial_id].report(result[METRIC], stats.epoch)
+            trial.report(stats.val_accuracy, stats.epoch)
+
+    def _member(self, trial_id: str, number: int | None) -> optuna.Trial:
+        live = self.live[trial_id]
+        return live[0] if number is None else next(t for t in live if t.number == number)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        trial = self.live.pop(trial_id, None)
-        if trial is None:
+        asked = self.live.pop(trial_id, None)
+        if asked is None:
             return
-        result, study = result or {}, self.trials.study
+        result = result or {}
+        if PACK_RESULTS not in result or error:  # one trial, or a pack whose worker was lost
+            for trial in asked:
+                self._tell(trial, result, error)
+            return
+        if result.get(LAYOUT):  # before any is told: a resume retrains the rest in it
+            write_attrs(asked[0], pack_layout_attrs(json.loads(result[LAYOUT])))
+        outcomes = json.loads(result[PACK_RESULTS])
+        for trial in asked:
+            self._tell(trial, outcomes[str(trial.number)], False)
+
+    def _tell(self, trial: optuna.Trial, result: dict[str, Any], error: bool) -> None:
+        study = self.trials.study
         if ATTRS in result:
             write_attrs(trial, json.loads(result[ATTRS]))
         if result.get("finished") and not error:
@@ -89,7 +135,7 @@ class StudySearcher(Searcher):
             # Tune's retries) stays an interruption, as a killed in-process trial is: not counted toward
             # the budget, not learned from, with the compute its last report carried
             frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:  # stopped early by the scheduler
+        else:  # stopped early (by the scheduler, or a pruner in a pack)
             frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         self.trials.on_trial(study, frozen)
 
@@ -109,6 +155,9 @@ class StudySearcher(Searcher):
 def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial, epochs: int) -> None:
     """A Tune function trainable: build the candidate from the decisions, train, keep the weights, report."""
     where = worker_attrs(ray.get_runtime_context().get_node_id(), os.getpid())
+    if "pack" in config:
+        _train_pack_on_worker(config, job, save_trial, where)
+        return
     last_epoch = epochs - 1
     with count_macs() as spent:
 
@@ -128,6 +177,48 @@ def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTria
     report = {METRIC: outcome.accuracy, "finished": True}
     report[VALUES] = json.dumps(outcome.values)
     report[ATTRS] = json.dumps({**outcome.record.to_attrs(), **where})
+    tune.report(report)
+
+
+def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial, where: dict) -> None:
+    """A pack of trials on one worker (`TrialJob.run_pack`): each epoch of each trial is reported as it
+    ends (with the trial's number), then one report carries every trial's outcome and the pack's layout."""
+    members = config["pack"]
+
+    def reporter(number: int) -> Any:
+        def on_epoch(stats: EpochStats) -> None:
+            tune.report({METRIC: stats.val_accuracy, EPOCH: json.dumps(stats.to_json()), "number": number})
+
+        return on_epoch
+
+    pack = job.run_pack(
+        [m["decisions"] for m in members],
+        [m["number"] for m in members],
+        [m["seed_number"] for m in members],
+        [reporter(m["number"]) for m in members],
+        config["layout"],
+        config["max_padding"],
+    )
+    outcomes: dict[str, dict[str, Any]] = {}
+    for member, result in zip(members, pack.results, strict=True):
+        number = member["number"]
+        if isinstance(result, TrialFailure):
+            pruned = isinstance(result.error, optuna.TrialPruned)
+            attrs = (
+                stopped_attrs(result.spent_macs)
+                if pruned
+                else failure_attrs(str(result.error), result.spent_macs)
+            )
+            outcomes[str(number)] = {"failed": not pruned, ATTRS: json.dumps({**attrs, **where})}
+            continue
+        save_trial(job.task_id, number, result.graph)
+        attrs = json.dumps({**result.record.to_attrs(), **where})
+        outcomes[str(number)] = {"finished": True, VALUES: json.dumps(result.values), ATTRS: attrs}
+    report = {
+        METRIC: max((r.accuracy for r in pack.results if isinstance(r, TrialOutcome)), default=math.nan)
+    }
+    report[PACK_RESULTS] = json.dumps(outcomes)
+    report[LAYOUT] = json.dumps(pack.layout) if pack.layout is not None else ""
     tune.report(report)
 
 
@@ -185,8 +276,8 @@ class RayBackend:
             ASHAScheduler(
                 time_attr="training_iteration", max_t=trials.epochs, grace_period=1, reduction_factor=2
             )
-            if trials.early_stopping and trials.epochs > 1
-            else FIFOScheduler()
+            if trials.early_stopping and trials.epochs > 1 and trials.pack == 1
+            else FIFOScheduler()  # a pack's reports interleave its trials: no scheduler can rank them
         )
         tuner = tune.Tuner(
             trainable,
@@ -195,7 +286,7 @@ class RayBackend:
                 scheduler=scheduler,
                 metric=METRIC,
                 mode="max",
-                num_samples=trials.n_trials,
+                num_samples=trials.n_trials if trials.pack == 1 else -1,  # packs: until the searcher is done
                 max_concurrent_trials=self.config.max_concurrent_trials,
                 trial_dirname_creator=lambda trial: trial.trial_id,
                 reuse_actors=self.config.reuse_workers,  # a worker imports torch once, not once per trial

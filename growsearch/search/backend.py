@@ -39,6 +39,7 @@ class TaskTrials:
     on_epoch: EpochReport = lambda number, stats: None  # noqa: E731
     early_stopping: bool = False
     pack: int = 1  # trials trained together (`search.pack`); 1: one at a time
+    max_padding: float | None = None  # a pack whose padding multiplies compute by more trains one by one
 
     @property
     def multi_objective(self) -> bool:

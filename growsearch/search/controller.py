@@ -136,6 +136,7 @@ class GrowthController:
                     on_epoch=functools.partial(self._log_epoch, t),
                     early_stopping=search.pruner != "none" and not search.multi_objective,
                     pack=self.pack_size(ctx),
+                    max_padding=self.max_padding(),
                 )
             )
         best = committed_trial(study, t, self.space.search.accuracy_tolerance, self.method.selection_score)
@@ -167,6 +168,15 @@ class GrowthController:
         device = resolve_device(self.space.training.device)
         fitting = free_memory(device) // 4 // max(candidate_bytes(self.specs), 1)
         return max(1, min(self.method.pack_limit(ctx) or AUTO_PACK, AUTO_PACK, fitting))
+
+    def max_padding(self) -> float | None:
+        """With `pack: auto` on a CPU, a pack whose padding to one template would more than double the
+        compute trains one by one (MNTDP-D's candidates, from a whole new column to a new head, would
+        pack to about three times theirs: slower than alone, measured); on a GPU, where a small candidate
+        leaves the device idle, padding is cheap. An explicit pack size always packs."""
+        if self.space.search.pack != "auto" or resolve_device(self.space.training.device).type == "cuda":
+            return None
+        return CPU_MAX_PADDING
 
     def _log_epoch(self, task: int, trial: int, stats: EpochStats) -> None:
         for logger in self.loggers:
@@ -297,6 +307,9 @@ class GrowthController:
 
 
 AUTO_PACK = 16  # on a CPU, batched products stop getting cheaper per candidate beyond about this many
+CPU_MAX_PADDING = (
+    2.0  # benchmarks/packing.py: RCL packs pad compute 1.5-2x and run faster; MNTDP-D's 3x, slower
+)
 
 
 def free_memory(device: torch.device) -> int:

@@ -98,11 +98,13 @@ class TrialJob:
         seed_numbers: Sequence[int],
         on_epochs: Sequence[EpochCallback | None],
         layout: Sequence[Mapping[str, Any]] | None = None,
+        max_padding: float | None = None,
     ) -> PackResults:
         """`run` for several trials at once: the candidates that train without a training plan and align
         into one template train as one pack (`train.packed`; in `layout`, the template of the pack they
         were first trained in, when they are its unfinished part); the others, or all of them when they do
-        not align, train one by one. Each trial's outcome is what `run` would return, up to float
+        not align (or padding them would multiply their compute by more than `max_padding`), train one
+        by one. Each trial's outcome is what `run` would return, up to float
         rounding; a trial that fails (a NaN loss, a pruner's stop) fails alone, as a `TrialFailure`."""
         results: list[TrialOutcome | TrialFailure | None] = [None] * len(decisions)
         used_layout = None
@@ -126,7 +128,9 @@ class TrialJob:
             members = [PackMember(c.graph, seed, on_epochs[i]) for i, (c, seed, _) in built.items()]
             task = self.ctx.task
             config = self.method.space.training
-            packed = train_packed(members, self.task_id, task.train, task.val, config, layout=layout)
+            packed = train_packed(
+                members, self.task_id, task.train, task.val, config, layout=layout, max_padding=max_padding
+            )
         except NotPackable:
             for i, (candidate, seed, building_macs) in built.items():
                 results[i] = self._run_alone(candidate, None, seed, building_macs, numbers[i], on_epochs[i])

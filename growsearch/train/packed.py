@@ -128,17 +128,23 @@ def train_packed(
     *,
     epochs: int | None = None,
     layout: Sequence[Mapping[str, Any]] | None = None,
+    max_padding: float | None = None,
 ) -> PackedTraining:
     """Train every member's candidate for `task` (copies; the graphs given are untouched), as one pack;
     in the template `layout` when given (the pack they were first trained in: its rounding is theirs).
-    Raises NotPackable before training anything when the candidates cannot share a template."""
+    Raises NotPackable before training anything when the candidates cannot share a template, or (without
+    a layout) when padding them to it would multiply their compute by more than `max_padding`."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     try:
         alignment = align([m.graph.copy() for m in members], task, layout)
-        program = compile_for_training(alignment.template, task)
     except GraphError as error:
         raise NotPackable(str(error)) from None
+    per_sample = [_macs(m.graph, task) for m in members]
+    padding = len(members) * _macs(alignment.template, task)[1] / max(sum(s for _, s in per_sample), 1)
+    if layout is None and max_padding is not None and padding > max_padding:
+        raise NotPackable(f"padding to one template would multiply the compute by {padding:.2f}")
+    program = compile_for_training(alignment.template, task)
     suffix = program.suffix.to(device)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in suffix.modules()):
         raise NotPackable("the candidates have batch norm, whose running statistics do not vectorise")
@@ -160,7 +166,6 @@ def train_packed(
     model = _StackedModel(suffix, stack.params, len(train_inputs))
     k_count = len(members)
     batches = _PackBatches([Minibatches(train_inputs, y_train, config.batch_size, m.seed) for m in members])
-    per_sample = [_macs(m.graph, task) for m in members]
     macs = [prefix * len(train) for prefix, _ in per_sample]
     errors: list[BaseException | None] = [None] * k_count
     histories: list[list[EpochStats]] = [[] for _ in members]

@@ -71,7 +71,9 @@ def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_co
 ):
     # a fresh worker per trial, so the second node's worker takes trials even while these tiny trials
     # finish faster than a worker process starts (by default a finished trial's worker takes the next)
-    space = tiny_space("mntdp-d", training={"epochs": 3}, backend={"reuse_workers": False})
+    space = tiny_space(
+        "mntdp-d", training={"epochs": 3}, backend={"reuse_workers": False}, search={"pack": 1}
+    )
     result = start_run(
         space, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
     )
@@ -86,6 +88,38 @@ def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_co
     assert list(ray_graph) == list(optuna_graph)
     for node_id, node in ray_graph.nodes():
         assert node.frozen == optuna_graph.node(node_id).frozen
+        for name, value in node.weights.items():
+            assert torch.equal(value, optuna_graph.node(node_id).weights[name]), (node_id, name)
+
+
+def _one_thread_run(space, run_options, path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as Ray gives a 1-CPU worker: the same floating-point sums
+    try:
+        return start_run(space, run_options, path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(cluster, tmp_path):
+    # one pack at a time, so each pack is sampled after the previous one taught the controller, as in
+    # the in-process search
+    space = tiny_space(
+        "rcl", search={"n_trials": 6, "pack": 3}, training={"epochs": 2}, backend={"max_concurrent_trials": 1}
+    )
+    reference = _one_thread_run(space, options(), tmp_path / "optuna")
+    result = start_run(
+        space, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
+    )
+    trials = sorted(trials_of(result.path, 1), key=lambda t: t.number)
+    assert [t.state for t in trials] == [COMPLETE] * 6
+    assert [t.user_attrs["pack"] for t in trials] == [0, 0, 0, 3, 3, 3]
+    assert len({worker_node(t) for t in trials[:3]}) == 1  # a pack trains on one worker
+    assert result.metrics["decisions"] == reference.metrics["decisions"]
+    assert result.metrics["accuracy"] == reference.metrics["accuracy"]
+    ray_graph, _ = RunFolder.open(result.path).load_task(1)
+    optuna_graph, _ = RunFolder.open(reference.path).load_task(1)
+    for node_id, node in ray_graph.nodes():
         for name, value in node.weights.items():
             assert torch.equal(value, optuna_graph.node(node_id).weights[name]), (node_id, name)
 

@@ -90,10 +90,20 @@ def test_a_pack_interrupted_between_its_tells_resumes_bit_for_bit(rcl_packed, tm
 
 
 def test_mntdp_d_commits_what_it_commits_one_candidate_at_a_time(tmp_path):
-    packed = start_run(tiny_space("mntdp-d"), tiny_options(), tmp_path / "packed")  # pack: auto
+    packed = start_run(tiny_space("mntdp-d", search={"pack": 3}), tiny_options(), tmp_path / "packed")
     alone = start_run(tiny_space("mntdp-d", search={"pack": 1}), tiny_options(), tmp_path / "alone")
-    for study in (_study(packed.path, t) for t in range(1, 5)):
-        assert len({pack_of(t) for t in study.get_trials()}) == 1  # every candidate in one pack
-    assert packed.metrics["decisions"] == alone.metrics["decisions"]
+    for task in range(1, 5):
+        trials = _study(packed.path, task).get_trials()
+        assert len({pack_of(t) for t in trials}) == 1 and trials[0].user_attrs["pack_layout"]  # one pack
+    assert packed.metrics["decisions"] == alone.metrics["decisions"]  # its search is deterministic
     for a, b in zip(packed.metrics["accuracy"], alone.metrics["accuracy"], strict=True):
         assert a == pytest.approx(b, abs=0.02)
+
+
+def test_auto_packing_on_a_cpu_trains_alone_what_padding_would_slow_down(tmp_path):
+    """MNTDP-D's candidates (a whole new column down to a new head) would pad to about three times their
+    compute: with `pack: auto` on a CPU they train one by one."""
+    run = start_run(tiny_space("mntdp-d", training={"epochs": 1}), tiny_options(), tmp_path / "auto")
+    trials = _study(run.path, 1).get_trials()
+    assert len(trials) == 3 and len({pack_of(t) for t in trials}) == 1  # asked as one pack ...
+    assert all("pack_layout" not in t.user_attrs for t in trials)  # ... and trained alone
