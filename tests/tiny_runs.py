@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from growsearch.config.space import SearchSpace, builtin_space_path, space_from_dict
@@ -90,3 +91,17 @@ def assert_old_tasks_unchanged(run: Path, stream: Any) -> None:
         at_commit, _ = folder.load_task(task)
         x = stream.tasks[task].test.x
         assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x)), task
+
+
+def assert_same_commits(run: Any, reference: Any, task: int) -> None:
+    """Two runs committed the same decisions and accuracies, and bit-identical weights up to `task`."""
+    from growsearch.store.run_folder import RunFolder
+
+    assert run.metrics["decisions"] == reference.metrics["decisions"]
+    assert run.metrics["accuracy"] == reference.metrics["accuracy"]
+    graph, _ = RunFolder.open(run.path).load_task(task)
+    expected, _ = RunFolder.open(reference.path).load_task(task)
+    assert list(graph) == list(expected)
+    for node_id, node in graph.nodes():
+        for name, value in node.weights.items():
+            assert torch.equal(value, expected.node(node_id).weights[name]), (node_id, name)

@@ -16,7 +16,7 @@ from growsearch.store.run_folder import RunFolder
 from growsearch.trial_record import worker_node
 
 from ray_cluster import start_cluster
-from tiny_runs import kill, start_cli_run, tiny_space, wait_for
+from tiny_runs import assert_same_commits, kill, start_cli_run, tiny_space, wait_for
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 # a Ray trial trains one candidate; the optuna reference does too (`pack: 1`), so the two agree bit for bit
@@ -115,13 +115,7 @@ def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(
     assert [t.state for t in trials] == [COMPLETE] * 6
     assert [t.user_attrs["pack"] for t in trials] == [0, 0, 0, 3, 3, 3]
     assert len({worker_node(t) for t in trials[:3]}) == 1  # a pack trains on one worker
-    assert result.metrics["decisions"] == reference.metrics["decisions"]
-    assert result.metrics["accuracy"] == reference.metrics["accuracy"]
-    ray_graph, _ = RunFolder.open(result.path).load_task(1)
-    optuna_graph, _ = RunFolder.open(reference.path).load_task(1)
-    for node_id, node in ray_graph.nodes():
-        for name, value in node.weights.items():
-            assert torch.equal(value, optuna_graph.node(node_id).weights[name]), (node_id, name)
+    assert_same_commits(result, reference, 1)
 
 
 def test_a_multi_node_cluster_needs_a_shared_run_folder(cluster, tmp_path):

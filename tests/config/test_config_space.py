@@ -42,6 +42,8 @@ def test_a_resolved_space_round_trips(tmp_path):
         (BASE + "training: {epochs: 2.5}\n", r"training.epochs: expected an integer, got 2.5"),
         (BASE + "training: {speed: 3}\n", r"training: unknown field 'speed'; expected some of: batch_size"),
         (BASE + "search: {pruner: sometimes}\n", r"search.pruner: expected one of 'none', 'median'"),
+        (BASE + "search: {pack: 0}\n", r"search.pack: expected auto or an integer >= 1, got 0"),
+        (BASE + "search: {pack: many}\n", r"search.pack: expected an integer or one of 'auto', got 'many'"),
         (BASE + "colour: red\n", r"unknown section 'colour'; expected some of: method, paper"),
         (
             "method: pnn\nnetwork:\n  layers: [{dense: 10}]\n",

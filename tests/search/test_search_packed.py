@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from growsearch.methods.algorithms.reinforce import ReinforceSampler
@@ -17,23 +16,13 @@ from growsearch.search.controller import SilentReporter
 from growsearch.store.run_folder import RunFolder
 from growsearch.trial_record import next_pack, pack_of
 
-from tiny_runs import tiny_options, tiny_space
+from tiny_runs import assert_same_commits, tiny_options, tiny_space
 
 RCL_PACKED = {"search": {"n_trials": 6, "pack": 3}, "training": {"epochs": 1}}
 
 
 def _study(path, task):
     return optuna.load_study(study_name=f"task-{task}", storage=RunFolder.open(path).storage("journal"))
-
-
-def _assert_same_runs(a, b):
-    assert a.metrics["decisions"] == b.metrics["decisions"]
-    assert a.metrics["accuracy"] == b.metrics["accuracy"]
-    final, _ = RunFolder.open(a.path).load_task(4)
-    expected, _ = RunFolder.open(b.path).load_task(4)
-    for node_id, node in final.nodes():
-        for name, value in node.weights.items():
-            assert torch.equal(value, expected.node(node_id).weights[name]), (node_id, name)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +75,7 @@ def test_a_pack_interrupted_between_its_tells_resumes_bit_for_bit(rcl_packed, tm
     retried = _study(tmp_path / "run", 2).get_trials()
     assert [t.number for t in retried if t.user_attrs.get("retry_of") == 5] == [6]
     assert retried[6].user_attrs["pack_layout"] == retried[3].user_attrs["pack_layout"]  # trained alone in it
-    _assert_same_runs(resumed, rcl_packed)
+    assert_same_commits(resumed, rcl_packed, 4)
 
 
 def test_mntdp_d_commits_what_it_commits_one_candidate_at_a_time(tmp_path):
