@@ -178,7 +178,14 @@ def run(
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
     from growsearch.config.overrides import apply_overrides, shortcut_overrides
     from growsearch.config.space import load_space
-    from growsearch.runner import RunOptions, check_run_name, default_run_name, resolve_options, start_run
+    from growsearch.runner import (
+        RunOptions,
+        check_run_name,
+        default_run_name,
+        inference_note,
+        resolve_options,
+        start_run,
+    )
 
     overrides = [*shortcut_overrides(epochs, trials, lr, device), *(set_ or [])]
     loaded = apply_overrides(load_space(space), overrides)
@@ -199,6 +206,9 @@ def run(
     shown = resolve_options(loaded, options).benchmark
     console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}")
     console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
+    note = inference_note(loaded, options)
+    if note is not None:
+        console.print(note, highlight=False)
     try:
         with _progress() as progress:
             result = start_run(loaded, options, path, ProgressReporter(progress), overrides=overrides)

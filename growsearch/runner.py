@@ -24,7 +24,8 @@ from growsearch.backends import BACKENDS, make_backend
 from growsearch.config.overrides import apply_overrides
 from growsearch.config.schema import from_mapping
 from growsearch.config.space import SearchSpace, space_from_dict
-from growsearch.data.benchmarks import DEFAULT_BENCHMARK, load_benchmark
+from growsearch.data.benchmarks import DEFAULT_BENCHMARK, get_benchmark_info, load_benchmark
+from growsearch.data.scenarios import get_scenario
 from growsearch.data.task import TaskStream
 from growsearch.errors import ConfigError, RunFolderError, ScenarioError, UnknownNameError
 from growsearch.grow.backbone import count_parameters
@@ -93,6 +94,60 @@ def load_stream(options: RunOptions) -> TaskStream:
     )
 
 
+def _scenario(options: RunOptions) -> str:
+    """The scenario the run is asked for (the benchmark's default when none is named)."""
+    if options.scenario is not None:
+        return options.scenario
+    return get_benchmark_info(options.benchmark or DEFAULT_BENCHMARK).default_scenario
+
+
+def task_inference(space: SearchSpace, scenario_name: str) -> str:
+    """How the run finds a test sample's task: "oracle" (the scenario gives it) or "expert-gate" (a
+    task-IL method in a scenario that hides it: class-IL). `inference: auto` picks; an explicit kind the
+    scenario cannot honour is refused, as is a scenario neither the method nor task inference supports."""
+    method_cls = get_method(space.method)
+    scenario = get_scenario(scenario_name)
+    kind = space.inference.kind
+    if scenario.task_id_at_inference:
+        return "expert-gate" if kind == "expert-gate" else "oracle"
+    if scenario.name in method_cls.scenarios:
+        return "expert-gate" if kind == "expert-gate" else "oracle"
+    inferable = "task-il" in method_cls.scenarios and scenario.name == "class-il"
+    if not inferable:
+        also = " (and class-il, inferring the task)" if "task-il" in method_cls.scenarios else ""
+        raise ScenarioError(
+            f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}{also}; "
+            f"the run was asked for {scenario.name}"
+        )
+    if kind == "oracle":
+        raise ConfigError(
+            f"{space.source}: inference.kind: {scenario.name} hides the task id at test time, so the "
+            "oracle cannot be used; expected auto or expert-gate"
+        )
+    return "expert-gate"
+
+
+def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
+    """The line a run prints when it infers the task (None when the task id is given)."""
+    scenario = _scenario(resolve_options(space, options))
+    if task_inference(space, scenario) != "expert-gate":
+        return None
+    return (
+        f"task inference: {scenario} does not give the task id at test time; ExpertGate's gate (an "
+        "autoencoder per task) picks it, and tasks are scored class-IL (inference: expert-gate)"
+    )
+
+
+def training_stream(space: SearchSpace, options: RunOptions) -> tuple[TaskStream, str]:
+    """The stream the method trains on, and the run's task inference. A task-IL method in class-IL trains
+    its heads on each task's own labels (the task-IL stream); the controller scores it as class-IL."""
+    scenario = _scenario(options)
+    inference = task_inference(space, scenario)
+    if inference == "expert-gate" and scenario not in get_method(space.method).scenarios:
+        return load_stream(dataclasses.replace(options, scenario="task-il")), inference
+    return load_stream(options), inference
+
+
 def build_method(space: SearchSpace, stream: TaskStream) -> Method:
     """The space's method for this stream, everything checked before anything is allocated or written:
     its options, its scenario, the base network's shapes and size, the training device."""
@@ -152,7 +207,7 @@ def start_run(
     space before anything else; config.yaml records them and the space they gave."""
     space = apply_overrides(space, overrides)
     options = resolve_options(space, options)
-    stream = load_stream(options)  # bad data, options or methods fail before anything is written
+    stream, inference = training_stream(space, options)  # bad data, options, methods fail before writing
     method = build_method(space, stream)
     if options.backend not in BACKENDS:
         raise UnknownNameError("backend", options.backend, BACKENDS)
@@ -167,7 +222,7 @@ def start_run(
     }
     run = RunFolder.create(path, config)
     try:
-        return _drive(run, method, options, stream, reporter)
+        return _drive(run, method, options, stream, reporter, inference)
     finally:
         run.unlock()
 
@@ -221,7 +276,7 @@ def _resume(
     options = from_mapping(RunOptions, config["run"], f"{run.path / CONFIG_FILE}: run")
     if address is not None:
         options = dataclasses.replace(options, address=address)
-    stream = load_stream(options)
+    stream, inference = training_stream(space, options)
     method = build_method(space, stream)
     if force:  # record what the run continues with
         resolved = dataclasses.replace(space, options=method.resolved_options())
@@ -231,7 +286,7 @@ def _resume(
             "overrides": [*config.get("overrides", []), *overrides],
         }
         run.write_config(config)
-    return _drive(run, method, options, stream, reporter)
+    return _drive(run, method, options, stream, reporter, inference)
 
 
 def resume_summary(folder: Path | RunFolder) -> str:
@@ -275,7 +330,12 @@ def _differences(before: dict, after: dict, prefix: str = "") -> list[str]:
 
 
 def _drive(
-    run: RunFolder, method: Method, options: RunOptions, stream: TaskStream, reporter: Reporter | None
+    run: RunFolder,
+    method: Method,
+    options: RunOptions,
+    stream: TaskStream,
+    reporter: Reporter | None,
+    inference: str = "oracle",
 ) -> RunResult:
     # growsearch reports every trial itself; Optuna's own warnings would print tracebacks of failed and
     # interrupted trials before growsearch's one-line message
@@ -300,6 +360,7 @@ def _drive(
             reporter or SilentReporter(), run, len(stream), baseline, method.space.metrics.epsilon
         ),
         loggers=loggers,
+        inference=method.space.inference if inference == "expert-gate" else None,
     )
     try:
         records = controller.run_all()

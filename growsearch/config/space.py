@@ -25,7 +25,18 @@ from growsearch.config.training import TrainingConfig
 from growsearch.errors import ConfigError, UnknownNameError
 
 NETWORK_KEYS = {"layers", "max_parameters"}
-SECTIONS = ("method", "paper", "network", "training", "search", "backend", "metrics", "options", "benchmark")
+SECTIONS = (
+    "method",
+    "paper",
+    "network",
+    "training",
+    "search",
+    "backend",
+    "metrics",
+    "inference",
+    "options",
+    "benchmark",
+)
 Objective = Literal["accuracy", "added_parameters", "forward_macs", "capacity_used"]
 
 
@@ -110,6 +121,33 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """The `inference:` section: how a task-IL method finds the task of a test sample when the scenario
+    does not give it (class-IL). `auto`: the task id where the scenario gives it (oracle), else ExpertGate's
+    gate (Aljundi et al. 2017): one undercomplete autoencoder per task, trained on the task's inputs
+    (standardised, then squashed by a sigmoid), and a sample goes to the task whose autoencoder
+    reconstructs it best (softmax with `temperature` over the negative errors)."""
+
+    kind: Literal["auto", "oracle", "expert-gate"] = "auto"
+    code_size: int = 32  # the autoencoder's hidden units (undercomplete: fewer than the inputs)
+    epochs: int = 40
+    lr: float = 0.001  # Adam
+    batch_size: int = 64
+    temperature: float = 2.0  # the paper's t
+
+    def validate(self, where: str) -> None:
+        require(self.code_size >= 1, f"{where}.code_size", f"expected an integer >= 1, got {self.code_size}")
+        require(self.epochs >= 1, f"{where}.epochs", f"expected an integer >= 1, got {self.epochs}")
+        require(self.lr > 0, f"{where}.lr", f"expected a number > 0, got {self.lr}")
+        require(
+            self.batch_size >= 1, f"{where}.batch_size", f"expected an integer >= 1, got {self.batch_size}"
+        )
+        require(
+            self.temperature > 0, f"{where}.temperature", f"expected a number > 0, got {self.temperature}"
+        )
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The `metrics:` section. `epsilon` scales the computational efficiency CE (the survey's eq. 13,
     Diaz-Rodriguez et al. 2018): "a scaling factor associated to the number of epochs needed to learn a
@@ -142,6 +180,7 @@ class SearchSpace:
     options: dict[str, Any]  # the method's `options:` mapping, checked by the method when it is built
     benchmark: BenchmarkDefaults
     metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009 - frozen
+    inference: InferenceConfig = InferenceConfig()  # noqa: RUF009 - frozen
     # the base network may hold at most this many parameters: checked before anything is allocated
     max_parameters: int = DEFAULT_MAX_PARAMETERS
     paper: str = ""
@@ -160,6 +199,7 @@ class SearchSpace:
             "search": _plain(dataclasses.asdict(self.search)),
             "backend": dataclasses.asdict(self.backend),
             "metrics": dataclasses.asdict(self.metrics),
+            "inference": dataclasses.asdict(self.inference),
             "options": _plain(self.options),
             "benchmark": dataclasses.asdict(self.benchmark),
         }
@@ -246,6 +286,7 @@ def space_from_dict(data: Any, where: str) -> SearchSpace:
         options=dict(options),
         benchmark=from_mapping(BenchmarkDefaults, data.get("benchmark"), f"{where}: benchmark"),
         metrics=from_mapping(MetricsConfig, data.get("metrics"), f"{where}: metrics"),
+        inference=from_mapping(InferenceConfig, data.get("inference"), f"{where}: inference"),
         paper=paper,
         source=where,
     )

@@ -59,10 +59,17 @@ def graph_to_json(graph: ModuleGraph) -> dict:
     return data
 
 
-def save_graph(graph: ModuleGraph, folder: Path, extra_json: dict[str, object] | None = None) -> Path:
-    """Write the checkpoint; `extra_json` files (e.g. a task's record) join it under the same checksums."""
+def save_graph(
+    graph: ModuleGraph,
+    folder: Path,
+    extra_json: dict[str, object] | None = None,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Path:
+    """Write the checkpoint; `extra_json` files (e.g. a task's record) and `extra_tensors` safetensors files
+    (a task's gate) join it under the same checksums."""
     folder = Path(folder)
     extra_json = extra_json or {}
+    extra_tensors = extra_tensors or {}
     tensors = {}
     for node_id, node in graph.nodes():
         for name, value in node.weights.items():
@@ -80,7 +87,10 @@ def save_graph(graph: ModuleGraph, folder: Path, extra_json: dict[str, object] |
     atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
     for name, data in extra_json.items():
         atomic_write_json(folder / name, data)
-    checksums = {name: sha256_of(folder / name) for name in (GRAPH_FILE, WEIGHTS_FILE, *extra_json)}
+    for name, named in extra_tensors.items():
+        atomic_write_bytes(folder / name, save({k: v.contiguous() for k, v in named.items()}))
+    files = (GRAPH_FILE, WEIGHTS_FILE, *extra_json, *extra_tensors)
+    checksums = {name: sha256_of(folder / name) for name in files}
     atomic_write_json(folder / CHECKSUM_FILE, checksums)
     return folder
 

@@ -237,6 +237,35 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _task_inference_section(metrics: dict[str, Any]) -> list[str]:
+    """A class-IL run that infers the task: per task, after the last committed task, the share of its test
+    samples the gate routed to it, its class-IL accuracy and its task-IL accuracy (the task given)."""
+    routed = metrics.get("task_inference_accuracy")
+    if not routed:
+        return []
+    last = metrics["tasks_committed"] - 1
+    rows = [
+        (
+            j,
+            _rate(routed[last][j]),
+            _rate(metrics["accuracy"][last][j]),
+            _rate(metrics["task_il_accuracy"][last][j]),
+        )
+        for j in range(last + 1)
+    ]
+    headers = ("task", "routed to it", "class-IL accuracy", "task-IL accuracy")
+    note = (
+        f"<p>The task of a test sample is inferred ({html.esc(str(metrics.get('task_inference')))}): "
+        "ExpertGate's gate, an autoencoder per task, routes each sample to the task whose autoencoder "
+        "reconstructs it best. After the last committed task:</p>"
+    )
+    return [html.section("Task inference", note + html.table(headers, rows, "task-inference"), "inference")]
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _mechanism_section(records: list[dict[str, Any]]) -> str:
     """Per task, what the method's mechanism did (the record's `mechanism`: units selected, weights
     pruned, modules reused, architecture weights, rewards, ...)."""
@@ -335,6 +364,7 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
         html.section(
             "Tasks", html.table(TASK_HEADERS, _task_rows(records), "tasks", text_columns=4), "tasks-section"
         ),
+        *_task_inference_section(metrics),
         html.section("Mechanism per task", _mechanism_section(records), "mechanism"),
         html.section("Figures", f'<div class="grid">{"".join(figure_list)}</div>', "figures"),
         html.section(

@@ -38,6 +38,15 @@ def run_record(records: list[dict[str, Any]], n_tasks: int, baseline: list[float
     )
 
 
+def _companion(records: list[dict[str, Any]], n_tasks: int, key: str) -> list[list[float | None]]:
+    """A matrix beside the accuracy matrix (row t: after task t), from each record's `key` row."""
+    matrix = np.full((n_tasks, n_tasks), np.nan)
+    for record in records:
+        if key in record:
+            matrix[record["task"]] = record[key]
+    return [_none_for_nan(row) for row in matrix]
+
+
 def write_metrics(
     run: RunFolder, n_tasks: int, baseline: list[float] | None, epsilon: float = 1.0
 ) -> dict[str, Any]:
@@ -58,6 +67,10 @@ def write_metrics(
         "epsilon": epsilon,
         "metrics": metrics.as_dict(),
     }
+    if any("task_inference_row" in r for r in records):  # class-IL, the task inferred: the companions
+        data["task_inference"] = records[-1].get("task_inference")
+        data["task_inference_accuracy"] = _companion(records, n_tasks, "task_inference_row")
+        data["task_il_accuracy"] = _companion(records, n_tasks, "task_il_accuracy_row")
     atomic_write_json(run.path / METRICS_FILE, data)
     return data
 

@@ -24,11 +24,14 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from growsearch.config.space import InferenceConfig
 from growsearch.data.task import Task, TaskStream
-from growsearch.errors import TrainingError
+from growsearch.errors import CheckpointError, TrainingError
+from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import FREE, ModuleGraph
 from growsearch.graph.specs import NodeSpec
 from growsearch.grow import operators as ops
+from growsearch.inference.expert_gate import TaskAutoencoder, route, train_autoencoder
 from growsearch.methods.base import Method, Retrain, TaskContext
 from growsearch.search.backend import Backend, TaskTrials
 from growsearch.search.loggers import Logger
@@ -81,11 +84,15 @@ class GrowthController:
     seed: int
     reporter: Reporter = SilentReporter()  # noqa: RUF009 - stateless
     loggers: Sequence[Logger] = ()
+    # None: the task id is given at test time (task-IL); else each committed task gets ExpertGate's gate
+    # and tasks are scored class-IL, the task inferred (growsearch.inference)
+    inference: InferenceConfig | None = None
 
     def __post_init__(self) -> None:
         self.space = self.method.space
         self.specs = self.method.specs_for(self.stream.input_shape)
         self.storage = self.run.storage(self.space.search.storage)
+        self.gates: list[TaskAutoencoder] = []  # one per committed task, in order (with inference)
 
     # ---- the whole stream ---------------------------------------------------------------------------
     def run_all(self) -> list[dict[str, Any]]:
@@ -95,6 +102,7 @@ class GrowthController:
         for t in range(len(self.stream)):
             if t in committed:
                 graph, record = self.run.load_task(t)
+                self._load_gate(t)
             else:
                 graph, record = self.learn_task(t, graph, records)
             records.append(record)
@@ -146,8 +154,9 @@ class GrowthController:
         decided = read_record(best)
         commit_ctx = dataclasses.replace(ctx, decisions=dict(decided.decisions if decided else best.params))
         graph = self.method.commit(chosen, commit_ctx, self._retrainer(ctx, retrain_macs))
+        gate = self._train_gate(t)
         record = self._record(commit_ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
-        self.run.commit_task(t, graph, record)
+        self.run.commit_task(t, graph, record, gate=gate.tensors() if gate is not None else None)
         for logger in self.loggers:
             logger.task(t, record)
         self.reporter.task_committed(t, record)
@@ -155,11 +164,11 @@ class GrowthController:
 
     def pack_size(self, ctx: TaskContext) -> int:
         """How many trials train together: `search.pack`, or with "auto" as many as the method allows
-        (`Method.pack_limit`), at most AUTO_PACK, and as fit in a quarter of the free memory; one with a
-        pruner, which stops a trial on what earlier trials reached (not what its pack mates reach at the
-        same time). (Not capped
-        by the trials left: a packed search stays packed to its last trial, so the retry of a trial
-        interrupted in a pack trains in that pack's layout.)"""
+        (`Method.pack_limit`), at most AUTO_PACK, and as fit in a quarter of the free memory (so a resume
+        on a machine with far less memory may pack differently); one with a pruner, which stops a trial
+        on what earlier trials reached, not on what its pack mates reach at the same time. Not capped by
+        the trials left: a packed search stays packed to its last trial, so the retry of a trial
+        interrupted in a pack trains in that pack's layout."""
         setting = self.space.search.pack
         if setting != "auto":
             return setting
@@ -170,13 +179,58 @@ class GrowthController:
         return max(1, min(self.method.pack_limit(ctx) or AUTO_PACK, AUTO_PACK, fitting))
 
     def max_padding(self) -> float | None:
-        """With `pack: auto` on a CPU, a pack whose padding to one template would more than double the
-        compute trains one by one (MNTDP-D's candidates, from a whole new column to a new head, would
-        pack to about three times theirs: slower than alone, measured); on a GPU, where a small candidate
-        leaves the device idle, padding is cheap. An explicit pack size always packs."""
+        """With `pack: auto` on a CPU, a pack whose padding to one template would multiply its compute by
+        more than CPU_MAX_PADDING trains one by one (MNTDP-D's candidates, from a whole new column to a
+        new head, pad to about three times theirs: slower than alone, measured); on a GPU, where a small
+        candidate leaves the device idle, padding is cheap. An explicit pack size always packs."""
         if self.space.search.pack != "auto" or resolve_device(self.space.training.device).type == "cuda":
             return None
         return CPU_MAX_PADDING
+
+    # ---- task inference (class-IL) ------------------------------------------------------------------
+    def _train_gate(self, t: int) -> TaskAutoencoder | None:
+        """Task t's autoencoder, on its training inputs (before its record: the record scores with it)."""
+        if self.inference is None:
+            return None
+        gate = train_autoencoder(
+            self.stream.tasks[t].train.x, self.inference, derived_seed(self.seed, t, "gate")
+        )
+        del self.gates[t:]
+        self.gates.append(gate)
+        return gate
+
+    def _load_gate(self, t: int) -> None:
+        if self.inference is None:
+            return
+        tensors = self.run.load_gate(t)
+        if tensors is None:
+            raise CheckpointError(
+                f"{self.run.task_dir(t)} holds no task-inference gate: the run was started with the task id "
+                "given at test time; resume it under its own scenario"
+            )
+        self.gates.append(TaskAutoencoder.from_tensors(tensors))
+
+    def class_il_rows(self, graph: ModuleGraph, t: int) -> tuple[list[float], list[float]]:
+        """After task t, per task: class-IL test accuracy (the gate picks the task, that task's head the
+        class; classes of different tasks are disjoint, so a sample is right only when routed to its own
+        task and classified right there), and the share of its test samples routed to it (tasks not yet
+        learned: 0, no gate can pick them)."""
+        device = resolve_device(self.space.training.device)
+        accuracy, routed_right = [], []
+        for j, task in enumerate(self.stream.tasks):
+            if j > t or len(task.test) == 0:
+                accuracy.append(0.0 if j > t else float("nan"))
+                routed_right.append(0.0 if j > t else float("nan"))
+                continue
+            routed = route(self.gates[: t + 1], task.test.x, self.inference.temperature)
+            mine = routed == j
+            module = compile_view(graph, j).module.to(device).eval()
+            with torch.no_grad():
+                predicted = module(task.test.x[mine].to(device)).argmax(1).cpu()
+            correct = int((predicted == task.test.y[mine]).sum())
+            accuracy.append(correct / len(task.test))
+            routed_right.append(float(mine.double().mean()))
+        return accuracy, routed_right
 
     def _log_epoch(self, task: int, trial: int, stats: EpochStats) -> None:
         for logger in self.loggers:
@@ -279,6 +333,7 @@ class GrowthController:
             "val_accuracy": best.values[0],
             "pareto_front": [tr.number for tr in study.best_trials] if len(study.directions) > 1 else None,
             "accuracy_row": self.accuracy_row(graph, t),
+            **self._inference_rows(graph, t),
             "parameters": graph.n_parameters(),
             "view_parameters": graph.view_parameters(t),
             # every trial that counts (completed, pruned or failed on its own: not one a kill interrupted),
@@ -287,6 +342,19 @@ class GrowthController:
             "pass_macs": 3 * graph.macs(view) * len(task.train),
             "trials": {state.name.lower(): sum(tr.state == state for tr in trials) for state in TrialState},
             "seconds": seconds,
+        }
+
+    def _inference_rows(self, graph: ModuleGraph, t: int) -> dict[str, Any]:
+        """With task inference: `accuracy_row` becomes the class-IL row (what the metrics read), the task-IL
+        row (the task given) is kept beside it, and the gate's routing accuracy per task."""
+        if self.inference is None:
+            return {}
+        class_il, routed = self.class_il_rows(graph, t)
+        return {
+            "accuracy_row": class_il,
+            "task_il_accuracy_row": self.accuracy_row(graph, t),
+            "task_inference_row": routed,
+            "task_inference": "expert-gate",
         }
 
     def accuracy_row(self, graph: ModuleGraph, t: int) -> list[float]:
@@ -307,9 +375,9 @@ class GrowthController:
 
 
 AUTO_PACK = 16  # on a CPU, batched products stop getting cheaper per candidate beyond about this many
-CPU_MAX_PADDING = (
-    2.0  # benchmarks/packing.py: RCL packs pad compute 1.5-2x and run faster; MNTDP-D's 3x, slower
-)
+# measured on two cores (RCL packs of 5 on split-mnist5k): padding 1.5-2.4x still ran 1.1-2x faster than
+# alone; MNTDP-D's candidates, padded about 3x, ran 0.7x
+CPU_MAX_PADDING = 2.5
 
 
 def free_memory(device: torch.device) -> int:

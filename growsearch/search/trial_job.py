@@ -140,6 +140,8 @@ class TrialJob:
                 built.items(), packed.outcomes, strict=True
             ):
                 if outcome.result is None:
+                    if not isinstance(outcome.error, TrainingError | optuna.TrialPruned):
+                        raise outcome.error  # a bug in a callback surfaces as it would unpacked
                     error = self._named(outcome.error, numbers[i])
                     results[i] = TrialFailure(error, building_macs + outcome.train_macs)
                 else:

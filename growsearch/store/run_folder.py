@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 import yaml
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from growsearch.atomic_files import atomic_write_text, sha256_of
 from growsearch.errors import CheckpointError, RunFolderError
@@ -34,6 +37,7 @@ from growsearch.store.journal import remove_stale_lock, repair_torn_tail
 from growsearch.store.lock import RunLock
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
+GATE_FILE = "gate.safetensors"  # a committed task's task-inference autoencoder (class-IL runs)
 CONFIG_CHECKSUM = ".config.sha256"
 JOURNAL_FILE = "study.journal"
 HEARTBEAT_SECONDS = 30
@@ -237,12 +241,20 @@ class RunFolder:
             )
         return found
 
-    def commit_task(self, task: int, graph: ModuleGraph, record: dict[str, Any]) -> None:
-        """Write the task's checkpoint beside its final place, then move it there in one rename."""
+    def commit_task(
+        self,
+        task: int,
+        graph: ModuleGraph,
+        record: dict[str, Any],
+        gate: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Write the task's checkpoint (with its task-inference gate, if any) beside its final place, then
+        move it there in one rename."""
         final = self.task_dir(task)
         staging = final.parent / f".{task}.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        save_graph(graph, staging, extra_json={RECORD_FILE: record})
+        gates = {GATE_FILE: gate} if gate is not None else None
+        save_graph(graph, staging, extra_json={RECORD_FILE: record}, extra_tensors=gates)
         staging.rename(final)
         shutil.rmtree(self.path / "trials" / str(task), ignore_errors=True)
         if (self.path / "trials").is_dir() and not any((self.path / "trials").iterdir()):
@@ -252,6 +264,22 @@ class RunFolder:
         folder = self.task_dir(task)
         verify_checksums(folder, extra=(RECORD_FILE,))
         return load_graph(folder, verify=False), self._record(task)
+
+    def load_gate(self, task: int) -> dict[str, torch.Tensor] | None:
+        """A committed task's task-inference gate (None when the run infers no task), checked against its
+        checksum and for finite values."""
+        folder = self.task_dir(task)
+        if not (folder / GATE_FILE).is_file():
+            return None
+        verify_checksums(folder, extra=(RECORD_FILE, GATE_FILE))
+        try:
+            tensors = load_file(str(folder / GATE_FILE))
+        except (OSError, SafetensorError) as error:
+            raise CheckpointError(f"cannot read {folder / GATE_FILE}: {error}") from None
+        broken = sorted(name for name, value in tensors.items() if not bool(torch.isfinite(value).all()))
+        if broken:
+            raise CheckpointError(f"{folder / GATE_FILE}: {broken[0]} holds NaN or infinite values")
+        return tensors
 
     def records(self) -> list[dict[str, Any]]:
         out = []

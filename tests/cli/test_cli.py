@@ -68,7 +68,7 @@ def test_list(what):
         (["run", "nosuch"], "unknown method 'nosuch'"),
         (["run", "pnn", "--benchmark", "split-mnist", "--data-root", "/nonexistent"], "/nonexistent"),
         (["run", "pnn", "--benchmark", "nope"], "unknown benchmark 'nope'"),
-        (["run", "pnn", "--scenario", "class-il"], "supports the scenarios task-il"),
+        (["run", "pnn", "--scenario", "domain-il"], "supports the scenarios task-il"),
         (["resume", "/nonexistent/run"], "is not a run folder"),
         (["inspect", "/nonexistent/run"], "is not a run folder"),
         (["list", "colours"], "unknown list 'colours'"),

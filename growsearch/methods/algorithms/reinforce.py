@@ -11,7 +11,8 @@ rewards (CLEAS).
 `ReinforceSampler` is an `optuna.samplers.BaseSampler`: a trial's decisions are ordinary Optuna params
 (define-by-run), sampled jointly by the policy through `sample_relative`. The controller keeps no state
 Optuna does not already store: before each sample it applies, in trial-number order, the REINFORCE update
-of every finished trial it has not seen (params = actions, the method's reward function = reward). A
+of every finished trial it has not seen (params = actions, the method's reward function = reward; the
+trials of a pack, all sampled from one policy, in one update on the mean of their terms). A
 fresh sampler, after a resume for instance, therefore replays the study and reaches the same weights as
 an uninterrupted run. Sampling draws from a generator seeded by (seed, trial position), where the position
 does not count trials a killed process left behind, so a resumed run samples what the uninterrupted run

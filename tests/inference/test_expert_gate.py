@@ -1,0 +1,47 @@
+"""ExpertGate's gate: an autoencoder per task routes held-out samples to their own task well above chance,
+its relatedness picks the closest earlier task, and it survives the run folder's safetensors round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from growsearch.config.space import InferenceConfig
+from growsearch.inference.expert_gate import TaskAutoencoder, relatedness, route, train_autoencoder
+
+
+@pytest.fixture(scope="module")
+def gates(digits_stream):
+    return [
+        train_autoencoder(task.train.x, InferenceConfig(), seed=i)
+        for i, task in enumerate(digits_stream.tasks)
+    ]
+
+
+def test_held_out_samples_go_to_their_own_task_well_above_chance(gates, digits_stream):
+    shares = []
+    for j, task in enumerate(digits_stream.tasks):
+        routed = route(gates, task.test.x, temperature=2.0)
+        shares.append(float((routed == j).double().mean()))
+    chance = 1 / len(gates)
+    assert min(shares) > 2 * chance, shares
+    assert sum(shares) / len(shares) > 0.7, shares
+
+
+def test_relatedness_picks_the_earlier_task_the_new_one_resembles(digits_stream):
+    """A new task drawn from task 0's classes (its held-out samples) is most related to task 0."""
+    config = InferenceConfig()
+    earlier = [
+        train_autoencoder(task.train.x, config, seed=i) for i, task in enumerate(digits_stream.tasks[:3])
+    ]
+    new_x = torch.cat([digits_stream.tasks[0].val.x, digits_stream.tasks[0].test.x])
+    new = train_autoencoder(new_x, config, seed=9)
+    scores = [relatedness(gate, new, new_x) for gate in earlier]
+    assert max(range(3), key=lambda k: scores[k]) == 0, scores
+    assert scores[0] > scores[1] and scores[0] > scores[2]
+
+
+def test_a_gate_survives_its_tensors(gates, digits_stream):
+    x = digits_stream.tasks[2].test.x
+    again = TaskAutoencoder.from_tensors(gates[2].tensors())
+    assert torch.equal(again.errors(x), gates[2].errors(x))

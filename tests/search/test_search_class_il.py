@@ -1,0 +1,91 @@
+"""A task-IL method in class-IL: the run says it infers the task, trains ExpertGate's gate per task beside
+the method, scores every task class-IL (the task inferred) with the task-IL score and the gate's routing
+accuracy beside it, keeps each gate in the task's checkpoint, and resumes with them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from growsearch.errors import CheckpointError, ConfigError, ScenarioError
+from growsearch.report.html_report import write_report
+from growsearch.runner import RunOptions, inference_note, resume_run, start_run
+from growsearch.search.controller import SilentReporter
+from growsearch.store.run_folder import GATE_FILE
+
+from tiny_runs import assert_same_commits, tiny_space
+
+
+def class_il(**extra) -> RunOptions:
+    return RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0, **extra)
+
+
+@pytest.fixture(scope="module")
+def pnn_class_il(tmp_path_factory):
+    return start_run(tiny_space("pnn"), class_il(), tmp_path_factory.mktemp("cil") / "run")
+
+
+def test_a_task_il_method_runs_class_il_with_the_task_inferred(pnn_class_il):
+    assert "ExpertGate" in inference_note(tiny_space("pnn"), class_il())
+    for record in pnn_class_il.records:
+        t = record["task"]
+        assert record["task_inference"] == "expert-gate"
+        assert (pnn_class_il.path / "tasks" / str(t) / GATE_FILE).is_file()
+        class_il_row, task_il_row = record["accuracy_row"], record["task_il_accuracy_row"]
+        routed = record["task_inference_row"]
+        for j in range(t + 1):  # right only when routed to its own task and right there
+            assert 0 <= class_il_row[j] <= min(task_il_row[j], routed[j]) + 1e-9
+        assert all(a == 0.0 for a in class_il_row[t + 1 :])  # no gate can pick a task not yet learned
+    final = pnn_class_il.records[-1]
+    assert sum(final["task_inference_row"]) / 5 > 0.6  # the gate routes well above chance (0.2)
+    assert pnn_class_il.metrics["metrics"]["average_accuracy"] == pytest.approx(
+        sum(final["accuracy_row"]) / 5
+    )
+
+
+def test_an_interrupted_class_il_run_resumes_with_its_gates(pnn_class_il, tmp_path):
+    class StopAfterTaskOne(SilentReporter):
+        def task_committed(self, task, record):
+            if task == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        start_run(tiny_space("pnn"), class_il(), tmp_path / "run", reporter=StopAfterTaskOne())
+    resumed = resume_run(tmp_path / "run")
+    assert_same_commits(resumed, pnn_class_il, 4)
+    assert [r["task_inference_row"] for r in resumed.records] == [
+        r["task_inference_row"] for r in pnn_class_il.records
+    ]
+
+
+def test_a_torn_gate_is_refused_on_resume(pnn_class_il, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(pnn_class_il.path, run)
+    gate = run / "tasks" / "1" / GATE_FILE
+    gate.write_bytes(gate.read_bytes()[:-7])
+    with pytest.raises(CheckpointError, match="gate.safetensors does not match its checksum"):
+        resume_run(run)
+
+
+def test_what_the_scenario_cannot_honour_is_refused_by_name():
+    oracle = tiny_space("pnn", inference={"kind": "oracle"})
+    with pytest.raises(
+        ConfigError, match="inference.kind: class-il hides the task id.*expected auto or expert-gate"
+    ):
+        start_run(oracle, class_il(), None)
+    with pytest.raises(
+        ScenarioError, match=r"supports the scenarios task-il \(and class-il, inferring the task\)"
+    ):
+        start_run(tiny_space("pnn"), RunOptions(benchmark="split-digits", scenario="domain-il"), None)
+
+
+def test_metrics_and_report_show_the_task_inference(pnn_class_il):
+    metrics = json.loads((pnn_class_il.path / "metrics.json").read_text())
+    assert metrics["task_inference"] == "expert-gate"
+    assert metrics["task_inference_accuracy"][-1] == pnn_class_il.records[-1]["task_inference_row"]
+    assert metrics["task_il_accuracy"][-1] == pnn_class_il.records[-1]["task_il_accuracy_row"]
+    write_report(pnn_class_il.path, engine="matplotlib")
+    page = (pnn_class_il.path / "report.html").read_text()
+    assert "Task inference" in page and "routed to it" in page
