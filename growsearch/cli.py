@@ -376,6 +376,14 @@ def compare(
     console.print(f"wrote {html_path}\nwrote {csv_path}")
 
 
+def _scenarios_shown(scenarios: tuple[str, ...]) -> str:
+    """A method's scenarios, with class-IL through task inference where it is task-IL."""
+    shown = list(scenarios)
+    if "task-il" in scenarios and "class-il" not in scenarios:
+        shown.append("class-il (task inferred)")
+    return ", ".join(shown)
+
+
 @app.command(name="list")
 @friendly_errors
 def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scenarios")] = "methods") -> None:
@@ -387,7 +395,7 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
 
     if what == "methods":
         headers = ("method", "scenarios", "paper")
-        rows = [(i.name, ", ".join(i.scenarios), i.paper) for i in method_infos()]
+        rows = [(i.name, _scenarios_shown(i.scenarios), i.paper) for i in method_infos()]
     elif what == "benchmarks":
         headers = ("benchmark", "tasks", "scenarios", "data", "description")
         rows = [

@@ -101,3 +101,9 @@ def test_inspect_refuses_a_torn_checkpoint(finished_run, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     result = runner.invoke(app, ["inspect", str(run), "--task", "1"])
     assert result.exit_code == 2 and "does not match its checksum" in result.output
+
+
+def test_list_methods_shows_class_il_through_task_inference():
+    result = runner.invoke(app, ["list", "methods"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "task-il, class-il (task inferred)" in result.output
