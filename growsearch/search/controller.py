@@ -38,7 +38,7 @@ from growsearch.search.loggers import Logger
 from growsearch.search.samplers import make_pruner, make_sampler
 from growsearch.search.trial_job import TrialJob
 from growsearch.seeds import derived_seed
-from growsearch.store.run_folder import RunFolder
+from growsearch.store.run_folder import GATE_FILE, RunFolder
 from growsearch.train.candidate import evaluate, resolve_device, train_candidate
 from growsearch.train.trainer import EpochStats
 from growsearch.trial_record import (
@@ -156,7 +156,7 @@ class GrowthController:
         graph = self.method.commit(chosen, commit_ctx, self._retrainer(ctx, retrain_macs))
         gate = self._train_gate(t)
         record = self._record(commit_ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
-        self.run.commit_task(t, graph, record, gate=gate.tensors() if gate is not None else None)
+        self.run.commit_task(t, graph, record, {GATE_FILE: gate.tensors()} if gate is not None else None)
         for logger in self.loggers:
             logger.task(t, record)
         self.reporter.task_committed(t, record)
@@ -202,7 +202,7 @@ class GrowthController:
     def _load_gate(self, t: int) -> None:
         if self.inference is None:
             return
-        tensors = self.run.load_gate(t)
+        tensors = self.run.load_task_tensors(t, GATE_FILE)
         if tensors is None:
             raise CheckpointError(
                 f"{self.run.task_dir(t)} holds no task-inference gate: the run was started with the task id "

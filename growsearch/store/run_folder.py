@@ -38,6 +38,7 @@ from growsearch.store.lock import RunLock
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
 GATE_FILE = "gate.safetensors"  # a committed task's task-inference autoencoder (class-IL runs)
+MEMORY_FILE = "memory.safetensors"  # the exemplar memory after a task (rehearsal methods)
 CONFIG_CHECKSUM = ".config.sha256"
 JOURNAL_FILE = "study.journal"
 HEARTBEAT_SECONDS = 30
@@ -246,15 +247,14 @@ class RunFolder:
         task: int,
         graph: ModuleGraph,
         record: dict[str, Any],
-        gate: dict[str, torch.Tensor] | None = None,
+        tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        """Write the task's checkpoint (with its task-inference gate, if any) beside its final place, then
-        move it there in one rename."""
+        """Write the task's checkpoint beside its final place, then move it there in one rename. `tensors`:
+        safetensors files kept with it under its checksums (file name -> tensors: GATE_FILE, MEMORY_FILE)."""
         final = self.task_dir(task)
         staging = final.parent / f".{task}.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        gates = {GATE_FILE: gate} if gate is not None else None
-        save_graph(graph, staging, extra_json={RECORD_FILE: record}, extra_tensors=gates)
+        save_graph(graph, staging, extra_json={RECORD_FILE: record}, extra_tensors=tensors)
         staging.rename(final)
         shutil.rmtree(self.path / "trials" / str(task), ignore_errors=True)
         if (self.path / "trials").is_dir() and not any((self.path / "trials").iterdir()):
@@ -265,20 +265,24 @@ class RunFolder:
         verify_checksums(folder, extra=(RECORD_FILE,))
         return load_graph(folder, verify=False), self._record(task)
 
-    def load_gate(self, task: int) -> dict[str, torch.Tensor] | None:
-        """A committed task's task-inference gate (None when the run infers no task), checked against its
-        checksum and for finite values."""
+    def load_task_tensors(self, task: int, name: str) -> dict[str, torch.Tensor] | None:
+        """A safetensors file kept with a committed task (its gate, its exemplar memory), checked against
+        its checksum and for finite values; None when the task has none."""
         folder = self.task_dir(task)
-        if not (folder / GATE_FILE).is_file():
+        if not (folder / name).is_file():
             return None
-        verify_checksums(folder, extra=(RECORD_FILE, GATE_FILE))
+        verify_checksums(folder, extra=(RECORD_FILE, name))
         try:
-            tensors = load_file(str(folder / GATE_FILE))
+            tensors = load_file(str(folder / name))
         except (OSError, SafetensorError) as error:
-            raise CheckpointError(f"cannot read {folder / GATE_FILE}: {error}") from None
-        broken = sorted(name for name, value in tensors.items() if not bool(torch.isfinite(value).all()))
+            raise CheckpointError(f"cannot read {folder / name}: {error}") from None
+        broken = sorted(
+            key
+            for key, value in tensors.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        )
         if broken:
-            raise CheckpointError(f"{folder / GATE_FILE}: {broken[0]} holds NaN or infinite values")
+            raise CheckpointError(f"{folder / name}: {broken[0]} holds NaN or infinite values")
         return tensors
 
     def records(self) -> list[dict[str, Any]]:
