@@ -33,10 +33,17 @@ prints growsearch's rows only. Before the timed rows, every method runs once unt
 (``--no-warmup`` skips it) so that first-call costs are charged to no row. ``--storage`` overrides the
 YAMLs' Optuna storage (sqlite or journal) to see what the run folder's storage costs.
 
+With ``--scenario class-il`` every method runs class-IL, the task of a test sample inferred by
+ExpertGate's gate (growsearch's task inference), and two reference rows frame the numbers: the protocol's
+MLP with one head over all classes trained on every task's data jointly (the upper bound) and the same
+network fine-tuned on the tasks one after another (the lower bound). Avalanche's rows are task-IL and are
+not run then.
+
 Adding a method as a row: add its name to METHODS (its YAML must exist); an Avalanche counterpart is a
 function in AVALANCHE_RUNNERS.
 
 Run:  python benchmarks/methods.py [--methods pnn,packnet,mntdp-d] [--seed 0] [--epochs 5]
+      [--scenario task-il|class-il]
       [--benchmark split-mnist5k] [--no-avalanche] [--max-per-task N] [--repeats 1]
       [--threads N] [--no-warmup] [--storage sqlite|journal]
 For the comparison, use an environment with avalanche-lib installed (e.g. a separate venv with
@@ -304,7 +311,7 @@ AVALANCHE_RUNNERS: dict[str, AvalancheRunner] = {"pnn": avalanche_pnn, "packnet"
 # ---- the report --------------------------------------------------------------------------------------
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'method':<8} {'implementation':<14} {'wall s':>6} {'min s':>6} {'cpu s':>6} {'tasks s':>7} "
+        f"{'method':<20} {'implementation':<14} {'wall s':>6} {'min s':>6} {'cpu s':>6} {'tasks s':>7} "
         f"{'A_T':>6} {'params':>9} {'trials':>6}  final accuracy per task"
     )
     print(header)
@@ -313,7 +320,7 @@ def print_table(rows: list[Row]) -> None:
         per_task = " ".join(f"{a:.3f}" for a in row.accuracy)
         trials = "-" if row.trials is None else str(row.trials)
         print(
-            f"{row.method:<8} {row.implementation:<14} {row.seconds:>6.2f} {min(row.repeats):>6.2f} "
+            f"{row.method:<20} {row.implementation:<14} {row.seconds:>6.2f} {min(row.repeats):>6.2f} "
             f"{row.cpu_seconds:>6.2f} {sum(row.task_seconds):>7.2f} {row.average_accuracy:>6.4f} "
             f"{row.parameters:>9,} {trials:>6}  {per_task}"
         )
@@ -383,6 +390,50 @@ def measure(
     return kept
 
 
+# ---- class-IL reference rows ----------------------------------------------------------------------------
+def _reference_mlp(stream: TaskStream) -> torch.nn.Module:
+    """The protocol's MLP with one head over every class of the stream (class-IL labels)."""
+    sizes = [math.prod(stream.input_shape), *HIDDEN]
+    layers: list[torch.nn.Module] = [torch.nn.Flatten()]
+    for inputs, outputs in zip(sizes, sizes[1:], strict=False):
+        layers += [torch.nn.Linear(inputs, outputs), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(sizes[-1], stream.tasks[0].n_outputs))
+    return torch.nn.Sequential(*layers)
+
+
+def _class_il_accuracy(model: torch.nn.Module, stream: TaskStream) -> list[float]:
+    model.eval()
+    with torch.no_grad():
+        return [float((model(t.test.x).argmax(1) == t.test.y).double().mean()) for t in stream.tasks]
+
+
+def reference_rows(stream: TaskStream, epochs: int, seed: int) -> list[Row]:
+    """The bounds every class-IL number is read between: one network trained on all tasks' data jointly
+    (upper), and the same network fine-tuned on the tasks one after another (lower), with the protocol's
+    optimiser through growsearch's trainer, on the class-IL stream (one head over all classes)."""
+    from growsearch.config.training import OptimizerSettings
+    from growsearch.train.trainer import Minibatches, fit
+
+    settings = OptimizerSettings("sgd", LR, MOMENTUM, 0.0)
+    rows = []
+    for name in ("joint", "naive"):
+        torch.manual_seed(seed)
+        model = _reference_mlp(stream)
+        started, cpu = time.perf_counter(), time.process_time()
+        parts = [stream.tasks] if name == "joint" else [[task] for task in stream.tasks]
+        for tasks in parts:
+            x = torch.cat([t.train.x for t in tasks])
+            y = torch.cat([t.train.y for t in tasks])
+            fit(model, Minibatches([x], y, BATCH, seed), list(model.parameters()), settings, epochs=epochs)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        accuracy = _class_il_accuracy(model, stream)
+        label = "joint (upper bound)" if name == "joint" else "fine-tune (lower)"
+        parameters = sum(p.numel() for p in model.parameters())
+        row = Row(label, "reference", seconds, sum(accuracy) / len(accuracy), parameters, None, accuracy)
+        rows.append(dataclasses.replace(row, cpu_seconds=cpu, repeats=[seconds], task_seconds=[seconds]))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -391,6 +442,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--benchmark", default="split-mnist5k")
+    parser.add_argument(
+        "--scenario",
+        choices=("task-il", "class-il"),
+        default=SCENARIO,
+        help="class-il: every method with the task inferred (ExpertGate's gate), between a jointly trained "
+        "network and naive fine-tuning; no Avalanche rows",
+    )
     parser.add_argument("--no-avalanche", action="store_true", help="skip the Avalanche rows")
     parser.add_argument(
         "--max-per-task", type=int, default=None, help="cap each task's train split (smoke runs)"
@@ -419,17 +477,20 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     options = RunOptions(
-        benchmark=args.benchmark, scenario=SCENARIO, seed=args.seed, max_per_task=args.max_per_task
+        benchmark=args.benchmark, scenario=args.scenario, seed=args.seed, max_per_task=args.max_per_task
     )
     stream = load_stream(options)
+    class_il = args.scenario == "class-il"
     print(
-        f"methods benchmark: {args.benchmark}, {SCENARIO}, {len(stream)} tasks, train sizes "
+        f"methods benchmark: {args.benchmark}, {args.scenario}, {len(stream)} tasks, train sizes "
         f"{[len(t.train) for t in stream.tasks]}, seed {args.seed}; {len(HIDDEN)}x{HIDDEN[0]} MLP, "
         f"{args.epochs} epochs, SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s), {args.repeats} repeat(s), Optuna storage "
         f"{args.storage or 'as in the YAMLs'}"
     )
     avalanche, detail = (None, "skipped (--no-avalanche)") if args.no_avalanche else import_avalanche()
+    if class_il:
+        avalanche, detail = None, "skipped (its rows here are task-IL)"
     if avalanche is None:
         print(f"avalanche-lib not used: {detail}; printing growsearch's rows only")
     else:
@@ -446,7 +507,7 @@ def main() -> int:
                     run_avalanche(method, warm_stream, 1, args.seed)
                 except Exception:
                     pass  # reported by the timed run below
-    rows: list[Row] = []
+    rows: list[Row] = reference_rows(stream, args.epochs, args.seed) if class_il else []
     for method in methods:
         rows.extend(
             measure(method, options, stream, args.epochs, args.repeats, avalanche is not None, args.storage)
