@@ -377,10 +377,10 @@ def compare(
 
 
 def _scenarios_shown(scenarios: tuple[str, ...]) -> str:
-    """A method's scenarios, with class-IL through task inference where it is task-IL."""
+    """A method's scenarios, with class-IL and domain-IL through task inference where it is task-IL."""
     shown = list(scenarios)
-    if "task-il" in scenarios and "class-il" not in scenarios:
-        shown.append("class-il (task inferred)")
+    if "task-il" in scenarios:
+        shown += [f"{s} (task inferred)" for s in ("class-il", "domain-il") if s not in scenarios]
     return ", ".join(shown)
 
 

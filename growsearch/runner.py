@@ -94,6 +94,9 @@ def load_stream(options: RunOptions) -> TaskStream:
     )
 
 
+INFERABLE = ("class-il", "domain-il")  # scenarios a task-IL method runs in with the task inferred
+
+
 def _scenario(options: RunOptions) -> str:
     """The scenario the run is asked for (the benchmark's default when none is named)."""
     if options.scenario is not None:
@@ -103,8 +106,9 @@ def _scenario(options: RunOptions) -> str:
 
 def task_inference(space: SearchSpace, scenario_name: str) -> str:
     """How the run finds a test sample's task: "oracle" (the scenario gives it) or "expert-gate" (a
-    task-IL method in a scenario that hides it: class-IL). `inference: auto` picks; an explicit kind the
-    scenario cannot honour is refused, as is a scenario neither the method nor task inference supports."""
+    task-IL method in a scenario that hides it: class-IL, domain-IL). `inference: auto` picks; an
+    explicit kind the scenario cannot honour is refused, as is a scenario neither the method nor task
+    inference supports."""
     method_cls = get_method(space.method)
     scenario = get_scenario(scenario_name)
     kind = space.inference.kind
@@ -112,9 +116,9 @@ def task_inference(space: SearchSpace, scenario_name: str) -> str:
         return "expert-gate" if kind == "expert-gate" else "oracle"
     if scenario.name in method_cls.scenarios:
         return "expert-gate" if kind == "expert-gate" else "oracle"
-    inferable = "task-il" in method_cls.scenarios and scenario.name == "class-il"
+    inferable = "task-il" in method_cls.scenarios and scenario.name in INFERABLE
     if not inferable:
-        also = " (and class-il, inferring the task)" if "task-il" in method_cls.scenarios else ""
+        also = " (and class-il, domain-il, inferring the task)" if "task-il" in method_cls.scenarios else ""
         raise ScenarioError(
             f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}{also}; "
             f"the run was asked for {scenario.name}"
@@ -134,13 +138,14 @@ def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
         return None
     return (
         f"task inference: {scenario} does not give the task id at test time; ExpertGate's gate (an "
-        "autoencoder per task) picks it, and tasks are scored class-IL (inference: expert-gate)"
+        f"autoencoder per task) picks it, and tasks are scored {scenario} (inference: expert-gate)"
     )
 
 
 def training_stream(space: SearchSpace, options: RunOptions) -> tuple[TaskStream, str]:
-    """The stream the method trains on, and the run's task inference. A task-IL method in class-IL trains
-    its heads on each task's own labels (the task-IL stream); the controller scores it as class-IL."""
+    """The stream the method trains on, and the run's task inference. A task-IL method in class-IL or
+    domain-IL trains its heads on each task's own labels (the task-IL stream); the controller scores it in
+    the scenario asked for, the task inferred."""
     scenario = _scenario(options)
     inference = task_inference(space, scenario)
     if inference == "expert-gate" and scenario not in get_method(space.method).scenarios:
@@ -361,6 +366,7 @@ def _drive(
         ),
         loggers=loggers,
         inference=method.space.inference if inference == "expert-gate" else None,
+        shared_labels=_scenario(options) == "domain-il",
     )
     try:
         records = controller.run_all()

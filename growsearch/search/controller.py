@@ -87,6 +87,7 @@ class GrowthController:
     # None: the task id is given at test time (task-IL); else each committed task gets ExpertGate's gate
     # and tasks are scored class-IL, the task inferred (growsearch.inference)
     inference: InferenceConfig | None = None
+    shared_labels: bool = False  # with inference: domain-IL (every task the same labels), else class-IL
 
     def __post_init__(self) -> None:
         self.space = self.method.space
@@ -210,26 +211,35 @@ class GrowthController:
             )
         self.gates.append(TaskAutoencoder.from_tensors(tensors))
 
-    def class_il_rows(self, graph: ModuleGraph, t: int) -> tuple[list[float], list[float]]:
-        """After task t, per task: class-IL test accuracy (the gate picks the task, that task's head the
-        class; classes of different tasks are disjoint, so a sample is right only when routed to its own
-        task and classified right there), and the share of its test samples routed to it (tasks not yet
-        learned: 0, no gate can pick them)."""
+    def inferred_rows(self, graph: ModuleGraph, t: int) -> tuple[list[float], list[float]]:
+        """After task t, per task: test accuracy with the task inferred (the gate picks a task, that task's
+        head the label) and the share of its test samples routed to it. Class-IL (classes of different
+        tasks disjoint): a sample is right only when routed to its own task and right there; a task not
+        yet learned scores 0. Domain-IL (`shared_labels`: every task has the same labels): a sample is
+        right whatever head names its label, so tasks not yet learned are scored too."""
         device = resolve_device(self.space.training.device)
         accuracy, routed_right = [], []
         for j, task in enumerate(self.stream.tasks):
-            if j > t or len(task.test) == 0:
-                accuracy.append(0.0 if j > t else float("nan"))
-                routed_right.append(0.0 if j > t else float("nan"))
+            if len(task.test) == 0:
+                accuracy.append(float("nan"))
+                routed_right.append(float("nan"))
+                continue
+            if j > t and not self.shared_labels:
+                accuracy.append(0.0)
+                routed_right.append(0.0)
                 continue
             routed = route(self.gates[: t + 1], task.test.x, self.inference.temperature)
-            mine = routed == j
-            module = compile_view(graph, j).module.to(device).eval()
-            with torch.no_grad():
-                predicted = module(task.test.x[mine].to(device)).argmax(1).cpu()
-            correct = int((predicted == task.test.y[mine]).sum())
-            accuracy.append(correct / len(task.test))
-            routed_right.append(float(mine.double().mean()))
+            predicted = torch.full((len(task.test),), -1, dtype=torch.long)
+            for r in routed.unique().tolist():
+                chosen = routed == r
+                module = compile_view(graph, r).module.to(device).eval()
+                with torch.no_grad():
+                    predicted[chosen] = module(task.test.x[chosen].to(device)).argmax(1).cpu()
+            right = predicted == task.test.y
+            if not self.shared_labels:
+                right &= routed == j
+            accuracy.append(float(right.double().mean()))
+            routed_right.append(float((routed == j).double().mean()))
         return accuracy, routed_right
 
     def _log_epoch(self, task: int, trial: int, stats: EpochStats) -> None:
@@ -345,13 +355,14 @@ class GrowthController:
         }
 
     def _inference_rows(self, graph: ModuleGraph, t: int) -> dict[str, Any]:
-        """With task inference: `accuracy_row` becomes the class-IL row (what the metrics read), the task-IL
-        row (the task given) is kept beside it, and the gate's routing accuracy per task."""
+        """With task inference: `accuracy_row` becomes the row with the task inferred (class-IL or domain-IL:
+        what the metrics read), the task-IL row (the task given) is kept beside it, and the gate's routing
+        accuracy per task."""
         if self.inference is None:
             return {}
-        class_il, routed = self.class_il_rows(graph, t)
+        inferred, routed = self.inferred_rows(graph, t)
         return {
-            "accuracy_row": class_il,
+            "accuracy_row": inferred,
             "task_il_accuracy_row": self.accuracy_row(graph, t),
             "task_inference_row": routed,
             "task_inference": "expert-gate",

@@ -76,9 +76,9 @@ def test_what_the_scenario_cannot_honour_is_refused_by_name():
     ):
         start_run(oracle, class_il(), None)
     with pytest.raises(
-        ScenarioError, match=r"supports the scenarios task-il \(and class-il, inferring the task\)"
+        ScenarioError, match=r"supports the scenarios task-il \(and class-il, domain-il, inferring the task\)"
     ):
-        start_run(tiny_space("pnn"), RunOptions(benchmark="split-digits", scenario="domain-il"), None)
+        start_run(tiny_space("pnn"), RunOptions(benchmark="split-digits", scenario="task-agnostic"), None)
 
 
 def test_metrics_and_report_show_the_task_inference(pnn_class_il):
@@ -89,3 +89,20 @@ def test_metrics_and_report_show_the_task_inference(pnn_class_il):
     write_report(pnn_class_il.path, engine="matplotlib")
     page = (pnn_class_il.path / "report.html").read_text()
     assert "Task inference" in page and "routed to it" in page
+
+
+def test_a_task_il_method_runs_domain_il_with_the_task_inferred(tmp_path):
+    """Domain-IL (permuted digits, the same ten labels in every task): the gate picks a head and that head
+    names the label, so a sample counts whichever task's head names it, and tasks not yet learned are
+    scored too (class-IL scores them 0)."""
+    options = RunOptions(benchmark="permuted-digits", scenario="domain-il", n_tasks=3, max_per_task=200)
+    space = tiny_space("pnn", training={"epochs": 10, "lr": 0.1})
+    assert "scored domain-il" in inference_note(space, options)
+    result = start_run(space, options, tmp_path / "run")
+    first, last = result.records[0], result.records[-1]
+    assert first["task_inference"] == "expert-gate"
+    assert first["task_inference_row"] == [1.0, 0.0, 0.0]  # one gate: everything goes to task 0's head
+    assert all(0 < a < 0.3 for a in first["accuracy_row"][1:])  # scored: near chance through that head
+    assert last["task_inference_row"] == [1.0, 1.0, 1.0]  # permutations are told apart
+    assert last["accuracy_row"] == last["task_il_accuracy_row"]  # routed right: as if the task were given
+    assert min(last["accuracy_row"]) > 0.5
