@@ -302,6 +302,8 @@ def resume_summary(folder: Path | RunFolder) -> str:
     committed = run.committed_tasks()
     kept = f"{len(committed)} task(s) committed" + (f" (0..{committed[-1]})" if committed else "")
     records = run.records()
+    if any(r.get("task_inference") for r in records):
+        kept += " with their task-inference gates"
     if records and _complete(run, len(records)):
         return f"{kept}: the run is complete, nothing to redo"
     storage = run.storage()

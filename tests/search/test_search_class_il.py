@@ -53,7 +53,9 @@ def test_an_interrupted_class_il_run_resumes_with_its_gates(pnn_class_il, tmp_pa
 
     with pytest.raises(KeyboardInterrupt):
         start_run(tiny_space("pnn"), class_il(), tmp_path / "run", reporter=StopAfterTaskOne())
-    resumed = resume_run(tmp_path / "run")
+    said = []
+    resumed = resume_run(tmp_path / "run", announce=said.append)
+    assert said == ["2 task(s) committed (0..1) with their task-inference gates; task 2 starts afresh"]
     assert_same_commits(resumed, pnn_class_il, 4)
     assert [r["task_inference_row"] for r in resumed.records] == [
         r["task_inference_row"] for r in pnn_class_il.records
