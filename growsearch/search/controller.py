@@ -392,10 +392,18 @@ CPU_MAX_PADDING = 2.5
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes free on `device` (CUDA: the device's; else the machine's available memory)."""
+    """Bytes free on `device` (CUDA: the device's; else the machine's available memory, or half of all of
+    it where the system does not say what is available, as macOS does not)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30  # nothing to go by: assume a small machine
 
 
 def candidate_bytes(specs: Sequence[NodeSpec]) -> int:

@@ -5,14 +5,17 @@ commits one trial at a time."""
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from growsearch.methods.algorithms.reinforce import ReinforceSampler
 from growsearch.methods.base import TaskContext
 from growsearch.runner import build_method, load_stream, resume_run, start_run
-from growsearch.search.controller import SilentReporter
+from growsearch.search.controller import SilentReporter, free_memory
 from growsearch.store.run_folder import RunFolder
 from growsearch.trial_record import next_pack, pack_of
 
@@ -96,3 +99,21 @@ def test_auto_packing_on_a_cpu_trains_alone_what_padding_would_slow_down(tmp_pat
     trials = _study(run.path, 1).get_trials()
     assert len(trials) == 3 and len({pack_of(t) for t in trials}) == 1  # asked as one pack ...
     assert all("pack_layout" not in t.user_attrs for t in trials)  # ... and trained alone
+
+
+def test_free_memory_falls_back_where_the_system_does_not_say_what_is_available(monkeypatch):
+    real = os.sysconf
+
+    def without_available(name):
+        if name == "SC_AVPHYS_PAGES":
+            raise ValueError("unrecognized configuration name")  # what macOS says
+        return real(name)
+
+    monkeypatch.setattr(os, "sysconf", without_available)
+    assert free_memory(torch.device("cpu")) == real("SC_PHYS_PAGES") * real("SC_PAGE_SIZE") // 2
+
+    def nothing(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", nothing)
+    assert free_memory(torch.device("cpu")) == 4 << 30
