@@ -37,6 +37,8 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except OSError as error:  # a folder or storage growsearch did not write through atomic_files
+            if _interrupt_behind(error):
+                _interrupted(kwargs.get("run_path"))
             where = f" {error.filename}" if error.filename else ""
             reason = error.strerror or str(error)
             errors.print(f"error: cannot read or write{where}: {reason}; files already written are intact")
@@ -61,6 +63,18 @@ class _OneLineWarnings(logging.Handler):
 
 logging.getLogger("growsearch").addHandler(_OneLineWarnings(logging.WARNING))
 logging.getLogger("growsearch").propagate = False
+
+
+def _interrupt_behind(error: BaseException) -> bool:
+    """Whether Ctrl-C is what this error unwound from: a library's clean-up that fails while a
+    KeyboardInterrupt passes through it (Optuna's journal lock release, interrupted between its rename
+    and its unlink, raises FileNotFoundError in the interrupt's place)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def _interrupted(run: Path | None) -> None:
@@ -213,6 +227,10 @@ def run(
         with _progress() as progress:
             result = start_run(loaded, options, path, ProgressReporter(progress), overrides=overrides)
     except KeyboardInterrupt:
+        _interrupted(path)
+    except OSError as error:
+        if not _interrupt_behind(error):
+            raise
         _interrupted(path)
     _print_summary(result)
 

@@ -219,6 +219,7 @@ class GrowthController:
         right whatever head names its label, so tasks not yet learned are scored too."""
         device = resolve_device(self.space.training.device)
         accuracy, routed_right = [], []
+        heads: dict[int, torch.nn.Module] = {}
         for j, task in enumerate(self.stream.tasks):
             if len(task.test) == 0:
                 accuracy.append(float("nan"))
@@ -232,7 +233,9 @@ class GrowthController:
             predicted = torch.full((len(task.test),), -1, dtype=torch.long)
             for r in routed.unique().tolist():
                 chosen = routed == r
-                module = compile_view(graph, r).module.to(device).eval()
+                if r not in heads:  # each task's view compiled once for the whole row
+                    heads[r] = compile_view(graph, r).module.to(device).eval()
+                module = heads[r]
                 with torch.no_grad():
                     predicted[chosen] = module(task.test.x[chosen].to(device)).argmax(1).cpu()
             right = predicted == task.test.y
@@ -342,8 +345,7 @@ class GrowthController:
             "mechanism": mechanism,
             "val_accuracy": best.values[0],
             "pareto_front": [tr.number for tr in study.best_trials] if len(study.directions) > 1 else None,
-            "accuracy_row": self.accuracy_row(graph, t),
-            **self._inference_rows(graph, t),
+            **self._accuracy_rows(graph, t),
             "parameters": graph.n_parameters(),
             "view_parameters": graph.view_parameters(t),
             # every trial that counts (completed, pruned or failed on its own: not one a kill interrupted),
@@ -354,16 +356,17 @@ class GrowthController:
             "seconds": seconds,
         }
 
-    def _inference_rows(self, graph: ModuleGraph, t: int) -> dict[str, Any]:
-        """With task inference: `accuracy_row` becomes the row with the task inferred (class-IL or domain-IL:
-        what the metrics read), the task-IL row (the task given) is kept beside it, and the gate's routing
-        accuracy per task."""
+    def _accuracy_rows(self, graph: ModuleGraph, t: int) -> dict[str, Any]:
+        """`accuracy_row` (what the metrics read): task-IL, or with task inference the row with the task
+        inferred (class-IL or domain-IL), the task-IL row (the task given) and the gate's routing accuracy
+        per task kept beside it."""
+        task_il = self.accuracy_row(graph, t)
         if self.inference is None:
-            return {}
+            return {"accuracy_row": task_il}
         inferred, routed = self.inferred_rows(graph, t)
         return {
             "accuracy_row": inferred,
-            "task_il_accuracy_row": self.accuracy_row(graph, t),
+            "task_il_accuracy_row": task_il,
             "task_inference_row": routed,
             "task_inference": "expert-gate",
         }

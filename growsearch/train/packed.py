@@ -81,7 +81,7 @@ class _Stack:
     each trains, and the values the others are put back to."""
 
     def __init__(self, alignment: Alignment, names: dict[tuple[str, str], str], device: torch.device):
-        self.names = names  # (node, parameter) -> the parameter's name in the compiled suffix
+        """`names`: (node, parameter) -> the parameter's name in the compiled suffix."""
         self.params: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.gradient_masks: dict[str, torch.Tensor] = {}

@@ -335,3 +335,23 @@ def test_a_read_only_run_folder_is_one_line_and_intact(finished, tmp_path):
     assert len(lines) == 1 and str(copy) in lines[0] and "Read-only file system" in lines[0], lines
     after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_an_interrupt_that_breaks_a_library_clean_up_still_reads_as_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C between Optuna's journal lock rename and unlink makes its release raise FileNotFoundError in
+    the interrupt's place: the run still says it was interrupted (exit 130), not a file error."""
+    from typer.testing import CliRunner
+
+    import growsearch.runner
+    from growsearch.cli import app
+
+    def interrupted_mid_release(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except BaseException:
+            os.unlink(tmp_path / "study.journal.lock-gone.rename")  # what Optuna's release does then
+
+    monkeypatch.setattr(growsearch.runner, "start_run", interrupted_mid_release)
+    result = CliRunner().invoke(app, ["run", "pnn", "--runs-dir", str(tmp_path), "--name", "cut"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 0 task(s) committed; resume with" in result.output
