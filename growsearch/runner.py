@@ -136,6 +136,12 @@ def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
     scenario = _scenario(resolve_options(space, options))
     if task_inference(space, scenario) != "expert-gate":
         return None
+    if get_scenario(scenario).task_id_at_inference:
+        return (
+            f"task inference: {scenario} gives the task id at test time, but the YAML asks for ExpertGate's "
+            "gate (inference: expert-gate): it picks each test sample's task, and a sample counts when sent "
+            "to its own task and right there"
+        )
     return (
         f"task inference: {scenario} does not give the task id at test time; ExpertGate's gate (an "
         f"autoencoder per task) picks it, and tasks are scored {scenario} (inference: expert-gate)"

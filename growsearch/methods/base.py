@@ -34,6 +34,7 @@ from growsearch.train.candidate import TrainingPlan
 
 if TYPE_CHECKING:
     from growsearch.data.task import Task
+    from growsearch.inference.expert_gate import TaskAutoencoder
 
 Decisions = dict[str, Any]  # one trial's sampled decisions: Optuna params (str, int, float or bool values)
 
@@ -57,6 +58,9 @@ class TaskContext:
     # the candidate's decisions where a step after `build` needs them: `capacity_used` (the trial's) and
     # `commit` (the chosen trial's); empty while deciding and building
     decisions: dict[str, Any] = field(default_factory=dict)
+    # ExpertGate's autoencoders of tasks 0..task_id (this task's last), where the method reads them
+    # (`Method.reads_task_gates`) or the run infers the task; else empty
+    gates: tuple[TaskAutoencoder, ...] = ()
 
     @property
     def is_last(self) -> bool:
@@ -93,6 +97,9 @@ class Method(ABC):
     paper: ClassVar[str]
     scenarios: ClassVar[tuple[str, ...]] = ("task-il",)
     Options: ClassVar[type] = NoOptions
+    # the method's builds read each task's autoencoder (`TaskContext.gates`: ExpertGate's relatedness), so
+    # the controller trains a task's gate before its search, in every scenario, and keeps it
+    reads_task_gates: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace):
         self.space = space

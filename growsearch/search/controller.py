@@ -93,7 +93,11 @@ class GrowthController:
         self.space = self.method.space
         self.specs = self.method.specs_for(self.stream.input_shape)
         self.storage = self.run.storage(self.space.search.storage)
-        self.gates: list[TaskAutoencoder] = []  # one per committed task, in order (with inference)
+        # each task's autoencoder where the run infers the task or the method reads them (ExpertGate)
+        self.gate_settings = self.inference or (
+            self.space.inference if self.method.reads_task_gates else None
+        )
+        self.gates: list[TaskAutoencoder] = []  # one per task learnt so far, in order (with gate settings)
 
     # ---- the whole stream ---------------------------------------------------------------------------
     def run_all(self) -> list[dict[str, Any]]:
@@ -118,6 +122,7 @@ class GrowthController:
             history=tuple(r["decisions"] for r in records),
             seed=derived_seed(self.seed, t),
             n_tasks=len(self.stream),
+            gates=tuple(self.gates[: t + 1]),
         )
 
     # ---- one task -----------------------------------------------------------------------------------
@@ -125,6 +130,7 @@ class GrowthController:
         self, t: int, committed: ModuleGraph, records: list[dict[str, Any]]
     ) -> tuple[ModuleGraph, dict[str, Any]]:
         started = time.perf_counter()
+        gate = self._train_gate(t)  # before the search: a method may build from it (relatedness)
         ctx = self.context(t, committed, records)
         study = self._open_study(ctx)
         budget = self.method.trial_budget(ctx)
@@ -155,7 +161,6 @@ class GrowthController:
         decided = read_record(best)
         commit_ctx = dataclasses.replace(ctx, decisions=dict(decided.decisions if decided else best.params))
         graph = self.method.commit(chosen, commit_ctx, self._retrainer(ctx, retrain_macs))
-        gate = self._train_gate(t)
         record = self._record(commit_ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
         self.run.commit_task(t, graph, record, {GATE_FILE: gate.tensors()} if gate is not None else None)
         for logger in self.loggers:
@@ -188,20 +193,20 @@ class GrowthController:
             return None
         return CPU_MAX_PADDING
 
-    # ---- task inference (class-IL) ------------------------------------------------------------------
+    # ---- task inference (class-IL), ExpertGate's relatedness ---------------------------------------
     def _train_gate(self, t: int) -> TaskAutoencoder | None:
-        """Task t's autoencoder, on its training inputs (before its record: the record scores with it)."""
-        if self.inference is None:
+        """Task t's autoencoder, on its training inputs (seeded: a resumed task trains the same one)."""
+        if self.gate_settings is None:
             return None
         gate = train_autoencoder(
-            self.stream.tasks[t].train.x, self.inference, derived_seed(self.seed, t, "gate")
+            self.stream.tasks[t].train.x, self.gate_settings, derived_seed(self.seed, t, "gate")
         )
         del self.gates[t:]
         self.gates.append(gate)
         return gate
 
     def _load_gate(self, t: int) -> None:
-        if self.inference is None:
+        if self.gate_settings is None:
             return
         tensors = self.run.load_task_tensors(t, GATE_FILE)
         if tensors is None:

@@ -153,7 +153,7 @@ def train_candidate(
         result = fit(
             program.suffix,
             batches,
-            [p for p in program.suffix.parameters() if p.requires_grad],
+            [*(p for p in program.suffix.parameters() if p.requires_grad), *hooks.parameters],
             config.optimizer_settings(lr_scale),
             epochs=config.epochs if epochs is None else epochs,
             masked=program.full.masked,

@@ -151,6 +151,9 @@ class TrainingHooks:
     phases: tuple[Phase, ...] = ()
     on_divergence: Literal["fail", "restore"] = "fail"
     should_stop: Callable[[StepOutcome], bool] | None = None  # after a step: stop early (DEN's rule)
+    # trained besides the model's own parameters, by the same optimiser: what a penalty learns with
+    # (LwF's copy of an old task's head, kept outside the graph)
+    parameters: tuple[nn.Parameter, ...] = ()
 
 
 NO_HOOKS = TrainingHooks()

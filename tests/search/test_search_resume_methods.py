@@ -30,6 +30,7 @@ TINY = {
     "den": {"options": {"max_iterations": 6, "head_iterations": 2, "expand_units": 3}},
     "learn-to-grow": {"options": {"search_epochs": 1}},
     "hat": {},
+    "expert-gate": {"options": {"search": True}, "search": {"n_trials": 3}},
     "xdg": {"training": {"epochs": 1}},
     "dan": {"options": {"search": True}, "search": {"n_trials": 2}},
     "clnp": {},
