@@ -473,3 +473,60 @@ class Combination(NodeSpec):
     def macs(self, input_shape: Shape) -> int:
         # the base's multiply-adds, plus forming A W once per batch (negligible per sample, not counted)
         return self._as_base().macs(input_shape)
+
+
+class _AlphaBlend(nn.Module):
+    """alpha * B + (1 - alpha) * S of a stacked input (batch, 2, ...): the base's features first, the side
+    network's second. Learned: alpha = sigmoid(logit), the logit a parameter (the authors' `Alpha` merge);
+    scheduled: alpha a buffer that a training hook sets step by step. Either way the value is in the state
+    dict, so a frozen task's alpha is stored with the graph."""
+
+    def __init__(self, learned: bool):
+        super().__init__()
+        self.learned = learned
+        if learned:
+            self.logit = nn.Parameter(torch.zeros(()))  # sigmoid(0) = 0.5, the authors' start
+        else:
+            self.register_buffer("alpha", torch.ones(()))  # a curriculum starts from the base alone
+
+    def value(self) -> torch.Tensor:
+        return torch.sigmoid(self.logit) if self.learned else self.alpha
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        alpha = self.value()
+        return alpha * stacked[:, 0] + (1 - alpha) * stacked[:, 1]
+
+
+@node_kind
+@dataclass(frozen=True)
+class Blend(NodeSpec):
+    """Side-Tuning's blend (Zhang, Sax, Zamir, Guibas & Malik, ECCV 2020, sec. 3): `alpha B(x) + (1 - alpha)
+    S(x)` of a frozen base network's features B(x) and a side network's S(x), stacked in that order
+    (`merge="stack"`). `learned`: alpha = sigmoid(logit) trains with the side network (weights `logit`);
+    else alpha follows a curriculum set from outside (weights `alpha`, a buffer the trainer never steps)."""
+
+    kind: ClassVar[str] = "Blend"
+    learned: bool = True
+
+    def build(self) -> nn.Module:
+        return _AlphaBlend(self.learned)
+
+    def start(self, alpha: float) -> dict[str, torch.Tensor]:
+        """The node's weights for a blend that starts at `alpha` (learned: its logit; 0 < alpha < 1)."""
+        if not self.learned:
+            return {"alpha": torch.tensor(float(alpha))}
+        if not 0 < alpha < 1:
+            raise GraphError(f"a learned blend's alpha is sigmoid(logit), inside (0, 1); got {alpha}")
+        return {"logit": torch.logit(torch.tensor(float(alpha)))}
+
+    def alpha(self, weights: dict[str, torch.Tensor]) -> float:
+        """The alpha that weights `weights` (a node of this spec's) blend with."""
+        return float(torch.sigmoid(weights["logit"]) if self.learned else weights["alpha"])
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) < 2 or input_shape[0] != 2:
+            raise GraphError(f"Blend expects 2 stacked inputs (base, side), got shape {input_shape}")
+        return input_shape[1:]
+
+    def macs(self, input_shape: Shape) -> int:
+        return math.prod(input_shape)  # one multiply-add per feature of each input

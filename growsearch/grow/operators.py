@@ -15,7 +15,7 @@ import torch
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
-from growsearch.graph.specs import Adapter, Conv2d, Head, Linear, NodeSpec
+from growsearch.graph.specs import Adapter, Blend, Conv2d, Head, Linear, NodeSpec
 from growsearch.grow.backbone import head_spec, split_activation
 
 
@@ -70,6 +70,28 @@ def add_column(
         previous = base_id
     grown.set_head(task, f"t{task}/head")
     return grown
+
+
+def add_side_network(
+    graph: ModuleGraph,
+    task: int,
+    base_output: str,
+    specs: Sequence[NodeSpec],
+    n_outputs: int,
+    blend: Blend,
+    blend_weights: dict[str, torch.Tensor],
+) -> ModuleGraph:
+    """Side-Tuning (Zhang et al. 2020): a side network of `specs` for `task` reading the input (nodes
+    `t{task}/side{i}`), a blend node over the frozen `base_output` and the side's last layer, stacked in that
+    order (`t{task}/blend`, starting from `blend_weights`), and the task's head on the blend."""
+    grown, previous = graph.copy(), INPUT
+    for layer, spec in enumerate(specs):
+        node_id = f"t{task}/side{layer}"
+        grown.add(node_id, spec, [previous], task, layer=layer)
+        previous = node_id
+    blend_id = f"t{task}/blend"
+    grown.add(blend_id, blend, [base_output, previous], task, merge="stack", weights=blend_weights)
+    return add_head(grown, task, blend_id, n_outputs)
 
 
 def _output_shape(specs: Sequence[NodeSpec], shape: tuple[int, ...]) -> tuple[int, ...]:

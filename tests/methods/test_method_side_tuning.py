@@ -1,0 +1,201 @@
+"""Side-Tuning (Zhang et al., ECCV 2020): a frozen base network, and per later task a smaller side network
+blended with it, alpha B(x) + (1 - alpha) S(x), and a head; alpha learned or annealed by the curriculum; the
+blend node kind; the search's first trial is the paper's configuration; kill -9 and resume."""
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from growsearch.errors import ConfigError, GraphError
+from growsearch.graph.compile import compile_for_training, compile_view
+from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.graph.serialize import load_graph, save_graph
+from growsearch.graph.specs import Blend, Head, Linear, spec_from_dict
+from growsearch.methods.base import TaskContext
+from growsearch.methods.side_tuning import SideTuning, curriculum_alpha
+from growsearch.runner import RunOptions, resume_run, start_run
+from growsearch.store.run_folder import RunFolder
+from growsearch.train.trainer import Minibatches
+
+from tiny_runs import (
+    assert_old_tasks_unchanged,
+    assert_same_commits,
+    kill,
+    start_cli_run,
+    tiny_options,
+    tiny_space,
+    wait_for,
+)
+
+TRAINING = {"epochs": 10, "lr": 0.01}
+FAST = {"distill_epochs": 2}
+CURRICULUM = {**FAST, "alpha": "curriculum"}
+
+
+def _space(**options):
+    return tiny_space("side-tuning", training=TRAINING, options={**FAST, **options})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A learned alpha and the curriculum, five tasks of 80 training samples each."""
+    root = tmp_path_factory.mktemp("side-tuning")
+    return {
+        "learned": start_run(_space(), tiny_options(), root / "learned"),
+        "curriculum": start_run(_space(alpha="curriculum"), tiny_options(), root / "curriculum"),
+    }
+
+
+def _final(path: Path) -> ModuleGraph:
+    run = RunFolder.open(path)
+    return run.load_task(run.committed_tasks()[-1])[0]
+
+
+@pytest.mark.parametrize("mode", ["learned", "curriculum"])
+def test_the_base_never_changes_and_old_tasks_outputs_are_bit_identical(runs, digits_stream, mode):
+    result = runs[mode]
+    base, _ = RunFolder.open(result.path).load_task(0)
+    final = _final(result.path)
+    for node_id, node in base.nodes():
+        assert node.frozen
+        assert all(torch.equal(v, final.node(node_id).weights[k]) for k, v in node.weights.items()), node_id
+    assert_old_tasks_unchanged(result.path, digits_stream)
+    assert result.metrics["metrics"]["forgetting"] == 0.0
+    assert result.metrics["metrics"]["average_accuracy"] > 0.8  # chance: 0.5
+
+
+@pytest.mark.parametrize("mode", ["learned", "curriculum"])
+def test_each_later_task_adds_a_smaller_distilled_side_network_a_blend_and_a_head(runs, mode):
+    result = runs[mode]
+    final, records = _final(result.path), RunFolder.open(result.path).records()
+    base_layers = ["t0/L0", "t0/L1"]
+    base_parameters = final.n_parameters(base_layers)
+    assert records[0]["mechanism"]["base_parameters"] == base_parameters
+    for task in range(1, 5):
+        owned = sorted(n for n, node in final.nodes() if node.owner == task)
+        assert owned == sorted([f"t{task}/side0", f"t{task}/side1", f"t{task}/blend", f"t{task}/head"])
+        assert all(final.node(n).frozen for n in owned)
+        assert final.node(f"t{task}/side0").spec.out_features == 4  # a quarter of the base's 16 units
+        assert final.node(f"t{task}/side1").spec.out_features == 16  # as wide as the base's features
+        blend = final.node(f"t{task}/blend")
+        assert isinstance(blend.spec, Blend) and blend.merge == "stack"
+        assert blend.inputs == ("t0/L1", f"t{task}/side1")  # the base first, the side second
+        assert final.node(final.head(task)).inputs == (f"t{task}/blend",)
+        mechanism = records[task]["mechanism"]
+        side = final.n_parameters([f"t{task}/side0", f"t{task}/side1"])
+        assert mechanism["side_parameters"] == side < base_parameters
+        assert mechanism["side_fraction_of_base"] == side / base_parameters
+        assert mechanism["alpha"] == blend.spec.alpha(blend.weights)
+        distillation = mechanism["distillation"]
+        assert distillation["steps"] == 2 * 3  # two epochs of 80 samples in batches of 32
+        assert distillation["mse_after"] < distillation["mse_before"]  # the side learnt the base's features
+        added = result.metrics["parameters"][task] - result.metrics["parameters"][task - 1]
+        assert added == side + 1 + final.node(f"t{task}/head").n_parameters  # one alpha
+
+
+def test_a_learned_alpha_trains_inside_its_range_and_each_task_keeps_its_own(runs):
+    final, records = _final(runs["learned"].path), RunFolder.open(runs["learned"].path).records()
+    alphas = [records[t]["mechanism"]["alpha"] for t in range(1, 5)]
+    assert all(0 < a < 1 for a in alphas)
+    assert all(abs(a - 0.5) > 1e-4 for a in alphas)  # training moved it from sigmoid(0)
+    assert len(set(alphas)) == 4
+    for t in range(1, 5):  # stored in the graph as its logit: the committed value is the one recorded
+        assert torch.sigmoid(final.node(f"t{t}/blend").weights["logit"]).item() == pytest.approx(
+            alphas[t - 1]
+        )
+
+
+def test_the_curriculum_anneals_alpha_from_the_base_alone_to_the_side_alone(runs, digits_stream):
+    assert [curriculum_alpha(s, 5, 1.0, 0.0) for s in range(1, 6)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert curriculum_alpha(7, 5, 1.0, 0.0) == 0.0 and curriculum_alpha(1, 1, 0.8, 0.2) == 0.2
+    records = RunFolder.open(runs["curriculum"].path).records()
+    assert [records[t]["mechanism"]["alpha"] for t in range(1, 5)] == [0.0] * 4  # where training ended
+    # the plan's hook over a real training program: alpha steps from 1 to 0
+    space = _space(alpha="curriculum")
+    method, base = SideTuning(space), RunFolder.open(runs["curriculum"].path).load_task(0)[0]
+    task = digits_stream.tasks[1]
+    ctx = TaskContext(1, task, base, method.specs_for(digits_stream.input_shape), ({},), 0, 5)
+    candidate = method.build(method.defaults(), ctx)
+    x = task.test.x  # untrained, at alpha = 1, the task computes exactly the base's features
+    features = compile_view(base, 0, output="t0/L1").module(x)
+    assert torch.equal(compile_view(candidate.graph, 1, output="t1/blend").module(x), features)
+    program = compile_for_training(candidate.graph, 1)
+    batches = Minibatches([task.train.x], task.train.y, 32, 0)
+    hooks = method.training_plan(candidate, ctx).prepare(program, batches)
+    blend = program.full.node_modules["t1/blend"]
+    seen = []
+    for step in range(1, TRAINING["epochs"] * math.ceil(len(batches) / 32) + 1):
+        hooks.before_step(step)
+        seen.append(blend.alpha.item())
+    assert seen[0] == 1.0 and seen[-1] == 0.0 and len(set(seen)) == len(seen)
+    assert all(a > b for a, b in zip(seen, seen[1:], strict=False)) and all(0 <= a <= 1 for a in seen)
+    assert SideTuning(_space()).training_plan(candidate, ctx) is None  # a learned alpha: plain training
+
+
+def test_a_blend_node_weights_base_and_side_and_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    for learned in (True, False):
+        spec = Blend(learned=learned)
+        assert spec_from_dict(spec.to_dict()) == spec
+        assert spec.output_shape((2, 8, 4, 4)) == (8, 4, 4)
+        with pytest.raises(GraphError, match="2 stacked inputs"):
+            spec.output_shape((3, 8))
+        graph = ModuleGraph((6,))
+        graph.add("base", Linear(6, 5), [INPUT], 0, frozen=True)
+        graph.add("side", Linear(6, 5, activation="tanh"), [INPUT], 1)
+        graph.add("blend", spec, ["base", "side"], 1, merge="stack", weights=spec.start(0.3))
+        graph.add("head", Head(5, 2), ["blend"], 1)
+        graph.set_head(1, "head")
+        assert spec.alpha(graph.node("blend").weights) == pytest.approx(0.3)
+        x = torch.randn(7, 6)
+        b = compile_view(graph, 1, output="base").module(x)
+        s = compile_view(graph, 1, output="side").module(x)
+        torch.testing.assert_close(compile_view(graph, 1, output="blend").module(x), 0.3 * b + 0.7 * s)
+        loaded = load_graph(save_graph(graph, tmp_path / f"learned-{learned}"))
+        assert loaded.node("blend").spec == spec
+        assert torch.equal(compile_view(loaded, 1).module(x), compile_view(graph, 1).module(x))
+    with pytest.raises(GraphError, match=r"inside \(0, 1\)"):
+        Blend(learned=True).start(1.0)
+
+
+def test_the_search_decides_width_and_alpha_with_the_papers_configuration_first(digits_stream):
+    method = SideTuning(tiny_space("side-tuning", search={"n_trials": 3}))
+    specs = method.specs_for(digits_stream.input_shape)
+    graph = ModuleGraph(digits_stream.input_shape)
+    contexts = [TaskContext(t, digits_stream.tasks[t], graph, specs, (), 0, 5) for t in (0, 1)]
+    assert [method.trial_budget(c) for c in contexts] == [1, 3]
+    assert method.initial_trials(contexts[0]) == []
+    assert method.initial_trials(contexts[1]) == [{"side_width": 0.25, "alpha_init": 0.5}]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    decided = method.decide(study.ask(), contexts[1])
+    assert 0.1 <= decided["side_width"] <= 0.5 and 0.1 <= decided["alpha_init"] <= 0.9
+    assert method.decide(study.ask(), contexts[0]) == {}
+    curriculum = SideTuning(tiny_space("side-tuning", options={"alpha": "curriculum"}))
+    assert curriculum.initial_trials(contexts[1]) == [{"side_width": 0.25}]
+    with pytest.raises(ConfigError, match="side_width_range"):
+        SideTuning(tiny_space("side-tuning", options={"side_width_range": [0.3, 0.5]}))
+    with pytest.raises(ConfigError, match="alpha_start"):
+        SideTuning(tiny_space("side-tuning", options={"alpha_start": 1.5}))
+
+
+def test_side_tuning_runs_class_il_with_the_task_inferred(tmp_path):
+    options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0)
+    result = start_run(_space(), options, tmp_path / "run")
+    final = result.records[-1]
+    assert final["task_inference"] == "expert-gate"
+    assert all(0 <= a <= t for a, t in zip(final["accuracy_row"], final["task_il_accuracy_row"], strict=True))
+    assert sum(final["task_il_accuracy_row"]) / 5 > 0.8
+
+
+def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(tmp_path):
+    space = tiny_space("side-tuning", training=TRAINING, options=FAST, search={"n_trials": 2})
+    run = tmp_path / "runs" / "killed"
+    process = start_cli_run(space, run, "--max-per-task", "80")
+    wait_for(lambda: (run / "tasks" / "1").is_dir(), process)  # kill in whatever follows task 1's commit
+    kill(process)
+    resumed = resume_run(run)
+    reference = start_run(space, tiny_options(), tmp_path / "reference")
+    assert_same_commits(resumed, reference, 4)
