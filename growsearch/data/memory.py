@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from growsearch.data.task import Split
 from growsearch.errors import ConfigError
 
 Strategy = Literal["herding", "random"]
@@ -109,6 +110,13 @@ class ExemplarMemory:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.x.values())
+
+    def joined(self, split: Split) -> Split:
+        """`split`'s samples followed by every exemplar (what a rehearsal method trains a task on)."""
+        if not self.x:
+            return split
+        xs, ys, _ = self.samples()
+        return Split(torch.cat([split.x, xs.to(split.x.dtype)]), torch.cat([split.y, ys]))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """What a run folder keeps (safetensors): per class, its exemplars in order and its task."""

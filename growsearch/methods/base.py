@@ -33,6 +33,9 @@ from growsearch.grow.backbone import layer_specs
 from growsearch.train.candidate import TrainingPlan
 
 if TYPE_CHECKING:
+    import torch
+
+    from growsearch.data.memory import ExemplarMemory
     from growsearch.data.task import Task
     from growsearch.inference.expert_gate import TaskAutoencoder
 
@@ -61,6 +64,9 @@ class TaskContext:
     # ExpertGate's autoencoders of tasks 0..task_id (this task's last), where the method reads them
     # (`Method.reads_task_gates`) or the run infers the task; else empty
     gates: tuple[TaskAutoencoder, ...] = ()
+    # rehearsal (`Method.exemplar_memory`): the last `exemplars` samples of `task.train` are the memory's
+    # exemplars of earlier tasks' classes, trained on with the task's own samples
+    exemplars: int = 0
 
     @property
     def is_last(self) -> bool:
@@ -100,6 +106,9 @@ class Method(ABC):
     # the method's builds read each task's autoencoder (`TaskContext.gates`: ExpertGate's relatedness), so
     # the controller trains a task's gate before its search, in every scenario, and keeps it
     reads_task_gates: ClassVar[bool] = False
+    # one classifier for every class seen so far (class-IL): the newest task's head answers for every
+    # task, so after task t each task's test samples are scored through task t's view
+    single_head: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace):
         self.space = space
@@ -150,6 +159,18 @@ class Method(ABC):
     def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
         """How the controller's training of `candidate` differs from plain training of its trainable
         weights (gates learnt, a penalty, weights held): see `TrainingPlan`. None: plain training."""
+        return None
+
+    # ---- rehearsal -------------------------------------------------------------------------------------
+    def exemplar_memory(self) -> ExemplarMemory | None:
+        """An empty exemplar memory of the method's size (`growsearch.data.memory`): the controller trains
+        each task on its samples and the memory's, adds the task's exemplars after its commit, and keeps the
+        memory in the run folder. None: no rehearsal."""
+        return None
+
+    def exemplar_features(self, graph: ModuleGraph, ctx: TaskContext, x: torch.Tensor) -> torch.Tensor | None:
+        """The features herding chooses a committed task's exemplars by (iCaRL: the feature extractor's
+        output); None: the flattened inputs."""
         return None
 
     # ---- after the search ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.config.space import InferenceConfig
+from growsearch.data.memory import ExemplarMemory
 from growsearch.data.task import Task, TaskStream
 from growsearch.errors import CheckpointError, TrainingError
 from growsearch.graph.compile import compile_view
@@ -38,7 +39,7 @@ from growsearch.search.loggers import Logger
 from growsearch.search.samplers import make_pruner, make_sampler
 from growsearch.search.trial_job import TrialJob
 from growsearch.seeds import derived_seed
-from growsearch.store.run_folder import GATE_FILE, RunFolder
+from growsearch.store.run_folder import GATE_FILE, MEMORY_FILE, RunFolder
 from growsearch.train.candidate import evaluate, resolve_device, train_candidate
 from growsearch.train.trainer import EpochStats
 from growsearch.trial_record import (
@@ -98,6 +99,7 @@ class GrowthController:
             self.space.inference if self.method.reads_task_gates else None
         )
         self.gates: list[TaskAutoencoder] = []  # one per task learnt so far, in order (with gate settings)
+        self.memory = self.method.exemplar_memory()  # rehearsal: exemplars of the tasks committed so far
 
     # ---- the whole stream ---------------------------------------------------------------------------
     def run_all(self) -> list[dict[str, Any]]:
@@ -108,21 +110,27 @@ class GrowthController:
             if t in committed:
                 graph, record = self.run.load_task(t)
                 self._load_gate(t)
+                self._load_memory(t)
             else:
                 graph, record = self.learn_task(t, graph, records)
             records.append(record)
         return records
 
     def context(self, t: int, committed: ModuleGraph, records: list[dict[str, Any]]) -> TaskContext:
+        task, exemplars = self.stream.tasks[t], 0
+        if self.memory is not None and len(self.memory):  # rehearsal: the task's samples and the memory's
+            task = dataclasses.replace(task, train=self.memory.joined(task.train))
+            exemplars = len(self.memory)
         return TaskContext(
             task_id=t,
-            task=self.stream.tasks[t],
+            task=task,
             committed=committed,
             specs=self.specs,
             history=tuple(r["decisions"] for r in records),
             seed=derived_seed(self.seed, t),
             n_tasks=len(self.stream),
             gates=tuple(self.gates[: t + 1]),
+            exemplars=exemplars,
         )
 
     # ---- one task -----------------------------------------------------------------------------------
@@ -162,7 +170,11 @@ class GrowthController:
         commit_ctx = dataclasses.replace(ctx, decisions=dict(decided.decisions if decided else best.params))
         graph = self.method.commit(chosen, commit_ctx, self._retrainer(ctx, retrain_macs))
         record = self._record(commit_ctx, graph, study, best, retrain_macs[0], time.perf_counter() - started)
-        self.run.commit_task(t, graph, record, {GATE_FILE: gate.tensors()} if gate is not None else None)
+        kept = {GATE_FILE: gate.tensors()} if gate is not None else {}
+        if self.memory is not None:
+            self._remember(t, graph, commit_ctx)
+            kept[MEMORY_FILE] = self.memory.tensors()
+        self.run.commit_task(t, graph, record, kept or None)
         for logger in self.loggers:
             logger.task(t, record)
         self.reporter.task_committed(t, record)
@@ -215,6 +227,25 @@ class GrowthController:
                 "given at test time; resume it under its own scenario"
             )
         self.gates.append(TaskAutoencoder.from_tensors(tensors))
+
+    # ---- rehearsal ----------------------------------------------------------------------------------
+    def _remember(self, t: int, graph: ModuleGraph, ctx: TaskContext) -> None:
+        """Add the committed task's exemplars to the memory (herding on the method's features)."""
+        train = self.stream.tasks[t].train
+        features = self.method.exemplar_features(graph, ctx, train.x)
+        seed = derived_seed(self.seed, t, "memory")
+        self.memory.add_task(t, train.x, train.y, seed=seed, features=features)
+
+    def _load_memory(self, t: int) -> None:
+        if self.memory is None:
+            return
+        tensors = self.run.load_task_tensors(t, MEMORY_FILE)
+        if tensors is None:
+            raise CheckpointError(
+                f"{self.run.task_dir(t)} holds no exemplar memory, which method {self.space.method} keeps "
+                "after every task; the run folder was not written by this method"
+            )
+        self.memory = ExemplarMemory.from_tensors(tensors)
 
     def inferred_rows(self, graph: ModuleGraph, t: int) -> tuple[list[float], list[float]]:
         """After task t, per task: test accuracy with the task inferred (the gate picks a task, that task's
@@ -381,6 +412,8 @@ class GrowthController:
         committed graph with a fresh random head on the newest path's last layer, as a multi-head model
         meets it before training (the upper triangle of the accuracy matrix)."""
         device = resolve_device(self.space.training.device)
+        if self.method.single_head:  # one classifier over every class seen so far answers for every task
+            return [evaluate(graph, t, task.test, device=device) for task in self.stream.tasks]
         row = []
         for j, task in enumerate(self.stream.tasks):
             view = graph if j <= t else self.untrained_view(graph, t, j, task)
