@@ -1,19 +1,23 @@
 """GIM: a frozen LSTM module per task whose layers read the older modules' states step by step; old tasks'
 outputs never change; in class-IL the gate infers the task; a killed run resumes bit for bit; the module's
-hidden size may be searched; a network or benchmark that is not recurrent is refused by name."""
+hidden size may be searched, candidates of one size training as one pack; a network or benchmark that is
+not recurrent is refused by name."""
 
 from __future__ import annotations
 
 import os
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from growsearch.data.benchmarks import load_benchmark
 from growsearch.errors import ConfigError
 from growsearch.graph.specs import LSTM
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.store.run_folder import RunFolder
+from growsearch.trial_record import pack_of
 
 from tiny_runs import (
     assert_old_tasks_unchanged,
@@ -107,6 +111,15 @@ def test_the_modules_hidden_size_may_be_searched_per_task(tmp_path, one_thread):
     assert [graph.node(f"t{t}/L0.seq").spec.hidden_size for t in (0, 1)] == sizes
     assert graph.node("t1/L0.seq").spec.input_size == 8 + sizes[0]
     assert result.records[1]["mechanism"]["lateral_parameters"] == 4 * sizes[1] * sizes[0]
+
+
+def test_candidates_of_one_module_size_train_together_as_a_pack(tmp_path, one_thread):
+    space = tiny_gim(options={"module_sizes": [8]}, search={"n_trials": 2, "pack": 2})
+    result = start_run(space, sequences(n_tasks=2), tmp_path / "run")
+    storage = RunFolder.open(result.path).storage("journal")
+    trials = optuna.load_study(study_name="task-1", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert [pack_of(t) for t in trials] == [0, 0] and trials[0].user_attrs.get("pack_layout")  # vmapped
 
 
 def test_a_network_or_benchmark_that_is_not_recurrent_is_refused_by_name():
