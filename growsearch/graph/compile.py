@@ -26,6 +26,7 @@ from torch import nn
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
+from growsearch.graph.specs import Shape, feature_axis
 
 
 @dataclass
@@ -161,6 +162,7 @@ def _fx_module(
     code = fx.Graph()
     values: dict[str, fx.Node] = {}
     taken: set[str] = set()
+    shapes: dict[str, Shape] = {}  # computed at the first concat merge
     for node_id in inputs:
         values[node_id] = code.placeholder(_attribute_name(node_id, taken))
     for node_id in nodes:
@@ -176,8 +178,10 @@ def _fx_module(
                 merged = code.call_function(operator.add, (merged, arg))
         elif node.merge == "stack":  # batch first: (batch, n_inputs, ...)
             merged = code.call_function(torch.stack, (tuple(args),), {"dim": 1})
-        else:
-            merged = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
+        else:  # concat, along the feature axis (batch first)
+            shapes = shapes or graph.shapes(nodes)
+            axis = 1 + feature_axis(shapes[node.inputs[0]])
+            merged = code.call_function(torch.cat, (tuple(args),), {"dim": axis})
         value = _emit_calls(root, code, modules[node_id], re.sub(r"\W", "_", node_id), merged, taken)
         if node_id in gates:
             name = _attribute_name(re.sub(r"\W", "_", node_id) + "_gate", taken)

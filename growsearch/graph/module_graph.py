@@ -25,7 +25,7 @@ import networkx as nx
 import torch
 
 from growsearch.errors import GraphError
-from growsearch.graph.specs import Input, NodeSpec, Shape
+from growsearch.graph.specs import Input, NodeSpec, Shape, feature_axis
 
 INPUT = "input"
 FREE = -1  # owner value of a weight that no task has claimed yet
@@ -160,10 +160,14 @@ class ModuleGraph:
                     f"node {node_id!r} stacks inputs {list(node.inputs)} of unequal shapes {inputs}"
                 )
             return (len(inputs), *inputs[0])
-        if node.merge == "concat":
-            if any(s[1:] != inputs[0][1:] for s in inputs):
+        if node.merge == "concat":  # along the feature axis: every step's features of a sequence
+            axis = feature_axis(inputs[0])
+            others = [s[:axis] + s[axis + 1 :] for s in inputs]
+            if any(len(s) != len(inputs[0]) or o != others[0] for s, o in zip(inputs, others, strict=True)):
                 raise GraphError(f"node {node_id!r} concatenates inputs of mismatched shapes {inputs}")
-            return (sum(s[0] for s in inputs), *inputs[0][1:])
+            joined = list(inputs[0])
+            joined[axis] = sum(s[axis] for s in inputs)
+            return tuple(joined)
         raise GraphError(
             f"node {node_id!r} has {len(inputs)} inputs but merge={node.merge!r}; expected {MERGES}"
         )

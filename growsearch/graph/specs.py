@@ -19,11 +19,17 @@ from torch.nn import functional as F
 
 from growsearch.errors import GraphError, UnknownNameError
 
-Shape = tuple[int, ...]  # per-sample shape, without the batch dimension
+Shape = tuple[int, ...]  # per-sample shape, without the batch dimension: (F,), (C, H, W) or a (T, F) sequence
 
 NODE_KINDS: dict[str, type[NodeSpec]] = {}
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def feature_axis(shape: Shape) -> int:
+    """The per-sample axis a concat merge joins: the last of a (T, F) sequence (its features at every
+    step), the first of a dense (F,) or conv (C, H, W) output."""
+    return 1 if len(shape) == 2 else 0
 
 
 def node_kind(cls: type[NodeSpec]) -> type[NodeSpec]:
@@ -497,6 +503,33 @@ class _AlphaBlend(nn.Module):
         return alpha * stacked[:, 0] + (1 - alpha) * stacked[:, 1]
 
 
+class _LSTMLayer(nn.Module):
+    """An LSTM layer over a batch-first (B, T, F) sequence, from zero initial states; one bias (nn.LSTM's two
+    add up to one). Written out step by step (no fused kernel) so that `torch.func.vmap` batches it in a
+    pack like any dense layer; the gates' input projection runs for all steps at once."""
+
+    def __init__(self, input_size: int, hidden_size: int, return_sequence: bool):
+        super().__init__()
+        self.hidden_size, self.return_sequence = hidden_size, return_sequence
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))  # gates i, f, g, o
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
+        bound = 1.0 / math.sqrt(hidden_size)  # nn.LSTM's initialisation
+        for parameter in (self.weight_ih, self.weight_hh, self.bias):
+            nn.init.uniform_(parameter, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        projected = F.linear(x, self.weight_ih, self.bias)  # (B, T, 4H)
+        h = projected.new_zeros(projected.shape[0], self.hidden_size)
+        c, states = h, []
+        for step in range(projected.shape[1]):
+            i, f, g, o = (projected[:, step] + F.linear(h, self.weight_hh)).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            states.append(h)
+        return torch.stack(states, 1) if self.return_sequence else h
+
+
 @node_kind
 @dataclass(frozen=True)
 class Blend(NodeSpec):
@@ -530,3 +563,53 @@ class Blend(NodeSpec):
 
     def macs(self, input_shape: Shape) -> int:
         return math.prod(input_shape)  # one multiply-add per feature of each input
+
+
+@node_kind
+@dataclass(frozen=True)
+class LSTM(NodeSpec):
+    """A recurrent layer (Hochreiter & Schmidhuber 1997) over a (T, F) sequence: its hidden states as a
+    (T, hidden) sequence (`return_sequence`, to feed another recurrent layer) or the last one, (hidden,).
+    Several inputs are concatenated step by step (a GIM module reading older modules' states)."""
+
+    kind: ClassVar[str] = "LSTM"
+    input_size: int = 0
+    hidden_size: int = 0
+    return_sequence: bool = False
+
+    def build(self) -> nn.Module:
+        return _LSTMLayer(self.input_size, self.hidden_size, self.return_sequence)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 2 or input_shape[1] != self.input_size:
+            raise GraphError(
+                f"LSTM expects a (steps, features={self.input_size}) sequence, got shape {input_shape}"
+            )
+        steps = input_shape[0]
+        return (steps, self.hidden_size) if self.return_sequence else (self.hidden_size,)
+
+    def macs(self, input_shape: Shape) -> int:
+        # per step, four gates each read the input and the previous hidden state
+        return input_shape[0] * 4 * self.hidden_size * (self.input_size + self.hidden_size)
+
+
+@node_kind
+@dataclass(frozen=True)
+class LastStep(NodeSpec):
+    """The last step of a (T, F) sequence, (F,): an LSTM's final hidden state when its whole sequence is
+    also read elsewhere (a GIM column's top module, read step by step by later modules)."""
+
+    kind: ClassVar[str] = "LastStep"
+
+    def build(self) -> nn.Module:
+        return _LastStep()
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 2:
+            raise GraphError(f"LastStep expects a (steps, features) sequence, got shape {input_shape}")
+        return input_shape[1:]
+
+
+class _LastStep(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1]

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from growsearch.config.network import LayerConfig
+from growsearch.data.benchmarks import SEQUENCE_BENCHMARKS
 from growsearch.errors import ConfigError
-from growsearch.graph.specs import Activation, Conv2d, Head, Linear, NodeSpec, ResBlock, Shape
+from growsearch.graph.specs import LSTM, Activation, Conv2d, Head, Linear, NodeSpec, ResBlock, Shape
 
 
 def layer_specs(
@@ -24,6 +25,14 @@ def layer_specs(
         if layer.kind == "linear":
             flat = len(shape) > 1
             spec = Linear(math.prod(shape), width, activation=layer.activation, flatten=flat)
+        elif layer.kind == "lstm":
+            if len(shape) != 2:
+                raise ConfigError(
+                    f"layer {i} (lstm) needs a (steps, features) sequence input; it follows shape {shape}: "
+                    f"expected a sequence benchmark ({', '.join(SEQUENCE_BENCHMARKS)})"
+                )
+            feeds_recurrent = i + 1 < len(layers) and layers[i + 1].kind == "lstm"
+            spec = LSTM(shape[1], width, return_sequence=feeds_recurrent)
         elif len(shape) != 3:
             raise ConfigError(f"layer {i} ({layer.kind}) needs a (C, H, W) input; it follows shape {shape}")
         elif layer.kind == "conv":

@@ -15,7 +15,7 @@ import torch
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
-from growsearch.graph.specs import Adapter, Blend, Conv2d, Head, Linear, NodeSpec
+from growsearch.graph.specs import LSTM, Adapter, Blend, Conv2d, Head, LastStep, Linear, NodeSpec
 from growsearch.grow.backbone import head_spec, split_activation
 
 
@@ -39,7 +39,13 @@ def add_column(
 ) -> ModuleGraph:
     """A PNN column for `task` (Rusu et al. 2016, eq. 2 with adapters): one node per layer and a head; each
     layer from the second on (and the head) also receives an adapter over the older columns' previous
-    layer outputs, summed with its pre-activation. `adapter_hidden` None: the paper's n_{i-1} units."""
+    layer outputs, summed with its pre-activation. `adapter_hidden` None: the paper's n_{i-1} units.
+
+    A recurrent layer is a GIM module (Cossu et al. 2020, A-LSTM): at every step it reads its input
+    concatenated with the older columns' hidden states at the same layer, so its input weights hold the
+    lateral maps (PNN's sum of U^{k:j} h^j inside each gate); the layer after it gets no adapter over
+    that layer, whose older states it has read already. With laterals, a column's last recurrent layer
+    keeps its whole sequence (`L{i}.seq`) for later columns and passes its last step on (`L{i}`)."""
     grown = graph.copy()
     old_columns = [grown.layer_nodes(t) for t in grown.tasks] if laterals else []
     shapes = grown.shapes()
@@ -49,8 +55,13 @@ def add_column(
         is_head = layer == len(specs)
         base_id = f"t{task}/head" if is_head else f"t{task}/L{layer}"
         layer_index = None if is_head else layer
+        if isinstance(spec, LSTM):
+            older = [_sequence_of(grown, column[layer]) for column in old_columns if layer in column]
+            previous = _add_recurrent(grown, task, base_id, spec, [previous, *older], shapes, laterals, layer)
+            continue
+        after_recurrent = layer > 0 and isinstance(specs[layer - 1], LSTM)
         sources = [column[layer - 1] for column in old_columns if layer > 0 and layer - 1 in column]
-        if not sources:
+        if not sources or after_recurrent:
             grown.add(base_id, spec, [previous], task, layer=layer_index)
             previous = base_id
             continue
@@ -92,6 +103,37 @@ def add_side_network(
     blend_id = f"t{task}/blend"
     grown.add(blend_id, blend, [base_output, previous], task, merge="stack", weights=blend_weights)
     return add_head(grown, task, blend_id, n_outputs)
+
+
+def _add_recurrent(
+    grown: ModuleGraph,
+    task: int,
+    base_id: str,
+    spec: LSTM,
+    inputs: list[str],
+    shapes: dict[str, tuple[int, ...]],
+    keep_sequence: bool,
+    layer: int,
+) -> str:
+    """A column's LSTM layer reading `inputs` (its own previous output, then older columns' sequences)
+    concatenated step by step; the id of its output node."""
+    extra = sum(shapes[n][1] for n in inputs[1:])
+    merge = "concat" if len(inputs) > 1 else None
+    if spec.return_sequence or not keep_sequence:
+        grown.add(
+            base_id, replace(spec, input_size=spec.input_size + extra), inputs, task, merge=merge, layer=layer
+        )
+        return base_id
+    sequence = replace(spec, input_size=spec.input_size + extra, return_sequence=True)
+    grown.add(f"{base_id}.seq", sequence, inputs, task, merge=merge, layer=layer)
+    grown.add(base_id, LastStep(), [f"{base_id}.seq"], task, layer=layer)
+    return base_id
+
+
+def _sequence_of(graph: ModuleGraph, node_id: str) -> str:
+    """The node holding a recurrent layer's whole sequence: the layer's node, or what its LastStep reads."""
+    node = graph.node(node_id)
+    return node.inputs[0] if isinstance(node.spec, LastStep) else node_id
 
 
 def _output_shape(specs: Sequence[NodeSpec], shape: tuple[int, ...]) -> tuple[int, ...]:

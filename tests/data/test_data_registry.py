@@ -8,6 +8,7 @@ NAMES = {
     "split-mnist5k", "permuted-mnist5k", "rotated-mnist5k",
     "split-mnist", "permuted-mnist", "rotated-mnist", "label-permuted-mnist",
     "split-fashionmnist", "split-cifar10", "split-cifar100",
+    "seq-split-digits", "seq-split-mnist5k",
 }  # fmt: skip
 
 
