@@ -135,3 +135,17 @@ class ExemplarMemory:
             memory.x[c] = tensors[f"class.{c}.x"].clone()
             memory.task[c] = int(tensors[f"class.{c}.task"])
         return memory
+
+
+def class_balanced(split: Split, seed: int) -> Split:
+    """As many samples of each class of `split` as its rarest class has, drawn at random (seeded): what a
+    classifier is rebalanced on after training on a few exemplars of old classes and all of the new."""
+    classes = torch.unique(split.y)
+    count = min(int((split.y == c).sum()) for c in classes)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in classes:
+        members = torch.nonzero(split.y == c).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    index = torch.cat(chosen)
+    return Split(split.x[index], split.y[index])

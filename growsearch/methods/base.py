@@ -94,8 +94,9 @@ class Candidate:
         return dict(self.mechanism)
 
 
-# retrain(graph, epochs, train_owner, lr_scale) -> graph: the controller's trainer, for commit policies
-Retrain = Callable[[ModuleGraph, int, int, float], ModuleGraph]
+# retrain(graph, epochs, train_owner=FREE, lr_scale=1.0, train=None) -> graph: the controller's trainer,
+# for commit policies (`train`: a split of the task's own choosing, e.g. DER's class-balanced one)
+Retrain = Callable[..., ModuleGraph]
 
 
 class Method(ABC):

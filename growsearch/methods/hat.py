@@ -29,13 +29,13 @@ from typing import Any
 
 import optuna
 import torch
-from torch import nn
 
 from growsearch.config.schema import require
 from growsearch.graph.compile import TrainingProgram
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import gates as unit_gates
 from growsearch.grow import operators as ops
+from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
 from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
 from growsearch.train.candidate import TrainingPlan
 from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks
@@ -61,45 +61,6 @@ class HATOptions:
         for name in ("s_max_range", "c_range"):
             low, high = getattr(self, name)
             require(0 < low <= high, f"{where}.{name}", "expected [low, high] with 0 < low <= high")
-
-
-class _Annealing:
-    """The current s, set before every step from the step's position in its epoch."""
-
-    def __init__(self, s_max: float, batches_per_epoch: int):
-        self.s_max, self.batches = s_max, max(1, batches_per_epoch)
-        self.s = s_max  # evaluation (not used: gates are binary there)
-
-    def before_step(self, step: int) -> None:
-        b = (step - 1) % self.batches  # 0-based batch index in its epoch: eq. 4's (b - 1)
-        fraction = b / (self.batches - 1) if self.batches > 1 else 1.0
-        self.s = 1 / self.s_max + (self.s_max - 1 / self.s_max) * fraction
-
-
-class _Attention(nn.Module):
-    """A unit's gate being learnt: sigmoid(s e) while training, e > 0 (binary) when evaluated."""
-
-    def __init__(self, units: int, annealing: _Annealing, cosh_clamp: float):
-        super().__init__()
-        self.embedding = nn.Parameter(torch.randn(units))  # N(0, 1), as nn.Embedding's default
-        self.annealing = annealing
-        self.embedding.register_hook(self._compensate)
-        self.cosh_clamp = cosh_clamp
-
-    def _compensate(self, grad: torch.Tensor) -> torch.Tensor:
-        s, s_max, e = self.annealing.s, self.annealing.s_max, self.embedding.detach()
-        numerator = torch.cosh(torch.clamp(s * e, -self.cosh_clamp, self.cosh_clamp)) + 1
-        return grad * (s_max / s) * numerator / (torch.cosh(e) + 1)
-
-    def soft(self) -> torch.Tensor:
-        return torch.sigmoid(self.annealing.s * self.embedding)
-
-    def binary(self) -> torch.Tensor:
-        return (self.embedding.detach() > 0).to(self.embedding.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.soft() if self.training else self.binary()
-        return x * gate.view(1, -1, *([1] * (x.dim() - 2)))
 
 
 class HAT(Method):
@@ -132,9 +93,9 @@ class HAT(Method):
     def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
         graph, layers = candidate.graph, self.layers(ctx)
         s_max, c = float(candidate.decisions["s_max"]), float(candidate.decisions["c"])
-        annealing = _Annealing(s_max, 1)
+        annealing = Annealing(s_max, 1)
         attention = {
-            n: _Attention(unit_gates.n_units(graph, n), annealing, self.options.cosh_clamp) for n in layers
+            n: UnitAttention(unit_gates.n_units(graph, n), annealing, self.options.cosh_clamp) for n in layers
         }
         before = {n: unit_gates.used_before(graph, n, ctx.task_id) for n in layers}
         train_masks = {}

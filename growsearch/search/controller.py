@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.config.space import InferenceConfig
 from growsearch.data.memory import ExemplarMemory
-from growsearch.data.task import Task, TaskStream
+from growsearch.data.task import Split, Task, TaskStream
 from growsearch.errors import CheckpointError, TrainingError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import FREE, ModuleGraph
@@ -333,13 +333,17 @@ class GrowthController:
 
     def _retrainer(self, ctx: TaskContext, macs: list[int]) -> Retrain:
         def retrain(
-            graph: ModuleGraph, epochs: int, train_owner: int = FREE, lr_scale: float = 1.0
+            graph: ModuleGraph,
+            epochs: int,
+            train_owner: int = FREE,
+            lr_scale: float = 1.0,
+            train: Split | None = None,
         ) -> ModuleGraph:
             try:
                 result = train_candidate(
                     graph,
                     ctx.task_id,
-                    ctx.task.train,
+                    ctx.task.train if train is None else train,
                     ctx.task.val,
                     self.space.training,
                     seed=derived_seed(self.seed, ctx.task_id, "commit"),

@@ -3,7 +3,9 @@
 `fit` batches in-memory tensors, steps optimisers built by the one factory (`train.optim`), checks every
 loss, and counts multiply-adds. Methods change what a step does through `TrainingHooks`, never by writing
 a loop of their own:
-- `penalty`: a term added to every step's loss (DEN's L2 and drift terms);
+- `penalty`: a term added to every step's loss (DEN's L2 and drift terms); `batch_penalty`, one computed
+  from the step's logits and batch (DER's auxiliary classifier); `parameters`, what such terms train
+  besides the model (LwF's copy of an old head);
 - `before_step` / `after_step`: callbacks around each optimiser step (MNTDP-S picks the candidate a step
   trains and updates its path distribution; DEN's proximal L1 and group-lasso steps);
 - `phases`: extra optimiser steps taken before each training step on their own parameters and batches
@@ -151,6 +153,8 @@ class TrainingHooks:
     phases: tuple[Phase, ...] = ()
     on_divergence: Literal["fail", "restore"] = "fail"
     should_stop: Callable[[StepOutcome], bool] | None = None  # after a step: stop early (DEN's rule)
+    # a term added to every step's loss from the step's logits and batch (DER's auxiliary classifier)
+    batch_penalty: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None
     # trained besides the model's own parameters, by the same optimiser: what a penalty learns with
     # (LwF's copy of an old task's head, kept outside the graph)
     parameters: tuple[nn.Parameter, ...] = ()
@@ -291,7 +295,10 @@ def fit(
                     value = _finite(ce.item(), "training loss", epoch, step, hooks)
                     total = ce
                     if hooks.penalty is not None:
-                        total = ce + hooks.penalty()
+                        total = total + hooks.penalty()
+                    if hooks.batch_penalty is not None:
+                        total = total + hooks.batch_penalty(logits, batch)
+                    if total is not ce:
                         _finite(total.item(), "training loss with its penalty", epoch, step, hooks)
                     optimizer.zero_grad(set_to_none=True)
                     total.backward()

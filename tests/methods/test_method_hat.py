@@ -10,7 +10,7 @@ import torch
 from growsearch.config.training import OptimizerSettings
 from growsearch.graph.compile import compile_for_training
 from growsearch.grow.gates import used_before
-from growsearch.methods.hat import _Annealing, _Attention
+from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
 from growsearch.store.run_folder import RunFolder
 from growsearch.train.trainer import Minibatches, fit
 
@@ -86,7 +86,7 @@ def test_one_step_updates_no_entry_where_cumulative_attention_is_one(hat_run, di
 
 
 def test_s_is_annealed_within_each_epoch_as_eq_4_says():
-    annealing = _Annealing(400.0, batches_per_epoch=5)
+    annealing = Annealing(400.0, batches_per_epoch=5)
     seen = []
     for step in range(1, 11):
         annealing.before_step(step)
@@ -96,9 +96,9 @@ def test_s_is_annealed_within_each_epoch_as_eq_4_says():
 
 
 def test_the_embedding_gradient_is_compensated_as_eq_5_says():
-    annealing = _Annealing(400.0, 5)
+    annealing = Annealing(400.0, 5)
     annealing.s = 37.0
-    gate = _Attention(6, annealing, cosh_clamp=50.0)
+    gate = UnitAttention(6, annealing, cosh_clamp=50.0)
     gate.train()
     e = gate.embedding.detach().clone()
     gate(torch.ones(1, 6)).sum().backward()

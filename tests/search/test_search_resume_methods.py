@@ -30,6 +30,11 @@ TINY = {
     "den": {"options": {"max_iterations": 6, "head_iterations": 2, "expand_units": 3}},
     "learn-to-grow": {"options": {"search_epochs": 1}},
     "hat": {},
+    "der": {
+        "network": {"layers": [{"linear": 32}, {"linear": 32}]},
+        "options": {"memory_size": 40, "balance_epochs": 1, "sparsity": 0.05, "search": True},
+        "search": {"n_trials": 2},
+    },
     "expert-gate": {"options": {"search": True}, "search": {"n_trials": 3}},
     "xdg": {"training": {"epochs": 1}},
     "dan": {"options": {"search": True}, "search": {"n_trials": 2}},

@@ -1,0 +1,249 @@
+"""DER: dynamically expandable representation for class-incremental learning (Yan, Xie & He, CVPR 2021).
+
+Each task adds a feature extractor F_t (the backbone's layers, reading the input); the extractors of
+earlier tasks are frozen. The super-feature is every extractor's output side by side, [F_0(x), ..., F_t(x)],
+and one classifier H_t over it answers for every class seen so far (class-IL: the newest head scores every
+task). H_t starts from H_{t-1}'s weights for the old classes and old features. The task trains on its own
+samples and the exemplar memory's (`memory_size` samples, class-balanced, herding on the super-feature), with
+
+    L = CE(H_t) + lambda_a CE(H_t^a) + lambda_s L_S                                   (eq. 9)
+
+- H_t^a, the auxiliary classifier (eq. 6): on F_t's features alone, the task's new classes plus one class
+  for every old one, so F_t learns what tells the new classes apart; dropped after training.
+- L_S, the sparsity of F_t's channel masks (eqs. 7-8): every layer's units (conv: channels) are multiplied
+  by m_l = sigmoid(s e_l), s annealed within every epoch as HAT's (`algorithms.hard_attention`), and
+  L_S = sum_l K_l |m_{l-1}|_1 |m_l|_1 / sum_l K_l c_{l-1} c_l is the share of F_t's weights in use.
+  After training, the units whose mask is off (e <= 0) are removed from F_t (`grow.unit_removal`): the
+  committed extractor is smaller, and computes what the masked one did.
+
+Then the classifier learning stage (sec. 3.3): H_t alone is retrained for `balance_epochs` on a
+class-balanced subset of the task's samples and the memory's (as many of each class as the rarest has),
+against the bias towards new classes. The search: each task's prune strength lambda_s (`options.search`),
+the paper's value first.
+
+Departures: no data augmentation and no temperature in the balanced stage; the first task's extractor is
+masked and pruned like the later ones (no auxiliary classifier: it has no old classes); a trial is judged on
+the new task's validation samples (the stream keeps no validation samples of old classes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from growsearch.config.schema import require
+from growsearch.data.memory import ExemplarMemory, class_balanced
+from growsearch.graph.compile import TrainingProgram, compile_view
+from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.graph.specs import Activation, Conv2d
+from growsearch.grow import gates as unit_gates
+from growsearch.grow import operators as ops
+from growsearch.grow.backbone import count_parameters, head_spec
+from growsearch.grow.unit_removal import remove_units
+from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
+from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
+from growsearch.seeds import derived_seed
+from growsearch.train.candidate import TrainingPlan, run_in_batches
+from growsearch.train.trainer import Batch, Minibatches, StepOutcome, TrainingHooks
+
+EMBEDDING_CLAMP, COSH_CLAMP = 6.0, 50.0  # HAT's guards, for the same masks
+
+
+@dataclass(frozen=True)
+class DEROptions:
+    memory_size: int = 200  # exemplars in all (the paper's 2000 for CIFAR-100's 50,000 images)
+    memory_strategy: str = "herding"
+    aux_weight: float = 1.0  # lambda_a
+    sparsity: float = 1.0  # lambda_s, the prune strength
+    s_max: float = 400.0  # the masks' sharpness at the end of each epoch (HAT's)
+    balance_epochs: int = 5  # the classifier learning stage (0: none)
+    search: bool = False  # true: each task searches lambda_s in sparsity_range (the default first)
+    sparsity_range: tuple[float, float] = (0.01, 10.0)
+
+    def validate(self, where: str) -> None:
+        require(self.memory_size >= 1, f"{where}.memory_size", "expected an integer >= 1")
+        require(
+            self.memory_strategy in ("herding", "random"),
+            f"{where}.memory_strategy",
+            "expected herding or random",
+        )
+        require(self.aux_weight >= 0, f"{where}.aux_weight", "expected a number >= 0")
+        require(self.sparsity >= 0, f"{where}.sparsity", "expected a number >= 0")
+        require(self.s_max >= 1, f"{where}.s_max", "expected a number >= 1")
+        require(self.balance_epochs >= 0, f"{where}.balance_epochs", "expected an integer >= 0")
+        low, high = self.sparsity_range
+        require(0 < low <= high, f"{where}.sparsity_range", "expected [low, high] with 0 < low <= high")
+
+
+def extractor(ctx: TaskContext, task: int | None = None) -> list[str]:
+    """The layer nodes of a task's feature extractor (the current task's by default)."""
+    t = ctx.task_id if task is None else task
+    return [f"t{t}/L{i}" for i in range(len(ctx.specs))]
+
+
+def features_node(task: int) -> str:
+    return f"t{task}/features"
+
+
+class DER(Method):
+    name = "der"
+    paper = "Yan, Xie & He 2021, DER: Dynamically Expandable Representation for Class Incremental Learning"
+    scenarios = ("class-il",)
+    Options = DEROptions
+    single_head = True
+
+    # ---- the search ------------------------------------------------------------------------------------
+    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
+        return [{"sparsity": self.options.sparsity}] if self.options.search else []
+
+    def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
+        if not self.options.search:
+            return {}
+        return {"sparsity": trial.suggest_float("sparsity", *self.options.sparsity_range, log=True)}
+
+    # ---- rehearsal -------------------------------------------------------------------------------------
+    def exemplar_memory(self) -> ExemplarMemory:
+        return ExemplarMemory(self.options.memory_size, self.options.memory_strategy)
+
+    def exemplar_features(self, graph: ModuleGraph, ctx: TaskContext, x: torch.Tensor) -> torch.Tensor:
+        """The super-feature [F_0(x), ..., F_t(x)], which herding picks exemplars by."""
+        module = compile_view(graph, ctx.task_id, output=features_node(ctx.task_id)).module.eval()
+        return run_in_batches(module, [x])[0]
+
+    # ---- the candidate ---------------------------------------------------------------------------------
+    def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
+        t, graph = ctx.task_id, ctx.committed.copy()
+        previous = INPUT
+        for i, spec in enumerate(ctx.specs):  # F_t, freshly initialised
+            graph.add(f"t{t}/L{i}", spec, [previous], t, layer=i)
+            previous = f"t{t}/L{i}"
+        extractors = [extractor(ctx, k)[-1] for k in range(t + 1)]
+        graph.add(features_node(t), Activation(None), extractors, t, merge="concat" if t > 0 else None)
+        seen = int(ctx.task.train.y.max()) + 1  # the classes so far (the memory holds the old ones)
+        head = head_spec(graph.shapes([features_node(t)])[features_node(t)], seen)
+        graph.add(f"t{t}/head", head, [features_node(t)], t)
+        if t > 0:  # H_t starts as H_{t-1} on the old classes and the old features
+            old, new = ctx.committed.node(ctx.committed.head(t - 1)), graph.node(f"t{t}/head")
+            for name, value in old.weights.items():
+                block = tuple(slice(0, s) for s in value.shape)
+                new.weights[name][block] = value
+        graph.set_head(t, f"t{t}/head")
+        sparsity = float(decisions.get("sparsity", self.options.sparsity))
+        return Candidate(graph, decisions={"sparsity": sparsity}, mechanism={"classes_seen": seen})
+
+    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
+        graph, layers = candidate.graph, extractor(ctx)
+        annealing = Annealing(self.options.s_max, 1)
+        masks = {n: UnitAttention(unit_gates.n_units(graph, n), annealing, COSH_CLAMP) for n in layers}
+        sparsity = _sparsity_loss(graph, layers, masks, float(candidate.decisions["sparsity"]))
+        auxiliary = _AuxiliaryClassifier(graph, ctx, masks[layers[-1]], self.options.aux_weight)
+
+        def clamp(outcome: StepOutcome) -> None:
+            for mask in masks.values():
+                mask.embedding.clamp_(-EMBEDDING_CLAMP, EMBEDDING_CLAMP)
+
+        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
+            annealing.batches = max(1, math.ceil(len(batches) / batches.batch_size))
+            term = auxiliary.attach(batches.y.device) if ctx.task_id > 0 else None
+            return TrainingHooks(
+                penalty=sparsity,
+                batch_penalty=term,
+                before_step=annealing.before_step,
+                after_step=clamp,
+                parameters=tuple(auxiliary.head.parameters()) if term else (),
+            )
+
+        def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
+            for node_id, mask in masks.items():  # the view computes with them until the commit prunes
+                trained.node(node_id).gates[ctx.task_id] = mask.binary().cpu()
+
+        return TrainingPlan(gates=masks, prepare=prepare, finish=finish)
+
+    # ---- the commit ------------------------------------------------------------------------------------
+    def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
+        """Prune F_t to its masked units, retrain H_t on class-balanced data, freeze the task's nodes."""
+        t, graph = ctx.task_id, chosen.copy()
+        for node_id in extractor(ctx):
+            keep = graph.node(node_id).gates.pop(t) > 0.5
+            if not keep.any():  # a mask that closed everything still leaves the layer one unit
+                keep[0] = True
+            graph = remove_units(graph, node_id, keep)
+        head = graph.head(t)
+        if t > 0 and self.options.balance_epochs > 0:
+            balanced = class_balanced(ctx.task.train, derived_seed(ctx.seed, "balanced"))
+            features_frozen = ops.freeze(graph, [n for n, node in graph.nodes() if n != head])
+            graph = retrain(features_frozen, self.options.balance_epochs, train=balanced)
+        return ops.freeze(graph, [n for n, node in graph.nodes() if node.owner == t])
+
+    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+        """F_t's units per layer before and after pruning, and its parameters."""
+        layers = extractor(ctx)
+        kept = [unit_gates.n_units(committed, n) for n in layers]
+        return {
+            "units": [_width(spec) for spec in ctx.specs],
+            "units_kept": kept,
+            "extractor_parameters": committed.n_parameters(layers),
+            "unpruned_parameters": count_parameters(ctx.specs),
+            "exemplars": ctx.exemplars,
+        }
+
+
+def _width(spec: Any) -> int:
+    return spec.out_channels if isinstance(spec, Conv2d) else spec.out_features
+
+
+def _sparsity_loss(graph: ModuleGraph, layers: list[str], masks: dict[str, UnitAttention], weight: float):
+    """lambda_s L_S (eq. 8): the share of F_t's weights between units whose masks are on."""
+    input_channels = float(graph.shapes([INPUT])[INPUT][0])
+    kernels = []
+    for node_id in layers:
+        spec = graph.node(node_id).spec
+        kernels.append(spec.kernel_size**2 if isinstance(spec, Conv2d) else 1)
+
+    def penalty() -> torch.Tensor:
+        used, total = 0.0, 0.0
+        previous, previous_count = None, input_channels
+        for node_id, kernel in zip(layers, kernels, strict=True):
+            mask = masks[node_id].soft()
+            reading = previous.sum() if previous is not None else previous_count
+            used = used + kernel * reading * mask.sum()
+            total += kernel * previous_count * mask.numel()
+            previous, previous_count = mask, float(mask.numel())
+        return weight * used / total
+
+    return penalty
+
+
+class _AuxiliaryClassifier:
+    """H_t^a (eq. 6): F_t's masked features -> the task's new classes, plus one class for all old ones."""
+
+    def __init__(self, graph: ModuleGraph, ctx: TaskContext, last_mask: nn.Module, weight: float):
+        own = ctx.task.train.y[: len(ctx.task.train) - ctx.exemplars]
+        new_classes = torch.unique(own)
+        seen = int(ctx.task.train.y.max()) + 1
+        self.labels = torch.zeros(seen, dtype=torch.long)  # old classes -> 0
+        self.labels[new_classes] = torch.arange(1, len(new_classes) + 1)
+        features = math.prod(graph.shapes([extractor(ctx)[-1]])[extractor(ctx)[-1]])
+        self.head = nn.Linear(features, len(new_classes) + 1)
+        self.last_mask, self.weight = last_mask, weight
+        self.features: torch.Tensor | None = None
+
+    def attach(self, device: torch.device):
+        self.head.to(device)
+        self.labels = self.labels.to(device)
+
+        def keep(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+            self.features = output
+
+        self.last_mask.register_forward_hook(keep)
+
+        def term(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+            return self.weight * F.cross_entropy(self.head(self.features.flatten(1)), self.labels[batch.y])
+
+        return term
