@@ -129,6 +129,9 @@ class InferenceConfig:
     reconstructs it best (softmax with `temperature` over the negative errors)."""
 
     kind: Literal["auto", "oracle", "expert-gate"] = "auto"
+    # the autoencoders: dense (ExpertGate's), recurrent (GIM's LSTM autoencoders, for sequence inputs), or
+    # auto: recurrent where the inputs are (steps, features) sequences
+    autoencoder: Literal["auto", "dense", "lstm"] = "auto"
     code_size: int = 32  # the autoencoder's hidden units (undercomplete: fewer than the inputs)
     epochs: int = 40
     lr: float = 0.001  # Adam
