@@ -1,6 +1,7 @@
 """Adaptive RPS-Net: random path selection for class-incremental learning (Rajasegaran, Hayat, Khan, Khan &
 Shao, NeurIPS 2019, "Random Path Selection for Incremental Learning"; the adaptive path switching from the
-journal version, arXiv:1906.01120v3). Mechanics read from the paper and the authors' code (brjathu/RPSnet).
+version, arXiv:1906.01120v3). Mechanics as the authors' code (brjathu/RPSnet) has them; the papers' full
+text was not at hand, only their abstracts.
 
 The network: every layer has M parallel modules plus a skip connection; a path picks `modules_per_path`
 modules per layer; a task's view sums, per layer, the outputs of every module trained so far and of its
@@ -26,8 +27,9 @@ Exemplars: `memory_size` in all, class-balanced, chosen by herding on the last l
 Departures: a 2x100 MLP of linear modules (the paper's ResNet-18 blocks on CIFAR-100); no data augmentation,
 exemplars not repeated 10x (the authors' MNIST code), and the KL summed as it is (the code clamps each
 term at 0); a trial is judged on the new task's validation samples (the stream keeps none of old classes);
-a reused path trains one candidate (nothing is sampled); the saturation's normalisation (Fisher information
-at least `fisher_floor` times its mean, on at most `fisher_samples` samples) is ours.
+a reused path trains one candidate (nothing is sampled); the saturation measure is ours (the adaptive paper's
+capacity measure could not be read here): the share of the path's trainable weights whose Fisher
+information reaches `fisher_floor` times its mean, on at most `fisher_samples` samples.
 """
 
 from __future__ import annotations
