@@ -1,6 +1,6 @@
 """Adaptive RPS-Net: random path selection for class-incremental learning (Rajasegaran, Hayat, Khan, Khan &
-Shao, NeurIPS 2019, "Random Path Selection for Incremental Learning"; the adaptive path switching from the
-version, arXiv:1906.01120v3). Mechanics as the authors' code (brjathu/RPSnet) has them; the papers' full
+Shao, NeurIPS 2019, "Random Path Selection for Incremental Learning"; the adaptive path switching from
+arXiv:1906.01120v3). Mechanics as the authors' code (brjathu/RPSnet) has them; the papers' full
 text was not at hand, only their abstracts.
 
 The network: every layer has M parallel modules plus a skip connection; a path picks `modules_per_path`
