@@ -18,7 +18,7 @@ The importance and the anchor of each parameter are kept in its node's `state` (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -136,23 +136,32 @@ class Stabiliser:
         return added
 
     def _fisher(self, program: TrainingProgram, train: Split) -> dict[Key, torch.Tensor]:
-        """Mean squared gradient of log p(y_hat | x), y_hat drawn from the model's softmax (seeded)."""
-        module = program.full.module.eval()
-        device = next(iter(self.parameters.values())).device
-        generator = torch.Generator().manual_seed(self.seed)
-        n = min(len(train), self.fisher_samples)
-        chosen = torch.randperm(len(train), generator=generator)[:n]
-        squares = {k: torch.zeros_like(p) for k, p in self.parameters.items()}
-        for index in chosen.tolist():
-            logits = module(train.x[index : index + 1].to(device))
-            probabilities = F.softmax(logits.detach(), dim=1).cpu()
-            drawn = int(torch.multinomial(probabilities[0], 1, generator=generator))
-            gradients = torch.autograd.grad(
-                F.log_softmax(logits, dim=1)[0, drawn],
-                list(self.parameters.values()),
-                allow_unused=True,
-            )
-            for key, gradient in zip(self.parameters, gradients, strict=True):
-                if gradient is not None:
-                    squares[key] += gradient.detach() ** 2
-        return {k: v / max(n, 1) for k, v in squares.items()}
+        return fisher_information(
+            program.full.module.eval(), self.parameters, train, self.fisher_samples, self.seed
+        )
+
+
+def fisher_information(
+    module: nn.Module, parameters: Mapping[Key, nn.Parameter], train: Split, samples: int, seed: int
+) -> dict[Key, torch.Tensor]:
+    """The diagonal Fisher information of `parameters` (of `module`, in evaluation mode): the mean squared
+    gradient of log p(y_hat | x), y_hat drawn from the model's softmax (seeded), over at most `samples` of
+    `train`'s samples. EWC's importance; RPS-Net's path saturation."""
+    device = next(iter(parameters.values())).device
+    generator = torch.Generator().manual_seed(seed)
+    n = min(len(train), samples)
+    chosen = torch.randperm(len(train), generator=generator)[:n]
+    squares = {k: torch.zeros_like(p) for k, p in parameters.items()}
+    for index in chosen.tolist():
+        logits = module(train.x[index : index + 1].to(device))
+        probabilities = F.softmax(logits.detach(), dim=1).cpu()
+        drawn = int(torch.multinomial(probabilities[0], 1, generator=generator))
+        gradients = torch.autograd.grad(
+            F.log_softmax(logits, dim=1)[0, drawn],
+            list(parameters.values()),
+            allow_unused=True,
+        )
+        for key, gradient in zip(parameters, gradients, strict=True):
+            if gradient is not None:
+                squares[key] += gradient.detach() ** 2
+    return {k: v / max(n, 1) for k, v in squares.items()}

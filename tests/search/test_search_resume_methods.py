@@ -36,6 +36,11 @@ TINY = {
         "search": {"n_trials": 2},
     },
     "expert-gate": {"options": {"search": True}, "search": {"n_trials": 3}},
+    "rps-net": {
+        "options": {"memory_size": 40, "fisher_samples": 30, "saturation_threshold": 0.3},
+        "search": {"n_trials": 2},
+        "training": {"lr": 0.01},
+    },
     "xdg": {"training": {"epochs": 1}},
     "dan": {"options": {"search": True}, "search": {"n_trials": 2}},
     "clnp": {},
