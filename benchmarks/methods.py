@@ -94,7 +94,8 @@ METHODS = [  # the default rows, in order: the foundation, then the growth searc
     "pae",
     "expert-gate",
     "side-tuning",
-    "der",  # class-IL only: a row of --scenario class-il
+    "der",  # class-IL only: rows of --scenario class-il
+    "rps-net",
 ]
 # not rows: GIM's columns are recurrent, for the sequence benchmarks (seq-split-digits, seq-split-mnist5k)
 SCENARIO = "task-il"

@@ -29,6 +29,7 @@ from growsearch.data.scenarios import get_scenario
 from growsearch.data.task import TaskStream
 from growsearch.errors import ConfigError, RunFolderError, ScenarioError, UnknownNameError
 from growsearch.grow.backbone import count_parameters
+from growsearch.inference.boundaries import task_free_stream
 from growsearch.methods import Method, get_method
 from growsearch.report.run_metrics import write_metrics
 from growsearch.search.controller import GrowthController, Reporter, SilentReporter, random_init_accuracy
@@ -94,7 +95,8 @@ def load_stream(options: RunOptions) -> TaskStream:
     )
 
 
-INFERABLE = ("class-il", "domain-il")  # scenarios a task-IL method runs in with the task inferred
+# scenarios a task-IL method runs in with the task inferred (task-agnostic: its boundaries found too)
+INFERABLE = ("class-il", "domain-il", "task-agnostic")
 
 
 def _scenario(options: RunOptions) -> str:
@@ -118,7 +120,9 @@ def task_inference(space: SearchSpace, scenario_name: str) -> str:
         return "expert-gate" if kind == "expert-gate" else "oracle"
     inferable = "task-il" in method_cls.scenarios and scenario.name in INFERABLE
     if not inferable:
-        also = " (and class-il, domain-il, inferring the task)" if "task-il" in method_cls.scenarios else ""
+        also = (
+            f" (and {', '.join(INFERABLE)}, inferring the task)" if "task-il" in method_cls.scenarios else ""
+        )
         raise ScenarioError(
             f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}{also}; "
             f"the run was asked for {scenario.name}"
@@ -136,6 +140,12 @@ def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
     scenario = _scenario(resolve_options(space, options))
     if task_inference(space, scenario) != "expert-gate":
         return None
+    if not get_scenario(scenario).task_id_at_training:
+        return (
+            f"task inference: {scenario} gives no task boundaries and no task id; ExpertGate's autoencoders "
+            "find where each task begins (the samples stop resembling the current task's), and pick each "
+            "test sample's task; a sample counts whichever task's head names its label"
+        )
     if get_scenario(scenario).task_id_at_inference:
         return (
             f"task inference: {scenario} gives the task id at test time, but the YAML asks for ExpertGate's "
@@ -150,11 +160,15 @@ def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
 
 def training_stream(space: SearchSpace, options: RunOptions) -> tuple[TaskStream, str]:
     """The stream the method trains on, and the run's task inference. A task-IL method in class-IL or
-    domain-IL trains its heads on each task's own labels (the task-IL stream); the controller scores it in
-    the scenario asked for, the task inferred."""
+    domain-IL trains its heads on each task's own labels (the task-IL stream); in task-agnostic, on the
+    tasks it finds in the stream (`inference.boundaries`); the controller scores it in the scenario asked
+    for, the task inferred."""
     scenario = _scenario(options)
     inference = task_inference(space, scenario)
     if inference == "expert-gate" and scenario not in get_method(space.method).scenarios:
+        if not get_scenario(scenario).task_id_at_training:  # task-agnostic: the tasks are found
+            stream, _ = task_free_stream(load_stream(options), space.inference, options.seed)
+            return stream, inference
         return load_stream(dataclasses.replace(options, scenario="task-il")), inference
     return load_stream(options), inference
 
@@ -374,7 +388,7 @@ def _drive(
         ),
         loggers=loggers,
         inference=method.space.inference if inference == "expert-gate" else None,
-        shared_labels=_scenario(options) == "domain-il",
+        shared_labels=get_scenario(_scenario(options)).labels == "shared",
     )
     try:
         records = controller.run_all()

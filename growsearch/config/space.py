@@ -137,6 +137,11 @@ class InferenceConfig:
     lr: float = 0.001  # Adam
     batch_size: int = 64
     temperature: float = 2.0  # the paper's t
+    # task-agnostic (no task boundaries): each task's autoencoder fits its first `boundary_warmup` samples,
+    # the next `boundary_chunk` set its novelty threshold, and a chunk more than `novelty` novel starts a task
+    boundary_warmup: int = 100
+    boundary_chunk: int = 50
+    novelty: float = 0.4
 
     def validate(self, where: str) -> None:
         require(self.code_size >= 1, f"{where}.code_size", f"expected an integer >= 1, got {self.code_size}")
@@ -148,6 +153,10 @@ class InferenceConfig:
         require(
             self.temperature > 0, f"{where}.temperature", f"expected a number > 0, got {self.temperature}"
         )
+        for name in ("boundary_warmup", "boundary_chunk"):
+            value = getattr(self, name)
+            require(value >= 2, f"{where}.{name}", f"expected an integer >= 2, got {value}")
+        require(0 < self.novelty < 1, f"{where}.novelty", f"expected a number in (0, 1), got {self.novelty}")
 
 
 @dataclass(frozen=True)
