@@ -70,9 +70,10 @@ from typing import Any
 import torch
 
 from growsearch.config.space import SearchSpace, load_space, space_from_dict
+from growsearch.data.scenarios import INFERABLE
 from growsearch.data.task import TaskStream
 from growsearch.methods import get_method, method_names
-from growsearch.runner import INFERABLE, RunOptions, load_stream, start_run
+from growsearch.runner import RunOptions, load_stream, start_run
 
 METHODS = [  # the default rows, in order: the foundation, then the growth searches
     "pnn",

@@ -395,10 +395,12 @@ def compare(
 
 
 def _scenarios_shown(scenarios: tuple[str, ...]) -> str:
-    """A method's scenarios, with class-IL and domain-IL through task inference where it is task-IL."""
+    """A method's scenarios, with those it runs through task inference where it is task-IL."""
     shown = list(scenarios)
     if "task-il" in scenarios:
-        shown += [f"{s} (task inferred)" for s in ("class-il", "domain-il") if s not in scenarios]
+        from growsearch.data.scenarios import INFERABLE
+
+        shown += [f"{s} (task inferred)" for s in INFERABLE if s not in scenarios]
     return ", ".join(shown)
 
 

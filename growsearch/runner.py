@@ -25,7 +25,7 @@ from growsearch.config.overrides import apply_overrides
 from growsearch.config.schema import from_mapping
 from growsearch.config.space import SearchSpace, space_from_dict
 from growsearch.data.benchmarks import DEFAULT_BENCHMARK, get_benchmark_info, load_benchmark
-from growsearch.data.scenarios import get_scenario
+from growsearch.data.scenarios import INFERABLE, get_scenario
 from growsearch.data.task import TaskStream
 from growsearch.errors import ConfigError, RunFolderError, ScenarioError, UnknownNameError
 from growsearch.grow.backbone import count_parameters
@@ -93,10 +93,6 @@ def load_stream(options: RunOptions) -> TaskStream:
         n_tasks=options.n_tasks,
         max_per_task=options.max_per_task,
     )
-
-
-# scenarios a task-IL method runs in with the task inferred (task-agnostic: its boundaries found too)
-INFERABLE = ("class-il", "domain-il", "task-agnostic")
 
 
 def _scenario(options: RunOptions) -> str:

@@ -38,3 +38,8 @@ def get_scenario(name: str) -> Scenario:
         return SCENARIOS[name]
     except KeyError:
         raise UnknownNameError("scenario", name, tuple(SCENARIOS)) from None
+
+
+# the scenarios a task-IL method also runs in, the task of a test sample inferred (growsearch.inference;
+# task-agnostic: the tasks found in the stream too)
+INFERABLE = ("class-il", "domain-il", "task-agnostic")

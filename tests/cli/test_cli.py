@@ -68,7 +68,7 @@ def test_list(what):
         (["run", "nosuch"], "unknown method 'nosuch'"),
         (["run", "pnn", "--benchmark", "split-mnist", "--data-root", "/nonexistent"], "/nonexistent"),
         (["run", "pnn", "--benchmark", "nope"], "unknown benchmark 'nope'"),
-        (["run", "pnn", "--scenario", "task-agnostic"], "supports the scenarios task-il"),
+        (["run", "der", "--scenario", "task-il"], "supports the scenarios class-il"),
         (["resume", "/nonexistent/run"], "is not a run folder"),
         (["inspect", "/nonexistent/run"], "is not a run folder"),
         (["list", "colours"], "unknown list 'colours'"),
@@ -104,6 +104,9 @@ def test_inspect_refuses_a_torn_checkpoint(finished_run, tmp_path):
 
 
 def test_list_methods_shows_class_il_through_task_inference():
-    result = runner.invoke(app, ["list", "methods"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["list", "methods"], env={"COLUMNS": "320"})
     assert result.exit_code == 0
-    assert "task-il, class-il (task inferred), domain-il (task inferred)" in result.output
+    assert "task-il, class-il (task inferred), domain-il (task inferred), task-agnostic (task inferred)" in (
+        result.output
+    )
+    assert "der" in result.output and "class-il" in result.output

@@ -77,10 +77,8 @@ def test_what_the_scenario_cannot_honour_is_refused_by_name():
         ConfigError, match="inference.kind: class-il hides the task id.*expected auto or expert-gate"
     ):
         start_run(oracle, class_il(), None)
-    with pytest.raises(
-        ScenarioError, match=r"supports the scenarios task-il \(and class-il, domain-il, inferring the task\)"
-    ):
-        start_run(tiny_space("pnn"), RunOptions(benchmark="split-digits", scenario="task-agnostic"), None)
+    with pytest.raises(ScenarioError, match=r"method der supports the scenarios class-il; .* task-il"):
+        start_run(tiny_space("der"), RunOptions(benchmark="split-digits", scenario="task-il"), None)
 
 
 def test_metrics_and_report_show_the_task_inference(pnn_class_il):
