@@ -31,7 +31,8 @@ task's outputs are bit-identical after later tasks, for every input, not only th
 picked the channels; the default threshold is 0 (any firing is important), so the restriction changes no
 validation prediction. The gating MLP has no batch norm (its statistics would tie a sample's gates to its
 batch). Dense layers are gated like conv layers (the paper gates convolutions; growsearch's backbones may
-end with dense layers). No sparsity warm-up epochs, no validation-driven schedule: `training.epochs` fixed.
+end with dense layers). No validation-driven schedule: `training.epochs` fixed; `sparsity_warmup` (the
+reimplementation's `sparsity_patience_epochs`) is off by default.
 """
 
 from __future__ import annotations
