@@ -8,7 +8,8 @@ For training, `compile_for_training` splits the view at its frozen frontier: the
 once per task instead of once per batch per epoch.
 
 This module owns the graph's semantics: how a node merges its inputs (sum, concat, or stack for a mixed
-operation), what a node that shares another's weights computes, which entries of an owner-tracked weight
+operation), what a node that shares another's weights computes (a wrapping node, CCGN's gate: the shared
+node's own module on its input, trainable with it, then its own), which entries of an owner-tracked weight
 a task sees and which of them train, and how a task's gates (per output unit) and masks (per weight)
 change what its view computes. Every forward pass of a graph in growsearch is a view compiled here.
 """
@@ -110,7 +111,8 @@ def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: boo
         module = node.spec.build()
     if node.shares and node.spec.combines_shared:  # its own weights, and the shared ones handed over
         module.load_state_dict(_seen_weights(node, task, include_free), assign=True)
-        module.bind_shared(_seen_weights(graph.node(node.shares), task, include_free))
+        if not node.spec.wraps_shared:  # a wrapping node calls the shared node's own module instead
+            module.bind_shared(_seen_weights(graph.node(node.shares), task, include_free))
         return module
     source = graph.node(node.shares) if node.shares else node
     module.load_state_dict(_seen_weights(source, task, include_free), assign=True)
@@ -182,7 +184,15 @@ def _fx_module(
             shapes = shapes or graph.shapes(nodes)
             axis = 1 + feature_axis(shapes[node.inputs[0]])
             merged = code.call_function(torch.cat, (tuple(args),), {"dim": axis})
-        value = _emit_calls(root, code, modules[node_id], re.sub(r"\W", "_", node_id), merged, taken)
+        if node.shares and node.spec.wraps_shared:  # the shared layer's output, then this node's module
+            shared = _emit_calls(
+                root, code, modules[node.shares], re.sub(r"\W", "_", node.shares), merged, taken
+            )
+            name = _attribute_name(re.sub(r"\W", "_", node_id), taken)
+            root.add_module(name, modules[node_id])
+            value = code.call_module(name, (merged, shared))
+        else:
+            value = _emit_calls(root, code, modules[node_id], re.sub(r"\W", "_", node_id), merged, taken)
         if node_id in gates:
             name = _attribute_name(re.sub(r"\W", "_", node_id) + "_gate", taken)
             root.add_module(name, gates[node_id])
@@ -221,7 +231,7 @@ def compile_view(
     built: dict[str, nn.Module] = {}
     masked: list[MaskedParameter] = []
     trainable: list[str] = []
-    for node_id in view:
+    for node_id in _with_wrapped_nodes(graph, view):
         if node_id == INPUT:
             continue
         node = graph.node(node_id)
@@ -251,7 +261,23 @@ def compile_view(
         raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
     applied = _view_gates(graph, view, task, gates or {})
     module = _fx_module(graph, built, view, [INPUT], [output], applied)
+    module.train(train)  # a view for inference evaluates (CCGN's gates are hard only in evaluation mode)
     return CompiledView(task, module, built, masked, trainable, applied)
+
+
+def _with_wrapped_nodes(graph: ModuleGraph, view: list[str]) -> list[str]:
+    """The nodes whose modules a view builds: its own, each node that a wrapping node of it shares placed
+    just before that node (outside the view's data flow, but computed, and trained, through it)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for node_id in view:
+        node = graph.node(node_id)
+        extra = [node.shares] if node.shares and node.spec.wraps_shared else []
+        for member in [*extra, node_id]:
+            if member not in seen:
+                order.append(member)
+                seen.add(member)
+    return order
 
 
 def _view_gates(
@@ -283,7 +309,8 @@ def frozen_prefix(graph: ModuleGraph, view: list[str], changing: Iterable[str] =
     fixed: set[str] = set()
     for node_id in view:
         node = graph.node(node_id)
-        if node.frozen and node_id not in moving and all(i in fixed for i in node.inputs):
+        computes_frozen = not node.shares or graph.node(node.shares).frozen  # a wrapped node may train
+        if node.frozen and computes_frozen and node_id not in moving and all(i in fixed for i in node.inputs):
             fixed.add(node_id)
     return fixed
 

@@ -216,7 +216,8 @@ class ModuleGraph:
     ) -> Node:
         """Add a node. With `shares`, the node applies that frozen node's weights (it must have the same
         spec) to its own inputs; it is frozen and holds no weights; a spec that `combines_shared` (DAN's
-        Combination) instead computes with the shared weights and weights of its own. `weights` (None: a
+        Combination) instead computes with the shared weights and weights of its own, and one that
+        `wraps_shared` (CCGN's gate) may share a trainable node. `weights` (None: a
         fresh initialisation, drawn from torch's global random stream)."""
         inputs = tuple(inputs)
         if node_id in self._nx:
@@ -232,7 +233,12 @@ class ModuleGraph:
             raise GraphError(f"node {node_id!r} has {len(inputs)} inputs; merge must be one of {MERGES}")
         if shares is not None:
             target = self.node(shares)
-            if not spec.can_share(target.spec) or target.shares is not None or not target.frozen:
+            trainable_ok = spec.wraps_shared  # it trains the shared weights through itself (CCGN)
+            if (
+                not spec.can_share(target.spec)
+                or target.shares is not None
+                or not (target.frozen or trainable_ok)
+            ):
                 raise GraphError(
                     f"node {node_id!r} ({spec}) may share only a frozen node of a matching spec that holds "
                     f"its own weights; {shares!r} is {'frozen' if target.frozen else 'trainable'}, a "

@@ -57,6 +57,9 @@ class NodeSpec:
     # a node of this kind that shares another node's weights also has weights of its own, and its module
     # is handed the shared ones (`bind_shared`) instead of being that node's function (DAN's combination)
     combines_shared: ClassVar[bool] = False
+    # a node of this kind runs the node it shares on its own input, then its own module on (input, that
+    # output); the shared node may be trainable, its weights then training through this node (CCGN's gates)
+    wraps_shared: ClassVar[bool] = False
 
     def build(self) -> nn.Module:
         raise NotImplementedError
@@ -613,3 +616,124 @@ class LastStep(NodeSpec):
 class _LastStep(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, -1]
+
+
+class _InputConditionalGate(nn.Module):
+    """CCGN's gating module: per sample, a binary gate per output unit of a layer, from the layer's input.
+
+    The input is summarised (a conv input global-average-pooled to its channels), a one-hidden-layer MLP
+    gives a logit pair (off, on) per unit; training samples the gate by Gumbel-softmax with the straight-
+    through estimator (hard 0/1 forward, the relaxation's gradient), evaluation takes the larger logit.
+    `allowed` (a buffer) closes units for good: every unit is allowed while the task trains."""
+
+    def __init__(self, spec: ConditionalGate):
+        super().__init__()
+        self.hidden = nn.Linear(spec.summary_features, spec.hidden)
+        self.logits = nn.Linear(spec.hidden, 2 * spec.out_features)
+        self.register_buffer("allowed", torch.ones(spec.out_features))
+        self.temperature = spec.temperature
+        self.last_gates: torch.Tensor | None = None  # the last training batch's gates (a sparsity loss)
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        summary = x.mean(dim=(2, 3)) if x.dim() == 4 else x
+        pairs = self.logits(torch.relu(self.hidden(summary))).view(len(x), 2, -1)  # (batch, off/on, units)
+        if self.training:
+            gates = F.gumbel_softmax(pairs, tau=self.temperature, hard=True, dim=1)[:, 1]
+        else:
+            gates = (pairs[:, 1] > pairs[:, 0]).to(x.dtype)
+        return gates * self.allowed
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gates = self.gates(x)
+        if self.training:
+            self.last_gates = gates
+        return y * gates.view(*gates.shape, *([1] * (y.dim() - 2)))
+
+
+@node_kind
+@dataclass(frozen=True)
+class ConditionalGate(NodeSpec):
+    """CCGN (Abati et al., CVPR 2020, sec. 3.1): a task's gated version of a shared dense or conv layer. The
+    node shares the layer (`wraps_shared`): it computes the layer on its input, then multiplies each output
+    unit (conv: channel) by a gate its own gating module draws from that input, so the same shared layer
+    gives each task, and each sample, its own units. Its weights: the gating module's two dense layers and
+    `allowed`. The base layer's fields are repeated (kernel_size 0: dense) so the spec stands alone."""
+
+    kind: ClassVar[str] = "ConditionalGate"
+    combines_shared: ClassVar[bool] = True
+    wraps_shared: ClassVar[bool] = True
+    in_features: int = 0  # the base layer's inputs (dense) or input channels (conv)
+    out_features: int = 0  # its units or channels: one gate each
+    kernel_size: int = 0
+    stride: int = 1
+    padding: int = 0
+    activation: str | None = "relu"
+    pool: int = 1
+    flatten: bool = False
+    summary_features: int = 0  # what the gating module reads: the input's channels, or its features
+    hidden: int = 16
+    temperature: float = 2 / 3
+
+    @classmethod
+    def over(
+        cls, base: NodeSpec, input_shape: Shape, hidden: int = 16, temperature: float = 2 / 3
+    ) -> ConditionalGate:
+        """The gated version of layer `base` (reading `input_shape`)."""
+        summary = input_shape[0]
+        if isinstance(base, Conv2d):
+            return cls(
+                base.in_channels,
+                base.out_channels,
+                base.kernel_size,
+                base.stride,
+                base.padding,
+                base.activation,
+                base.pool,
+                summary_features=summary,
+                hidden=hidden,
+                temperature=temperature,
+            )
+        if isinstance(base, Linear) and not isinstance(base, Head):
+            return cls(
+                base.in_features,
+                base.out_features,
+                activation=base.activation,
+                flatten=base.flatten,
+                summary_features=summary,
+                hidden=hidden,
+                temperature=temperature,
+            )
+        raise GraphError(f"a ConditionalGate gates a dense or conv layer, not a {base.kind}")
+
+    def base(self) -> NodeSpec:
+        """The spec of the layer this node gates."""
+        if self.kernel_size == 0:
+            return Linear(self.in_features, self.out_features, self.activation, True, self.flatten)
+        return Conv2d(
+            self.in_features,
+            self.out_features,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.activation,
+            self.pool,
+        )
+
+    def can_share(self, other: NodeSpec) -> bool:
+        return self.base() == other
+
+    def build(self) -> nn.Module:
+        if self.hidden < 1 or self.temperature <= 0:
+            raise GraphError(f"a ConditionalGate needs hidden >= 1 and temperature > 0, got {self}")
+        return _InputConditionalGate(self)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if input_shape[0] != self.summary_features:
+            raise GraphError(
+                f"ConditionalGate reads {self.summary_features} features, got shape {input_shape}"
+            )
+        return self.base().output_shape(input_shape)
+
+    def macs(self, input_shape: Shape) -> int:
+        gating = self.hidden * (self.summary_features + 2 * self.out_features)
+        return self.base().macs(input_shape) + gating

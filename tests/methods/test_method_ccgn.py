@@ -1,0 +1,220 @@
+"""CCGN (Abati et al., CVPR 2020): per task and layer an input-conditional gating module over a shared layer
+(binary at test, Gumbel straight-through while training); the sparsity objective closes gates; the channels a
+task fires for are frozen (old tasks bit-identical), the rest stay free; the conditional-gate node kind;
+class-IL through task inference; the search's first trial is the paper's configuration; kill -9 and resume."""
+
+import optuna
+import pytest
+import torch
+
+from growsearch.config.training import OptimizerSettings
+from growsearch.errors import ConfigError, GraphError
+from growsearch.graph.compile import compile_for_training, compile_view
+from growsearch.graph.module_graph import INPUT, ModuleGraph
+from growsearch.graph.serialize import load_graph, save_graph
+from growsearch.graph.specs import ConditionalGate, Conv2d, Head, spec_from_dict
+from growsearch.grow import channel_gates
+from growsearch.methods.algorithms.gate_firing import gate_firing
+from growsearch.methods.base import TaskContext
+from growsearch.methods.ccgn import CCGN
+from growsearch.runner import RunOptions, resume_run, start_run
+from growsearch.store.run_folder import RunFolder
+from growsearch.train.candidate import train_candidate
+from growsearch.train.trainer import Minibatches, fit
+
+from tiny_runs import (
+    assert_old_tasks_unchanged,
+    assert_same_commits,
+    kill,
+    start_cli_run,
+    tiny_options,
+    tiny_space,
+    wait_for,
+)
+
+CONV = {"layers": [{"conv": {"channels": 16, "kernel": 3, "padding": 1, "pool": 2}}, {"linear": 32}]}
+TRAINING = {"epochs": 8, "lr": 0.01}
+LAYERS = ("shared/L0", "shared/L1")
+
+
+def _space(**sections):
+    return tiny_space("ccgn", network=CONV, training=TRAINING, **sections)
+
+
+@pytest.fixture(scope="module")
+def ccgn_run(tmp_path_factory):
+    return start_run(_space(), tiny_options(), tmp_path_factory.mktemp("ccgn") / "run")
+
+
+def _context(method, committed, stream, task):
+    return TaskContext(task, stream.tasks[task], committed, method.specs_for(stream.input_shape), (), 0, 5)
+
+
+def test_old_tasks_outputs_and_their_channels_weights_are_bit_identical_after_later_tasks(
+    ccgn_run, digits_stream
+):
+    assert_old_tasks_unchanged(ccgn_run.path, digits_stream)
+    assert ccgn_run.metrics["metrics"]["forgetting"] == 0.0
+    run = RunFolder.open(ccgn_run.path)
+    after_0, _ = run.load_task(0)
+    final, _ = run.load_task(4)
+    frozen = channel_gates.frozen_units(after_0, LAYERS, 1)
+    for node_id in LAYERS:
+        held = frozen[node_id]
+        assert held.any() and not held.all(), node_id  # the sparsity objective left channels free
+        for name, before in after_0.node(node_id).weights.items():
+            assert torch.equal(final.node(node_id).weights[name][held], before[held]), (node_id, name)
+            assert not torch.equal(final.node(node_id).weights[name][~held], before[~held]), (node_id, name)
+    assert sorted(final.tasks) == [0, 1, 2, 3, 4]
+    assert all(
+        final.node(f"t{t}/gate1").frozen and final.node(f"t{t}/gate1").shares == "shared/L1" for t in range(5)
+    )
+
+
+def test_one_step_moves_no_weight_of_a_frozen_channel_and_trains_the_free_ones(ccgn_run, digits_stream):
+    method = CCGN(_space())
+    committed, _ = RunFolder.open(ccgn_run.path).load_task(0)
+    ctx = _context(method, committed, digits_stream, task=1)
+    candidate = method.build({}, ctx)
+    plan = method.training_plan(candidate, ctx)
+    program = compile_for_training(candidate.graph, 1, train_masks=plan.train_masks)
+    task = digits_stream.tasks[1]
+    batches = Minibatches([task.train.x], task.train.y, 16, seed=0)
+    hooks = plan.prepare(program, batches)
+    before = {
+        n: {k: v.detach().clone() for k, v in program.full.node_modules[n].state_dict().items()}
+        for n in LAYERS
+    }
+    parameters = [p for p in program.suffix.parameters() if p.requires_grad]
+    fit(program.suffix, batches, parameters, OptimizerSettings(name="sgd", lr=0.5, momentum=0.9), steps=3,
+        masked=program.full.masked, hooks=hooks)  # fmt: skip
+    frozen = channel_gates.frozen_units(committed, LAYERS, 1)
+    for node_id in LAYERS:
+        for name, after in program.full.node_modules[node_id].state_dict().items():
+            held = frozen[node_id]
+            assert torch.equal(after[held], before[node_id][name][held]), (node_id, name)
+            assert (after[~held] != before[node_id][name][~held]).any(), (node_id, name)
+
+
+def _gate_graph() -> ModuleGraph:
+    """A conv layer and one task's gate over it whose channel c opens when the input's mean exceeds c / 4."""
+    graph = ModuleGraph((1, 4, 4))
+    layer = Conv2d(1, 4, 3, 1, 1, "relu", 1)
+    graph.add("shared/L0", layer, [INPUT], 0)
+    graph = channel_gates.add_gated_path(graph, 0, ["shared/L0"], hidden=1, temperature=2 / 3)
+    gate = graph.node("t0/gate0").weights
+    gate["hidden.weight"], gate["hidden.bias"] = torch.ones(1, 1), torch.zeros(1)  # relu(mean) >= 0
+    gate["logits.weight"] = torch.tensor([[0.0]] * 4 + [[1.0]] * 4) * 4  # on - off = 4 mean - c
+    gate["logits.bias"] = torch.cat([torch.arange(4.0), torch.zeros(4)])
+    graph.add("t0/head", Head(64, 2, flatten=True), ["t0/gate0"], 0)
+    graph.set_head(0, "t0/head")
+    return graph
+
+
+def test_gates_are_binary_at_test_and_depend_on_the_input(ccgn_run, digits_stream, tmp_path):
+    graph = _gate_graph()
+    x = torch.stack([torch.full((1, 4, 4), v) for v in (0.1, 0.6, 1.0)])  # means 0.1, 0.6, 1.0
+    firing = gate_firing(graph, 0, ["t0/gate0"], x)
+    expected = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])  # 4 mean > c
+    assert torch.equal(firing.gates["t0/gate0"], expected)
+    gated = compile_view(graph, 0, output="t0/gate0").module(x)
+    plain = compile_view(graph, 0, output="shared/L0").module(x)
+    assert torch.equal(gated, plain * expected.view(3, 4, 1, 1))  # closed channels are exactly zero
+    loaded = load_graph(save_graph(graph, tmp_path / "gated"))  # JSON + safetensors, gates included
+    assert loaded.node("t0/gate0").spec == spec_from_dict(graph.node("t0/gate0").spec.to_dict())
+    assert torch.equal(compile_view(loaded, 0).module(x), compile_view(graph, 0).module(x))
+    # a trained run's gates on real digits: binary, and some samples open different channels than others
+    final, _ = RunFolder.open(ccgn_run.path).load_task(4)
+    test = digits_stream.tasks[0].test.x
+    trained = gate_firing(final, 0, ["t0/gate0", "t0/gate1"], test).gates
+    assert all(set(g.unique().tolist()) <= {0.0, 1.0} for g in trained.values())
+
+
+def test_training_samples_gates_by_gumbel_straight_through():
+    torch.manual_seed(0)
+    module = ConditionalGate.over(Conv2d(1, 6, 3, 1, 1), (1, 4, 4), hidden=4).build()
+    module.train()
+    x = torch.rand(32, 1, 4, 4)
+    gates = module.gates(x)
+    assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}  # hard forward
+    assert 0 < float(gates.detach().mean()) < 1  # sampled: neither all open nor all closed
+    gates.sum().backward()  # the relaxation's gradient reaches the gating module
+    assert module.logits.weight.grad.abs().sum() > 0
+    module.eval()
+    assert torch.equal(module.gates(x), module.gates(x))  # deterministic at test
+
+
+def test_a_higher_sparsity_weight_opens_fewer_gates(digits_stream):
+    method = CCGN(_space())
+    ctx = _context(method, ModuleGraph(digits_stream.input_shape), digits_stream, task=0)
+    task = digits_stream.tasks[0]
+    shares = {}
+    for sparsity in (0.0, 5.0):
+        torch.manual_seed(0)
+        candidate = method.build({"sparsity": sparsity}, ctx)
+        plan = method.training_plan(candidate, ctx)
+        result = train_candidate(
+            candidate.graph, 0, task.train, task.val, method.space.training, seed=0, plan=plan
+        )
+        firing = gate_firing(result.graph, 0, method.path(ctx), task.val.x)
+        shares[sparsity] = sum(firing.open_share(n) for n in method.path(ctx)) / 2
+    assert shares[5.0] < shares[0.0] - 0.2, shares
+
+
+def test_the_record_shows_per_layer_the_open_frozen_and_free_channels(ccgn_run):
+    free_before = {0: 1.0, 1: 1.0}
+    for record in ccgn_run.records:
+        mechanism = record["mechanism"]
+        assert 0 <= mechanism["capacity_used"] <= 1
+        for layer in mechanism["gates"]:
+            i = layer["layer"]
+            assert layer["frozen"] + layer["free"] == pytest.approx(1.0)
+            assert layer["free"] <= free_before[i] and layer["newly_frozen"] <= layer["important"]
+            assert layer["open"] <= layer["important"] + 1e-9  # a committed task opens only what it froze
+            free_before[i] = layer["free"]
+    assert all(layer["open"] < 0.9 for layer in ccgn_run.records[0]["mechanism"]["gates"])
+
+
+def test_sharing_a_trainable_node_is_for_wrapping_nodes_only_and_options_are_checked():
+    graph = ModuleGraph((1, 4, 4))
+    layer = Conv2d(1, 4, 3, 1, 1, "relu", 1)
+    graph.add("layer", layer, [INPUT], 0)
+    with pytest.raises(GraphError, match="may share only a frozen node"):
+        graph.add("copy", layer, [INPUT], 0, shares="layer")
+    graph.add("gate", ConditionalGate.over(layer, (1, 4, 4)), [INPUT], 0, shares="layer")
+    with pytest.raises(ConfigError, match="sparsity_range"):
+        CCGN(tiny_space("ccgn", options={"sparsity": 9.0}))
+    with pytest.raises(ConfigError, match="firing_threshold"):
+        CCGN(tiny_space("ccgn", options={"firing_threshold": 1.0}))
+
+
+def test_the_search_decides_lambda_with_the_papers_value_first(digits_stream):
+    method = CCGN(tiny_space("ccgn", options={"search": True}, search={"n_trials": 3}))
+    ctx = _context(method, ModuleGraph(digits_stream.input_shape), digits_stream, task=0)
+    assert method.trial_budget(ctx) == 3 and method.initial_trials(ctx) == [{"sparsity": 0.5}]
+    decided = method.decide(optuna.create_study().ask(), ctx)
+    assert 0.05 <= decided["sparsity"] <= 5.0
+    fixed = CCGN(tiny_space("ccgn"))
+    assert fixed.trial_budget(ctx) == 1 and fixed.initial_trials(ctx) == [] and fixed.decide(None, ctx) == {}
+
+
+def test_ccgn_runs_class_il_with_the_task_inferred(tmp_path):
+    options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0)
+    result = start_run(_space(), options, tmp_path / "run")
+    final = result.records[-1]
+    assert final["task_inference"] == "expert-gate"
+    assert all(0 <= a <= t for a, t in zip(final["accuracy_row"], final["task_il_accuracy_row"], strict=True))
+    assert final["task_il_accuracy_row"][0] > 0.9 and sum(final["accuracy_row"]) / 5 > 0.2
+
+
+def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(tmp_path):
+    space = _space(options={"search": True}, search={"n_trials": 2})
+    run = tmp_path / "runs" / "killed"
+    process = start_cli_run(space, run, "--max-per-task", "80")
+    wait_for(lambda: (run / "tasks" / "1").is_dir(), process)  # kill in whatever follows task 1's commit
+    kill(process)
+    resumed = resume_run(run)
+    reference = start_run(space, tiny_options(), tmp_path / "reference")
+    assert_same_commits(resumed, reference, 4)
+    study = optuna.load_study(study_name="task-0", storage=RunFolder.open(run).storage())
+    assert study.trials[0].params == {"sparsity": 0.5}  # the paper's configuration first
