@@ -21,7 +21,7 @@ the task's label enters G through a per-task label embedding added to the first 
 write a one-hot into z and keep a per-task output layer and batch norm: here a per-task output layer and
 biases); D and G are updated simultaneously from one loss (the trainer's `fit` steps one optimiser per
 step: the generator's terms see D through detached weights), and with the non-saturating GAN loss, not
-WGAN-GP (the gradient penalty would need `autograd.grad` outside the trainer); the generator also takes
+WGAN-GP (its gradient penalty differentiates D with respect to its input, outside the trainer); G also takes
 AC-GAN's class loss (`class_weight`; the authors' MNIST setting leaves it off); s rises once over the
 task's GAN training (the authors' sawtooth within a rising envelope); the solver is a network of its own
 trained on real and generated samples rather than D's auxiliary classifier, kept from task to task
