@@ -35,6 +35,11 @@ TINY = {
         "options": {"memory_size": 40, "balance_epochs": 1, "sparsity": 0.05, "search": True},
         "search": {"n_trials": 2},
     },
+    "dgmw": {
+        "network": {"layers": [{"linear": 16}]},
+        "options": {"gan_epochs": 3, "generator_widths": [8, 16], "discriminator_width": 16, "search": True},
+        "search": {"n_trials": 2},
+    },
     "expert-gate": {"options": {"search": True}, "search": {"n_trials": 3}},
     "rps-net": {
         "options": {"memory_size": 40, "fisher_samples": 30, "saturation_threshold": 0.3},
@@ -91,3 +96,5 @@ def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(metho
     for node_id, node in final.nodes():
         for name, value in node.weights.items():
             assert torch.equal(value, expected.node(node_id).weights[name]), (node_id, name)
+        for name, value in node.state.items():  # what a method keeps with a node (DGMw's generator)
+            assert torch.equal(value, expected.node(node_id).state[name]), (node_id, name)
