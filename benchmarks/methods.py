@@ -95,8 +95,10 @@ METHODS = [  # the default rows, in order: the foundation, then the growth searc
     "pae",
     "expert-gate",
     "side-tuning",
+    "ccgn",
     "der",  # class-IL only: rows of --scenario class-il
     "rps-net",
+    "dgmw",
 ]
 # not rows: GIM's columns are recurrent, for the sequence benchmarks (seq-split-digits, seq-split-mnist5k)
 SCENARIO = "task-il"
@@ -106,7 +108,8 @@ LR, MOMENTUM, BATCH = 0.1, 0.9, 32
 # (the network and epochs still follow the protocol): DEN's penalties and stage lengths are the reference's
 # for Adam at 1e-3; under SGD 0.1 with momentum 0.9 its drift term diverges on split-mnist5k. XdG's SI
 # strength is set for Adam (the paper's optimiser): with SGD 0.1 and momentum its penalty is too stiff.
-OWN_OPTIMISER = {"den", "xdg"}
+# CCGN's gates, RPS-Net's distillation and DGMw's solver are set for Adam (their YAMLs' rates) too.
+OWN_OPTIMISER = {"den", "xdg", "ccgn", "rps-net", "dgmw"}
 EVAL_BATCH = 2048
 
 

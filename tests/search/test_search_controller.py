@@ -21,9 +21,9 @@ def test_a_nan_loss_is_a_clear_error_and_written_tasks_are_kept(tmp_path):
 
 
 def test_an_unsupported_scenario_is_refused_before_anything_is_written(tmp_path):
-    options = RunOptions(benchmark="split-digits", scenario="task-agnostic", max_per_task=40)
-    with pytest.raises(ScenarioError, match="pnn supports the scenarios task-il .* asked for task-agnostic"):
-        start_run(tiny_space("pnn"), options, tmp_path / "run")
+    options = RunOptions(benchmark="split-digits", scenario="task-il", max_per_task=40)
+    with pytest.raises(ScenarioError, match="der supports the scenarios class-il; .* asked for task-il"):
+        start_run(tiny_space("der"), options, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
