@@ -142,6 +142,11 @@ def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
             "find where each task begins (the samples stop resembling the current task's), and pick each "
             "test sample's task; a sample counts whichever task's head names its label"
         )
+    if get_method(space.method).infers_task and get_scenario(scenario).task_id_at_training:
+        return (
+            f"task inference: {scenario} does not give the task id at test time; method {space.method} "
+            f"infers it itself, and tasks are scored {scenario}"
+        )
     if get_scenario(scenario).task_id_at_inference:
         return (
             f"task inference: {scenario} gives the task id at test time, but the YAML asks for ExpertGate's "
@@ -318,7 +323,7 @@ def resume_summary(folder: Path | RunFolder) -> str:
     committed = run.committed_tasks()
     kept = f"{len(committed)} task(s) committed" + (f" (0..{committed[-1]})" if committed else "")
     records = run.records()
-    if any(r.get("task_inference") for r in records):
+    if any(r.get("task_inference") == "expert-gate" for r in records):
         kept += " with their task-inference gates"
     if records and _complete(run, len(records)):
         return f"{kept}: the run is complete, nothing to redo"

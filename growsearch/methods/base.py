@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from growsearch.data.memory import ExemplarMemory
-    from growsearch.data.task import Task
+    from growsearch.data.task import Split, Task
     from growsearch.inference.expert_gate import TaskAutoencoder
 
 Decisions = dict[str, Any]  # one trial's sampled decisions: Optuna params (str, int, float or bool values)
@@ -67,6 +67,9 @@ class TaskContext:
     # rehearsal (`Method.exemplar_memory`): the last `exemplars` samples of `task.train` are the memory's
     # exemplars of earlier tasks' classes, trained on with the task's own samples
     exemplars: int = 0
+    # a method that keeps an exemplar memory without rehearsing it (`Method.rehearses` False): the memory's
+    # exemplars of earlier tasks, labelled with their task (CCGN's task classifier); else None
+    memory: Split | None = None
 
     @property
     def is_last(self) -> bool:
@@ -110,6 +113,12 @@ class Method(ABC):
     # one classifier for every class seen so far (class-IL): the newest task's head answers for every
     # task, so after task t each task's test samples are scored through task t's view
     single_head: ClassVar[bool] = False
+    # the method infers a test sample's task itself where the scenario hides it (`infer_task`: CCGN's task
+    # classifier), so the run trains no ExpertGate gates for it
+    infers_task: ClassVar[bool] = False
+    # an exemplar memory's exemplars join each task's training split (rehearsal); False: the memory keeps
+    # exemplars labelled with their task and the method reads them (`TaskContext.memory`)
+    rehearses: ClassVar[bool] = True
 
     def __init__(self, space: SearchSpace):
         self.space = space
@@ -173,6 +182,10 @@ class Method(ABC):
         """The features herding chooses a committed task's exemplars by (iCaRL: the feature extractor's
         output); None: the flattened inputs."""
         return None
+
+    def infer_task(self, graph: ModuleGraph, t: int, x: torch.Tensor) -> torch.Tensor:
+        """With `infers_task`: the task each sample of `x` belongs to, after committing task t."""
+        raise NotImplementedError(f"method {self.name} does not infer the task itself")
 
     # ---- after the search ------------------------------------------------------------------------------
     def selection_score(self, trial: optuna.trial.FrozenTrial) -> float:

@@ -14,10 +14,11 @@ important channels (fired for more than `firing_threshold` of the samples); thes
 layers (each one's whole kernel and bias, held exactly by train masks for every later task), the others stay
 free and are re-initialised for the next task. Later tasks may open frozen channels (reuse, read-only).
 
-Task-IL; class-IL and domain-IL through growsearch's task inference (ExpertGate's autoencoder gate). The
-paper's own class-IL route, a task classifier over every task's gated features trained with an episodic
-memory (`log p(y|x) = log p(y|x,t) + log p(t|x)`, sec. 3.3), is left for later: it needs exemplar memory
-kept by the controller from task to task, plumbing being built separately.
+Task-IL; in class-IL and domain-IL (and task-agnostic) the task of a test sample is inferred by the
+paper's own route (sec. 3.3, `algorithms/task_classifier.py`): a task classifier over every task's gated
+features, trained again after each task on an episodic memory (`memory_size` exemplars, an equal share per
+task, kept in the run folder) and the task's samples; a sample's task and class are picked together,
+`log p(y|x) = log p(y|x,t) + log p(t|x)`.
 
 The search (`search: true`): each task samples lambda_s log-uniformly in `sparsity_range`, the default
 enqueued first; single-objective, or against `capacity_used` (the share of the free channels the task
@@ -45,13 +46,17 @@ import optuna
 import torch
 
 from growsearch.config.schema import require
+from growsearch.data.memory import ExemplarMemory
+from growsearch.data.task import Split
 from growsearch.graph.compile import TrainingProgram
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import channel_gates
 from growsearch.grow import gates as unit_gates
 from growsearch.grow import operators as ops
 from growsearch.methods.algorithms.gate_firing import GateFiring, gate_firing
+from growsearch.methods.algorithms.task_classifier import infer_tasks, train_task_classifier
 from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
+from growsearch.seeds import derived_seed
 from growsearch.train.candidate import TrainingPlan
 from growsearch.train.trainer import Minibatches, TrainingHooks
 
@@ -68,6 +73,11 @@ class CCGNOptions:
     reinitialise_free: bool = True  # the paper: channels left free start again for the next task
     search: bool = False  # true: each task searches lambda_s
     sparsity_range: tuple[float, float] = (0.05, 5.0)
+    # class-IL: the task classifier (sec. 3.3), trained after each task on the episodic memory and the task
+    memory_size: int = 200  # exemplars in all, an equal share per task
+    classifier_hidden: int = 64  # the task classifier's hidden units (0: linear)
+    classifier_epochs: int = 30
+    classifier_lr: float = 0.01
 
     def validate(self, where: str) -> None:
         require(self.sparsity >= 0, f"{where}.sparsity", "expected a number >= 0")
@@ -75,6 +85,10 @@ class CCGNOptions:
         require(self.gate_hidden >= 1, f"{where}.gate_hidden", "expected an integer >= 1")
         require(self.temperature > 0, f"{where}.temperature", "expected a number > 0")
         require(0 <= self.firing_threshold < 1, f"{where}.firing_threshold", "expected a number in [0, 1)")
+        require(self.memory_size >= 1, f"{where}.memory_size", "expected an integer >= 1")
+        require(self.classifier_hidden >= 0, f"{where}.classifier_hidden", "expected an integer >= 0")
+        require(self.classifier_epochs >= 1, f"{where}.classifier_epochs", "expected an integer >= 1")
+        require(self.classifier_lr > 0, f"{where}.classifier_lr", "expected a number > 0")
         low, high = self.sparsity_range
         require(
             0 < low <= self.sparsity <= high,
@@ -91,6 +105,8 @@ class CCGN(Method):
     )
     scenarios = ("task-il",)
     Options = CCGNOptions
+    infers_task = True  # its task classifier, where the scenario hides the task
+    rehearses = False  # the memory trains the task classifier, not the tasks' heads
 
     def layers(self, ctx: TaskContext) -> list[str]:
         return ops.shared_layer_ids(PREFIX, len(ctx.specs))
@@ -152,6 +168,19 @@ class CCGN(Method):
 
         return TrainingPlan(train_masks=train_masks or None, prepare=prepare)
 
+    # ---- the task classifier (class-IL) ------------------------------------------------------------------
+    def exemplar_memory(self) -> ExemplarMemory:
+        return ExemplarMemory(self.options.memory_size, "random")
+
+    def last_nodes(self, ctx: TaskContext, tasks: int) -> list[str]:
+        return [channel_gates.path_ids(task, len(ctx.specs))[-1] for task in range(tasks)]
+
+    def infer_task(self, graph: ModuleGraph, t: int, x: torch.Tensor) -> torch.Tensor:
+        if t == 0:
+            return torch.zeros(len(x), dtype=torch.long)
+        last = [channel_gates.path_ids(task, len(self.space.layers))[-1] for task in range(t + 1)]
+        return infer_tasks(graph, graph.node(graph.head(t)).state, last, x)
+
     # ---- after the search ------------------------------------------------------------------------------
     def firing(self, graph: ModuleGraph, ctx: TaskContext) -> GateFiring:
         """The task's gates on its validation samples (its training samples where it has none)."""
@@ -169,10 +198,29 @@ class CCGN(Method):
         and the channels no task holds start again for the next task."""
         graph = channel_gates.keep_units(chosen, ctx.task_id, self.important(chosen, ctx))
         graph = ops.freeze(graph, [*self.path(ctx), graph.head(ctx.task_id)])
-        if not self.options.reinitialise_free:
-            return graph
-        frozen = channel_gates.frozen_units(graph, self.layers(ctx), ctx.task_id + 1)
-        return channel_gates.reinitialise_units(graph, {n: ~units for n, units in frozen.items()}, ctx.seed)
+        if self.options.reinitialise_free:
+            frozen = channel_gates.frozen_units(graph, self.layers(ctx), ctx.task_id + 1)
+            graph = channel_gates.reinitialise_units(
+                graph, {n: ~units for n, units in frozen.items()}, ctx.seed
+            )
+        if ctx.task_id > 0:  # the task classifier over every task so far (the paths are final now)
+            own = ctx.task.train
+            samples = Split(own.x, torch.full_like(own.y, ctx.task_id))
+            if ctx.memory is not None:
+                samples = Split(torch.cat([ctx.memory.x, own.x]), torch.cat([ctx.memory.y, samples.y]))
+            weights, accuracy = train_task_classifier(
+                graph,
+                self.last_nodes(ctx, ctx.task_id + 1),
+                samples,
+                hidden=self.options.classifier_hidden,
+                epochs=self.options.classifier_epochs,
+                lr=self.options.classifier_lr,
+                seed=derived_seed(ctx.seed, "task classifier"),
+            )
+            head = graph.node(graph.head(ctx.task_id))
+            head.state.update(weights)
+            head.state["task_classifier_accuracy"] = torch.tensor(accuracy)
+        return graph
 
     def capacity_used(self, graph: ModuleGraph, ctx: TaskContext) -> float:
         """The share of the channels free before the task that it would freeze (0 when none was free)."""
@@ -209,4 +257,16 @@ class CCGN(Method):
             )
         newly = sum(int((after[n] & ~before[n]).sum()) for n in layers)
         free = sum(int((~before[n]).sum()) for n in layers)
-        return {"gates": records, "capacity_used": newly / free if free else 0.0}
+        state = committed.node(committed.head(ctx.task_id)).state
+        classifier = None
+        if "task_classifier_accuracy" in state:  # from the second task on
+            classifier = {
+                "tasks": ctx.task_id + 1,
+                "exemplars": 0 if ctx.memory is None else len(ctx.memory),
+                "training_accuracy": float(state["task_classifier_accuracy"]),
+            }
+        return {
+            "gates": records,
+            "capacity_used": newly / free if free else 0.0,
+            "task_classifier": classifier,
+        }

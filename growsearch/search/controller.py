@@ -95,9 +95,8 @@ class GrowthController:
         self.specs = self.method.specs_for(self.stream.input_shape)
         self.storage = self.run.storage(self.space.search.storage)
         # each task's autoencoder where the run infers the task or the method reads them (ExpertGate)
-        self.gate_settings = self.inference or (
-            self.space.inference if self.method.reads_task_gates else None
-        )
+        inferring = None if self.method.infers_task else self.inference  # the method's own, else the gate
+        self.gate_settings = inferring or (self.space.inference if self.method.reads_task_gates else None)
         self.gates: list[TaskAutoencoder] = []  # one per task learnt so far, in order (with gate settings)
         self.memory = self.method.exemplar_memory()  # rehearsal: exemplars of the tasks committed so far
 
@@ -117,10 +116,15 @@ class GrowthController:
         return records
 
     def context(self, t: int, committed: ModuleGraph, records: list[dict[str, Any]]) -> TaskContext:
-        task, exemplars = self.stream.tasks[t], 0
-        if self.memory is not None and len(self.memory):  # rehearsal: the task's samples and the memory's
-            task = dataclasses.replace(task, train=self.memory.joined(task.train))
+        task, exemplars, memory = self.stream.tasks[t], 0, None
+        if self.memory is not None and len(self.memory) and self.method.rehearses:
+            task = dataclasses.replace(
+                task, train=self.memory.joined(task.train)
+            )  # its samples, the memory's
             exemplars = len(self.memory)
+        elif self.memory is not None and len(self.memory):  # read by the method: labelled with their task
+            xs, _, tasks = self.memory.samples()
+            memory = Split(xs, tasks)
         return TaskContext(
             task_id=t,
             task=task,
@@ -131,6 +135,7 @@ class GrowthController:
             n_tasks=len(self.stream),
             gates=tuple(self.gates[: t + 1]),
             exemplars=exemplars,
+            memory=memory,
         )
 
     # ---- one task -----------------------------------------------------------------------------------
@@ -234,7 +239,9 @@ class GrowthController:
         train = self.stream.tasks[t].train
         features = self.method.exemplar_features(graph, ctx, train.x)
         seed = derived_seed(self.seed, t, "memory")
-        self.memory.add_task(t, train.x, train.y, seed=seed, features=features)
+        # a memory the method reads (not rehearsed) keeps each task's exemplars as one class: the task
+        labels = train.y if self.method.rehearses else torch.full_like(train.y, t)
+        self.memory.add_task(t, train.x, labels, seed=seed, features=features)
 
     def _load_memory(self, t: int) -> None:
         if self.memory is None:
@@ -265,7 +272,10 @@ class GrowthController:
                 accuracy.append(0.0)
                 routed_right.append(0.0)
                 continue
-            routed = route(self.gates[: t + 1], task.test.x, self.inference.temperature)
+            if self.method.infers_task:
+                routed = self.method.infer_task(graph, t, task.test.x).cpu()
+            else:
+                routed = route(self.gates[: t + 1], task.test.x, self.inference.temperature)
             predicted = torch.full((len(task.test),), -1, dtype=torch.long)
             for r in routed.unique().tolist():
                 chosen = routed == r
@@ -408,7 +418,7 @@ class GrowthController:
             "accuracy_row": inferred,
             "task_il_accuracy_row": task_il,
             "task_inference_row": routed,
-            "task_inference": "expert-gate",
+            "task_inference": self.method.name if self.method.infers_task else "expert-gate",
         }
 
     def accuracy_row(self, graph: ModuleGraph, t: int) -> list[float]:

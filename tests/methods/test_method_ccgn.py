@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from growsearch.config.training import OptimizerSettings
+from growsearch.data.memory import ExemplarMemory
 from growsearch.errors import ConfigError, GraphError
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
@@ -18,7 +19,8 @@ from growsearch.methods.algorithms.gate_firing import gate_firing
 from growsearch.methods.base import TaskContext
 from growsearch.methods.ccgn import CCGN
 from growsearch.runner import RunOptions, resume_run, start_run
-from growsearch.store.run_folder import RunFolder
+from growsearch.search.controller import SilentReporter
+from growsearch.store.run_folder import GATE_FILE, MEMORY_FILE, RunFolder
 from growsearch.train.candidate import train_candidate
 from growsearch.train.trainer import Minibatches, fit
 
@@ -198,13 +200,43 @@ def test_the_search_decides_lambda_with_the_papers_value_first(digits_stream):
     assert fixed.trial_budget(ctx) == 1 and fixed.initial_trials(ctx) == [] and fixed.decide(None, ctx) == {}
 
 
-def test_ccgn_runs_class_il_with_the_task_inferred(tmp_path):
+def test_ccgn_infers_the_task_with_its_task_classifier_and_resumes_with_it(tmp_path):
+    """Class-IL (sec. 3.3): after each task a task classifier over every task's gated features, trained on
+    the episodic memory (an equal share of exemplars per task, in the run folder) and the task's samples,
+    picks a test sample's task together with its class; no ExpertGate gate is trained."""
     options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0)
-    result = start_run(_space(), options, tmp_path / "run")
+    space = _space(options={"memory_size": 40})
+    result = start_run(space, options, tmp_path / "run")
+    run = RunFolder.open(result.path)
+    for t, record in enumerate(result.records):
+        assert record["task_inference"] == "ccgn"
+        assert run.load_task_tensors(t, GATE_FILE) is None
+        memory = ExemplarMemory.from_tensors(run.load_task_tensors(t, MEMORY_FILE))
+        assert sorted(memory.x) == list(range(t + 1)) and {len(x) for x in memory.x.values()} == {
+            40 // (t + 1)
+        }
+        classifier = record["mechanism"]["task_classifier"]
+        assert (classifier is None) == (t == 0)
+        for scored, given, routed in zip(
+            record["accuracy_row"], record["task_il_accuracy_row"], record["task_inference_row"], strict=True
+        ):
+            assert scored <= min(given, routed) + 1e-9
     final = result.records[-1]
-    assert final["task_inference"] == "expert-gate"
-    assert all(0 <= a <= t for a, t in zip(final["accuracy_row"], final["task_il_accuracy_row"], strict=True))
-    assert final["task_il_accuracy_row"][0] > 0.9 and sum(final["accuracy_row"]) / 5 > 0.2
+    assert final["mechanism"]["task_classifier"]["exemplars"] == 40
+    assert sum(final["task_inference_row"]) / 5 > 0.5  # chance: 0.2
+
+    class StopAfterTaskOne(SilentReporter):
+        def task_committed(self, task, record):
+            if task == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        start_run(space, options, tmp_path / "stopped", reporter=StopAfterTaskOne())
+    resumed = resume_run(tmp_path / "stopped")  # the memory and the task classifiers come back
+    assert [r["task_inference_row"] for r in resumed.records] == [
+        r["task_inference_row"] for r in result.records
+    ]
+    assert_same_commits(resumed, result, 4)
 
 
 def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(tmp_path):
