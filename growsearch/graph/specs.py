@@ -385,6 +385,22 @@ class Mix(NodeSpec):
         return input_shape[1:]
 
 
+def _dense_or_conv(spec: Any) -> NodeSpec:
+    """The dense (`kernel_size` 0) or conv layer a node that recombines or gates one is shaped like: its
+    `in_features`, `out_features`, `kernel_size`, `stride`, `padding`, `activation`, `pool`, `flatten`."""
+    if spec.kernel_size == 0:
+        return Linear(spec.in_features, spec.out_features, spec.activation, True, spec.flatten)
+    return Conv2d(
+        spec.in_features,
+        spec.out_features,
+        spec.kernel_size,
+        spec.stride,
+        spec.padding,
+        spec.activation,
+        spec.pool,
+    )
+
+
 class _Combined(nn.Module):
     """y = act(pool(op(x, (A W).view(W.shape)) + b)): filters that are linear combinations (A, out x out)
     of a frozen base layer's filters W, with a bias of its own."""
@@ -464,17 +480,7 @@ class Combination(NodeSpec):
         return _Combined(self)
 
     def _as_base(self) -> NodeSpec:
-        if self.kernel_size == 0:
-            return Linear(self.in_features, self.out_features, self.activation, True, self.flatten)
-        return Conv2d(
-            self.in_features,
-            self.out_features,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.activation,
-            self.pool,
-        )
+        return _dense_or_conv(self)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return self._as_base().output_shape(input_shape)
@@ -707,17 +713,7 @@ class ConditionalGate(NodeSpec):
 
     def base(self) -> NodeSpec:
         """The spec of the layer this node gates."""
-        if self.kernel_size == 0:
-            return Linear(self.in_features, self.out_features, self.activation, True, self.flatten)
-        return Conv2d(
-            self.in_features,
-            self.out_features,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.activation,
-            self.pool,
-        )
+        return _dense_or_conv(self)
 
     def can_share(self, other: NodeSpec) -> bool:
         return self.base() == other
