@@ -19,9 +19,9 @@ the samples). The search: each task's mask sparsity lambda (`options.search`), t
 Departures, each for a reason: MLP generator and discriminator without batch norm (8x8 digits on a CPU);
 the task's label enters G through a per-task label embedding added to the first hidden layer (the authors
 write a one-hot into z and keep a per-task output layer and batch norm: here a per-task output layer and
-biases); D and G are updated simultaneously from one loss (the trainer's `fit` steps one optimiser per
-step: the generator's terms see D through detached weights), and with the non-saturating GAN loss, not
-WGAN-GP (its gradient penalty differentiates D with respect to its input, outside the trainer); G also takes
+biases); D and G are stepped in turn (D's step a phase of the trainer before every G step) with the
+non-saturating GAN loss, not WGAN-GP (its gradient penalty differentiates D with respect to its input,
+outside the trainer); G also takes
 AC-GAN's class loss (`class_weight`; the authors' MNIST setting leaves it off); s rises once over the
 task's GAN training (the authors' sawtooth within a rising envelope); the solver is a network of its own
 trained on real and generated samples rather than D's auxiliary classifier, kept from task to task

@@ -136,6 +136,9 @@ class Phase:
     batches: Minibatches
     penalty: Penalty | None = None
     macs_per_sample: int = 0
+    # the phase's own loss of the model on its batch instead of the cross-entropy (a GAN's discriminator
+    # step before each generator step)
+    loss: Callable[[nn.Module, Batch], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,10 @@ def _phase_step(
     hooks: TrainingHooks,
 ) -> int:
     batch = phase.batches.next()
-    loss = F.cross_entropy(model(*batch.inputs), batch.y)
+    if phase.loss is not None:
+        loss = phase.loss(model, batch)
+    else:
+        loss = F.cross_entropy(model(*batch.inputs), batch.y)
     if phase.penalty is not None:
         loss = loss + phase.penalty()
     _finite(loss.item(), "loss of an extra optimiser phase", epoch, step, hooks)

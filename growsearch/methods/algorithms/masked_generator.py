@@ -11,7 +11,8 @@ earlier mask uses, and the weights they add lie outside the slice, so task k's s
 `TaskGenerator` is the generator being learnt for a new task: every hidden weight is multiplied by
 sigmoid(s e), HAT's annealed attention (`hard_attention`) on weights instead of units, binary (e > 0) once
 learnt; weights an earlier mask uses are held exactly (the trainer's masked parameters). `train_gan` trains
-it with a fresh discriminator (real/fake and an auxiliary classifier over the task's classes) by `fit`.
+it with a fresh discriminator (real/fake and an auxiliary classifier over the task's classes) by `fit`,
+the players stepped in turn: the discriminator's step a phase before every generator step.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
 from growsearch.config.training import OptimizerSettings
 from growsearch.graph.compile import MaskedParameter
 from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
-from growsearch.train.trainer import Batch, Minibatches, StepOutcome, TrainingHooks, fit
+from growsearch.seeds import derived_seed
+from growsearch.train.trainer import Batch, Minibatches, Phase, StepOutcome, TrainingHooks, fit
 
 EMBEDDING_CLAMP, COSH_CLAMP = 6.0, 50.0  # the authors' thres_emb and thres_cosh (HAT's)
 
@@ -225,23 +226,35 @@ class Discriminator(nn.Module):
 
 
 class ConditionalGAN(nn.Module):
-    """One step's every forward pass: on a real batch (x, labels), the discriminator on it and on samples
-    of the same labels; the generator's terms see the discriminator through detached weights, so one
-    backward pass gives each network only its own loss's gradient (simultaneous updates)."""
+    """The two players, stepped in turn: the discriminator's step (`discriminator_loss`, a phase of the
+    trainer before every generator step) on a real batch and samples of its labels, the generator held;
+    then the generator's step (`forward`: samples of the batch's labels as the discriminator judges them,
+    only the generator's parameters stepped). One seeded noise stream serves both."""
 
     def __init__(self, generator: TaskGenerator, discriminator: Discriminator, seed: int):
         super().__init__()
         self.generator, self.discriminator = generator, discriminator
         self.noise = torch.Generator().manual_seed(seed)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        z = torch.randn(len(x), self.generator.memory.latent, generator=self.noise).to(x.device)
-        fake = self.generator(z, labels)
+    def sample(self, labels: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(len(labels), self.generator.memory.latent, generator=self.noise).to(labels.device)
+        return self.generator(z, labels)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator(self.sample(labels))
+
+    def discriminator_loss(self, batch: Batch, classes: torch.Tensor) -> torch.Tensor:
+        """Real-or-generated on the real batch and samples of its labels, and the auxiliary class loss."""
+        x, labels = batch.inputs
+        with torch.no_grad():
+            fake = self.sample(labels)
         real_source, real_classes = self.discriminator(x)
-        fake_source, _ = self.discriminator(fake.detach())
-        held = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        fooled_source, fooled_classes = functional_call(self.discriminator, held, (fake,))
-        return real_source, real_classes, fake_source, fooled_source, fooled_classes
+        fake_source, _ = self.discriminator(fake)
+        return (
+            F.binary_cross_entropy_with_logits(real_source, torch.ones_like(real_source))
+            + F.binary_cross_entropy_with_logits(fake_source, torch.zeros_like(fake_source))
+            + F.cross_entropy(real_classes, torch.searchsorted(classes, batch.y))
+        )
 
 
 @dataclass(frozen=True)
@@ -277,30 +290,39 @@ def train_gan(
     generator.annealing.s_max = s_max
     generator.annealing.batches = epochs * math.ceil(len(y) / batch_size)  # one ramp, 1/s_max to s_max
 
-    def loss(outputs: tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
-        real_source, real_classes, fake_source, fooled_source, fooled_classes = outputs
-        local = torch.searchsorted(classes, batch.y)
-        ones, zeros = torch.ones_like(real_source), torch.zeros_like(fake_source)
-        discriminator_loss = (
-            F.binary_cross_entropy_with_logits(real_source, ones)
-            + F.binary_cross_entropy_with_logits(fake_source, zeros)
-            + F.cross_entropy(real_classes, local)
+    def generator_loss(outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
+        fooled_source, fooled_classes = outputs  # non-saturating, and AC-GAN's class loss
+        adversarial = F.binary_cross_entropy_with_logits(fooled_source, torch.ones_like(fooled_source))
+        return adversarial + class_weight * F.cross_entropy(
+            fooled_classes, torch.searchsorted(classes, batch.y)
         )
-        generator_loss = F.binary_cross_entropy_with_logits(
-            fooled_source, ones
-        ) + class_weight * F.cross_entropy(fooled_classes, local)
-        return discriminator_loss + generator_loss
 
     def clamp(outcome: StepOutcome) -> None:
         for mask in generator.attention:
             mask.embedding.clamp_(-EMBEDDING_CLAMP, EMBEDDING_CLAMP)
 
-    hooks = TrainingHooks(
-        penalty=generator.sparsity(sparsity), before_step=generator.annealing.before_step, after_step=clamp
+    discriminator_step = Phase(
+        list(discriminator.parameters()),
+        settings,
+        Minibatches([x, y], y, batch_size, derived_seed(seed, "discriminator")),
+        loss=lambda model, batch: model.discriminator_loss(batch, classes),
     )
-    parameters = [p for p in gan.parameters() if p.requires_grad]
+    hooks = TrainingHooks(
+        penalty=generator.sparsity(sparsity),
+        before_step=generator.annealing.before_step,
+        after_step=clamp,
+        phases=(discriminator_step,),
+    )
+    parameters = [p for p in generator.parameters() if p.requires_grad]
     result = fit(
-        gan, batches, parameters, settings, epochs=epochs, masked=generator.held(), hooks=hooks, loss=loss
+        gan,
+        batches,
+        parameters,
+        settings,
+        epochs=epochs,
+        masked=generator.held(),
+        hooks=hooks,
+        loss=generator_loss,
     )
     gan.eval()
     return GANTraining(epochs, result.steps, result.last_step_loss)
