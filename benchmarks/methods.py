@@ -34,11 +34,11 @@ prints growsearch's rows only. Before the timed rows, every method runs once unt
 YAMLs' Optuna storage (sqlite or journal) to see what the run folder's storage costs.
 
 With ``--scenario class-il`` every method runs class-IL: a task-IL method with the task of a test sample
-inferred by ExpertGate's gate (growsearch's task inference), a class-IL method (DER) with its one
-classifier; a method that does not run in the scenario asked for (DER in task-IL) is named and left out. Two
-reference rows frame the numbers: the protocol's
-MLP with one head over all classes trained on every task's data jointly (the upper bound) and the same
-network fine-tuned on the tasks one after another (the lower bound). Avalanche's rows are task-IL and are
+inferred by ExpertGate's gate (growsearch's task inference; CCGN by its own task classifier), a class-IL
+method (DER, RPS-Net, DGMw) with its one classifier; a method that does not run in the scenario asked for
+(DER in task-IL) is named and left out. Two reference rows frame the numbers: the protocol's MLP with one
+head over all classes trained on every task's data jointly (the upper bound) and the same network
+fine-tuned on the tasks one after another (the lower bound). Avalanche's rows are task-IL and are
 not run then.
 
 Adding a method as a row: add its name to METHODS (its YAML must exist); an Avalanche counterpart is a
@@ -144,8 +144,8 @@ def protocol_space(method: str, epochs: int, storage: str | None = None) -> Sear
 
 
 def runs_in(method: str, scenario: str) -> bool:
-    """Whether the method runs in `scenario`: one it declares, or class-IL / domain-IL with the task
-    inferred for a task-IL method."""
+    """Whether the method runs in `scenario`: one it declares, or one a task-IL method runs in with the task
+    inferred (class-IL, domain-IL, task-agnostic)."""
     declared = get_method(load_space(method).method).scenarios
     return scenario in declared or ("task-il" in declared and scenario in INFERABLE)
 

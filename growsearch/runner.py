@@ -104,7 +104,8 @@ def _scenario(options: RunOptions) -> str:
 
 def task_inference(space: SearchSpace, scenario_name: str) -> str:
     """How the run finds a test sample's task: "oracle" (the scenario gives it) or "expert-gate" (a
-    task-IL method in a scenario that hides it: class-IL, domain-IL). `inference: auto` picks; an
+    task-IL method in a scenario that hides it: class-IL, domain-IL, task-agnostic; the gate, or the
+    method's own inference where it `infers_task`). `inference: auto` picks; an
     explicit kind the scenario cannot honour is refused, as is a scenario neither the method nor task
     inference supports."""
     method_cls = get_method(space.method)
@@ -136,13 +137,14 @@ def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
     scenario = _scenario(resolve_options(space, options))
     if task_inference(space, scenario) != "expert-gate":
         return None
+    picker = f"method {space.method} itself" if get_method(space.method).infers_task else "ExpertGate's gate"
     if not get_scenario(scenario).task_id_at_training:
         return (
             f"task inference: {scenario} gives no task boundaries and no task id; ExpertGate's autoencoders "
-            "find where each task begins (the samples stop resembling the current task's), and pick each "
-            "test sample's task; a sample counts whichever task's head names its label"
+            "find where each task begins (the samples stop resembling the current task's), and "
+            f"{picker} picks each test sample's task; a sample counts whichever task's head names its label"
         )
-    if get_method(space.method).infers_task and get_scenario(scenario).task_id_at_training:
+    if get_method(space.method).infers_task:
         return (
             f"task inference: {scenario} does not give the task id at test time; method {space.method} "
             f"infers it itself, and tasks are scored {scenario}"

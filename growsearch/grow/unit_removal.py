@@ -24,11 +24,12 @@ def remove_units(graph: ModuleGraph, node_id: str, keep: torch.Tensor) -> Module
     grown = graph.copy()
     node = grown.node(node_id)
     spec = node.spec
-    if not isinstance(spec, Linear | Conv2d) or isinstance(spec, Head) or node.shares or node.owners:
+    if not isinstance(spec, Linear | Conv2d) or isinstance(spec, Head) or node.shares:
         raise GraphError(
-            f"units can be removed from a dense or conv layer with weights of its own and no owner-tracked "
-            f"entries; {node_id!r} is a {spec.kind}{' sharing weights' if node.shares else ''}"
+            f"units can be removed from a dense or conv layer with weights of its own; {node_id!r} is a "
+            f"{spec.kind}{' sharing weights' if node.shares else ''}"
         )
+    _refuse_per_entry_data(graph, node_id)
     field = "out_features" if isinstance(spec, Linear) else "out_channels"
     width = getattr(spec, field)
     keep = keep.to(torch.bool).flatten()
@@ -58,6 +59,7 @@ def _drop_inputs(
             [kept if i == source else torch.ones(shapes[i][0], dtype=torch.bool) for i in reader.inputs]
         )
         spec = reader.spec
+        _refuse_per_entry_data(graph, reader_id)
         if isinstance(spec, Activation):  # parameter-free: its readers see the same channels
             _drop_inputs(graph, reader_id, channels, shapes)
         elif isinstance(spec, Linear):
@@ -70,3 +72,14 @@ def _drop_inputs(
             reader.weights = {n: v[:, channels] if v.dim() == 4 else v for n, v in reader.weights.items()}
         else:
             raise GraphError(f"cannot remove units read by {reader_id!r}, a {spec.kind}")
+
+
+def _refuse_per_entry_data(graph: ModuleGraph, node_id: str) -> None:
+    """Owners, masks and gates are kept per weight or per unit: removing units would leave them the wrong
+    size, so such a node is refused (DER drops its masks' gates before it prunes)."""
+    node = graph.node(node_id)
+    kept = [
+        name for name, data in (("owners", node.owners), ("masks", node.masks), ("gates", node.gates)) if data
+    ]
+    if kept:
+        raise GraphError(f"cannot remove units at {node_id!r}: it keeps {', '.join(kept)} per weight or unit")

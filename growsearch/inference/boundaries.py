@@ -6,9 +6,10 @@ and no task ids. It cuts the stream into tasks itself: an autoencoder is trained
 samples of the current task, and the errors it makes on the next `chunk` (held out, the same task) set a
 threshold, their 90th percentile. Then, chunk by chunk, a sample is novel when its error exceeds the
 threshold; a chunk mostly novel (a share above `novelty`) means a new task began (the autoencoder is fit
-again, on everything familiar so far, each time that has doubled): the boundary is placed
-where the novel samples begin, the one change point over that chunk and the one before (the split that
-leaves the most familiar samples before it and novel ones after). The new task's autoencoder is trained
+again each time the task's samples seen so far have doubled, on all of them but the last chunk, which sets
+the threshold anew): the boundary is placed where the novel samples begin, the change point over that
+chunk and the one before (the split that leaves the most familiar samples before it and novel ones after;
+the novel chunk's start where none does). The new task's autoencoder is trained
 from there, and so on. Each task found becomes a task of the stream the method learns: its samples split
 into training and validation (the benchmark's share, seeded), tested on the test samples of the
 benchmark's tasks its samples came from (a third of them or more). Detection is seeded, so a resumed run
@@ -16,7 +17,8 @@ finds the same tasks.
 
 Measured on the embedded data (90th-percentile threshold, chunks of 50): a new task's first chunk is
 72-100% novel on split-digits and permuted-digits, a familiar chunk 14-26%; on split-mnist5k's raw pixels
-the autoencoders reconstruct other digits as well as their own (0-52% novel), so tasks there merge; on a
+the autoencoders reconstruct other digits about as well as their own (0-52% novel), so tasks there are
+cut in the wrong places (10 found for 5); a found task holds at least a warm-up and a chunk; on a
 label-permuted stream the inputs never change, so no input-novelty detector can see its boundaries.
 """
 
@@ -68,18 +70,23 @@ def _next_boundary(x: torch.Tensor, start: int, config: InferenceConfig, seed: i
     autoencoder is fit again whenever the familiar samples have doubled, on all of them but the last chunk
     (whose errors set the threshold), so a task of many classes is learnt as it goes."""
     chunk, fitted = config.boundary_chunk, start + config.boundary_warmup
+    shortest = config.boundary_warmup + chunk  # a task found must hold this much: a warm-up and a chunk
     position = fitted + chunk
     while True:
         gate = train_autoencoder(x[start:fitted], config, seed)
         threshold = torch.quantile(gate.errors(x[fitted : fitted + chunk]), THRESHOLD_QUANTILE)
         refit_at = start + 2 * (fitted - start) + chunk
-        while position < len(x) and position < refit_at:
+        while position + chunk <= len(x) and position < refit_at:  # whole chunks only
             novel = gate.errors(x[position : position + chunk]) > threshold
             if float(novel.double().mean()) > config.novelty:
                 window = max(fitted + chunk, position - chunk)
-                return window + _change_point(gate.errors(x[window : position + chunk]) > threshold)
+                found = window + _change_point(gate.errors(x[window : position + chunk]) > threshold)
+                if found == position + chunk:  # no split fits better than none: the novel chunk's start
+                    found = position
+                # a new task too short to learn from ends the stream: its samples stay with this one
+                return found if len(x) - found >= shortest else None
             position += chunk
-        if position >= len(x):
+        if position + chunk > len(x):
             return None
         fitted = position - chunk
 

@@ -178,7 +178,8 @@ class CCGN(Method):
     def infer_task(self, graph: ModuleGraph, t: int, x: torch.Tensor) -> torch.Tensor:
         if t == 0:
             return torch.zeros(len(x), dtype=torch.long)
-        last = [channel_gates.path_ids(task, len(self.space.layers))[-1] for task in range(t + 1)]
+        n_layers = len(self.specs_for(graph.input_shape))
+        last = [channel_gates.path_ids(task, n_layers)[-1] for task in range(t + 1)]
         return infer_tasks(graph, graph.node(graph.head(t)).state, last, x)
 
     # ---- after the search ------------------------------------------------------------------------------

@@ -160,6 +160,7 @@ class DER(Method):
             )
 
         def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
+            auxiliary.detach()
             for node_id, mask in masks.items():  # the view computes with them until the commit prunes
                 trained.node(node_id).gates[ctx.task_id] = mask.binary().cpu()
 
@@ -169,8 +170,8 @@ class DER(Method):
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """Prune F_t to its masked units, retrain H_t on class-balanced data, freeze the task's nodes."""
         t, graph = ctx.task_id, chosen.copy()
-        for node_id in extractor(ctx):
-            keep = graph.node(node_id).gates.pop(t) > 0.5
+        kept = {node_id: graph.node(node_id).gates.pop(t) > 0.5 for node_id in extractor(ctx)}
+        for node_id, keep in kept.items():
             if not keep.any():  # a mask that closed everything still leaves the layer one unit
                 keep[0] = True
             graph = remove_units(graph, node_id, keep)
@@ -233,6 +234,13 @@ class _AuxiliaryClassifier:
         self.head = nn.Linear(features, len(new_classes) + 1)
         self.last_mask, self.weight = last_mask, weight
         self.features: torch.Tensor | None = None
+        self.handle: torch.utils.hooks.RemovableHandle | None = None
+
+    def detach(self) -> None:
+        """After training: the hook goes, and the last batch's features with it."""
+        if self.handle is not None:
+            self.handle.remove()
+        self.handle, self.features = None, None
 
     def attach(self, device: torch.device):
         self.head.to(device)
@@ -241,7 +249,7 @@ class _AuxiliaryClassifier:
         def keep(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
             self.features = output
 
-        self.last_mask.register_forward_hook(keep)
+        self.handle = self.last_mask.register_forward_hook(keep)
 
         def term(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
             return self.weight * F.cross_entropy(self.head(self.features.flatten(1)), self.labels[batch.y])

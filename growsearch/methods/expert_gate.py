@@ -130,10 +130,19 @@ class ExpertGate(Method):
         if candidate.decisions["transfer"] != "lwf":
             return None
         source = int(str(candidate.decisions["source"]).removeprefix("task-"))
-        return TrainingPlan(prepare=lambda program, batches: self._lwf_hooks(program, batches, ctx, source))
+        expert = candidate.graph.layer_nodes(ctx.task_id)
+        last_hidden = expert[max(expert)]  # the new expert's last hidden layer: what the old head reads
+        return TrainingPlan(
+            prepare=lambda program, batches: self._lwf_hooks(program, batches, ctx, source, last_hidden)
+        )
 
     def _lwf_hooks(
-        self, program: TrainingProgram, batches: Minibatches, ctx: TaskContext, source: int
+        self,
+        program: TrainingProgram,
+        batches: Minibatches,
+        ctx: TaskContext,
+        source: int,
+        features_node: str,
     ) -> TrainingHooks:
         """LwF's distillation: the old expert's answers on the batch, kept by a copy of its head trained on
         the new expert's last hidden layer."""
@@ -145,8 +154,6 @@ class ExpertGate(Method):
         head.load_state_dict(old_head.weights)
         if program.prefix is not None:
             raise GraphError("an ExpertGate expert trains whole: its first layer must read the input")
-        last_hidden = max(ctx.committed.layer_nodes(source))
-        features_node = f"t{ctx.task_id}/L{last_hidden}"
         seen: dict[str, torch.Tensor] = {}
 
         def keep_input(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:

@@ -12,10 +12,10 @@ used on these laterals: the paper concatenates the states into the module's inpu
 head after the recurrent layers reads the new column alone (the older states entered below it already).
 
 Task inference: the paper's gate is one LSTM autoencoder per task, which reconstructs the input sequence;
-the module whose autoencoder reconstructs a test sequence best answers it. GIM declares task-IL, so in
-class-IL and domain-IL the run infers the task with growsearch's ExpertGate gate (`inference/`): the same
-rule (lowest reconstruction error picks the module) with a dense autoencoder over the flattened sequence
-instead of an LSTM autoencoder (the gate is chosen by the controller, for every task-IL method).
+the module whose autoencoder reconstructs a test sequence best answers it. growsearch's gate
+(`inference/expert_gate.py`) is recurrent on sequence inputs (`SequenceAutoencoder`), and GIM's YAML asks
+for it (`inference: {kind: expert-gate, autoencoder: lstm}`), so a GIM run picks each test sequence's
+module so, in task-IL too; in class-IL, domain-IL and task-agnostic runs the scenario asks for it anyway.
 
 The paper fixes its hyper-parameters: one candidate per task. Beyond the paper, `module_sizes` makes the
 new module's hidden size a per-task search (Optuna's categorical `hidden_size`, every recurrent layer of

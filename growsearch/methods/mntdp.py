@@ -28,6 +28,7 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import operators as ops
 from growsearch.methods.algorithms.task_prior import PriorChoice, choose_source
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.seeded_samplers import SeededRandomSampler
 from growsearch.seeds import derived_seed
 from growsearch.train.candidate import resolve_device
 from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit
@@ -84,7 +85,7 @@ class MNTDPD(_MNTDP):
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler | None:
         # "grid" trains every candidate: they are enqueued in order by initial_trials, so the sampler
         # only serves extra trials beyond the grid (there are none with the default budget).
-        return optuna.samplers.RandomSampler(seed=ctx.seed) if self._enumerates() else None
+        return SeededRandomSampler(seed=ctx.seed) if self._enumerates() else None
 
     def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
         return [{"reuse_depth": k} for k in self._depths(ctx)] if self._enumerates() else []

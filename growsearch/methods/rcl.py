@@ -34,6 +34,7 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.grow import neurons
 from growsearch.methods.algorithms.reinforce import ControllerConfig, Decision, ReinforceSampler
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.seeded_samplers import SeededRandomSampler
 
 ADD = "add_units_L{}"
 
@@ -66,7 +67,7 @@ class ControllerMethod(Method):
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler | None:
         name = self.space.search.sampler or "reinforce"
         if ctx.task_id == 0:  # the base network: nothing to sample
-            return optuna.samplers.RandomSampler(seed=ctx.seed)
+            return SeededRandomSampler(seed=ctx.seed)
         if name != "reinforce":
             return None
         decisions = self.search_decisions(ctx)

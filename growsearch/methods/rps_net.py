@@ -57,6 +57,7 @@ from growsearch.methods.algorithms.random_paths import (
     pool_id,
 )
 from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
+from growsearch.seeded_samplers import SeededRandomSampler
 from growsearch.seeds import derived_seed
 from growsearch.train.candidate import TrainingPlan, run_in_batches
 from growsearch.train.trainer import Batch, Minibatches, TrainingHooks
@@ -149,7 +150,7 @@ class RPSNet(Method):
         return super().trial_budget(ctx) if self.switching(ctx) else 1
 
     def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.RandomSampler(seed=ctx.seed)
+        return SeededRandomSampler(seed=ctx.seed)
 
     def pack_limit(self, ctx: TaskContext) -> int:
         return 1  # candidates differ in their modules' ids: no common template to pack them in

@@ -5,16 +5,17 @@ from __future__ import annotations
 import optuna
 
 from growsearch.errors import UnknownNameError
+from growsearch.seeded_samplers import SeededRandomSampler, SeededTPESampler
 
 SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "qmc")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 
 
 def make_sampler(name: str, *, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+    if name == "tpe":  # these two draw what an uninterrupted search draws after a resume, too
+        return SeededTPESampler(seed=seed)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return SeededRandomSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "nsga2":

@@ -37,7 +37,7 @@ from growsearch.store.journal import remove_stale_lock, repair_torn_tail
 from growsearch.store.lock import RunLock
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
-GATE_FILE = "gate.safetensors"  # a committed task's task-inference autoencoder (class-IL runs)
+GATE_FILE = "gate.safetensors"  # a committed task's autoencoder (the task inferred, or ExpertGate's)
 MEMORY_FILE = "memory.safetensors"  # the exemplar memory after a task (rehearsal methods)
 CONFIG_CHECKSUM = ".config.sha256"
 JOURNAL_FILE = "study.journal"

@@ -49,6 +49,16 @@ def test_one_task_is_one_task_and_the_change_point_splits_familiar_from_novel(di
     assert _change_point(flags) == 4
 
 
+def test_a_novel_tail_too_short_to_learn_from_stays_with_the_task_before_it():
+    """Three odd samples at the end of a stream start no task (it would hold no validation sample)."""
+    torch.manual_seed(0)
+    x = torch.cat([0.1 * torch.rand(300, 1, 8, 8), torch.ones(3, 1, 8, 8)])
+    assert detect_boundaries(x, InferenceConfig(), seed=0) == [0]
+    longer = torch.cat([x[:300], torch.rand(160, 1, 8, 8)])  # a real second task is still found
+    starts = detect_boundaries(longer, InferenceConfig(), seed=0)
+    assert len(starts) == 2 and abs(starts[1] - 300) <= 5, starts
+
+
 def small_task_agnostic() -> RunOptions:
     return RunOptions(benchmark="split-digits", scenario="task-agnostic", max_per_task=80, seed=0)
 

@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from growsearch.config.training import OptimizerSettings
+from growsearch.seeded_samplers import SeededRandomSampler
 from growsearch.seeds import derived_seed
 from growsearch.train.optim import make_optimizer
 from growsearch.trial_record import is_interrupted, learning_pack, pack_of
@@ -236,7 +237,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self.controller = Controller(steps, config, derived_seed(seed, "controller"))
         self.applied_until = 0  # trial numbers below this have been replayed (or skipped)
         self.updates = 0
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._fallback = SeededRandomSampler(seed=seed)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
