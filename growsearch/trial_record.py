@@ -110,6 +110,15 @@ def retry_of(trial: FrozenTrial) -> int | None:
     return None if value is None else int(value)
 
 
+def search_position(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int:
+    """The trial's position in an uninterrupted search (`trials`: the study's): a retried trial takes the
+    position of the one that was killed, and a fresh trial after retries does not count them."""
+    original = retry_of(trial)
+    if original is not None:
+        return original
+    return trial.number - sum(1 for t in trials if t.number < trial.number and retry_of(t) is not None)
+
+
 def plan_attrs(decisions: Mapping[str, Any]) -> dict[str, Any]:
     return {PLANNED: dict(decisions)}
 

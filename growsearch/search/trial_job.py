@@ -25,7 +25,7 @@ from growsearch.seeds import derived_seed
 from growsearch.train.candidate import NO_PLAN, TrainingPlan, TrainingResult, train_candidate
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 from growsearch.train.trainer import EpochCallback, count_macs
-from growsearch.trial_record import TrialRecord, retry_of
+from growsearch.trial_record import TrialRecord, search_position
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,7 @@ class TrialJob:
     def seed_number(self, trial: optuna.Trial) -> int:
         """The trial's position in an uninterrupted search: a retried trial takes the position (and so the
         seed) of the one that was killed, and a fresh trial after retries does not count them."""
-        original = retry_of(trial)
-        if original is not None:
-            return original
-        earlier = trial.study.get_trials(deepcopy=False)
-        return trial.number - sum(1 for t in earlier if t.number < trial.number and retry_of(t) is not None)
+        return search_position(trial, trial.study.get_trials(deepcopy=False))
 
     def decide(self, trial: optuna.Trial) -> Decisions:
         """The method's decisions for `trial`, sampled define-by-run (a Ray driver does only this)."""

@@ -5,6 +5,7 @@ own, finer-grained kill tests.)"""
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
 
@@ -98,3 +99,34 @@ def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(metho
             assert torch.equal(value, expected.node(node_id).weights[name]), (node_id, name)
         for name, value in node.state.items():  # what a method keeps with a node (DGMw's generator)
             assert torch.equal(value, expected.node(node_id).state[name]), (node_id, name)
+
+
+# searches killed between two trials of a task (the second task: DAN's first has nothing to search), whose
+# later trials a sampler draws at random
+MID_SEARCH = {
+    "rps-net": (TINY["rps-net"] | {"search": {"n_trials": 4}}, 0),  # random path selection
+    "dan": ({"options": {"search": True}, "search": {"n_trials": 4}}, 1),  # TPE, in its random start-up
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "sections", "task"), [(m, *c) for m, c in MID_SEARCH.items()], ids=list(MID_SEARCH)
+)
+def test_a_search_killed_between_trials_resumes_drawing_what_it_would_have_drawn(
+    method, sections, task, tmp_path
+):
+    space = tiny_space(method, **sections)
+    run = tmp_path / "runs" / "killed"
+    process = start_cli_run(space, run, "--max-per-task", "80")
+    wait_for(lambda: (run / "trials" / str(task) / "1").is_dir(), process)  # two of the task's trials saved
+    kill(process)
+    resumed = resume_run(run)
+    reference = start_run(space, tiny_options(), tmp_path / "reference")
+    assert resumed.metrics["decisions"] == reference.metrics["decisions"]
+    assert resumed.metrics["accuracy"] == reference.metrics["accuracy"]
+
+    def searched(folder):  # every trial's decisions, in search order (a retry where its killed trial was)
+        study = optuna.load_study(study_name=f"task-{task}", storage=RunFolder.open(folder).storage())
+        return [t.params for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+
+    assert searched(run) == searched(reference.path)
