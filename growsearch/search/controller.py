@@ -118,9 +118,8 @@ class GrowthController:
     def context(self, t: int, committed: ModuleGraph, records: list[dict[str, Any]]) -> TaskContext:
         task, exemplars, memory = self.stream.tasks[t], 0, None
         if self.memory is not None and len(self.memory) and self.method.rehearses:
-            task = dataclasses.replace(
-                task, train=self.memory.joined(task.train)
-            )  # its samples, the memory's
+            # rehearsal: the task trains on its samples and the memory's
+            task = dataclasses.replace(task, train=self.memory.joined(task.train))
             exemplars = len(self.memory)
         elif self.memory is not None and len(self.memory):  # read by the method: labelled with their task
             xs, _, tasks = self.memory.samples()
