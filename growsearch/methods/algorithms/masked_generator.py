@@ -301,10 +301,14 @@ def train_gan(
         for mask in generator.attention:
             mask.embedding.clamp_(-EMBEDDING_CLAMP, EMBEDDING_CLAMP)
 
+    # one sample's multiply-adds: the generator's and the discriminator's weight matrices
+    generating = sum(w.numel() for w in generator.weights) + generator.output.weight.numel()
+    judging = sum(m.weight.numel() for m in discriminator.modules() if isinstance(m, nn.Linear))
     discriminator_step = Phase(
         list(discriminator.parameters()),
         settings,
         Minibatches([x, y], y, batch_size, derived_seed(seed, "discriminator")),
+        macs_per_sample=generating + 2 * judging,  # a sample generated, it and a real one judged
         loss=lambda model, batch: model.discriminator_loss(batch, classes),
     )
     hooks = TrainingHooks(
@@ -322,6 +326,7 @@ def train_gan(
         epochs=epochs,
         masked=generator.held(),
         hooks=hooks,
+        macs_per_sample=generating + judging,
         loss=generator_loss,
     )
     gan.eval()
