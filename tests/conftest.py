@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from growsearch.data.benchmarks import load_benchmark
 from growsearch.runner import start_run
@@ -26,3 +27,16 @@ def run_tiny(tmp_path: Path):
 @pytest.fixture(scope="session")
 def digits_stream():
     return load_benchmark("split-digits", max_per_task=80, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Networks this small train several times faster on one torch thread (no thread pool spinning on cores
+    that other processes hold); a killed CLI run started beside it runs on one thread too, so sums agree
+    bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -385,6 +385,28 @@ class Mix(NodeSpec):
         return input_shape[1:]
 
 
+def _layer_fields(base: NodeSpec, what: str) -> dict[str, Any]:
+    """The fields of a node shaped like dense or conv layer `base` (the inverse of `_dense_or_conv`)."""
+    if isinstance(base, Conv2d):
+        return {
+            "in_features": base.in_channels,
+            "out_features": base.out_channels,
+            "kernel_size": base.kernel_size,
+            "stride": base.stride,
+            "padding": base.padding,
+            "activation": base.activation,
+            "pool": base.pool,
+        }
+    if isinstance(base, Linear) and not isinstance(base, Head):
+        return {
+            "in_features": base.in_features,
+            "out_features": base.out_features,
+            "activation": base.activation,
+            "flatten": base.flatten,
+        }
+    raise GraphError(f"{what} a dense or conv layer, not a {base.kind}")
+
+
 def _dense_or_conv(spec: Any) -> NodeSpec:
     """The dense (`kernel_size` 0) or conv layer a node that recombines or gates one is shaped like: its
     `in_features`, `out_features`, `kernel_size`, `stride`, `padding`, `activation`, `pool`, `flatten`."""
@@ -454,19 +476,7 @@ class Combination(NodeSpec):
     @classmethod
     def over(cls, base: NodeSpec) -> Combination:
         """The combination layer over a frozen base layer of spec `base`."""
-        if isinstance(base, Conv2d):
-            return cls(
-                base.in_channels,
-                base.out_channels,
-                base.kernel_size,
-                base.stride,
-                base.padding,
-                base.activation,
-                base.pool,
-            )
-        if isinstance(base, Linear) and not isinstance(base, Head):
-            return cls(base.in_features, base.out_features, activation=base.activation, flatten=base.flatten)
-        raise GraphError(f"a Combination recombines a dense or conv layer, not a {base.kind}")
+        return cls(**_layer_fields(base, "a Combination recombines"))
 
     def can_share(self, other: NodeSpec) -> bool:
         try:
@@ -685,31 +695,8 @@ class ConditionalGate(NodeSpec):
         cls, base: NodeSpec, input_shape: Shape, hidden: int = 16, temperature: float = 2 / 3
     ) -> ConditionalGate:
         """The gated version of layer `base` (reading `input_shape`)."""
-        summary = input_shape[0]
-        if isinstance(base, Conv2d):
-            return cls(
-                base.in_channels,
-                base.out_channels,
-                base.kernel_size,
-                base.stride,
-                base.padding,
-                base.activation,
-                base.pool,
-                summary_features=summary,
-                hidden=hidden,
-                temperature=temperature,
-            )
-        if isinstance(base, Linear) and not isinstance(base, Head):
-            return cls(
-                base.in_features,
-                base.out_features,
-                activation=base.activation,
-                flatten=base.flatten,
-                summary_features=summary,
-                hidden=hidden,
-                temperature=temperature,
-            )
-        raise GraphError(f"a ConditionalGate gates a dense or conv layer, not a {base.kind}")
+        fields = _layer_fields(base, "a ConditionalGate gates")
+        return cls(**fields, summary_features=input_shape[0], hidden=hidden, temperature=temperature)
 
     def base(self) -> NodeSpec:
         """The spec of the layer this node gates."""

@@ -28,6 +28,20 @@ def add_head(graph: ModuleGraph, task: int, source: str, n_outputs: int) -> Modu
     return grown
 
 
+def add_class_head(
+    graph: ModuleGraph, task: int, source: str, n_classes: int, previous: int | None
+) -> ModuleGraph:
+    """Class-IL's one classifier: `task`'s head on `source` over the `n_classes` classes seen so far,
+    starting as task `previous`'s head (None: fresh) on its classes and the inputs it read, which come
+    first (DER, RPS-Net, DGMw)."""
+    grown = add_head(graph, task, source, n_classes)
+    if previous is not None:
+        old, new = grown.node(grown.head(previous)), grown.node(grown.head(task))
+        for name, value in old.weights.items():
+            new.weights[name][tuple(slice(0, s) for s in value.shape)] = value
+    return grown
+
+
 def add_column(
     graph: ModuleGraph,
     task: int,

@@ -44,7 +44,7 @@ from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Activation, Conv2d
 from growsearch.grow import gates as unit_gates
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import count_parameters, head_spec
+from growsearch.grow.backbone import count_parameters
 from growsearch.grow.unit_removal import remove_units
 from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
 from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
@@ -126,14 +126,8 @@ class DER(Method):
         extractors = [extractor(ctx, k)[-1] for k in range(t + 1)]
         graph.add(features_node(t), Activation(None), extractors, t, merge="concat" if t > 0 else None)
         seen = int(ctx.task.train.y.max()) + 1  # the classes so far (the memory holds the old ones)
-        head = head_spec(graph.shapes([features_node(t)])[features_node(t)], seen)
-        graph.add(f"t{t}/head", head, [features_node(t)], t)
-        if t > 0:  # H_t starts as H_{t-1} on the old classes and the old features
-            old, new = ctx.committed.node(ctx.committed.head(t - 1)), graph.node(f"t{t}/head")
-            for name, value in old.weights.items():
-                block = tuple(slice(0, s) for s in value.shape)
-                new.weights[name][block] = value
-        graph.set_head(t, f"t{t}/head")
+        # H_t starts as H_{t-1} on the old classes and the old features
+        graph = ops.add_class_head(graph, t, features_node(t), seen, t - 1 if t > 0 else None)
         sparsity = float(decisions.get("sparsity", self.options.sparsity))
         return Candidate(graph, decisions={"sparsity": sparsity}, mechanism={"classes_seen": seen})
 

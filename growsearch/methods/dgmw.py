@@ -120,15 +120,13 @@ class DGMw(Method):
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, 0, owners=False)
         layers = ops.shared_layer_ids(PREFIX, len(ctx.specs))
         seen = int(ctx.task.train.y.max()) + 1
-        graph = ops.add_head(graph, t, layers[-1], seen)  # a copy: the committed graph is never changed
+        # a copy (the committed graph is never changed); kept, the solver's head starts as the previous one
+        kept = t > 0 and not options.reinit_solver
+        graph = ops.add_class_head(graph, t, layers[-1], seen, t - 1 if kept else None)
         if t > 0 and options.reinit_solver:  # a fresh solver, drawn from the trial's stream
             for node_id in layers:
                 fresh = graph.node(node_id).spec.build().state_dict()
                 graph.node(node_id).weights = {k: v.detach().clone() for k, v in fresh.items()}
-        if t > 0 and not options.reinit_solver:  # the head starts as the previous one on the old classes
-            old, new = ctx.committed.node(ctx.committed.head(t - 1)), graph.node(graph.head(t))
-            for name, value in old.weights.items():
-                new.weights[name][tuple(slice(0, s) for s in value.shape)] = value
         if GENERATOR not in graph:
             node = graph.add(GENERATOR, Activation(None), [INPUT], 0, frozen=True)
             node.state.update(

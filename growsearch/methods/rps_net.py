@@ -48,7 +48,7 @@ from growsearch.graph.compile import TrainingProgram, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.specs import Conv2d, Linear, NodeSpec
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import head_spec, split_activation
+from growsearch.grow.backbone import split_activation
 from growsearch.methods.algorithms.random_paths import (
     Path,
     add_path_view,
@@ -185,12 +185,8 @@ class RPSNet(Method):
         layers = [split_activation(spec) for spec in ctx.specs]
         graph, features = add_path_view(committed, t, layers, path, options.modules_per_layer, options.skip)
         seen = int(ctx.task.train.y.max()) + 1  # the classes so far (the memory holds the old ones)
-        graph.add(f"t{t}/head", head_spec(graph.shapes([features])[features], seen), [features], t)
-        if t > 0:  # the classifier starts as the previous one on the old classes
-            old, new = committed.node(committed.head(t - 1)), graph.node(f"t{t}/head")
-            for name, value in old.weights.items():
-                new.weights[name][tuple(slice(0, s) for s in value.shape)] = value
-        graph.set_head(t, f"t{t}/head")
+        # the classifier starts as the previous one on the old classes
+        graph = ops.add_class_head(graph, t, features, seen, t - 1 if t > 0 else None)
         on_path = [pool_id(layer, m) for layer, ms in enumerate(path) for m in ms]
         in_view = sorted({n.split("@")[0] for n in graph.view(t) if is_module(n)})  # sharing nodes: originals
         previous = committed.node(committed.head(t - 1)).state.get(SATURATION) if t > 0 else None

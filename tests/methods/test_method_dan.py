@@ -28,18 +28,6 @@ OBJECTIVES = ["accuracy", "added_parameters"]
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Networks this small train several times faster on one thread (no thread pool spinning on cores that
-    other processes hold)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory, one_thread):
     """One run per backbone, shared by the tests below (five tasks, 80 training samples each)."""
     root = tmp_path_factory.mktemp("dan")

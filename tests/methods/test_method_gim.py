@@ -41,18 +41,6 @@ def sequences(**extra) -> RunOptions:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Modules this small train several times faster on one thread (no thread pool spinning on cores that
-    other processes hold); the killed CLI run below runs on one thread too, so sums agree bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def gim_class_il(tmp_path_factory, one_thread):
     return start_run(tiny_gim(), sequences(scenario="class-il"), tmp_path_factory.mktemp("gim") / "run")
 
