@@ -157,7 +157,7 @@ def run_growsearch(method: str, options: RunOptions, epochs: int, storage: str |
         result = start_run(space, options, Path(folder) / "run")
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     metrics = result.metrics
-    trials = sum(sum(record["trials"].values()) for record in result.records)
+    trials = sum(sum(record.trials.values()) for record in result.records)
     return Row(
         method,
         "growsearch",
@@ -166,7 +166,7 @@ def run_growsearch(method: str, options: RunOptions, epochs: int, storage: str |
         int(metrics["parameters"][-1]),
         trials,
         [float(a) for a in metrics["accuracy"][-1]],
-        [float(record["seconds"]) for record in result.records],
+        [float(record.seconds) for record in result.records],
         cpu,
     )
 

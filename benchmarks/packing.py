@@ -14,9 +14,9 @@ accuracy A_T, and the process's peak resident memory; the ratios compare unpacke
 task (shipped: 50 and 200; MNTDP-D trains its L + 1 candidates, PathNet one tournament per task).
 ``--threads`` is torch's intra-op threads (default 2, the two cores the targets are set for).
 
-A search whose candidates do not train through the controller's trainer (PathNet's tournament trains
+A search whose candidates do not train through the pipeline's trainer (PathNet's tournament trains
 its contestants while building the one candidate of a task) has nothing to pack: its row shows so, with
-a ratio near 1. The packed RCL and CLEAS searches sample each pack from one controller policy and update
+a ratio near 1. The packed RCL and CLEAS searches sample each pack from one REINFORCE policy and update
 it once per pack, so their decisions (and A_T) may differ from the unpacked ones; MNTDP-D's search is
 deterministic and commits the same decisions. The last line prints the smallest speed-up as
 ``packing speed-up: X``.
@@ -71,7 +71,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         result = start_run(space, options, Path(folder) / "run")
         seconds = time.perf_counter() - started
-    trials = sum(sum(record["trials"].values()) for record in result.records)
+    trials = sum(sum(record.trials.values()) for record in result.records)
     return {
         "seconds": seconds,
         "trials": trials,

@@ -23,6 +23,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from growsearch.backends import RayOptions
 from growsearch.config.space import load_space, space_from_dict
 from growsearch.runner import RunOptions, start_run
 from growsearch.store.run_folder import RunFolder
@@ -49,8 +50,8 @@ def run_search(
     root: Path, name: str, backend: str, workers: int, args: argparse.Namespace
 ) -> tuple[float, int]:
     space = search_space(args.epochs, args.trials, args.gpus_per_trial)
-    options = RunOptions(benchmark="split-mnist5k", n_tasks=2, seed=0, backend=backend, local_cpus=workers)
-    start_run(space, options, root / name)
+    options = RunOptions(benchmark="split-mnist5k", n_tasks=2, seed=0, backend=backend)
+    start_run(space, options, root / name, ray=RayOptions(local_cpus=workers))
     return trials_per_minute(root / name)
 
 

@@ -1,9 +1,10 @@
 """growsearch: continual learning with dynamic neural architectures, where every growth decision is a search.
 
 Library entry points: `ModuleGraph` (the grown network as data), `grow` (growth operators),
-`GrowthController` (one search per task), `load_space` (a method's search-space YAML), and
-`start_run` / `resume_run` (what the `growsearch` command does). They are imported on first use, so that
-light commands (`growsearch --help`, `growsearch list`) start without loading torch.
+`GrowthPipeline` (the per-task loop: one search per task), `load_space` (a method's search-space YAML),
+`start_run` / `resume_run` with `RunOptions` and `RayOptions` (what the `growsearch` command does). They
+are imported on first use, so that light commands (`growsearch --help`, `growsearch list`) start without
+loading torch.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "GrowthController": "growsearch.search.controller",
+    "GrowthPipeline": "growsearch.search.pipeline",
     "ModuleGraph": "growsearch.graph.module_graph",
+    "RayOptions": "growsearch.backends.ray_options",
     "RunOptions": "growsearch.runner",
     "load_space": "growsearch.config.space",
     "resume_run": "growsearch.runner",

@@ -24,6 +24,8 @@ from growsearch.errors import GrowsearchError
 if TYPE_CHECKING:
     import optuna
 
+    from growsearch.task_record import TaskRecord
+
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.split("\n")[0])
 console = Console(markup=False, soft_wrap=True)  # printed as they are: no markup, no hard wraps
 errors = Console(stderr=True, markup=False, soft_wrap=True)
@@ -115,12 +117,12 @@ class ProgressReporter:
             f"  task {task} trial {trial.number}: {trial.state.name.lower()}{value} {params}"
         )
 
-    def task_committed(self, task: int, record: dict[str, Any]) -> None:
+    def task_committed(self, task: int, record: TaskRecord) -> None:
         self.progress.advance(self.tasks_bar)
-        row = record["accuracy_row"][: task + 1]
+        row = record.accuracy_row[: task + 1]
         accuracies = " ".join(f"{a:.3f}" for a in row)
         detail = (
-            f": trial {record['chosen_trial']} {record['decisions']}, {record['parameters']:,} parameters, "
+            f": trial {record.chosen_trial} {record.decisions}, {record.parameters:,} parameters, "
             f"test accuracy on tasks 0..{task}: {accuracies}"
         )
         self.progress.console.print(f"[bold]task {task} committed[/]{escape(detail)}", markup=True)
@@ -190,14 +192,15 @@ def run(
     ] = None,
 ) -> None:
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
+    from growsearch.backends.ray_options import RayOptions
     from growsearch.config.overrides import apply_overrides, shortcut_overrides
     from growsearch.config.space import load_space
     from growsearch.runner import (
         RunOptions,
         check_run_name,
         default_run_name,
-        inference_note,
         resolve_options,
+        scenario_plan,
         start_run,
     )
 
@@ -212,20 +215,19 @@ def run(
         download=download,
         seed=seed,
         backend=backend,
-        address=address,
-        shared_fs=shared_fs,
         loggers=tuple(logger or ()),
     )
+    ray = RayOptions(address=address, shared_fs=shared_fs)
     path = runs_dir / check_run_name(name or default_run_name(loaded, options))
     shown = resolve_options(loaded, options).benchmark
     console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}")
     console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
-    note = inference_note(loaded, options)
+    note = scenario_plan(loaded, options).note
     if note is not None:
         console.print(note, highlight=False)
     try:
         with _progress() as progress:
-            result = start_run(loaded, options, path, ProgressReporter(progress), overrides=overrides)
+            result = start_run(loaded, options, path, ProgressReporter(progress), overrides, ray)
     except KeyboardInterrupt:
         _interrupted(path)
     except OSError as error:
@@ -394,16 +396,6 @@ def compare(
     console.print(f"wrote {html_path}\nwrote {csv_path}")
 
 
-def _scenarios_shown(scenarios: tuple[str, ...]) -> str:
-    """A method's scenarios, with those it runs through task inference where it is task-IL."""
-    shown = list(scenarios)
-    if "task-il" in scenarios:
-        from growsearch.data.scenarios import INFERABLE
-
-        shown += [f"{s} (task inferred)" for s in INFERABLE if s not in scenarios]
-    return ", ".join(shown)
-
-
 @app.command(name="list")
 @friendly_errors
 def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scenarios")] = "methods") -> None:
@@ -412,10 +404,11 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
     from growsearch.data.scenarios import SCENARIOS
     from growsearch.errors import UnknownNameError
     from growsearch.methods.registry import method_infos
+    from growsearch.search.scenario_plan import scenarios_shown
 
     if what == "methods":
         headers = ("method", "scenarios", "paper")
-        rows = [(i.name, _scenarios_shown(i.scenarios), i.paper) for i in method_infos()]
+        rows = [(i.name, scenarios_shown(i.scenarios), i.paper) for i in method_infos()]
     elif what == "benchmarks":
         headers = ("benchmark", "tasks", "scenarios", "data", "description")
         rows = [

@@ -1,4 +1,5 @@
-"""Start or resume a run: resolve the configuration, load the stream, and drive the controller.
+"""Start or resume a run: resolve the configuration and the scenario plan, load the stream, and drive the
+growth pipeline.
 
 `start_run` (the library) and `growsearch run` (the shell) resolve a search space the same way: the run
 options a caller leaves unset (None) take the YAML's `benchmark:` defaults (`resolve_options`).
@@ -20,21 +21,23 @@ from typing import Any
 import optuna
 
 from growsearch.atomic_files import atomic_write_json
-from growsearch.backends import BACKENDS, make_backend
+from growsearch.backends import BACKENDS, RayOptions, make_backend
 from growsearch.config.overrides import apply_overrides
 from growsearch.config.schema import from_mapping
 from growsearch.config.space import SearchSpace, space_from_dict
 from growsearch.data.benchmarks import DEFAULT_BENCHMARK, get_benchmark_info, load_benchmark
-from growsearch.data.scenarios import INFERABLE, get_scenario
 from growsearch.data.task import TaskStream
 from growsearch.errors import ConfigError, RunFolderError, ScenarioError, UnknownNameError
 from growsearch.grow.backbone import count_parameters
 from growsearch.inference.boundaries import task_free_stream
 from growsearch.methods import Method, get_method
 from growsearch.report.run_metrics import write_metrics
-from growsearch.search.controller import GrowthController, Reporter, SilentReporter, random_init_accuracy
+from growsearch.search.evaluation import random_init_accuracy
 from growsearch.search.loggers import check_loggers, make_loggers
+from growsearch.search.pipeline import GrowthPipeline, Reporter, SilentReporter
+from growsearch.search.scenario_plan import ScenarioPlan, resolve_plan
 from growsearch.store.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder
+from growsearch.task_record import TaskRecord
 from growsearch.train.candidate import resolve_device
 
 BASELINE_FILE = "baseline.json"
@@ -42,7 +45,8 @@ BASELINE_FILE = "baseline.json"
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What a run adds to a search space. Benchmark fields left None take the YAML's `benchmark:` section."""
+    """What a run adds to a search space (how it joins Ray is `RayOptions`, apart). Benchmark fields left
+    None take the YAML's `benchmark:` section."""
 
     benchmark: str | None = None
     scenario: str | None = None
@@ -52,16 +56,13 @@ class RunOptions:
     download: bool = False
     seed: int = 0
     backend: str = "optuna"
-    address: str | None = None  # ray backend: the cluster to join (None: start a local Ray instance)
-    shared_fs: bool = False  # ray backend: the run folder is on a filesystem every node sees
-    local_cpus: int | None = None  # ray backend without an address: CPUs of the local Ray instance
     loggers: tuple[str, ...] = ()  # beside curves.csv: tensorboard, wandb
 
 
 @dataclass(frozen=True)
 class RunResult:
     path: Path
-    records: list[dict[str, Any]]
+    records: list[TaskRecord]
     metrics: dict[str, Any]
 
 
@@ -95,85 +96,26 @@ def load_stream(options: RunOptions) -> TaskStream:
     )
 
 
-def _scenario(options: RunOptions) -> str:
+def scenario_name(options: RunOptions) -> str:
     """The scenario the run is asked for (the benchmark's default when none is named)."""
     if options.scenario is not None:
         return options.scenario
     return get_benchmark_info(options.benchmark or DEFAULT_BENCHMARK).default_scenario
 
 
-def task_inference(space: SearchSpace, scenario_name: str) -> str:
-    """How the run finds a test sample's task: "oracle" (the scenario gives it) or "expert-gate" (a
-    task-IL method in a scenario that hides it: class-IL, domain-IL, task-agnostic; the gate, or the
-    method's own inference where it `infers_task`). `inference: auto` picks; an
-    explicit kind the scenario cannot honour is refused, as is a scenario neither the method nor task
-    inference supports."""
-    method_cls = get_method(space.method)
-    scenario = get_scenario(scenario_name)
-    kind = space.inference.kind
-    if scenario.task_id_at_inference:
-        return "expert-gate" if kind == "expert-gate" else "oracle"
-    if scenario.name in method_cls.scenarios:
-        return "expert-gate" if kind == "expert-gate" else "oracle"
-    inferable = "task-il" in method_cls.scenarios and scenario.name in INFERABLE
-    if not inferable:
-        also = (
-            f" (and {', '.join(INFERABLE)}, inferring the task)" if "task-il" in method_cls.scenarios else ""
-        )
-        raise ScenarioError(
-            f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}{also}; "
-            f"the run was asked for {scenario.name}"
-        )
-    if kind == "oracle":
-        raise ConfigError(
-            f"{space.source}: inference.kind: {scenario.name} hides the task id at test time, so the "
-            "oracle cannot be used; expected auto or expert-gate"
-        )
-    return "expert-gate"
+def scenario_plan(space: SearchSpace, options: RunOptions) -> ScenarioPlan:
+    """The run's scenario plan, from the YAML and the run options (unset ones from the YAML's defaults)."""
+    return resolve_plan(space, scenario_name(resolve_options(space, options)))
 
 
-def inference_note(space: SearchSpace, options: RunOptions) -> str | None:
-    """The line a run prints when it infers the task (None when the task id is given)."""
-    scenario = _scenario(resolve_options(space, options))
-    if task_inference(space, scenario) != "expert-gate":
-        return None
-    picker = f"method {space.method} itself" if get_method(space.method).infers_task else "ExpertGate's gate"
-    if not get_scenario(scenario).task_id_at_training:
-        return (
-            f"task inference: {scenario} gives no task boundaries and no task id; ExpertGate's autoencoders "
-            "find where each task begins (the samples stop resembling the current task's), and "
-            f"{picker} picks each test sample's task; a sample counts whichever task's head names its label"
-        )
-    if get_method(space.method).infers_task:
-        return (
-            f"task inference: {scenario} does not give the task id at test time; method {space.method} "
-            f"infers it itself, and tasks are scored {scenario}"
-        )
-    if get_scenario(scenario).task_id_at_inference:
-        return (
-            f"task inference: {scenario} gives the task id at test time, but the YAML asks for ExpertGate's "
-            "gate (inference: expert-gate): it picks each test sample's task, and a sample counts when sent "
-            "to its own task and right there"
-        )
-    return (
-        f"task inference: {scenario} does not give the task id at test time; ExpertGate's gate (an "
-        f"autoencoder per task) picks it, and tasks are scored {scenario} (inference: expert-gate)"
-    )
-
-
-def training_stream(space: SearchSpace, options: RunOptions) -> tuple[TaskStream, str]:
-    """The stream the method trains on, and the run's task inference. A task-IL method in class-IL or
-    domain-IL trains its heads on each task's own labels (the task-IL stream); in task-agnostic, on the
-    tasks it finds in the stream (`inference.boundaries`); the controller scores it in the scenario asked
-    for, the task inferred."""
-    scenario = _scenario(options)
-    inference = task_inference(space, scenario)
-    if inference == "expert-gate" and scenario not in get_method(space.method).scenarios:
-        if not get_scenario(scenario).task_id_at_training:  # task-agnostic: the tasks are found
-            stream, _ = task_free_stream(load_stream(options), space.inference, options.seed)
-            return stream, inference
-        return load_stream(dataclasses.replace(options, scenario="task-il")), inference
-    return load_stream(options), inference
+def training_stream(space: SearchSpace, plan: ScenarioPlan, options: RunOptions) -> TaskStream:
+    """The stream the method trains on (`plan.trains_in`): where the task is inferred, a task-IL method
+    learns each task with its own labels; with no boundaries given (task-agnostic), the tasks it finds in
+    the stream (`inference.boundaries`). The pipeline scores it as the plan says."""
+    if plan.finds_tasks:
+        stream, _ = task_free_stream(load_stream(options), space.inference, options.seed)
+        return stream
+    return load_stream(dataclasses.replace(options, scenario=plan.trains_in))
 
 
 def build_method(space: SearchSpace, stream: TaskStream) -> Method:
@@ -230,12 +172,15 @@ def start_run(
     path: Path,
     reporter: Reporter | None = None,
     overrides: Sequence[str] = (),
+    ray: RayOptions = RayOptions(),  # noqa: B008 - frozen
 ) -> RunResult:
     """Create the run folder at `path` and run every task. `overrides` (`section.key=value`) change the
-    space before anything else; config.yaml records them and the space they gave."""
+    space before anything else; config.yaml records them and the space they gave. `ray`: how a run on the
+    ray backend joins Ray."""
     space = apply_overrides(space, overrides)
     options = resolve_options(space, options)
-    stream, inference = training_stream(space, options)  # bad data, options, methods fail before writing
+    plan = scenario_plan(space, options)
+    stream = training_stream(space, plan, options)  # bad data, options, methods fail before writing
     method = build_method(space, stream)
     if options.backend not in BACKENDS:
         raise UnknownNameError("backend", options.backend, BACKENDS)
@@ -243,6 +188,7 @@ def start_run(
     resolved = dataclasses.replace(space, options=method.resolved_options())
     config = {
         "run": dataclasses.asdict(options),
+        "ray": dataclasses.asdict(ray),
         "space": resolved.to_dict(),
         "space_source": space.source,
         "overrides": list(overrides),
@@ -250,7 +196,7 @@ def start_run(
     }
     run = RunFolder.create(path, config)
     try:
-        return _drive(run, method, options, stream, reporter, inference)
+        return _drive(run, method, options, ray, stream, reporter, plan)
     finally:
         run.unlock()
 
@@ -302,9 +248,11 @@ def _resume(
         )
     space = changed
     options = from_mapping(RunOptions, config["run"], f"{run.path / CONFIG_FILE}: run")
+    ray = from_mapping(RayOptions, config.get("ray", {}), f"{run.path / CONFIG_FILE}: ray")
     if address is not None:
-        options = dataclasses.replace(options, address=address)
-    stream, inference = training_stream(space, options)
+        ray = dataclasses.replace(ray, address=address)
+    plan = scenario_plan(space, options)
+    stream = training_stream(space, plan, options)
     method = build_method(space, stream)
     if force:  # record what the run continues with
         resolved = dataclasses.replace(space, options=method.resolved_options())
@@ -314,7 +262,7 @@ def _resume(
             "overrides": [*config.get("overrides", []), *overrides],
         }
         run.write_config(config)
-    return _drive(run, method, options, stream, reporter, inference)
+    return _drive(run, method, options, ray, stream, reporter, plan)
 
 
 def resume_summary(folder: Path | RunFolder) -> str:
@@ -325,8 +273,8 @@ def resume_summary(folder: Path | RunFolder) -> str:
     committed = run.committed_tasks()
     kept = f"{len(committed)} task(s) committed" + (f" (0..{committed[-1]})" if committed else "")
     records = run.records()
-    if any(r.get("task_inference") == "expert-gate" for r in records):
-        kept += " with their task-inference gates"
+    if any(r.task_inference == "expert-gate" for r in records):
+        kept += " with their task-inference autoencoders"
     if records and _complete(run, len(records)):
         return f"{kept}: the run is complete, nothing to redo"
     storage = run.storage()
@@ -363,26 +311,21 @@ def _drive(
     run: RunFolder,
     method: Method,
     options: RunOptions,
+    ray: RayOptions,
     stream: TaskStream,
     reporter: Reporter | None,
-    inference: str = "oracle",
+    plan: ScenarioPlan,
 ) -> RunResult:
     # growsearch reports every trial itself; Optuna's own warnings would print tracebacks of failed and
     # interrupted trials before growsearch's one-line message
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    backend = make_backend(
-        options.backend,
-        run_path=run.path,
-        config=method.space.backend,
-        address=options.address,
-        shared_fs=options.shared_fs,
-        local_cpus=options.local_cpus,
-    )
+    backend = make_backend(options.backend, run_path=run.path, config=method.space.backend, ray=ray)
     baseline = _baseline(run, stream, method, options.seed)
     loggers = make_loggers(run.path, options.loggers)
-    controller = GrowthController(
+    pipeline = GrowthPipeline(
         method=method,
         stream=stream,
+        plan=plan,
         run=run,
         backend=backend,
         seed=options.seed,
@@ -390,11 +333,9 @@ def _drive(
             reporter or SilentReporter(), run, len(stream), baseline, method.space.metrics.epsilon
         ),
         loggers=loggers,
-        inference=method.space.inference if inference == "expert-gate" else None,
-        shared_labels=get_scenario(_scenario(options)).labels == "shared",
     )
     try:
-        records = controller.run_all()
+        records = pipeline.run_all()
     finally:
         backend.close()
         for logger in loggers:
@@ -438,6 +379,6 @@ class _MetricsWriter:
     def trial_finished(self, task: int, trial: optuna.trial.FrozenTrial) -> None:
         self.inner.trial_finished(task, trial)
 
-    def task_committed(self, task: int, record: dict[str, Any]) -> None:
+    def task_committed(self, task: int, record: TaskRecord) -> None:
         write_metrics(self.run, self.n_tasks, self.baseline, self.epsilon)
         self.inner.task_committed(task, record)

@@ -3,7 +3,7 @@
 A finished trial carries a `TrialRecord` (one attribute per field, so optuna-dashboard shows each by name);
 a trial that stopped early (pruned, or failed on its own: a NaN loss) carries the compute it spent and, when
 it failed, the error. A trial a killed process left behind carries neither, which is how a resume (and the
-REINFORCE controller replaying a study) tells an interruption from a failure. Enqueued trials carry the
+REINFORCE policy replaying a study) tells an interruption from a failure. Enqueued trials carry the
 decisions planned for them, a retry the number of the trial it replaces, and a trial trained in a pack the
 number of the pack's first trial.
 """
@@ -41,7 +41,7 @@ class TrialRecord:
     view_parameters: int  # parameters of the task's view
     forward_macs: int  # multiply-adds of one forward pass of one sample through the task's view
     search_macs: int  # multiply-adds spent building the candidate (inner searches, selective retraining)
-    train_macs: int  # multiply-adds of the controller's training of it
+    train_macs: int  # multiply-adds of the pipeline's training of it
     train_seconds: float
     # per epoch: training loss, validation accuracy (and training accuracy where the trainer tracked it)
     curve: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +89,7 @@ def spent_macs(trial: FrozenTrial) -> int:
 
 
 def is_interrupted(trial: FrozenTrial) -> bool:
-    """A trial a killed process left behind (failed by the controller on resume, then retried)."""
+    """A trial a killed process left behind (failed by the pipeline on resume, then retried)."""
     return trial.state == TrialState.FAIL and ERROR not in trial.user_attrs
 
 
@@ -161,7 +161,7 @@ def pack_layout_attrs(layout: list[dict[str, Any]]) -> dict[str, Any]:
 def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict[str, Any]] | None]:
     """How many trials the next pack asks for, and the layout it trains in. The waiting retries of one
     interrupted pack go together, in the layout that pack recorded, so they train exactly as they would
-    have (the controller enqueued them in trial order, and Optuna asks waiting trials first); other waiting
+    have (the pipeline enqueued them in trial order, and Optuna asks waiting trials first); other waiting
     trials and fresh ones fill packs of up to `limit`, never mixed with such retries."""
     waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
 

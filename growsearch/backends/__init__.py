@@ -1,6 +1,7 @@
 """Where a task's trials run: `optuna` (in this process, the default) or `ray` (Ray Tune on a cluster).
 
-A backend has `run_trials(TaskTrials)` and `close()` (`growsearch.search.backend`).
+A backend has `run_trials(TaskTrials)` and `close()` (`growsearch.search.trials`): it schedules trials and
+hands each result back to the study through `search.trials`.
 """
 
 from __future__ import annotations
@@ -8,29 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from growsearch.backends.optuna_backend import OptunaBackend
+from growsearch.backends.ray_options import RayOptions
 from growsearch.config.space import BackendConfig
 from growsearch.errors import UnknownNameError
-from growsearch.search.backend import Backend
+from growsearch.search.trials import Backend
 
 BACKENDS = ("optuna", "ray")
 
 
-def make_backend(
-    name: str,
-    *,
-    run_path: Path,
-    config: BackendConfig,
-    address: str | None = None,
-    shared_fs: bool = False,
-    local_cpus: int | None = None,
-) -> Backend:
+def make_backend(name: str, *, run_path: Path, config: BackendConfig, ray: RayOptions) -> Backend:
     if name == "optuna":
         return OptunaBackend()
     if name == "ray":
         from growsearch.backends.ray_backend import RayBackend
 
-        return RayBackend(run_path, config, address=address, shared_fs=shared_fs, local_cpus=local_cpus)
+        return RayBackend(run_path, config, ray)
     raise UnknownNameError("backend", name, BACKENDS)
 
 
-__all__ = ["BACKENDS", "OptunaBackend", "make_backend"]
+__all__ = ["BACKENDS", "OptunaBackend", "RayOptions", "make_backend"]

@@ -8,9 +8,10 @@ graph) reaches workers once per task through the object store (`tune.with_parame
 
 Each worker reports validation accuracy per epoch (`ray.tune.report`), so an ASHA scheduler stops
 losing trials (they are recorded as PRUNED, with the compute they spent), keeps its trained candidate with
-the `save_trial` the controller handed over (the run folder's `trials/T/N/`), and reports the values the
-study is told and the trial's record, computed once by the `TrialJob`. Resuming needs no Ray state:
-finished trials live in the Optuna storage, so a new Tuner continues the study where it stopped.
+the `save_trial` the pipeline handed over (the run folder's `trials/T/N/`), and reports what the study is
+told (`search.trials.TrialReport`, made by `report_of`); the searcher tells the study through the same
+`search.trials.tell` the in-process backend uses. Resuming needs no Ray state: finished trials live in the
+Optuna storage, so a new Tuner continues the study where it stopped.
 """
 
 from __future__ import annotations
@@ -27,27 +28,28 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
+from growsearch.backends.ray_options import RayOptions
 from growsearch.config.space import BackendConfig
 from growsearch.errors import ConfigError, TrainingError
-from growsearch.search.backend import SaveTrial, TaskTrials
 from growsearch.search.trial_job import TrialFailure, TrialJob, TrialOutcome
-from growsearch.train.trainer import EpochStats, count_macs
-from growsearch.trial_record import (
-    TrialRecord,
-    failure_attrs,
-    next_pack,
-    pack_attrs,
-    pack_layout_attrs,
-    stopped_attrs,
-    worker_attrs,
-    write_attrs,
+from growsearch.search.trials import (
+    SaveTrial,
+    TaskTrials,
+    TrialReport,
+    next_trials,
+    record_layout,
+    report_of,
+    tell,
 )
+from growsearch.train.trainer import EpochStats, count_macs
+from growsearch.trial_record import TrialRecord, stopped_attrs, worker_attrs
 
 METRIC = "val_accuracy"
-ATTRS = "attrs_json"  # the trial's attributes, as one JSON string (Tune flattens nested results)
-VALUES = "values_json"
 EPOCH = "epoch_json"  # one epoch's statistics (EpochStats)
-PACK_RESULTS = "pack_results_json"  # a pack's outcome per trial number
+REPORT = (
+    "report_json"  # a trial's TrialReport: the compute so far in an epoch's report, the outcome at the end
+)
+PACK_REPORTS = "pack_reports_json"  # a pack's TrialReport per trial number
 LAYOUT = "layout_json"  # the template a pack trained in
 
 
@@ -60,9 +62,9 @@ def trial_resources(config: BackendConfig) -> dict[str, float]:
 
 
 class StudySearcher(Searcher):
-    """A Tune searcher that asks the Optuna study for each trial's decisions and tells it the outcome. With
-    a pack size above 1, one Tune trial carries a pack of Optuna trials (`next_pack`), trained together on
-    its worker."""
+    """A Tune searcher that asks the Optuna study for each trial's decisions and hands each result back to
+    the study (`search.trials.tell`). With a pack size above 1, one Tune trial carries a pack of Optuna
+    trials (`next_trials`), trained together on its worker."""
 
     def __init__(self, trials: TaskTrials):
         super().__init__(metric=METRIC, mode="max")
@@ -73,23 +75,14 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.remaining <= 0:
             return Searcher.FINISHED
-        job, study = self.trials.job, self.trials.study
-        if self.trials.pack == 1:
-            trial = study.ask()
-            self.live[trial_id], self.remaining = [trial], self.remaining - 1
-            return {
-                "decisions": job.decide(trial),
-                "number": trial.number,
-                "seed_number": job.seed_number(trial),
-            }
-        size, layout = next_pack(study.get_trials(deepcopy=False), min(self.trials.pack, self.remaining))
-        asked = [study.ask() for _ in range(size)]
-        for trial in asked:
-            write_attrs(trial, pack_attrs(asked[0].number))
-        self.live[trial_id], self.remaining = asked, self.remaining - size
+        job = self.trials.job
+        asked, layout = next_trials(self.trials, self.remaining)
+        self.live[trial_id], self.remaining = asked, self.remaining - len(asked)
         members = [
             {"decisions": job.decide(t), "number": t.number, "seed_number": job.seed_number(t)} for t in asked
         ]
+        if self.trials.pack == 1:
+            return members[0]
         return {"pack": members, "layout": layout, "max_padding": self.trials.max_padding}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -110,34 +103,25 @@ class StudySearcher(Searcher):
         if asked is None:
             return
         result = result or {}
-        if PACK_RESULTS not in result or error:  # one trial, or a pack whose worker was lost
+        if PACK_REPORTS in result and not error:
+            record_layout(asked[0], json.loads(result[LAYOUT]) if result.get(LAYOUT) else None)
+            reports = json.loads(result[PACK_REPORTS])
             for trial in asked:
-                self._tell(trial, result, error)
+                tell(self.trials, trial, TrialReport.from_json(reports[str(trial.number)]))
             return
-        if result.get(LAYOUT):  # before any is told: a resume retrains the rest in it
-            write_attrs(asked[0], pack_layout_attrs(json.loads(result[LAYOUT])))
-        outcomes = json.loads(result[PACK_RESULTS])
-        for trial in asked:
-            self._tell(trial, outcomes[str(trial.number)], False)
-
-    def _tell(self, trial: optuna.Trial, result: dict[str, Any], error: bool) -> None:
-        study = self.trials.study
-        if ATTRS in result:
-            write_attrs(trial, json.loads(result[ATTRS]))
-        if result.get("finished") and not error:
-            record = TrialRecord.from_attrs(json.loads(result[ATTRS]))
-            if record is not None and record.curve:  # the last epoch came with the final report
-                self.trials.on_epoch(trial.number, EpochStats(**record.curve[-1]))
-            values = json.loads(result[VALUES])
-            frozen = study.tell(trial, values if self.trials.multi_objective else values[0])
-        elif error or result.get("failed"):
-            # a TrainingError reported its message ("failed"); a crash of the worker (a lost node after
-            # Tune's retries) stays an interruption, as a killed in-process trial is: not counted toward
-            # the budget, not learned from, with the compute its last report carried
-            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:  # stopped early (by the scheduler, or a pruner in a pack)
-            frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        self.trials.on_trial(study, frozen)
+        last = TrialReport.from_json(json.loads(result[REPORT])) if REPORT in result else None
+        for trial in asked:  # one trial, or a pack whose worker was lost
+            if error or last is None:
+                # a crash of the worker (a lost node after Tune's retries) stays an interruption, as a
+                # killed in-process trial is: not counted, not learned from, with the compute it reported
+                attrs = last.attrs if last is not None and len(asked) == 1 else {}
+                tell(self.trials, trial, TrialReport("interrupted", attrs))
+                continue
+            if last.state == "complete":  # the last epoch came with the final report
+                record = TrialRecord.from_attrs(last.attrs)
+                if record is not None and record.curve:
+                    self.trials.on_epoch(trial.number, EpochStats(**record.curve[-1]))
+            tell(self.trials, trial, last)  # an epoch's report as the last: stopped by the scheduler
 
     # `suggest` is Tune's name for asking a searcher (the Searcher API), not a method's sampling step.
     # The search state lives in the Optuna storage, so there is nothing of Tune's to save or restore;
@@ -152,32 +136,30 @@ class StudySearcher(Searcher):
         return {"_metric": self._metric, "_mode": self._mode, "live": {}}
 
 
-def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial, epochs: int) -> None:
-    """A Tune function trainable: build the candidate from the decisions, train, keep the weights, report."""
+def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial) -> None:
+    """A Tune function trainable: build the candidate from the decisions, train, keep it, report."""
     where = worker_attrs(ray.get_runtime_context().get_node_id(), os.getpid())
     if "pack" in config:
         _train_pack_on_worker(config, job, save_trial, where)
         return
-    last_epoch = epochs - 1
+    last_epoch = job.training.epochs - 1
     with count_macs() as spent:
 
         def on_epoch(stats: EpochStats) -> None:
             if stats.epoch < last_epoch:  # each report carries the compute so far: a stopped trial keeps it
-                attrs = {**stopped_attrs(spent.macs), **where}
+                stopped = TrialReport("pruned", {**stopped_attrs(spent.macs), **where})
                 epoch = json.dumps(stats.to_json())
-                tune.report({METRIC: stats.val_accuracy, EPOCH: epoch, ATTRS: json.dumps(attrs)})
+                tune.report({METRIC: stats.val_accuracy, EPOCH: epoch, REPORT: json.dumps(stopped.to_json())})
 
         try:
-            outcome = job.run(config["decisions"], config["number"], config["seed_number"], on_epoch)
+            result: TrialOutcome | TrialFailure = job.run(
+                config["decisions"], config["number"], config["seed_number"], on_epoch
+            )
         except TrainingError as error:
-            attrs = {**failure_attrs(str(error), spent.macs), **where}
-            tune.report({METRIC: math.nan, "failed": True, ATTRS: json.dumps(attrs)})
-            return
-    save_trial(job.task_id, config["number"], outcome.graph)
-    report = {METRIC: outcome.accuracy, "finished": True}
-    report[VALUES] = json.dumps(outcome.values)
-    report[ATTRS] = json.dumps({**outcome.record.to_attrs(), **where})
-    tune.report(report)
+            result = TrialFailure(error, spent.macs)
+    report = report_of(save_trial, job.task_id, config["number"], result, where)
+    accuracy = result.accuracy if isinstance(result, TrialOutcome) else math.nan
+    tune.report({METRIC: accuracy, REPORT: json.dumps(report.to_json())})
 
 
 def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial, where: dict) -> None:
@@ -199,27 +181,18 @@ def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: Sav
         config["layout"],
         config["max_padding"],
     )
-    outcomes: dict[str, dict[str, Any]] = {}
-    for member, result in zip(members, pack.results, strict=True):
-        number = member["number"]
-        if isinstance(result, TrialFailure):
-            pruned = isinstance(result.error, optuna.TrialPruned)
-            attrs = (
-                stopped_attrs(result.spent_macs)
-                if pruned
-                else failure_attrs(str(result.error), result.spent_macs)
-            )
-            outcomes[str(number)] = {"failed": not pruned, ATTRS: json.dumps({**attrs, **where})}
-            continue
-        save_trial(job.task_id, number, result.graph)
-        attrs = json.dumps({**result.record.to_attrs(), **where})
-        outcomes[str(number)] = {"finished": True, VALUES: json.dumps(result.values), ATTRS: attrs}
-    report = {
-        METRIC: max((r.accuracy for r in pack.results if isinstance(r, TrialOutcome)), default=math.nan)
+    reports = {
+        str(member["number"]): report_of(save_trial, job.task_id, member["number"], result, where).to_json()
+        for member, result in zip(members, pack.results, strict=True)
     }
-    report[PACK_RESULTS] = json.dumps(outcomes)
-    report[LAYOUT] = json.dumps(pack.layout) if pack.layout is not None else ""
-    tune.report(report)
+    accuracies = [r.accuracy for r in pack.results if isinstance(r, TrialOutcome)]
+    tune.report(
+        {
+            METRIC: max(accuracies, default=math.nan),
+            PACK_REPORTS: json.dumps(reports),
+            LAYOUT: json.dumps(pack.layout) if pack.layout is not None else "",
+        }
+    )
 
 
 class RayBackend:
@@ -227,36 +200,27 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(
-        self,
-        run_path: Path,
-        config: BackendConfig,
-        *,
-        address: str | None = None,
-        shared_fs: bool = False,
-        local_cpus: int | None = None,
-    ):
+    def __init__(self, run_path: Path, config: BackendConfig, options: RayOptions):
         self.run_path = Path(run_path).resolve()
-        self.config, self.address = config, address
-        self.shared_fs, self.local_cpus = shared_fs, local_cpus
+        self.config, self.options = config, options
 
     def connect(self) -> None:
         if ray.is_initialized():
             return
-        address = self.address or os.environ.get("RAY_ADDRESS")
+        address = self.options.address or os.environ.get("RAY_ADDRESS")
         # Ray's usage statistics stay off unless the user turned them on themselves
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address:
             ray.init(address=address, log_to_driver=False)
         else:  # a local instance: no dashboard; see the README for what Ray 2.60 still listens on
             ray.init(
-                num_cpus=self.local_cpus,
+                num_cpus=self.options.local_cpus,
                 include_dashboard=False,
                 dashboard_host="127.0.0.1",
                 log_to_driver=False,
             )
         alive = [n for n in ray.nodes() if n.get("Alive")]
-        if len(alive) > 1 and not self.shared_fs:
+        if len(alive) > 1 and not self.options.shared_fs:
             ray.shutdown()
             raise ConfigError(
                 f"the Ray cluster has {len(alive)} nodes, and since Ray 2.7 nothing is synced to the head: "
@@ -267,9 +231,7 @@ class RayBackend:
     def run_trials(self, trials: TaskTrials) -> None:
         self.connect()
         trainable = tune.with_resources(
-            tune.with_parameters(
-                _train_on_worker, job=trials.job, save_trial=trials.save_trial, epochs=trials.epochs
-            ),
+            tune.with_parameters(_train_on_worker, job=trials.job, save_trial=trials.save_trial),
             trial_resources(self.config),
         )
         scheduler = (

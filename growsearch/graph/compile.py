@@ -8,10 +8,11 @@ For training, `compile_for_training` splits the view at its frozen frontier: the
 once per task instead of once per batch per epoch.
 
 This module owns the graph's semantics: how a node merges its inputs (sum, concat, or stack for a mixed
-operation), what a node that shares another's weights computes (a wrapping node, CCGN's gate: the shared
-node's own module on its input, trainable with it, then its own), which entries of an owner-tracked weight
-a task sees and which of them train, and how a task's gates (per output unit) and masks (per weight)
-change what its view computes. Every forward pass of a graph in growsearch is a view compiled here.
+operation), what a node that shares another's weights computes (a wrapping node, such as a gate on a shared
+layer's output: the shared node's own module on its input, trainable with it, then its own), which entries
+of an owner-tracked weight a task sees and which of them train, and how a task's gates (per output unit)
+and masks (per weight) change what its view computes. Every forward pass of a graph in growsearch is a view
+compiled here.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def compile_view(
         raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
     applied = _view_gates(graph, view, task, gates or {})
     module = _fx_module(graph, built, view, [INPUT], [output], applied)
-    module.train(train)  # a view for inference evaluates (CCGN's gates are hard only in evaluation mode)
+    module.train(train)  # a view for inference evaluates (a module may compute differently in training)
     return CompiledView(task, module, built, masked, trainable, applied)
 
 

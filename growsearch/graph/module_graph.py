@@ -215,10 +215,10 @@ class ModuleGraph:
         shares: str | None = None,
     ) -> Node:
         """Add a node. With `shares`, the node applies that frozen node's weights (it must have the same
-        spec) to its own inputs; it is frozen and holds no weights; a spec that `combines_shared` (DAN's
-        Combination) instead computes with the shared weights and weights of its own, and one that
-        `wraps_shared` (CCGN's gate) may share a trainable node. `weights` (None: a
-        fresh initialisation, drawn from torch's global random stream)."""
+        spec) to its own inputs; it is frozen and holds no weights; a spec that `combines_shared` instead
+        computes with the shared weights and weights of its own, and one that `wraps_shared` (it runs the
+        shared node, then itself) may share a trainable node. `weights` (None: a fresh initialisation,
+        drawn from torch's global random stream)."""
         inputs = tuple(inputs)
         if node_id in self._nx:
             raise GraphError(f"node {node_id!r} already exists")
@@ -233,7 +233,7 @@ class ModuleGraph:
             raise GraphError(f"node {node_id!r} has {len(inputs)} inputs; merge must be one of {MERGES}")
         if shares is not None:
             target = self.node(shares)
-            trainable_ok = spec.wraps_shared  # it trains the shared weights through itself (CCGN)
+            trainable_ok = spec.wraps_shared  # it trains the shared weights through itself
             if (
                 not spec.can_share(target.spec)
                 or target.shares is not None

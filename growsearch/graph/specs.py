@@ -2,7 +2,9 @@
 
 A spec knows how to build its `torch.nn.Module`, the shape it outputs for a given input shape, and the
 multiply-adds one sample costs. Specs serialise to small dicts (`{"kind": "Linear", ...}`) so a graph is
-readable JSON. A new node kind is one frozen dataclass here, registered with `@node_kind`.
+readable JSON. The general kinds are here; a kind that serves one method is a frozen dataclass beside that
+method, registered with `@node_kind` like these. A graph naming a kind not registered yet asks the kind
+finders (`add_kind_finder`: the method registry imports the module that defines it) before refusing it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from growsearch.errors import GraphError, UnknownNameError
+from growsearch.graph.kind_finders import KIND_FINDERS
 
 Shape = tuple[int, ...]  # per-sample shape, without the batch dimension: (F,), (C, H, W) or a (T, F) sequence
 
@@ -35,6 +38,17 @@ def feature_axis(shape: Shape) -> int:
 def node_kind(cls: type[NodeSpec]) -> type[NodeSpec]:
     NODE_KINDS[cls.kind] = cls
     return cls
+
+
+def node_kind_class(kind: str) -> type[NodeSpec]:
+    """The spec class of node kind `kind`, found through the kind finders (`graph.kind_finders`) when not
+    registered yet."""
+    if kind not in NODE_KINDS:
+        for finder in KIND_FINDERS:
+            finder(kind)
+    if kind not in NODE_KINDS:
+        raise UnknownNameError("node kind", kind, list(NODE_KINDS))
+    return NODE_KINDS[kind]
 
 
 def _with_activation(module: nn.Module, activation: str | None) -> nn.Module:
@@ -55,10 +69,12 @@ class NodeSpec:
 
     kind: ClassVar[str] = ""
     # a node of this kind that shares another node's weights also has weights of its own, and its module
-    # is handed the shared ones (`bind_shared`) instead of being that node's function (DAN's combination)
+    # is handed the shared ones (`bind_shared`) instead of being that node's function (filters recombined
+    # from a frozen layer's)
     combines_shared: ClassVar[bool] = False
     # a node of this kind runs the node it shares on its own input, then its own module on (input, that
-    # output); the shared node may be trainable, its weights then training through this node (CCGN's gates)
+    # output); the shared node may be trainable, its weights then training through this node (a gate on a
+    # shared layer's output)
     wraps_shared: ClassVar[bool] = False
 
     def build(self) -> nn.Module:
@@ -94,9 +110,7 @@ class NodeSpec:
 def spec_from_dict(data: dict[str, Any]) -> NodeSpec:
     data = dict(data)
     kind = data.pop("kind", None)
-    if kind not in NODE_KINDS:
-        raise UnknownNameError("node kind", str(kind), list(NODE_KINDS))
-    cls = NODE_KINDS[kind]
+    cls = node_kind_class(str(kind))
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
@@ -341,52 +355,10 @@ class Adapter(NodeSpec):
         return h * w * self.in_features * self.hidden + out_hw * self.out_features * self.hidden * k * k
 
 
-class _MixedSum(nn.Module):
-    """softmax(alpha)-weighted sum of a stacked input (batch, n, ...)."""
-
-    def __init__(self, n_inputs: int, costs: tuple[float, ...]):
-        super().__init__()
-        self.alpha = nn.Parameter(1e-3 * torch.randn(n_inputs))  # near zero: every choice weighs the same
-        self.costs = costs  # plain numbers, not state: the node's only weights are alpha
-
-    def probabilities(self) -> torch.Tensor:
-        return torch.softmax(self.alpha, 0)
-
-    def expected_cost(self) -> torch.Tensor:
-        costs = torch.tensor(self.costs, dtype=self.alpha.dtype, device=self.alpha.device)
-        return (self.probabilities() * costs).sum()
-
-    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (stacked.dim() - 2)
-        return (self.probabilities().view(shape) * stacked).sum(1)
-
-
-@node_kind
-@dataclass(frozen=True)
-class Mix(NodeSpec):
-    """A DARTS mixed operation (Liu, Simonyan & Yang, ICLR 2019, eq. 2): the node stacks its inputs (the
-    candidate operations' outputs, `merge="stack"`) and returns their softmax(alpha)-weighted sum. `alpha`
-    is the node's one parameter (the architecture weights); `costs` are the candidates' costs for a cost
-    regulariser on the expected cost `sum_c softmax(alpha)_c costs_c` (Learn to Grow)."""
-
-    kind: ClassVar[str] = "Mix"
-    n_inputs: int = 2
-    costs: tuple[float, ...] = ()
-
-    def build(self) -> nn.Module:
-        costs = self.costs or (0.0,) * self.n_inputs
-        return _MixedSum(self.n_inputs, tuple(float(c) for c in costs))
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) < 2 or input_shape[0] != self.n_inputs:
-            raise GraphError(f"Mix expects {self.n_inputs} stacked inputs, got shape {input_shape}")
-        if self.costs and len(self.costs) != self.n_inputs:
-            raise GraphError(f"Mix has {self.n_inputs} inputs but {len(self.costs)} costs")
-        return input_shape[1:]
-
-
-def _layer_fields(base: NodeSpec, what: str) -> dict[str, Any]:
-    """The fields of a node shaped like dense or conv layer `base` (the inverse of `_dense_or_conv`)."""
+def layer_fields(base: NodeSpec, what: str) -> dict[str, Any]:
+    """The fields of a node shaped like dense or conv layer `base` (the inverse of `dense_or_conv`):
+    `in_features`, `out_features`, `activation`, and `kernel_size`, `stride`, `padding`, `pool` (conv) or
+    `flatten` (dense). `what` names the node in the error for any other layer."""
     if isinstance(base, Conv2d):
         return {
             "in_features": base.in_channels,
@@ -407,9 +379,9 @@ def _layer_fields(base: NodeSpec, what: str) -> dict[str, Any]:
     raise GraphError(f"{what} a dense or conv layer, not a {base.kind}")
 
 
-def _dense_or_conv(spec: Any) -> NodeSpec:
-    """The dense (`kernel_size` 0) or conv layer a node that recombines or gates one is shaped like: its
-    `in_features`, `out_features`, `kernel_size`, `stride`, `padding`, `activation`, `pool`, `flatten`."""
+def dense_or_conv(spec: Any) -> NodeSpec:
+    """The dense (`kernel_size` 0) or conv layer a node built over one (`layer_fields`) is shaped like: from
+    its `in_features`, `out_features`, `kernel_size`, `stride`, `padding`, `activation`, `pool`, `flatten`."""
     if spec.kernel_size == 0:
         return Linear(spec.in_features, spec.out_features, spec.activation, True, spec.flatten)
     return Conv2d(
@@ -421,105 +393,6 @@ def _dense_or_conv(spec: Any) -> NodeSpec:
         spec.activation,
         spec.pool,
     )
-
-
-class _Combined(nn.Module):
-    """y = act(pool(op(x, (A W).view(W.shape)) + b)): filters that are linear combinations (A, out x out)
-    of a frozen base layer's filters W, with a bias of its own."""
-
-    def __init__(self, spec: Combination):
-        super().__init__()
-        out = spec.out_features
-        self.combination = nn.Parameter(torch.eye(out))  # identity: the base layer's filters to start
-        self.bias = nn.Parameter(torch.zeros(out))
-        self.spec = spec
-        self.activation = ACTIVATIONS[spec.activation]() if spec.activation else nn.Identity()
-        self.register_buffer("base_weight", None, persistent=False)  # bound when compiled
-
-    def bind_shared(self, weights: dict[str, torch.Tensor]) -> None:
-        """Take the base layer's weight matrix (or filter bank): its one tensor of two or more dims."""
-        matrices = [v for v in weights.values() if v.dim() >= 2]
-        if len(matrices) != 1:
-            raise GraphError(f"a Combination needs one weight matrix in the shared node, not {len(matrices)}")
-        self.base_weight = matrices[0].detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = self.base_weight
-        weight = (self.combination @ base.flatten(1)).view(base.shape)
-        spec = self.spec
-        if spec.kernel_size == 0:
-            y = F.linear(x.flatten(1) if spec.flatten else x, weight, self.bias)
-            return self.activation(y)
-        y = self.activation(F.conv2d(x, weight, self.bias, spec.stride, spec.padding))
-        return F.max_pool2d(y, spec.pool) if spec.pool > 1 else y
-
-
-@node_kind
-@dataclass(frozen=True)
-class Combination(NodeSpec):
-    """DAN (Rosenfeld & Tsotsos 2018): a layer shaped like a frozen dense or conv base layer, whose filters
-    are learned linear combinations of the base's filters, W' = A W with A (out x out, identity at start),
-    and a new bias. The node shares the base node's weights; its own are A and the bias. kernel_size 0:
-    a dense layer (`in_features` inputs, flattened first with `flatten`); else a convolution."""
-
-    kind: ClassVar[str] = "Combination"
-    combines_shared: ClassVar[bool] = True
-    in_features: int = 0  # inputs of a dense layer, input channels of a conv
-    out_features: int = 0  # units or channels
-    kernel_size: int = 0
-    stride: int = 1
-    padding: int = 0
-    activation: str | None = "relu"
-    pool: int = 1
-    flatten: bool = False
-
-    @classmethod
-    def over(cls, base: NodeSpec) -> Combination:
-        """The combination layer over a frozen base layer of spec `base`."""
-        return cls(**_layer_fields(base, "a Combination recombines"))
-
-    def can_share(self, other: NodeSpec) -> bool:
-        try:
-            return Combination.over(other) == self
-        except GraphError:
-            return False
-
-    def build(self) -> nn.Module:
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            raise UnknownNameError("activation", self.activation, list(ACTIVATIONS))
-        return _Combined(self)
-
-    def _as_base(self) -> NodeSpec:
-        return _dense_or_conv(self)
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return self._as_base().output_shape(input_shape)
-
-    def macs(self, input_shape: Shape) -> int:
-        # the base's multiply-adds, plus forming A W once per batch (negligible per sample, not counted)
-        return self._as_base().macs(input_shape)
-
-
-class _AlphaBlend(nn.Module):
-    """alpha * B + (1 - alpha) * S of a stacked input (batch, 2, ...): the base's features first, the side
-    network's second. Learned: alpha = sigmoid(logit), the logit a parameter (the authors' `Alpha` merge);
-    scheduled: alpha a buffer that a training hook sets step by step. Either way the value is in the state
-    dict, so a frozen task's alpha is stored with the graph."""
-
-    def __init__(self, learned: bool):
-        super().__init__()
-        self.learned = learned
-        if learned:
-            self.logit = nn.Parameter(torch.zeros(()))  # sigmoid(0) = 0.5, the authors' start
-        else:
-            self.register_buffer("alpha", torch.ones(()))  # a curriculum starts from the base alone
-
-    def value(self) -> torch.Tensor:
-        return torch.sigmoid(self.logit) if self.learned else self.alpha
-
-    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        alpha = self.value()
-        return alpha * stacked[:, 0] + (1 - alpha) * stacked[:, 1]
 
 
 class _LSTMLayer(nn.Module):
@@ -547,41 +420,6 @@ class _LSTMLayer(nn.Module):
             h = torch.sigmoid(o) * torch.tanh(c)
             states.append(h)
         return torch.stack(states, 1) if self.return_sequence else h
-
-
-@node_kind
-@dataclass(frozen=True)
-class Blend(NodeSpec):
-    """Side-Tuning's blend (Zhang, Sax, Zamir, Guibas & Malik, ECCV 2020, sec. 3): `alpha B(x) + (1 - alpha)
-    S(x)` of a frozen base network's features B(x) and a side network's S(x), stacked in that order
-    (`merge="stack"`). `learned`: alpha = sigmoid(logit) trains with the side network (weights `logit`);
-    else alpha follows a curriculum set from outside (weights `alpha`, a buffer the trainer never steps)."""
-
-    kind: ClassVar[str] = "Blend"
-    learned: bool = True
-
-    def build(self) -> nn.Module:
-        return _AlphaBlend(self.learned)
-
-    def start(self, alpha: float) -> dict[str, torch.Tensor]:
-        """The node's weights for a blend that starts at `alpha` (learned: its logit; 0 < alpha < 1)."""
-        if not self.learned:
-            return {"alpha": torch.tensor(float(alpha))}
-        if not 0 < alpha < 1:
-            raise GraphError(f"a learned blend's alpha is sigmoid(logit), inside (0, 1); got {alpha}")
-        return {"logit": torch.logit(torch.tensor(float(alpha)))}
-
-    def alpha(self, weights: dict[str, torch.Tensor]) -> float:
-        """The alpha that weights `weights` (a node of this spec's) blend with."""
-        return float(torch.sigmoid(weights["logit"]) if self.learned else weights["alpha"])
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) < 2 or input_shape[0] != 2:
-            raise GraphError(f"Blend expects 2 stacked inputs (base, side), got shape {input_shape}")
-        return input_shape[1:]
-
-    def macs(self, input_shape: Shape) -> int:
-        return math.prod(input_shape)  # one multiply-add per feature of each input
 
 
 @node_kind
@@ -632,91 +470,3 @@ class LastStep(NodeSpec):
 class _LastStep(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, -1]
-
-
-class _InputConditionalGate(nn.Module):
-    """CCGN's gating module: per sample, a binary gate per output unit of a layer, from the layer's input.
-
-    The input is summarised (a conv input global-average-pooled to its channels), a one-hidden-layer MLP
-    gives a logit pair (off, on) per unit; training samples the gate by Gumbel-softmax with the straight-
-    through estimator (hard 0/1 forward, the relaxation's gradient), evaluation takes the larger logit.
-    `allowed` (a buffer) closes units for good: every unit is allowed while the task trains."""
-
-    def __init__(self, spec: ConditionalGate):
-        super().__init__()
-        self.hidden = nn.Linear(spec.summary_features, spec.hidden)
-        self.logits = nn.Linear(spec.hidden, 2 * spec.out_features)
-        self.register_buffer("allowed", torch.ones(spec.out_features))
-        self.temperature = spec.temperature
-        self.last_gates: torch.Tensor | None = None  # the last training batch's gates (a sparsity loss)
-
-    def gates(self, x: torch.Tensor) -> torch.Tensor:
-        summary = x.mean(dim=(2, 3)) if x.dim() == 4 else x
-        pairs = self.logits(torch.relu(self.hidden(summary))).view(len(x), 2, -1)  # (batch, off/on, units)
-        if self.training:
-            gates = F.gumbel_softmax(pairs, tau=self.temperature, hard=True, dim=1)[:, 1]
-        else:
-            gates = (pairs[:, 1] > pairs[:, 0]).to(x.dtype)
-        return gates * self.allowed
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gates = self.gates(x)
-        if self.training:
-            self.last_gates = gates
-        return y * gates.view(*gates.shape, *([1] * (y.dim() - 2)))
-
-
-@node_kind
-@dataclass(frozen=True)
-class ConditionalGate(NodeSpec):
-    """CCGN (Abati et al., CVPR 2020, sec. 3.1): a task's gated version of a shared dense or conv layer. The
-    node shares the layer (`wraps_shared`): it computes the layer on its input, then multiplies each output
-    unit (conv: channel) by a gate its own gating module draws from that input, so the same shared layer
-    gives each task, and each sample, its own units. Its weights: the gating module's two dense layers and
-    `allowed`. The base layer's fields are repeated (kernel_size 0: dense) so the spec stands alone."""
-
-    kind: ClassVar[str] = "ConditionalGate"
-    combines_shared: ClassVar[bool] = True
-    wraps_shared: ClassVar[bool] = True
-    in_features: int = 0  # the base layer's inputs (dense) or input channels (conv)
-    out_features: int = 0  # its units or channels: one gate each
-    kernel_size: int = 0
-    stride: int = 1
-    padding: int = 0
-    activation: str | None = "relu"
-    pool: int = 1
-    flatten: bool = False
-    summary_features: int = 0  # what the gating module reads: the input's channels, or its features
-    hidden: int = 16
-    temperature: float = 2 / 3
-
-    @classmethod
-    def over(
-        cls, base: NodeSpec, input_shape: Shape, hidden: int = 16, temperature: float = 2 / 3
-    ) -> ConditionalGate:
-        """The gated version of layer `base` (reading `input_shape`)."""
-        fields = _layer_fields(base, "a ConditionalGate gates")
-        return cls(**fields, summary_features=input_shape[0], hidden=hidden, temperature=temperature)
-
-    def base(self) -> NodeSpec:
-        """The spec of the layer this node gates."""
-        return _dense_or_conv(self)
-
-    def can_share(self, other: NodeSpec) -> bool:
-        return self.base() == other
-
-    def build(self) -> nn.Module:
-        if self.hidden < 1 or self.temperature <= 0:
-            raise GraphError(f"a ConditionalGate needs hidden >= 1 and temperature > 0, got {self}")
-        return _InputConditionalGate(self)
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        if input_shape[0] != self.summary_features:
-            raise GraphError(
-                f"ConditionalGate reads {self.summary_features} features, got shape {input_shape}"
-            )
-        return self.base().output_shape(input_shape)
-
-    def macs(self, input_shape: Shape) -> int:
-        gating = self.hidden * (self.summary_features + 2 * self.out_features)
-        return self.base().macs(input_shape) + gating

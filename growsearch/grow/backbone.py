@@ -1,5 +1,6 @@
 """The base architecture a method grows: the YAML's `network.layers` (`config.network`) turned into specs,
-each sized for the previous one's output."""
+each sized for the previous one's output. The input's shape decides (a (steps, features) sequence, a
+(C, H, W) image, features), never a benchmark's name."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from growsearch.config.network import LayerConfig
-from growsearch.data.benchmarks import SEQUENCE_BENCHMARKS
 from growsearch.errors import ConfigError
 from growsearch.graph.specs import LSTM, Activation, Conv2d, Head, Linear, NodeSpec, ResBlock, Shape
 
@@ -29,7 +29,7 @@ def layer_specs(
             if len(shape) != 2:
                 raise ConfigError(
                     f"layer {i} (lstm) needs a (steps, features) sequence input; it follows shape {shape}: "
-                    f"expected a sequence benchmark ({', '.join(SEQUENCE_BENCHMARKS)})"
+                    "expected a benchmark of sequences (`growsearch list benchmarks`: the seq-* ones)"
                 )
             feeds_recurrent = i + 1 < len(layers) and layers[i + 1].kind == "lstm"
             spec = LSTM(shape[1], width, return_sequence=feeds_recurrent)

@@ -18,6 +18,7 @@ import torch
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
+from growsearch.graph.node_ids import head_node, layer_node
 from growsearch.graph.specs import Conv2d, Head, Linear, NodeSpec, Shape
 from growsearch.grow.backbone import head_spec
 
@@ -70,14 +71,14 @@ def grow_units(
         old = [n for n in layer_groups(grown, layer, task) if n not in keep or bool(keep[n].any())]
         new = []
         if added[layer] > 0:
-            new = [f"t{task}/L{layer}"]
+            new = [layer_node(task, layer)]
             shape = _concat_shape(grown, reads)
             _add_reader(grown, new[0], resized(spec, shape, added[layer]), reads, task, keep, layer)
         reads = old + new
         if not reads:
             raise GraphError(f"task {task} keeps no unit at layer {layer}: the layer would be empty")
-    _add_reader(grown, f"t{task}/head", head_spec(_concat_shape(grown, reads), n_outputs), reads, task, keep)
-    grown.set_head(task, f"t{task}/head")
+    _add_reader(grown, head_node(task), head_spec(_concat_shape(grown, reads), n_outputs), reads, task, keep)
+    grown.set_head(task, head_node(task))
     return grown
 
 

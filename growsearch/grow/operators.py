@@ -2,20 +2,22 @@
 
 Every method's decisions are compositions of these. None of them changes its argument: each returns a
 changed copy, so a trial can grow a candidate from the committed graph without touching it.
-Node ids follow `t{task}/...` so a reader sees at once which task added a node.
+Node ids are built by `graph.node_ids` (`t{task}/...`, so a reader sees at once which task added a node)
+and never parsed back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import torch
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
-from growsearch.graph.specs import LSTM, Adapter, Blend, Conv2d, Head, LastStep, Linear, NodeSpec
+from growsearch.graph.node_ids import head_node, layer_node, task_node
+from growsearch.graph.specs import LSTM, Adapter, Conv2d, Head, LastStep, Linear, NodeSpec
 from growsearch.grow.backbone import head_spec, split_activation
 
 
@@ -23,8 +25,8 @@ def add_head(graph: ModuleGraph, task: int, source: str, n_outputs: int) -> Modu
     """A classifier for `task` on top of node `source`."""
     grown = graph.copy()
     shape = grown.shapes([source])[source]
-    grown.add(f"t{task}/head", head_spec(shape, n_outputs), [source], task)
-    grown.set_head(task, f"t{task}/head")
+    grown.add(head_node(task), head_spec(shape, n_outputs), [source], task)
+    grown.set_head(task, head_node(task))
     return grown
 
 
@@ -67,7 +69,7 @@ def add_column(
     previous = INPUT
     for layer, spec in enumerate([*specs, head]):
         is_head = layer == len(specs)
-        base_id = f"t{task}/head" if is_head else f"t{task}/L{layer}"
+        base_id = head_node(task) if is_head else layer_node(task, layer)
         layer_index = None if is_head else layer
         if isinstance(spec, LSTM):
             older = [_sequence_of(grown, column[layer]) for column in old_columns if layer in column]
@@ -81,7 +83,7 @@ def add_column(
             continue
         pre_spec, join_spec = split_activation(spec)
         grown.add(f"{base_id}.pre", pre_spec, [previous], task, layer=layer_index)
-        adapter_id = f"t{task}/lateral{layer}"
+        adapter_id = task_node(task, f"lateral{layer}")
         adapter = _lateral_spec([shapes[n] for n in sources], pre_spec, adapter_hidden)
         grown.add(
             adapter_id,
@@ -93,30 +95,8 @@ def add_column(
         )
         grown.add(base_id, join_spec, [f"{base_id}.pre", adapter_id], task, merge="sum", layer=layer_index)
         previous = base_id
-    grown.set_head(task, f"t{task}/head")
+    grown.set_head(task, head_node(task))
     return grown
-
-
-def add_side_network(
-    graph: ModuleGraph,
-    task: int,
-    base_output: str,
-    specs: Sequence[NodeSpec],
-    n_outputs: int,
-    blend: Blend,
-    blend_weights: dict[str, torch.Tensor],
-) -> ModuleGraph:
-    """Side-Tuning (Zhang et al. 2020): a side network of `specs` for `task` reading the input (nodes
-    `t{task}/side{i}`), a blend node over the frozen `base_output` and the side's last layer, stacked in that
-    order (`t{task}/blend`, starting from `blend_weights`), and the task's head on the blend."""
-    grown, previous = graph.copy(), INPUT
-    for layer, spec in enumerate(specs):
-        node_id = f"t{task}/side{layer}"
-        grown.add(node_id, spec, [previous], task, layer=layer)
-        previous = node_id
-    blend_id = f"t{task}/blend"
-    grown.add(blend_id, blend, [base_output, previous], task, merge="stack", weights=blend_weights)
-    return add_head(grown, task, blend_id, n_outputs)
 
 
 def _add_recurrent(
@@ -188,7 +168,7 @@ def reuse_prefix(
         raise GraphError(f"task {source_task}'s path has no node at layers {missing} to reuse")
     previous = source_layers[k - 1] if k > 0 else INPUT
     for layer in range(k, len(specs)):
-        node_id = f"t{task}/L{layer}"
+        node_id = layer_node(task, layer)
         grown.add(node_id, specs[layer], [previous], task, layer=layer)
         previous = node_id
     return add_head(grown, task, previous, n_outputs)
@@ -223,6 +203,23 @@ def claim_free(
         for name, owners in node.owners.items():
             if not wanted or name in wanted:
                 owners[owners == FREE] = task
+    return grown
+
+
+def claim_entries(
+    graph: ModuleGraph, task: int, entries: Mapping[str, Mapping[str, torch.Tensor]]
+) -> ModuleGraph:
+    """Give `task` the FREE entries of owner-tracked parameters where `entries` (node id -> parameter ->
+    bool, the parameter's shape) is True (CPG's and PAE's kept weights); every other entry keeps its
+    owner."""
+    grown = graph.copy()
+    for node_id, named in entries.items():
+        node = grown.node(node_id)
+        for name, where in named.items():
+            if name not in node.owners or tuple(where.shape) != tuple(node.owners[name].shape):
+                raise GraphError(f"node {node_id!r}: no owner-tracked {name!r} of shape {tuple(where.shape)}")
+            owners = node.owners[name]
+            owners[(owners == FREE) & where.to(torch.bool)] = task
     return grown
 
 

@@ -31,7 +31,7 @@ import torch
 from growsearch.config.space import InferenceConfig
 from growsearch.data.scenarios import get_scenario
 from growsearch.data.task import Split, Task, TaskStream
-from growsearch.inference.expert_gate import train_autoencoder
+from growsearch.inference.autoencoders import train_autoencoder
 from growsearch.seeds import derived_seed
 
 THRESHOLD_QUANTILE = 0.9
@@ -73,14 +73,14 @@ def _next_boundary(x: torch.Tensor, start: int, config: InferenceConfig, seed: i
     shortest = config.boundary_warmup + chunk  # a task found must hold this much: a warm-up and a chunk
     position = fitted + chunk
     while True:
-        gate = train_autoencoder(x[start:fitted], config, seed)
-        threshold = torch.quantile(gate.errors(x[fitted : fitted + chunk]), THRESHOLD_QUANTILE)
+        autoencoder = train_autoencoder(x[start:fitted], config, seed)
+        threshold = torch.quantile(autoencoder.errors(x[fitted : fitted + chunk]), THRESHOLD_QUANTILE)
         refit_at = start + 2 * (fitted - start) + chunk
         while position + chunk <= len(x) and position < refit_at:  # whole chunks only
-            novel = gate.errors(x[position : position + chunk]) > threshold
+            novel = autoencoder.errors(x[position : position + chunk]) > threshold
             if float(novel.double().mean()) > config.novelty:
                 window = max(fitted + chunk, position - chunk)
-                found = window + _change_point(gate.errors(x[window : position + chunk]) > threshold)
+                found = window + _change_point(autoencoder.errors(x[window : position + chunk]) > threshold)
                 if found == position + chunk:  # no split fits better than none: the novel chunk's start
                     found = position
                 # a new task too short to learn from ends the stream: its samples stay with this one

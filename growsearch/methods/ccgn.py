@@ -6,7 +6,7 @@ decides per input which of the layer's output channels (dense: units) fire (sec.
 global-average-pooled for a conv layer, goes through an MLP with one hidden layer of `gate_hidden` units to
 a logit pair per channel; training samples binary gates by Gumbel-softmax (temperature `temperature`) with
 the straight-through estimator, evaluation takes the larger logit (hard 0/1). In the graph a task's gated
-path is one `ConditionalGate` node per shared layer (`t{task}/gate{i}`, see `grow/channel_gates.py`): it
+path is one `ConditionalGate` node per shared layer (`t{task}/gate{i}`, see `_ccgn_channel_gates.py`): it
 runs the shared layer and gates its output, its gating module stored as its weights. The sparsity objective
 (sec. 3.2) adds lambda_s times the share of open gates (per layer, averaged over the batch, then over the
 layers) to the cross-entropy. After a task (sec. 3.2), its gates' firing on its validation data picks its
@@ -15,7 +15,7 @@ layers (each one's whole kernel and bias, held exactly by train masks for every 
 free and are re-initialised for the next task. Later tasks may open frozen channels (reuse, read-only).
 
 Task-IL; in class-IL and domain-IL (and task-agnostic) the task of a test sample is inferred by the
-paper's own route (sec. 3.3, `algorithms/task_classifier.py`): a task classifier over every task's gated
+paper's own route (sec. 3.3, `_ccgn_task_classifier.py`): a task classifier over every task's gated
 features, trained again after each task on an episodic memory (`memory_size` exemplars, an equal share per
 task, kept in the run folder) and the task's samples; a sample's task and class are picked together,
 `log p(y|x) = log p(y|x,t) + log p(t|x)`.
@@ -38,27 +38,36 @@ reimplementation's `sparsity_patience_epochs`) is off by default.
 
 from __future__ import annotations
 
-import math
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.data.memory import ExemplarMemory
-from growsearch.data.task import Split
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import channel_gates
-from growsearch.grow import gates as unit_gates
-from growsearch.grow import operators as ops
-from growsearch.methods.algorithms.gate_firing import GateFiring, gate_firing
-from growsearch.methods.algorithms.task_classifier import infer_tasks, train_task_classifier
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.trainer import Minibatches, TrainingHooks
+from growsearch.methods import _ccgn_channel_gates as channel_gates
+from growsearch.methods._ccgn_gate_firing import GateFiring, gate_firing
+from growsearch.methods._ccgn_task_classifier import infer_tasks, train_task_classifier
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    ExemplarMemory,
+    Method,
+    ModuleGraph,
+    Rehearsal,
+    Retrain,
+    SearchPlan,
+    Split,
+    TaskContext,
+    Training,
+    TrainingRun,
+    derived_seed,
+    node_data,
+    ops,
+    require,
+    unit_gates,
+)
 
 PREFIX = "shared"
 
@@ -97,6 +106,27 @@ class CCGNOptions:
         )
 
 
+class Sparsity:
+    """The sparsity objective (sec. 3.2): lambda_s times the mean share of open gates of the training
+    batch, over the task's gate nodes, from the step after `warmup_epochs` epochs."""
+
+    def __init__(self, gate_nodes: Sequence[str], weight: float, warmup_epochs: int):
+        self.gate_nodes, self.weight, self.warmup_epochs = list(gate_nodes), weight, warmup_epochs
+        self.gating: list[torch.nn.Module] = []
+        self.warmup = self.step = 0
+
+    def start(self, run: TrainingRun) -> None:
+        self.gating = [run.program.full.node_modules[node_id] for node_id in self.gate_nodes]
+        self.warmup = self.warmup_epochs * run.steps_per_epoch
+
+    def before_step(self, step: int) -> None:
+        self.step = step
+
+    def penalty(self) -> torch.Tensor:
+        weight = self.weight if self.step > self.warmup else 0.0
+        return weight * torch.stack([module.last_gates.mean() for module in self.gating]).mean()
+
+
 class CCGN(Method):
     name = "ccgn"
     paper = (
@@ -106,7 +136,6 @@ class CCGN(Method):
     scenarios = ("task-il",)
     Options = CCGNOptions
     infers_task = True  # its task classifier, where the scenario hides the task
-    rehearses = False  # the memory trains the task classifier, not the tasks' heads
 
     def layers(self, ctx: TaskContext) -> list[str]:
         return ops.shared_layer_ids(PREFIX, len(ctx.specs))
@@ -118,8 +147,10 @@ class CCGN(Method):
     def defaults(self) -> Decisions:
         return {"sparsity": self.options.sparsity}
 
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        return [self.defaults()] if self.options.search else []
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """With the search, the paper's lambda_s first."""
+        plan = super().search_plan(ctx)
+        return dataclasses.replace(plan, initial=(self.defaults(),)) if self.options.search else plan
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
@@ -136,12 +167,13 @@ class CCGN(Method):
             graph, ctx.task_id, layers, options.gate_hidden, options.temperature
         )
         graph = ops.add_head(graph, ctx.task_id, self.path(ctx)[-1], ctx.n_outputs)
-        return Candidate(graph, decisions={**self.defaults(), **decisions})
+        chosen = {**self.defaults(), **decisions}
+        return Candidate(graph, decisions=chosen, training=self.training(graph, ctx, chosen))
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
+    def training(self, graph: ModuleGraph, ctx: TaskContext, decisions: Decisions) -> Training:
         """The shared layers train except the channels earlier tasks froze; the gating modules train with
         the cross-entropy plus the sparsity objective."""
-        graph, layers, path = candidate.graph, self.layers(ctx), self.path(ctx)
+        layers = self.layers(ctx)
         frozen = channel_gates.frozen_units(graph, layers, ctx.task_id)
         train_masks = {
             node_id: {
@@ -150,27 +182,18 @@ class CCGN(Method):
             for node_id, units in frozen.items()
             if units.any()
         }
-        sparsity = float(candidate.decisions["sparsity"])
-
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            gating = [program.full.node_modules[node_id] for node_id in path]
-            warmup = self.options.sparsity_warmup * math.ceil(len(batches) / batches.batch_size)
-            current = [0]
-
-            def count(step: int) -> None:
-                current[0] = step
-
-            def penalty() -> torch.Tensor:  # lambda_s times the mean share of open gates (this batch's)
-                weight = sparsity if current[0] > warmup else 0.0
-                return weight * torch.stack([module.last_gates.mean() for module in gating]).mean()
-
-            return TrainingHooks(penalty=penalty, before_step=count)
-
-        return TrainingPlan(train_masks=train_masks or None, prepare=prepare)
+        objective = Sparsity(self.path(ctx), float(decisions["sparsity"]), self.options.sparsity_warmup)
+        return Training(
+            train_masks=train_masks or None,
+            start=objective.start,
+            before_step=objective.before_step,
+            penalty=objective.penalty,
+        )
 
     # ---- the task classifier (class-IL) ------------------------------------------------------------------
-    def exemplar_memory(self) -> ExemplarMemory:
-        return ExemplarMemory(self.options.memory_size, "random")
+    def rehearsal(self) -> Rehearsal:
+        """The episodic memory trains the task classifier, not the tasks' heads."""
+        return Rehearsal(ExemplarMemory(self.options.memory_size, "random"), rehearsed=False)
 
     def last_nodes(self, ctx: TaskContext, tasks: int) -> list[str]:
         return [channel_gates.path_ids(task, len(ctx.specs))[-1] for task in range(tasks)]
@@ -218,9 +241,8 @@ class CCGN(Method):
                 lr=self.options.classifier_lr,
                 seed=derived_seed(ctx.seed, "task classifier"),
             )
-            head = graph.node(graph.head(ctx.task_id))
-            head.state.update(weights)
-            head.state["task_classifier_accuracy"] = torch.tensor(accuracy)
+            state = {**weights, "task_classifier_accuracy": torch.tensor(accuracy)}
+            graph = node_data.with_state(graph, {graph.head(ctx.task_id): state})
         return graph
 
     def capacity_used(self, graph: ModuleGraph, ctx: TaskContext) -> float:
@@ -233,7 +255,7 @@ class CCGN(Method):
         free = sum(int((~units).sum()) for units in frozen.values())
         return newly / free if free else 0.0
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per layer: the share of channels a validation sample opens on average, the share whose gate
         depends on the sample, the task's frozen (important) channels, those it froze first, and the
         channels frozen and free after it; and the share of the free channels the task froze."""

@@ -1,18 +1,19 @@
 """CLEAS: Continual Learning with Efficient Architecture Search (Gao, Luo & Klabjan 2020, arXiv:2006.04027;
 IEEE TNNLS 2022).
 
-The first task trains the base network. For every later task a neuron-level controller (an LSTM) decides,
-for each old neuron, whether the task reuses it (its weights stay frozen) or drops it, and for each layer
-how many new neurons to add (0..30). Each sampled architecture is trained (only the new neurons and the
-new head learn) and the controller is updated by REINFORCE on reward = validation accuracy - alpha x new
-neurons, with a moving-average baseline; 200 architectures per task, the controller re-initialised for
-each task. Old tasks never change: reused neurons compute exactly what they computed before.
+The first task trains the base network. For every later task a neuron-level policy (an LSTM: the paper's
+"controller") decides, for each old neuron, whether the task reuses it (its weights stay frozen) or drops
+it, and for each layer how many new neurons to add (0..30). Each sampled architecture is trained (only the
+new neurons and the new head learn) and the policy is updated by REINFORCE on reward = validation
+accuracy - alpha x new neurons, with a moving-average baseline; 200 architectures per task, the policy
+re-initialised for each task. Old tasks never change: reused neurons compute exactly what they computed
+before.
 
 Settings from the authors' code (github.com/gcooq/CLEAS, CLEAS_perm_v1.py, CLEAS_MLP.py): 200 episodes,
 alpha = 1e-4 per new neuron, at most 30 new neurons per layer, base MLP 784-312-128-10, children trained
 with Adam 1e-3, batch 100, L2 1e-4 for 2000 steps (~3.6 epochs of the 55k MNIST training images); the
-controller is a one-layer LSTM of 32 units trained with RMSProp at 0.01, its input a neuron's state with a
-one-hot of its layer. Differences: the controller here samples its actions (the code thresholds them at
+policy is a one-layer LSTM of 32 units trained with RMSProp at 0.01, its input a neuron's state with a
+one-hot of its layer. Differences: the policy here samples its actions (the code thresholds them at
 0.5), reads its previous softmax rather than the previous episode's actions, picks the number of new
 neurons as one categorical per layer (the code decides each of 30 candidate slots) and its baseline is
 a recency-weighted mean of the earlier rewards (the code's `ema`). A reused neuron keeps reading the
@@ -28,14 +29,18 @@ from dataclasses import dataclass
 
 import torch
 
-from growsearch.config.schema import require
-from growsearch.errors import TrainingError
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import neurons
-from growsearch.grow import operators as ops
-from growsearch.methods.algorithms.reinforce import ControllerConfig, Decision
-from growsearch.methods.base import Candidate, Decisions, Retrain, TaskContext
-from growsearch.methods.rcl import ADD, ControllerMethod
+from growsearch.methods.algorithms.reinforce import ADD, Decision, PolicyConfig, PolicySearchMethod
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    ModuleGraph,
+    Retrain,
+    TaskContext,
+    TrainingError,
+    neurons,
+    ops,
+    require,
+)
 
 REUSE = "reuse_L{}_{}"
 CHUNK = 32  # reuse bits per Optuna param
@@ -45,7 +50,7 @@ CHUNK = 32  # reuse bits per Optuna param
 class CLEASOptions:
     max_new_units: int = 30  # new neurons per layer: 0..max_new_units (`up_num` in the authors' code)
     penalty: float = 1e-4  # alpha: reward = val accuracy - alpha x new neurons
-    controller_hidden: int = 32
+    controller_hidden: int = 32  # the policy's (the paper's controller's) LSTM
     controller_layers: int = 1
     policy_lr: float = 0.01  # RMSProp
 
@@ -57,29 +62,35 @@ class CLEASOptions:
         require(self.policy_lr > 0, f"{where}.policy_lr", "expected a number > 0")
 
 
-class CLEAS(ControllerMethod):
+class CLEAS(PolicySearchMethod):
     name = "cleas"
     paper = "Gao, Luo & Klabjan 2020, Efficient Architecture Search for Continual Learning (arXiv:2006.04027)"
     scenarios = ("task-il",)
     Options = CLEASOptions
     default_trials = 200
 
-    def controller_config(self) -> ControllerConfig:
+    def policy_config(self) -> PolicyConfig:
         o = self.options
-        return ControllerConfig(
+        return PolicyConfig(
             o.controller_hidden, o.controller_layers, "rmsprop", o.policy_lr, "moving-average"
         )
 
     def _old_groups(self, ctx: TaskContext) -> list[list[str]]:
         return [neurons.layer_groups(ctx.committed, i, ctx.task_id) for i in range(len(ctx.specs))]
 
+    def _reuse_decisions(self, ctx: TaskContext, layer: int, groups: list[str]) -> list[Decision]:
+        """The reuse bits of layer `layer`'s old neurons (in the order of its old groups), CHUNK a param."""
+        n_old = sum(neurons.width(ctx.committed.node(g).spec) for g in groups)
+        return [
+            Decision(REUSE.format(layer, c // CHUNK), 2, min(CHUNK, n_old - c), kind=2 * layer)
+            for c in range(0, n_old, CHUNK)
+        ]
+
     def search_decisions(self, ctx: TaskContext) -> list[Decision]:
         """Per layer: the reuse bits of its old neurons (in chunks), then how many neurons to add."""
         decisions = []
         for i, groups in enumerate(self._old_groups(ctx)):
-            n_old = sum(neurons.width(ctx.committed.node(g).spec) for g in groups)
-            for c in range(0, n_old, CHUNK):
-                decisions.append(Decision(REUSE.format(i, c // CHUNK), 2, min(CHUNK, n_old - c), kind=2 * i))
+            decisions += self._reuse_decisions(ctx, i, groups)
             decisions.append(Decision(ADD.format(i), self.options.max_new_units + 1, kind=2 * i + 1))
         return decisions
 
@@ -103,13 +114,8 @@ class CLEAS(ControllerMethod):
         of the neurons the task reuses."""
         bits_per_layer: dict[str, str] = {}
         keep: dict[str, torch.Tensor] = {}
-        by_layer: dict[int, list[int]] = {}
-        for d in self.search_decisions(ctx):
-            if d.name.startswith("reuse_L"):
-                layer = int(d.name.split("_")[1][1:])
-                by_layer.setdefault(layer, []).extend(d.unpack(decisions[d.name]))
         for i, groups in enumerate(self._old_groups(ctx)):
-            bits = by_layer.get(i, [])
+            bits = [b for d in self._reuse_decisions(ctx, i, groups) for b in d.unpack(decisions[d.name])]
             bits_per_layer[f"L{i}"] = "".join(map(str, bits))
             mask = torch.tensor(bits, dtype=torch.bool)
             sizes = [neurons.width(ctx.committed.node(g).spec) for g in groups]

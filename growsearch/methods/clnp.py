@@ -25,13 +25,12 @@ Departures, each for a reason: no reference code was found and the paper's numbe
 optimiser, epochs) could not be read, so the defaults are calibrated on split-digits (clnp.yaml); a free
 unit is re-initialised when a task starts (a unit an earlier task pruned is mostly a dead ReLU, which
 would never train again); nothing is fine-tuned after pruning (a retraining step could not be confirmed
-in the paper, and the controller's `retrain` cannot hold the old tasks' rows); one threshold serves every
+in the paper, and the commit's `retrain` cannot hold the old tasks' rows); one threshold serves every
 layer; a conv layer's statistic is taken after its max-pool (the node's output).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,16 +38,26 @@ import optuna
 import torch
 from torch import nn
 
-from growsearch.config.schema import require
-from growsearch.errors import GraphError
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import clnp_units as units
-from growsearch.grow import gates as unit_gates
-from growsearch.grow import operators as ops
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.train.candidate import TrainingPlan, accuracy, run_in_batches
-from growsearch.train.trainer import Minibatches, Penalty, StepOutcome, TrainingHooks
+from growsearch.methods import _clnp_units as units
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    GraphError,
+    Method,
+    ModuleGraph,
+    Retrain,
+    StepOutcome,
+    TaskContext,
+    Training,
+    TrainingProgram,
+    TrainingRun,
+    accuracy,
+    node_data,
+    ops,
+    require,
+    run_in_batches,
+    unit_gates,
+)
 
 PREFIX = "shared"
 SPARSITY = ("weights", "activations")
@@ -103,6 +112,16 @@ class _Pruning:
         self.ctx, self.layers, self.before, self.tolerance = ctx, layers, before, tolerance
         self.masks = {n: _UnitMask(before[n].numel()) for n in layers}
         self.record: dict[str, Any] | None = None
+        self.view: nn.Module | None = None
+        self.last_step = 0
+
+    def start(self, run: TrainingRun) -> None:
+        self.view, self.last_step = run.program.full.module, run.total_steps
+
+    def at_the_last_step(self, outcome: StepOutcome) -> None:
+        """Prune after the last step, so the last epoch's validation measures the pruned network."""
+        if outcome.step == self.last_step and self.view is not None:
+            self.prune(self.view)
 
     def mean_activations(self, view: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
         for mask in self.masks.values():
@@ -142,6 +161,39 @@ class _Pruning:
         }
 
 
+class _L1:
+    """alpha times the L1 norm of what the task trains: its weights (the head's included), or its free
+    units' mean activations (`sparsity: activations`)."""
+
+    def __init__(self, l1: float, on: str, pruning: _Pruning, before: dict[str, torch.Tensor], head: str):
+        self.l1, self.on, self.pruning, self.head = l1, on, pruning, head
+        self.free = {n: (~b).float() for n, b in before.items()}
+        self.trained: list[tuple[nn.Parameter, torch.Tensor | None]] = []
+        if on == "activations":
+            for mask in pruning.masks.values():
+                mask.keep_last = True
+
+    def bind(self, program: TrainingProgram) -> None:
+        """The weights it penalises: the free units' incoming weights (their trainable entries) and the
+        head's."""
+        if self.on != "weights":
+            return
+        layers = set(self.pruning.layers)
+        trained = [(m.parameter, m.trainable) for m in program.full.masked if m.node_id in layers]
+        self.trained = [(p, t) for p, t in trained if p.dim() >= 2]
+        self.trained += [(p, None) for p in program.full.node_modules[self.head].parameters() if p.dim() >= 2]
+
+    def __call__(self) -> torch.Tensor:
+        if self.on == "weights":
+            return self.l1 * sum((p.abs() if t is None else p.abs() * t).sum() for p, t in self.trained)
+        total = torch.zeros(())
+        for n, mask in self.pruning.masks.items():
+            dims = [0, *range(2, mask.last.dim())]  # mean over samples (and positions)
+            per_unit = mask.last.abs().mean(dim=dims)
+            total = total + (per_unit * self.free[n].to(per_unit.device)).sum()
+        return self.l1 * total
+
+
 class CLNP(Method):
     name = "clnp"
     paper = "Golkar, Kagan & Cho 2019, Continual Learning via Neural Pruning"
@@ -167,73 +219,46 @@ class CLNP(Method):
                 raise GraphError(f"CLNP prunes by mean post-ReLU activation; {node_id!r} is not a ReLU layer")
         graph = ops.add_head(graph, ctx.task_id, self.layers(ctx)[-1], ctx.n_outputs)
         if ctx.task_id > 0:
-            units.reinitialise_free(graph, self.layers(ctx), ctx.task_id)  # in add_head's copy
+            graph = units.reinitialise_free(graph, self.layers(ctx), ctx.task_id)
         settings = {"tolerance": self.options.tolerance, "l1": self.options.l1, **decisions}
-        return Candidate(graph, decisions=settings, mechanism={})
+        mechanism: dict[str, Any] = {}  # the pruning's record, once the training has pruned
+        training = self.training(graph, ctx, settings, mechanism)
+        return Candidate(graph, decisions=settings, mechanism=mechanism, training=training)
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
-        graph, layers, task = candidate.graph, self.layers(ctx), ctx.task_id
+    def training(
+        self, graph: ModuleGraph, ctx: TaskContext, settings: Decisions, mechanism: dict[str, Any]
+    ) -> Training:
+        """The free units' rows trained with the L1 penalty; the pruning at the last step; then the task's
+        gates stored and the interference weights severed (what the pruning did goes to `mechanism`)."""
+        layers, task = self.layers(ctx), ctx.task_id
         before = {n: unit_gates.used_before(graph, n, task) for n in layers}
         # only the rows (incoming weights and bias) of units no earlier task keeps train
         train_masks = {n: unit_gates.connection_masks(graph, n, ~before[n], None) for n in layers}
-        pruning = _Pruning(ctx, layers, before, float(candidate.decisions["tolerance"]))
-        l1 = float(candidate.decisions["l1"])
+        pruning = _Pruning(ctx, layers, before, float(settings["tolerance"]))
+        l1 = float(settings["l1"])
+        penalty = _L1(l1, self.options.sparsity, pruning, before, graph.head(task)) if l1 != 0 else None
 
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            penalty = self._penalty(program, pruning, before, l1, graph.head(task))
-            last_step = self.space.training.epochs * math.ceil(len(batches) / batches.batch_size)
+        def start(run: TrainingRun) -> None:
+            pruning.start(run)
+            if penalty is not None:
+                penalty.bind(run.program)
 
-            def prune_at_the_end(outcome: StepOutcome) -> None:
-                if outcome.step == last_step:  # the last epoch's validation then measures the pruned net
-                    pruning.prune(program.full.module)
-
-            return TrainingHooks(penalty=penalty, after_step=prune_at_the_end)
-
-        def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
+        def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
             if pruning.record is None:  # training ended another way than by its last step
                 pruning.prune(program.full.module)
-            for n, mask in pruning.masks.items():
-                trained.node(n).gates[task] = mask.values.detach().cpu().clone()
-            severed = units.sever_interference(trained, layers, task)
-            candidate.mechanism.update({**pruning.record, "interference_weights_zeroed": severed})
+            trained = node_data.with_gates(trained, task, {n: m.values for n, m in pruning.masks.items()})
+            trained, severed = units.sever_interference(trained, layers, task)
+            mechanism.update({**pruning.record, "interference_weights_zeroed": severed})
+            return trained
 
-        return TrainingPlan(gates=pruning.masks, train_masks=train_masks, prepare=prepare, finish=finish)
-
-    def _penalty(
-        self,
-        program: TrainingProgram,
-        pruning: _Pruning,
-        before: dict[str, torch.Tensor],
-        l1: float,
-        head: str,
-    ) -> Penalty | None:
-        """alpha times the L1 norm of what the task trains: its weights (the head's included), or its free
-        units' mean activations."""
-        if l1 == 0:
-            return None
-        if self.options.sparsity == "activations":
-            free = {n: (~b).float() for n, b in before.items()}
-            for mask in pruning.masks.values():
-                mask.keep_last = True
-
-            def on_activations() -> torch.Tensor:
-                total = torch.zeros(())
-                for n, mask in pruning.masks.items():
-                    dims = [0, *range(2, mask.last.dim())]  # mean over samples (and positions)
-                    per_unit = mask.last.abs().mean(dim=dims)
-                    total = total + (per_unit * free[n].to(per_unit.device)).sum()
-                return l1 * total
-
-            return on_activations
-        layers = set(pruning.layers)
-        trained = [(m.parameter, m.trainable) for m in program.full.masked if m.node_id in layers]
-        trained = [(p, t) for p, t in trained if p.dim() >= 2]
-        trained += [(p, None) for p in program.full.node_modules[head].parameters() if p.dim() >= 2]
-
-        def on_weights() -> torch.Tensor:
-            return l1 * sum((p.abs() if t is None else p.abs() * t).sum() for p, t in trained)
-
-        return on_weights
+        return Training(
+            gates=pruning.masks,
+            train_masks=train_masks,
+            start=start,
+            penalty=penalty,
+            after_step=pruning.at_the_last_step,
+            finish=finish,
+        )
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The pruning, gates and severed weights came with the trained candidate; the shared layers keep
@@ -244,7 +269,7 @@ class CLNP(Method):
         """The share of the shared units this task keeps that no earlier task kept."""
         return unit_gates.newly_used_share(graph, self.layers(ctx), ctx.task_id)
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per shared layer, in units: those active for this task (earlier tasks' and its own), those free
         when it started (it trained them all), those of these it claims, and those it pruned, free for
         later tasks."""

@@ -14,7 +14,7 @@ Per task t (the pipeline is `algorithms/compacting.py`):
   weights through `sparsity_stages`, the picking mask fixed; t keeps the model of the largest sparsity whose
   validation accuracy meets the goal (none: the unpruned model, or the authors' must-prune ratio
   1 - round(1 / (remaining tasks + 1), 1) when the network is at its widest and missed the goal unpruned);
-- retraining: the controller's training of the candidate (`training.epochs`) retrains t's kept weights and
+- retraining: the candidate's training by the search (`training.epochs`) retrains t's kept weights and
   its picking mask (the authors' `--finetune_again`).
 Task t's view: the weights owned by tasks <= t, times its mask; an old task's outputs are bit-identical
 after later tasks. Task-IL only.
@@ -27,7 +27,7 @@ on a random stream of its own so trials do not depend on it); goal = its last va
 Departures: one optimiser for weights and mask (the YAML's Adam; the authors step the weights with SGD and
 the mask with Adam); the retraining resumes the picking mask where training left it (real values 1e-2 where
 it keeps a weight, 0 where it drops one) and its model is kept, where the authors restart the mask at 1e-2
-and keep the retrained model only if validation accuracy improves (the controller keeps what it trains;
+and keep the retrained model only if validation accuracy improves (the search keeps what it trains;
 resuming starts the retraining from the model that met the goal); epochs scaled down; biases trained by the
 task creating them, then fixed, as PackNet's (the authors keep biases and batch norm per task); growth adds
 unit groups whose old units get no input from new ones (`algorithms/growing_stack.py`: old tasks stay
@@ -38,23 +38,28 @@ decision in `sparsity_range` (one stage to it, the goal still deciding growth), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.config.space import SearchSpace
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import operators as ops
 from growsearch.methods.algorithms import compacting
 from growsearch.methods.algorithms import growing_stack as stack
 from growsearch.methods.algorithms.compacting import CompactingOptions, MaskSettings, Stage
-from growsearch.methods.algorithms.weight_masks import MaskKey
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import TrainingPlan, train_candidate
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    Retrain,
+    SearchSpace,
+    TaskContext,
+    derived_seed,
+    ops,
+    require,
+    train_candidate,
+)
 
 STAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # the authors' script
 
@@ -85,13 +90,6 @@ class CPGOptions(CompactingOptions):
             f"{where}.mask_init",
             "expected a value above mask_threshold (else the mask starts empty)",
         )
-
-
-@dataclass(frozen=True)
-class PickingCandidate(Candidate):
-    """A compacted candidate and the picking mask its training left (resumed by the retraining)."""
-
-    picking: dict[MaskKey, torch.Tensor] = field(default_factory=dict)
 
 
 class CPG(Method):
@@ -153,7 +151,7 @@ class CPG(Method):
         while True:  # train (picking old weights); grow and train again while the goal is missed
             graph = compacting.with_head(base, ctx)
             result = compacting.train(
-                graph, ctx, config, options.train_epochs, compacting.picking_plan(graph, ctx, self.mask)
+                graph, ctx, config, options.train_epochs, compacting.picking(graph, ctx, self.mask)
             )
             train_accuracy = compacting.train_accuracy(result.graph, ctx, config)
             met = self.meets_goal(result.val_accuracy, train_accuracy, goal)
@@ -179,7 +177,7 @@ class CPG(Method):
             unpruned = Stage(0.0, result.val_accuracy, trained, {})
             chosen, rule = self.choose(stages, unpruned, goal, attempts[-1]["goal_met"], ctx)
         graph = compacting.claim_kept(chosen.graph, ctx, chosen.pruned)
-        picking = compacting.take_masks(graph, ctx)  # the retraining learns the mask on from here
+        graph, picking = compacting.take_masks(graph, ctx)  # the retraining learns the mask on from here
         mechanism = {
             "accuracy_goal": goal,
             "attempts": attempts,
@@ -190,7 +188,8 @@ class CPG(Method):
             "sparsity": chosen.sparsity,
             "sparsity_rule": rule,
         }
-        return PickingCandidate(graph, decisions=dict(decisions), mechanism=mechanism, picking=picking)
+        training = compacting.retraining(graph, ctx, self.mask, picking)
+        return Candidate(graph, decisions=dict(decisions), mechanism=mechanism, training=training)
 
     @staticmethod
     def choose(
@@ -207,10 +206,6 @@ class CPG(Method):
         below = [s for s in stages if s.sparsity <= ratio + 1e-9]
         return (below[-1], "must-prune") if below else (unpruned, "unpruned")
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
-        start = candidate.picking if isinstance(candidate, PickingCandidate) else None
-        return compacting.retraining_plan(candidate.graph, ctx, self.mask, start)
-
     # ---- after the search ----------------------------------------------------------------------------------
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The task's weights are claimed in `build`; its head is frozen."""
@@ -219,7 +214,7 @@ class CPG(Method):
     def capacity_used(self, graph: ModuleGraph, ctx: TaskContext) -> float:
         return compacting.capacity_used(graph, ctx)
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per layer: width, the share this task owns, the share of earlier tasks' weights it picks, the share
         left free; the network's growth so far."""
         return {

@@ -2,14 +2,15 @@
 TPAMI 42(3) 2020 / arXiv:1705.04228).
 
 The first task trains a base network (a column of new layers and a head); it is then frozen. Every later
-task gets, for every base layer, a controller: the layer's new filters are linear combinations of the
-base layer's frozen filters, W' = A W, with A (out x out) and a bias of its own, and the task gets a new
-head (a `Combination` node sharing the base node). A dense layer's "filters" are its weight rows, a conv
-layer's are its output filters, flattened. Each task's combination layers form its own forward path (they
-read the task's previous combination layer, not the base's activations), all adapted from the base, never
-from another task, so old tasks are exactly unchanged and a layer costs out^2 + out parameters instead of
-out * in * k^2 + out. A starts at the identity and the bias at the base's bias, so a task's network starts
-as the base network. Task-IL only (the task id picks the controllers and head: the paper's switch).
+task gets, for every base layer, a controller (the paper's term): the layer's new filters are linear
+combinations of the base layer's frozen filters, W' = A W, with A (out x out) and a bias of its own, and the
+task gets a new head (a `Combination` node sharing the base node, `_dan_combination.py`). A dense layer's
+"filters" are its weight rows, a conv layer's are its output filters, flattened. Each task's combination
+layers form its own forward path (they read the task's previous combination layer, not the base's
+activations), all adapted from the base, never from another task, so old tasks are exactly unchanged and a
+layer costs out^2 + out parameters instead of out * in * k^2 + out. A starts at the identity and the bias at
+the base's bias, so a task's network starts as the base network. Task-IL only (the task id picks the
+controllers and head: the paper's switch).
 
 Beyond the paper, growsearch makes the growth decision a search: with `search: true` each later task
 chooses per layer among `combination` (DAN's controller), `reuse` (the base layer frozen as it is, shared:
@@ -32,13 +33,25 @@ from typing import Any, Literal
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.errors import ConfigError, GraphError
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Combination, Conv2d, Linear, NodeSpec
-from growsearch.grow import operators as ops
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.trial_record import read_record
+from growsearch.methods._dan_combination import Combination
+from growsearch.methods.toolkit import (
+    INPUT,
+    Candidate,
+    ConfigError,
+    Conv2d,
+    Decisions,
+    GraphError,
+    Linear,
+    Method,
+    ModuleGraph,
+    NodeSpec,
+    SearchPlan,
+    TaskContext,
+    layer_node,
+    ops,
+    read_record,
+    require,
+)
 
 BASE_TASK = 0
 COMBINATION, REUSE, NEW = "combination", "reuse", "new"
@@ -81,14 +94,14 @@ class DAN(Method):
     def _searches(self, ctx: TaskContext) -> bool:
         return self.options.search and ctx.task_id != BASE_TASK
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return (self.space.search.n_trials or 10) if self._searches(ctx) else 1
-
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        """The paper's structure first, so the search always trains it."""
-        if not self._searches(ctx) or COMBINATION not in self.options.choices:
-            return []
-        return [{f"layer{i}": COMBINATION for i in range(len(ctx.specs))}]
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """A later task searches (the paper's structure first, so the search always trains it); the base
+        task trains one candidate."""
+        if not self._searches(ctx):
+            return SearchPlan(budget=1)
+        paper = {f"layer{i}": COMBINATION for i in range(len(ctx.specs))}
+        initial = (paper,) if COMBINATION in self.options.choices else ()
+        return SearchPlan(budget=self.space.search.n_trials or 10, initial=initial)
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self._searches(ctx):
@@ -113,8 +126,14 @@ class DAN(Method):
         return Candidate(graph, decided, {"structure": structure})
 
     # ---- what the task's record shows --------------------------------------------------------------------
-    def search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:
-        """With the search: every trained candidate's structure, validation accuracy and size."""
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
+        """With the search, every trained candidate's structure, validation accuracy and size. Per layer:
+        what the task's layer is, the parameters it added against a full layer's, and for a combination how
+        far training moved A from the identity and the bias from the base's (relative Frobenius norms); per
+        task: parameters added against a full new column's (layers and head)."""
+        return {**self._search_record(study, ctx), **self._commit_record(committed, ctx)}
+
+    def _search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:
         if not self._searches(ctx):
             return {}
         candidates = []
@@ -130,10 +149,7 @@ class DAN(Method):
             )
         return {"candidates": candidates}
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
-        """Per layer: what the task's layer is, the parameters it added against a full layer's, and for a
-        combination how far training moved A from the identity and the bias from the base's (relative
-        Frobenius norms); per task: parameters added against a full new column's (layers and head)."""
+    def _commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
         t, base = ctx.task_id, committed.layer_nodes(BASE_TASK)
         layers = [_layer_record(committed, t, i, base[i]) for i in range(len(ctx.specs))]
         added = sum(layer["added_parameters"] for layer in layers)
@@ -160,7 +176,7 @@ def adapt_base(
     for i, (spec, choice) in enumerate(zip(specs, structure, strict=True)):
         base_node = grown.node(base[i])
         base_input = base_node.inputs[0]
-        node_id = f"t{task}/L{i}"
+        node_id = layer_node(task, i)
         if choice == COMBINATION:
             combination = Combination.over(base_node.spec)
             start = {"combination": torch.eye(_width(spec)), "bias": _bias(base_node.weights, spec)}

@@ -13,8 +13,8 @@ invisible to older tasks. The first task trains with L1 sparsity. For task t > 0
    then the task's own entries are retrained (L1, L2).
 Old entries always return to W^{t-1} here, units below sigma included (the paper keeps their small drift
 and accepts the small forgetting): old tasks' outputs are preserved exactly, and the new task reads its
-retrained function through its copies. Every entry is then claimed by t; the controller's pass
-(`training.epochs`, at least 1) refits only the new head. Dense layers only; task-IL.
+retrained function through its copies. Every entry is then claimed by t; the search's training of the
+candidate (`training.epochs`, at least 1) refits only the new head. Dense layers only; task-IL.
 """
 
 from __future__ import annotations
@@ -28,25 +28,31 @@ import optuna
 import torch
 from torch import nn
 
-from growsearch.config.schema import require
-from growsearch.errors import ConfigError
-from growsearch.graph.compile import compile_view, write_back
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Head, Linear
-from growsearch.grow import operators as ops
-from growsearch.grow.units import (
-    append_units,
-    dense_parameters,
-    dense_stack,
-    drop_empty_units,
-    expand_units,
-    reachable_units,
-    split_units,
-    stack_tensors,
+from growsearch.methods.toolkit import (
+    INPUT,
+    Candidate,
+    ConfigError,
+    Decisions,
+    FitResult,
+    Head,
+    Linear,
+    Method,
+    Minibatches,
+    ModuleGraph,
+    SearchPlan,
+    StepOutcome,
+    TaskContext,
+    Training,
+    compile_view,
+    fit,
+    head_node,
+    node_data,
+    ops,
+    require,
+    resolve_device,
+    units,
+    write_back,
 )
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.train.candidate import resolve_device
-from growsearch.train.trainer import FitResult, Minibatches, StepOutcome, TrainingHooks, fit
 
 PREFIX = "den"
 SHARED = PREFIX + "/L{}"
@@ -126,8 +132,9 @@ class DEN(Method):
     scenarios = ("task-il",)
     Options = DENOptions
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return 1 if ctx.task_id == 0 else self.space.search.n_trials or 1  # task 0 uses no threshold
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """One trial for the first task, which uses no threshold; then `search.n_trials`."""
+        return SearchPlan(budget=1) if ctx.task_id == 0 else super().search_plan(ctx)
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         opts = self.options
@@ -176,7 +183,7 @@ class DEN(Method):
         head_only = _Stage(_masks(net.w, False), _masks(net.b, False))
         head_only.w[-1][:], head_only.b[-1][:] = True, True
         fit(head_only, opts.head_iterations)
-        selected = reachable_units(net.w)
+        selected = units.reachable_units(net.w)
         stage = _Stage(_masks(net.w, False), _masks(net.b, False), anchor=prev)
         for layer in range(depth + 1):
             rows = selected[layer] if layer < depth else torch.ones(len(net.b[layer]), dtype=torch.bool)
@@ -186,7 +193,7 @@ class DEN(Method):
         loss = fit(stage, opts.max_iterations)
         expanded, dropped = loss >= tau, [0] * depth
         if expanded:
-            groups = expand_units(net.w, net.b, opts.expand_units)
+            groups = units.expand_units(net.w, net.b, opts.expand_units)
             stage = _Stage(_masks(net.w, False), _masks(net.b, False), groups=groups)
             for layer in range(depth + 1):
                 new_rows = groups.get(layer, torch.arange(0))
@@ -196,10 +203,10 @@ class DEN(Method):
                     stage.w[layer][:, groups[layer - 1]] = True
             stage.w[-1][:], stage.b[-1][:] = True, True
             fit(stage, opts.max_iterations)
-            dropped = drop_empty_units(net.w, net.b, groups)
+            dropped = units.drop_empty_units(net.w, net.b, groups)
         drift = [(net.w[i][: old[i], : prev[i].shape[1]] - prev[i]).norm(dim=1) for i in range(depth)]
         split = [(d > sigma).nonzero().flatten() for d in drift]
-        free = split_units(net.w, net.b, prev, prev_b, split)
+        free = units.split_units(net.w, net.b, prev, prev_b, split)
         fit(_Stage(*free), opts.max_iterations)
         added = [len(b) - o - len(s) for b, o, s in zip(net.b, old, split, strict=False)]
         selected_units = [int(s.sum()) for s in selected[:depth]]
@@ -215,23 +222,23 @@ class DEN(Method):
         )
         return net, old, stages
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Units per layer after the task, and how sparse the weights the task sees are (L1 at work)."""
-        units, sparsity = [], []
+        widths, sparsity = [], []
         for i in range(len(ctx.specs)):
             node = committed.node(SHARED.format(i))
-            weight, _ = dense_parameters(node)
+            weight, _ = units.dense_parameters(node)
             visible = (node.owners[weight] >= 0) & (node.owners[weight] <= ctx.task_id)
-            units.append(int(node.spec.out_features))
+            widths.append(int(node.spec.out_features))
             sparsity.append(float((node.weights[weight][visible] == 0).float().mean()))
-        return {"units": units, "weight_sparsity": sparsity}
+        return {"units": widths, "weight_sparsity": sparsity}
 
     # ---- tensors <-> graph -----------------------------------------------------------------------------
     def _read(self, graph: ModuleGraph, shared: list[str], ctx: TaskContext) -> _Net:
         w, b, acts = [], [], []
         for node_id in shared:
             node = graph.node(node_id)
-            weight, bias = dense_parameters(node)
+            weight, bias = units.dense_parameters(node)
             w.append(node.weights[weight].clone())
             b.append(node.weights[bias].clone())
             acts.append(node.spec.activation)
@@ -241,23 +248,24 @@ class DEN(Method):
     def _write(
         self, graph: ModuleGraph, shared: list[str], net: _Net, old: list[int], ctx: TaskContext
     ) -> ModuleGraph:
-        """Old entries are left as they are; new units are appended; the head is added; t owns the rest."""
+        """The first task's trained weights; for a later task, old entries are left as they are and its new
+        units appended. Then the head is added, and t owns every free entry."""
         t = ctx.task_id
-        for i, node_id in enumerate(shared):
-            if ctx.task_id == 0:
-                node = graph.node(node_id)
-                weight, bias = dense_parameters(node)
-                node.weights[weight], node.weights[bias] = net.w[i].clone(), net.b[i].clone()
-                continue
-            columns = {}
-            if i + 1 < len(shared):
-                columns[shared[i + 1]] = net.w[i + 1][: old[i + 1], old[i] :]
-            graph = append_units(graph, node_id, net.w[i][old[i] :], net.b[i][old[i] :], columns)
+        if t == 0:
+            names = {n: units.dense_parameters(graph.node(n)) for n in shared}
+            trained = {n: {w: net.w[i], b: net.b[i]} for i, (n, (w, b)) in enumerate(names.items())}
+            graph = node_data.with_weights(graph, trained)
+        else:
+            for i, node_id in enumerate(shared):
+                columns = {}
+                if i + 1 < len(shared):
+                    columns[shared[i + 1]] = net.w[i + 1][: old[i + 1], old[i] :]
+                graph = units.append_units(graph, node_id, net.w[i][old[i] :], net.b[i][old[i] :], columns)
         head = Head(net.w[-1].shape[1], ctx.n_outputs)
-        graph.add(f"t{t}/head", head, [shared[-1]], t, weights={"weight": net.w[-1], "bias": net.b[-1]})
-        graph.set_head(t, f"t{t}/head")
+        graph.add(head_node(t), head, [shared[-1]], t, weights={"weight": net.w[-1], "bias": net.b[-1]})
+        graph.set_head(t, head_node(t))
         graph = ops.claim_free(graph, t, shared)
-        return ops.freeze(graph, shared)  # every entry is owned now: the controller refits the head only
+        return ops.freeze(graph, shared)  # every entry is owned now: the search's training refits the head
 
     # ---- training ----------------------------------------------------------------------------------------
     def _fit(self, net: _Net, stage: _Stage, ctx: TaskContext, iterations: int) -> FitResult:
@@ -266,9 +274,9 @@ class DEN(Method):
         step (as the reference implementation applies them), stopping at a validation-loss plateau."""
         config, opts = self.space.training, self.options
         device = resolve_device(config.device)
-        graph = dense_stack(ctx.committed.input_shape, ctx.task_id, net.w, net.b, net.acts)
+        graph = units.dense_stack(ctx.committed.input_shape, ctx.task_id, net.w, net.b, net.acts)
         node_ids = [n for n in graph.node_ids() if n != INPUT]
-        names = [dense_parameters(graph.node(n)) for n in node_ids]
+        names = [units.dense_parameters(graph.node(n)) for n in node_ids]
         masks = {
             n: {wn: stage.w[i], bn: stage.b[i]}
             for i, (n, (wn, bn)) in enumerate(zip(node_ids, names, strict=True))
@@ -307,13 +315,13 @@ class DEN(Method):
             dataclasses.replace(config.optimizer_settings(), weight_decay=config.weight_decay + opts.l2),
             steps=iterations,
             masked=compiled.masked,
-            hooks=TrainingHooks(
+            training=Training(
                 penalty=drift if anchor is not None else None, after_step=proximal, should_stop=plateau
             ),
             macs_per_sample=graph.macs(graph.view(ctx.task_id)),
         )
         write_back(graph, compiled)
-        net.w, net.b = stack_tensors(graph)
+        net.w, net.b = units.stack_tensors(graph)
         return result
 
 

@@ -28,6 +28,7 @@ the new task's validation samples (the stream keeps no validation samples of old
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,20 +38,38 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from growsearch.config.schema import require
-from growsearch.data.memory import ExemplarMemory, class_balanced
-from growsearch.graph.compile import TrainingProgram, compile_view
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Activation, Conv2d
-from growsearch.grow import gates as unit_gates
-from growsearch.grow import operators as ops
-from growsearch.grow.backbone import count_parameters
-from growsearch.grow.unit_removal import remove_units
 from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import TrainingPlan, run_in_batches
-from growsearch.train.trainer import Batch, Minibatches, StepOutcome, TrainingHooks
+from growsearch.methods.toolkit import (
+    INPUT,
+    Activation,
+    Batch,
+    Candidate,
+    Conv2d,
+    Decisions,
+    ExemplarMemory,
+    Method,
+    ModuleGraph,
+    Rehearsal,
+    Retrain,
+    SearchPlan,
+    StepOutcome,
+    TaskContext,
+    Training,
+    TrainingProgram,
+    TrainingRun,
+    class_balanced,
+    compile_view,
+    count_parameters,
+    derived_seed,
+    layer_node,
+    node_data,
+    ops,
+    remove_units,
+    require,
+    run_in_batches,
+    task_node,
+    unit_gates,
+)
 
 EMBEDDING_CLAMP, COSH_CLAMP = 6.0, 50.0  # HAT's guards, for the same masks
 
@@ -84,11 +103,11 @@ class DEROptions:
 def extractor(ctx: TaskContext, task: int | None = None) -> list[str]:
     """The layer nodes of a task's feature extractor (the current task's by default)."""
     t = ctx.task_id if task is None else task
-    return [f"t{t}/L{i}" for i in range(len(ctx.specs))]
+    return [layer_node(t, i) for i in range(len(ctx.specs))]
 
 
 def features_node(task: int) -> str:
-    return f"t{task}/features"
+    return task_node(task, "features")
 
 
 class DER(Method):
@@ -99,8 +118,11 @@ class DER(Method):
     single_head = True
 
     # ---- the search ------------------------------------------------------------------------------------
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        return [{"sparsity": self.options.sparsity}] if self.options.search else []
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        plan = super().search_plan(ctx)
+        if not self.options.search:
+            return plan
+        return dataclasses.replace(plan, initial=({"sparsity": self.options.sparsity},))
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
@@ -108,8 +130,9 @@ class DER(Method):
         return {"sparsity": trial.suggest_float("sparsity", *self.options.sparsity_range, log=True)}
 
     # ---- rehearsal -------------------------------------------------------------------------------------
-    def exemplar_memory(self) -> ExemplarMemory:
-        return ExemplarMemory(self.options.memory_size, self.options.memory_strategy)
+    def rehearsal(self) -> Rehearsal:
+        memory = ExemplarMemory(self.options.memory_size, self.options.memory_strategy)
+        return Rehearsal(memory, features=self.exemplar_features)
 
     def exemplar_features(self, graph: ModuleGraph, ctx: TaskContext, x: torch.Tensor) -> torch.Tensor:
         """The super-feature [F_0(x), ..., F_t(x)], which herding picks exemplars by."""
@@ -121,50 +144,23 @@ class DER(Method):
         t, graph = ctx.task_id, ctx.committed.copy()
         previous = INPUT
         for i, spec in enumerate(ctx.specs):  # F_t, freshly initialised
-            graph.add(f"t{t}/L{i}", spec, [previous], t, layer=i)
-            previous = f"t{t}/L{i}"
+            graph.add(layer_node(t, i), spec, [previous], t, layer=i)
+            previous = layer_node(t, i)
         extractors = [extractor(ctx, k)[-1] for k in range(t + 1)]
         graph.add(features_node(t), Activation(None), extractors, t, merge="concat" if t > 0 else None)
         seen = int(ctx.task.train.y.max()) + 1  # the classes so far (the memory holds the old ones)
         # H_t starts as H_{t-1} on the old classes and the old features
         graph = ops.add_class_head(graph, t, features_node(t), seen, t - 1 if t > 0 else None)
         sparsity = float(decisions.get("sparsity", self.options.sparsity))
-        return Candidate(graph, decisions={"sparsity": sparsity}, mechanism={"classes_seen": seen})
-
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
-        graph, layers = candidate.graph, extractor(ctx)
-        annealing = Annealing(self.options.s_max, 1)
-        masks = {n: UnitAttention(unit_gates.n_units(graph, n), annealing, COSH_CLAMP) for n in layers}
-        sparsity = _sparsity_loss(graph, layers, masks, float(candidate.decisions["sparsity"]))
-        auxiliary = _AuxiliaryClassifier(graph, ctx, masks[layers[-1]], self.options.aux_weight)
-
-        def clamp(outcome: StepOutcome) -> None:
-            for mask in masks.values():
-                mask.embedding.clamp_(-EMBEDDING_CLAMP, EMBEDDING_CLAMP)
-
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            annealing.batches = max(1, math.ceil(len(batches) / batches.batch_size))
-            term = auxiliary.attach(batches.y.device) if ctx.task_id > 0 else None
-            return TrainingHooks(
-                penalty=sparsity,
-                batch_penalty=term,
-                before_step=annealing.before_step,
-                after_step=clamp,
-                parameters=tuple(auxiliary.head.parameters()) if term else (),
-            )
-
-        def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
-            auxiliary.detach()
-            for node_id, mask in masks.items():  # the view computes with them until the commit prunes
-                trained.node(node_id).gates[ctx.task_id] = mask.binary().cpu()
-
-        return TrainingPlan(gates=masks, prepare=prepare, finish=finish)
+        training = _ExtractorTraining(graph, ctx, self.options, sparsity).training()
+        return Candidate(graph, {"sparsity": sparsity}, {"classes_seen": seen}, training)
 
     # ---- the commit ------------------------------------------------------------------------------------
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """Prune F_t to its masked units, retrain H_t on class-balanced data, freeze the task's nodes."""
-        t, graph = ctx.task_id, chosen.copy()
-        kept = {node_id: graph.node(node_id).gates.pop(t) > 0.5 for node_id in extractor(ctx)}
+        t, layers = ctx.task_id, extractor(ctx)
+        kept = {node_id: chosen.node(node_id).gates[t] > 0.5 for node_id in layers}
+        graph = node_data.without_gates(chosen, t, layers)
         for node_id, keep in kept.items():
             if not keep.any():  # a mask that closed everything still leaves the layer one unit
                 keep[0] = True
@@ -176,7 +172,7 @@ class DER(Method):
             graph = retrain(features_frozen, self.options.balance_epochs, train=balanced)
         return ops.freeze(graph, [n for n, node in graph.nodes() if node.owner == t])
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """F_t's units per layer before and after pruning, and its parameters."""
         layers = extractor(ctx)
         kept = [unit_gates.n_units(committed, n) for n in layers]
@@ -191,6 +187,47 @@ class DER(Method):
 
 def _width(spec: Any) -> int:
     return spec.out_channels if isinstance(spec, Conv2d) else spec.out_features
+
+
+class _ExtractorTraining:
+    """How F_t trains (eq. 9): its channel masks annealed and clamped as HAT's, their sparsity L_S, and
+    after the first task the auxiliary classifier's loss; the masks are kept as the task's gates."""
+
+    def __init__(self, graph: ModuleGraph, ctx: TaskContext, options: DEROptions, sparsity: float):
+        self.task, layers = ctx.task_id, extractor(ctx)
+        self.annealing = Annealing(options.s_max, 1)
+        self.masks = {
+            n: UnitAttention(unit_gates.n_units(graph, n), self.annealing, COSH_CLAMP) for n in layers
+        }
+        self.sparsity = _sparsity_loss(graph, layers, self.masks, sparsity)
+        self.auxiliary = _AuxiliaryClassifier(graph, ctx, self.masks[layers[-1]], options.aux_weight)
+
+    def training(self) -> Training:
+        auxiliary = self.auxiliary if self.task > 0 else None  # the first task has no old classes
+        return Training(
+            gates=self.masks,
+            start=self.start,
+            before_step=self.annealing.before_step,
+            penalty=self.sparsity,
+            batch_penalty=auxiliary.loss if auxiliary else None,
+            parameters=tuple(auxiliary.head.parameters()) if auxiliary else (),
+            after_step=self.clamp,
+            finish=self.finish,
+        )
+
+    def start(self, run: TrainingRun) -> None:
+        self.annealing.batches = run.steps_per_epoch
+        if self.task > 0:
+            self.auxiliary.start(run.batches.y.device)
+
+    def clamp(self, outcome: StepOutcome) -> None:
+        for mask in self.masks.values():
+            mask.embedding.clamp_(-EMBEDDING_CLAMP, EMBEDDING_CLAMP)
+
+    def finish(self, trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+        """The masks as the task's gates: the view computes with them until the commit prunes."""
+        self.auxiliary.stop()
+        return node_data.with_gates(trained, self.task, {n: m.binary() for n, m in self.masks.items()})
 
 
 def _sparsity_loss(graph: ModuleGraph, layers: list[str], masks: dict[str, UnitAttention], weight: float):
@@ -216,7 +253,8 @@ def _sparsity_loss(graph: ModuleGraph, layers: list[str], masks: dict[str, UnitA
 
 
 class _AuxiliaryClassifier:
-    """H_t^a (eq. 6): F_t's masked features -> the task's new classes, plus one class for all old ones."""
+    """H_t^a (eq. 6): F_t's masked features -> the task's new classes, plus one class for all old ones. While
+    it trains, the last mask's output (F_t's masked features) is kept from each forward pass."""
 
     def __init__(self, graph: ModuleGraph, ctx: TaskContext, last_mask: nn.Module, weight: float):
         own = ctx.task.train.y[: len(ctx.task.train) - ctx.exemplars]
@@ -230,22 +268,19 @@ class _AuxiliaryClassifier:
         self.features: torch.Tensor | None = None
         self.handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def detach(self) -> None:
+    def start(self, device: torch.device) -> None:
+        self.head.to(device)
+        self.labels = self.labels.to(device)
+        self.handle = self.last_mask.register_forward_hook(self.keep)
+
+    def keep(self, _module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+        self.features = output
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.weight * F.cross_entropy(self.head(self.features.flatten(1)), self.labels[batch.y])
+
+    def stop(self) -> None:
         """After training: the hook goes, and the last batch's features with it."""
         if self.handle is not None:
             self.handle.remove()
         self.handle, self.features = None, None
-
-    def attach(self, device: torch.device):
-        self.head.to(device)
-        self.labels = self.labels.to(device)
-
-        def keep(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
-            self.features = output
-
-        self.handle = self.last_mask.register_forward_hook(keep)
-
-        def term(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-            return self.weight * F.cross_entropy(self.head(self.features.flatten(1)), self.labels[batch.y])
-
-        return term

@@ -1,17 +1,22 @@
 """DGMw: Dynamic Generative Memory with learned weight masks (Ostapenko, Puscas, Klein, Jaehnichen & Nabi,
 CVPR 2019, "Learning to Remember: A Synaptic Plasticity Driven Framework for Continual Learning"), class-IL.
 
-A conditional GAN is the memory (`algorithms.masked_generator`). Each task trains the generator G(z, y) on
-its samples against a fresh discriminator with an auxiliary classifier (AC-GAN; the authors re-initialise D
-every task). G's hidden weights carry the task's mask sigmoid(s e) per weight, s annealed as HAT's to a
-binary mask, with the paper's sparsity regulariser lambda sum m (1 - m_<t) / sum (1 - m_<t) over the
-weights no earlier task uses (lambda scaled by the generator's growth, as the authors'); weights an earlier
-task's mask uses are held exactly, so an old task's samples never change. After the task, each hidden layer
-grows by as many units as hold the weights the task newly reserved (dynamic expansion: the free weights stay
-at least what they were). The generator lives in the graph as the `generator` node's state (in no task's
-view), so the run folder checksums it and a resume restores it exactly.
+A conditional GAN is the memory (`_dgmw_generator`). Each task trains the generator G(z, y) on its samples
+against a fresh discriminator with an auxiliary classifier (AC-GAN; the authors re-initialise D every task),
+as WGAN-GP (Gulrajani et al. 2017), as the authors do: D, the critic, minimises D(G(z)) - D(x) plus
+`gradient_penalty` times (||grad D(x_hat)||_2 - 1)^2 at random interpolates x_hat of real and generated
+samples (1, the authors' MNIST lambda_wasserstein; Gulrajani et al.'s is 10) plus its class loss on the real
+samples; G minimises -D(G(z)); one critic step before each G step (the authors' n_critic), both Adam with
+the authors' lr 0.002 and betas (0.5, 0.999). G's hidden weights carry the task's mask sigmoid(s e) per
+weight, s annealed as HAT's to a binary mask, with the paper's sparsity regulariser
+lambda sum m (1 - m_<t) / sum (1 - m_<t) over the weights no earlier task uses (lambda scaled by the
+generator's growth, as the authors'); weights an earlier task's mask uses are held exactly, so an old task's
+samples never change. After the task, each hidden layer grows by as many units as hold the weights the task
+newly reserved (dynamic expansion: the free weights stay at least what they were). The generator lives in
+the graph as the `generator` node's state (in no task's view), so the run folder checksums it and a resume
+restores it exactly.
 
-The solver, the graph the controller scores (`single_head`: one head over every class seen so far), is the
+The solver, the graph the search scores (`single_head`: one head over every class seen so far), is the
 YAML's network, trained on the task's real samples plus, per old class, `replay` times as many generated
 samples as the task has real ones per class (a second batch each step, its loss weighted by its share of
 the samples). The search: each task's mask sparsity lambda (`options.search`), the paper's value first.
@@ -19,18 +24,18 @@ the samples). The search: each task's mask sparsity lambda (`options.search`), t
 Departures, each for a reason: MLP generator and discriminator without batch norm (8x8 digits on a CPU);
 the task's label enters G through a per-task label embedding added to the first hidden layer (the authors
 write a one-hot into z and keep a per-task output layer and batch norm: here a per-task output layer and
-biases); D and G are stepped in turn (D's step a phase of the trainer before every G step) with the
-non-saturating GAN loss, not WGAN-GP (its gradient penalty differentiates D with respect to its input,
-outside the trainer); G also takes
-AC-GAN's class loss (`class_weight`; the authors' MNIST setting leaves it off); s rises once over the
-task's GAN training (the authors' sawtooth within a rising envelope); the solver is a network of its own
-trained on real and generated samples rather than D's auxiliary classifier, kept from task to task
-(`reinit_solver: false`) or re-initialised as the authors' D (`true`); a trial is judged on the new task's
-validation samples (the stream keeps none of the old classes).
+biases); G also takes AC-GAN's class loss (`class_weight`; the authors' MNIST setting leaves it off); D's
+class loss is part of its critic step, on the task's real batch (the authors' D, also their classifier,
+takes separate class steps on real and replayed samples); the GAN's batch is the solver's (32; the authors'
+64); s rises once over the task's GAN training (the authors' sawtooth within a rising envelope); the solver
+is a network of its own trained on real and generated samples rather than D's auxiliary classifier, kept
+from task to task (`reinit_solver: false`) or re-initialised as the authors' D (`true`); a trial is judged
+on the new task's validation samples (the stream keeps none of the old classes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -39,18 +44,31 @@ import optuna
 import torch
 from torch.nn import functional as F
 
-from growsearch.config.schema import require
-from growsearch.config.training import OptimizerSettings
-from growsearch.data.task import Split
-from growsearch.graph.compile import TrainingProgram, compile_view
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Activation
-from growsearch.grow import operators as ops
-from growsearch.methods.algorithms.masked_generator import GeneratorMemory, TaskGenerator, train_gan
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import TrainingPlan, prefix_outputs, resolve_device
-from growsearch.train.trainer import Batch, Minibatches, TrainingHooks
+from growsearch.methods._dgmw_generator import GeneratorMemory, TaskGenerator, train_gan
+from growsearch.methods.toolkit import (
+    INPUT,
+    Activation,
+    Batch,
+    Candidate,
+    Decisions,
+    Method,
+    Minibatches,
+    ModuleGraph,
+    OptimizerSettings,
+    Retrain,
+    SearchPlan,
+    Split,
+    TaskContext,
+    Training,
+    TrainingRun,
+    compile_view,
+    derived_seed,
+    node_data,
+    ops,
+    prefix_outputs,
+    require,
+    resolve_device,
+)
 
 PREFIX, GENERATOR = "solver", "generator"
 
@@ -65,6 +83,7 @@ class DGMwOptions:
     sparsity: float = 0.08  # lambda (the authors' lamb_G for MNIST)
     s_max: float = 400.0  # the masks' final sharpness
     class_weight: float = 1.0  # AC-GAN's class loss in G's objective (0: the authors' MNIST setting)
+    gradient_penalty: float = 1.0  # WGAN-GP's lambda (the authors' MNIST lambda_wasserstein; Gulrajani's 10)
     replay: float = 1.0  # generated samples per old class, relative to the task's real samples per class
     reinit_solver: bool = False
     search: bool = False  # true: each task searches lambda in sparsity_range (the default first)
@@ -83,14 +102,21 @@ class DGMwOptions:
         require(self.sparsity >= 0, f"{where}.sparsity", "expected a number >= 0")
         require(self.s_max >= 1, f"{where}.s_max", "expected a number >= 1")
         require(self.class_weight >= 0, f"{where}.class_weight", "expected a number >= 0")
+        require(self.gradient_penalty >= 0, f"{where}.gradient_penalty", "expected a number >= 0")
         require(self.replay >= 0, f"{where}.replay", "expected a number >= 0")
         low, high = self.sparsity_range
         require(0 < low <= high, f"{where}.sparsity_range", "expected [low, high] with 0 < low <= high")
 
 
 def generator_memory(graph: ModuleGraph) -> GeneratorMemory:
-    """The generator as the graph keeps it (the tensors are the node's: copy the graph before changing)."""
-    return GeneratorMemory(graph.node(GENERATOR).state)
+    """The generator as the graph keeps it, in a mapping of its own (the node's tensors are never changed in
+    place: `with_generator` writes a changed memory back)."""
+    return GeneratorMemory(dict(graph.node(GENERATOR).state))
+
+
+def with_generator(graph: ModuleGraph, memory: GeneratorMemory) -> ModuleGraph:
+    """`graph` with `memory` as its generator."""
+    return node_data.with_state(graph, {GENERATOR: memory.tensors})
 
 
 class DGMw(Method):
@@ -104,8 +130,11 @@ class DGMw(Method):
     single_head = True
 
     # ---- the search ------------------------------------------------------------------------------------
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        return [{"sparsity": self.options.sparsity}] if self.options.search else []
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        plan = super().search_plan(ctx)
+        if not self.options.search:
+            return plan
+        return dataclasses.replace(plan, initial=({"sparsity": self.options.sparsity},))
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:
@@ -124,13 +153,13 @@ class DGMw(Method):
         kept = t > 0 and not options.reinit_solver
         graph = ops.add_class_head(graph, t, layers[-1], seen, t - 1 if kept else None)
         if t > 0 and options.reinit_solver:  # a fresh solver, drawn from the trial's stream
-            for node_id in layers:
-                fresh = graph.node(node_id).spec.build().state_dict()
-                graph.node(node_id).weights = {k: v.detach().clone() for k, v in fresh.items()}
+            graph = node_data.with_weights(
+                graph, {n: graph.node(n).spec.build().state_dict() for n in layers}
+            )
         if GENERATOR not in graph:
-            node = graph.add(GENERATOR, Activation(None), [INPUT], 0, frozen=True)
-            node.state.update(
-                GeneratorMemory.fresh(options.latent, options.generator_widths, ctx.seed).tensors
+            graph.add(GENERATOR, Activation(None), [INPUT], 0, frozen=True)
+            graph = with_generator(
+                graph, GeneratorMemory.fresh(options.latent, options.generator_widths, ctx.seed)
             )
         memory = generator_memory(graph)
         sparsity = float(decisions.get("sparsity", options.sparsity))
@@ -150,12 +179,14 @@ class DGMw(Method):
             batch_size=self.space.training.batch_size,
             discriminator_width=options.discriminator_width,
             class_weight=options.class_weight,
+            penalty_weight=options.gradient_penalty,
             sparsity=scaled,
             s_max=options.s_max,
             seed=int(torch.randint(2**31 - 1, ())),
         )
         free_before = memory.free_weights()
         newly = generator.store(t)
+        graph = with_generator(graph, memory)
         mechanism = {
             "classes_seen": seen,
             "replayed": len(replay_set(graph, ctx, options.replay)),
@@ -164,30 +195,16 @@ class DGMw(Method):
             "free_weights_before": free_before,
             "newly_used_weights": newly,
         }
-        return Candidate(graph, decisions={"sparsity": sparsity}, mechanism=mechanism)
+        return Candidate(graph, {"sparsity": sparsity}, mechanism, self.training(graph, ctx))
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
-        """Each step also trains on a batch of generated old-class samples."""
-        replay = replay_set(candidate.graph, ctx, self.options.replay)
+    def training(self, graph: ModuleGraph, ctx: TaskContext) -> Training:
+        """Each step also trains on a batch of generated old-class samples (none for the first task: it
+        trains plainly, though alone as every DGMw candidate, never packed with others)."""
+        replay = replay_set(graph, ctx, self.options.replay)
         if len(replay) == 0:
-            return TrainingPlan()
-
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            device = batches.y.device
-            share = len(replay) / len(batches)  # replayed samples per real one
-            size = max(1, round(batches.batch_size * share))
-            inputs = prefix_outputs(program, replay.x, device)
-            replayed = Minibatches(
-                inputs, replay.y.to(device), size, derived_seed(ctx.seed, "replay-batches")
-            )
-
-            def replay_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-                old = replayed.next()
-                return len(old.y) / len(batch.y) * F.cross_entropy(program.suffix(*old.inputs), old.y)
-
-            return TrainingHooks(batch_penalty=replay_loss)
-
-        return TrainingPlan(prepare=prepare)
+            return Training()
+        replayed = _Replay(replay, derived_seed(ctx.seed, "replay-batches"))
+        return Training(start=replayed.start, batch_penalty=replayed.loss)
 
     # ---- the commit ------------------------------------------------------------------------------------
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
@@ -200,9 +217,9 @@ class DGMw(Method):
         memory.tensors[f"t{t}.added_units"] = torch.tensor(
             memory.expand(newly, derived_seed(ctx.seed, "expand"))
         )
-        return graph
+        return with_generator(graph, memory)
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per generator layer: the share of its weights the task's mask uses, the weights it is the first to
         use, the units added and the free weights after the task and after expansion; the solver's accuracy
         on generated samples of every class seen so far."""
@@ -255,3 +272,25 @@ def replay_set(
     if not xs:
         return Split(ctx.task.train.x[:0], own[:0])
     return Split(torch.cat(xs), torch.cat(ys))
+
+
+class _Replay:
+    """The generated samples of the old classes, in batches of their share of each real batch: each step's
+    loss adds their cross-entropy, weighted by their share of the step's samples."""
+
+    def __init__(self, samples: Split, seed: int):
+        self.samples, self.seed = samples, seed
+        self.batches: Minibatches | None = None
+        self.suffix: torch.nn.Module | None = None
+
+    def start(self, run: TrainingRun) -> None:
+        device = run.batches.y.device
+        share = len(self.samples) / len(run.batches)  # replayed samples per real one
+        size = max(1, round(run.batches.batch_size * share))
+        inputs = prefix_outputs(run.program, self.samples.x, device)
+        self.batches = Minibatches(inputs, self.samples.y.to(device), size, self.seed)
+        self.suffix = run.program.suffix
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        old = self.batches.next()
+        return len(old.y) / len(batch.y) * F.cross_entropy(self.suffix(*old.inputs), old.y)

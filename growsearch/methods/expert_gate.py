@@ -2,10 +2,10 @@
 
 Each task gets an expert: a whole network of its own (a column of the base architecture with its head, no
 lateral connections), frozen once the task is learnt, so no old task's outputs ever change. Each task also
-gets a gate: an undercomplete autoencoder trained on the task's inputs (`growsearch.inference`), trained
-before the task's search. At test time the gate sends a sample to the expert whose autoencoder
-reconstructs it best: the YAML asks for `inference: expert-gate`, so even a task-IL run is scored with
-the task inferred, as the paper evaluates it.
+gets an autoencoder (the paper's gate): an undercomplete autoencoder trained on the task's inputs
+(`growsearch.inference.autoencoders`), trained before the task's search. At test time a sample goes to
+the expert whose autoencoder reconstructs it best: the YAML asks for `inference: expert-gate`, so even a
+task-IL run is scored with the task inferred, as the paper evaluates it.
 
 The autoencoders also measure how related an earlier task is to the new one,
 `Rel = 1 - (Er_k - Er_new) / Er_new` on the new task's training inputs (sec. 4.2). The new expert starts
@@ -24,6 +24,7 @@ LwF's warm-up of the new head alone is left out (the whole expert trains from th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +33,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from growsearch.config.schema import require
-from growsearch.errors import GraphError
-from growsearch.graph.compile import TrainingProgram, compile_view
-from growsearch.grow import operators as ops
-from growsearch.inference.expert_gate import relatedness
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.trainer import Minibatches, TrainingHooks
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    GraphError,
+    Method,
+    ModuleGraph,
+    SearchPlan,
+    TaskContext,
+    Training,
+    TrainingRun,
+    compile_view,
+    node_data,
+    ops,
+    relatedness,
+    require,
+)
 
 SCRATCH = "scratch"
 TRANSFERS = ("lwf", "fine-tune")
@@ -65,17 +74,19 @@ class ExpertGate(Method):
     paper = "Aljundi, Chakravarty & Tuytelaars 2017, Expert Gate: Lifelong Learning with a Network of Experts"
     scenarios = ("task-il",)
     Options = ExpertGateOptions
-    reads_task_gates = True
+    reads_autoencoders = True
 
     # ---- the search ------------------------------------------------------------------------------------
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return 1 if ctx.task_id == 0 else super().trial_budget(ctx)
-
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        if not self.options.search or ctx.task_id == 0:
-            return []
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """The first task trains one expert from scratch; with `search`, a later task's search starts from
+        the paper's choice."""
+        if ctx.task_id == 0:
+            return SearchPlan(budget=1)
+        plan = super().search_plan(ctx)
+        if not self.options.search:
+            return plan
         source, transfer, _ = self.paper_choice(ctx)
-        return [{"source": source, "transfer": transfer}]
+        return dataclasses.replace(plan, initial=({"source": source, "transfer": transfer},))
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search or ctx.task_id == 0:
@@ -88,14 +99,14 @@ class ExpertGate(Method):
 
     def relatedness(self, ctx: TaskContext) -> dict[str, float]:
         """Each earlier task's relatedness to the new one, from their autoencoders."""
-        if len(ctx.gates) != ctx.task_id + 1:
+        if len(ctx.autoencoders) != ctx.task_id + 1:
             raise GraphError(
                 f"ExpertGate needs the autoencoders of tasks 0..{ctx.task_id} to build task {ctx.task_id}'s "
-                f"expert, got {len(ctx.gates)}"
+                f"expert, got {len(ctx.autoencoders)}"
             )
-        new = ctx.gates[ctx.task_id]
+        new = ctx.autoencoders[ctx.task_id]
         x = ctx.task.train.x
-        return {expert_id(k): relatedness(ctx.gates[k], new, x) for k in range(ctx.task_id)}
+        return {expert_id(k): relatedness(ctx.autoencoders[k], new, x) for k in range(ctx.task_id)}
 
     def paper_choice(self, ctx: TaskContext) -> tuple[str, str, dict[str, float]]:
         """The paper's rule: start from the most related expert; LwF when it is related enough."""
@@ -111,12 +122,13 @@ class ExpertGate(Method):
         source = str(decisions.get("source", paper_source))
         transfer = SCRATCH if source == SCRATCH else str(decisions.get("transfer", paper_transfer))
         graph = ops.add_column(ctx.committed, ctx.task_id, ctx.specs, ctx.n_outputs, laterals=False)
-        if source != SCRATCH:
-            old, new = graph.layer_nodes(int(source.removeprefix("task-"))), graph.layer_nodes(ctx.task_id)
-            for layer, node_id in new.items():  # the related expert's weights; a fresh head
-                graph.node(node_id).weights = {
-                    k: v.clone() for k, v in graph.node(old[layer]).weights.items()
-                }
+        training = None
+        if source != SCRATCH:  # the related expert's weights; a fresh head
+            k, new = _task_of(source, ctx), graph.layer_nodes(ctx.task_id)
+            old = graph.layer_nodes(k)
+            graph = node_data.with_weights(graph, {n: graph.node(old[i]).weights for i, n in new.items()})
+            if transfer == "lwf":  # the old head reads the new expert's last hidden layer
+                training = _LwF(ctx.committed, k, new[max(new)], self.options.lwf_weight).training()
         mechanism = {
             "relatedness": related,
             "most_related": paper_source if related else None,
@@ -124,54 +136,53 @@ class ExpertGate(Method):
             "transfer": transfer,
             "paper_choice": source == paper_source and transfer == paper_transfer,
         }
-        return Candidate(graph, decisions={"source": source, "transfer": transfer}, mechanism=mechanism)
+        return Candidate(graph, {"source": source, "transfer": transfer}, mechanism, training)
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
-        if candidate.decisions["transfer"] != "lwf":
-            return None
-        source = int(str(candidate.decisions["source"]).removeprefix("task-"))
-        expert = candidate.graph.layer_nodes(ctx.task_id)
-        last_hidden = expert[max(expert)]  # the new expert's last hidden layer: what the old head reads
-        return TrainingPlan(
-            prepare=lambda program, batches: self._lwf_hooks(program, batches, ctx, source, last_hidden)
+
+def _task_of(expert: str, ctx: TaskContext) -> int:
+    """The earlier task whose expert is `expert` (an `expert_id`)."""
+    return {expert_id(k): k for k in range(ctx.task_id)}[expert]
+
+
+class _LwF:
+    """Learning without Forgetting's distillation: the old expert's answers on each batch, kept by a copy
+    of its head trained on the new expert's last hidden layer (`features_node`: what the old head reads)."""
+
+    def __init__(self, committed: ModuleGraph, source: int, features_node: str, weight: float):
+        self.committed, self.source, self.features_node, self.weight = (
+            committed,
+            source,
+            features_node,
+            weight,
         )
-
-    def _lwf_hooks(
-        self,
-        program: TrainingProgram,
-        batches: Minibatches,
-        ctx: TaskContext,
-        source: int,
-        features_node: str,
-    ) -> TrainingHooks:
-        """LwF's distillation: the old expert's answers on the batch, kept by a copy of its head trained on
-        the new expert's last hidden layer."""
-        device = batches.y.device
-        committed = ctx.committed
-        old_expert = compile_view(committed, source).module.to(device).eval()
         old_head = committed.node(committed.head(source))
-        head = old_head.spec.build().to(device)
-        head.load_state_dict(old_head.weights)
+        self.head = old_head.spec.build()
+        self.head.load_state_dict(old_head.weights)
+        self.old_expert: nn.Module | None = None
+        self.seen: dict[str, torch.Tensor] = {}  # the batch's inputs and the new expert's features
+
+    def training(self) -> Training:
+        return Training(start=self.start, penalty=self.distillation, parameters=tuple(self.head.parameters()))
+
+    def start(self, run: TrainingRun) -> None:
+        device, program = run.batches.y.device, run.program
+        self.old_expert = compile_view(self.committed, self.source).module.to(device).eval()
+        self.head.to(device)
         if program.prefix is not None:
             raise GraphError("an ExpertGate expert trains whole: its first layer must read the input")
-        seen: dict[str, torch.Tensor] = {}
+        program.suffix.register_forward_pre_hook(self.keep_input)
+        _last_call(program.full.node_modules[self.features_node]).register_forward_hook(self.keep_features)
 
-        def keep_input(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            seen["x"] = args[0]
+    def keep_input(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self.seen["x"] = args[0]
 
-        def keep_features(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
-            seen["features"] = output
+    def keep_features(self, _module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+        self.seen["features"] = output
 
-        program.suffix.register_forward_pre_hook(keep_input)
-        _last_call(program.full.node_modules[features_node]).register_forward_hook(keep_features)
-        weight = self.options.lwf_weight
-
-        def distillation() -> torch.Tensor:
-            with torch.no_grad():
-                recorded = F.softmax(old_expert(seen["x"]) / LWF_TEMPERATURE, dim=1)
-            return weight * F.cross_entropy(head(seen["features"]) / LWF_TEMPERATURE, recorded)
-
-        return TrainingHooks(penalty=distillation, parameters=tuple(head.parameters()))
+    def distillation(self) -> torch.Tensor:
+        with torch.no_grad():
+            recorded = F.softmax(self.old_expert(self.seen["x"]) / LWF_TEMPERATURE, dim=1)
+        return self.weight * F.cross_entropy(self.head(self.seen["features"]) / LWF_TEMPERATURE, recorded)
 
 
 def _last_call(module: nn.Module) -> nn.Module:

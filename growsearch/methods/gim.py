@@ -12,10 +12,11 @@ used on these laterals: the paper concatenates the states into the module's inpu
 head after the recurrent layers reads the new column alone (the older states entered below it already).
 
 Task inference: the paper's gate is one LSTM autoencoder per task, which reconstructs the input sequence;
-the module whose autoencoder reconstructs a test sequence best answers it. growsearch's gate
-(`inference/expert_gate.py`) is recurrent on sequence inputs (`SequenceAutoencoder`), and GIM's YAML asks
-for it (`inference: {kind: expert-gate, autoencoder: lstm}`), so a GIM run picks each test sequence's
-module so, in task-IL too; in class-IL, domain-IL and task-agnostic runs the scenario asks for it anyway.
+the module whose autoencoder reconstructs a test sequence best answers it. growsearch's task-inference
+autoencoders (`inference/autoencoders.py`) are recurrent on sequence inputs (`SequenceAutoencoder`), and
+GIM's YAML asks for them (`inference: {kind: expert-gate, autoencoder: lstm}`), so a GIM run picks each
+test sequence's module so, in task-IL too; in class-IL, domain-IL and task-agnostic runs the scenario asks
+for them anyway.
 
 The paper fixes its hyper-parameters: one candidate per task. Beyond the paper, `module_sizes` makes the
 new module's hidden size a per-task search (Optuna's categorical `hidden_size`, every recurrent layer of
@@ -29,13 +30,20 @@ from typing import Any
 
 import optuna
 
-from growsearch.config.schema import require
-from growsearch.errors import ConfigError
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.graph.specs import LSTM, NodeSpec
-from growsearch.grow import operators as ops
-from growsearch.grow.backbone import layer_specs
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.methods.toolkit import (
+    LSTM,
+    Candidate,
+    ConfigError,
+    Decisions,
+    Method,
+    ModuleGraph,
+    NodeSpec,
+    SearchPlan,
+    TaskContext,
+    layer_specs,
+    ops,
+    require,
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +76,10 @@ class GIM(Method):
         return super().specs_for(input_shape)
 
     # ---- the search ------------------------------------------------------------------------------------
-    def trial_budget(self, ctx: TaskContext) -> int:
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """One candidate (the paper's); with `module_sizes`, `search.n_trials` (by default one per size)."""
         sizes = self.options.module_sizes
-        return (self.space.search.n_trials or len(sizes)) if sizes else 1
+        return SearchPlan(budget=(self.space.search.n_trials or len(sizes)) if sizes else 1)
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         sizes = self.options.module_sizes

@@ -23,22 +23,29 @@ the specs have no dropout). With `search: true` each task searches s_max and c (
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import gates as unit_gates
-from growsearch.grow import operators as ops
 from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    Retrain,
+    StepOutcome,
+    TaskContext,
+    Training,
+    TrainingProgram,
+    TrainingRun,
+    node_data,
+    ops,
+    require,
+    unit_gates,
+)
 
 PREFIX = "shared"
 
@@ -88,11 +95,13 @@ class HAT(Method):
         unit_gates.gated_layers(graph, self.layers(ctx))
         graph = ops.add_head(graph, ctx.task_id, self.layers(ctx)[-1], ctx.n_outputs)
         settings = {"s_max": self.options.s_max, "c": self.options.c, **decisions}
-        return Candidate(graph, decisions=settings)
+        return Candidate(graph, decisions=settings, training=self.training(graph, ctx, settings))
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
-        graph, layers = candidate.graph, self.layers(ctx)
-        s_max, c = float(candidate.decisions["s_max"]), float(candidate.decisions["c"])
+    def training(self, graph: ModuleGraph, ctx: TaskContext, settings: Decisions) -> Training:
+        """The task's attention learnt with its weights (annealed, compensated, regularised, clamped); the
+        weights earlier tasks' open units use held."""
+        layers = self.layers(ctx)
+        s_max, c = float(settings["s_max"]), float(settings["c"])
         annealing = Annealing(s_max, 1)
         attention = {
             n: UnitAttention(unit_gates.n_units(graph, n), annealing, self.options.cosh_clamp) for n in layers
@@ -119,15 +128,21 @@ class HAT(Method):
             for gate in attention.values():
                 gate.embedding.clamp_(-self.options.embedding_clamp, self.options.embedding_clamp)
 
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            annealing.batches = max(1, math.ceil(len(batches) / batches.batch_size))
-            return TrainingHooks(penalty=penalty, before_step=annealing.before_step, after_step=clamp)
+        def start(run: TrainingRun) -> None:
+            annealing.batches = run.steps_per_epoch
 
-        def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
-            for node_id, gate in attention.items():
-                trained.node(node_id).gates[ctx.task_id] = gate.binary().cpu()
+        def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+            return node_data.with_gates(trained, ctx.task_id, {n: g.binary() for n, g in attention.items()})
 
-        return TrainingPlan(gates=attention, train_masks=train_masks, prepare=prepare, finish=finish)
+        return Training(
+            gates=attention,
+            train_masks=train_masks,
+            start=start,
+            penalty=penalty,
+            before_step=annealing.before_step,
+            after_step=clamp,
+            finish=finish,
+        )
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The shared layers keep training for later tasks (their used weights are held by the masks);
@@ -138,7 +153,7 @@ class HAT(Method):
         """The share of the gated units this task opened that no earlier task used."""
         return unit_gates.newly_used_share(graph, self.layers(ctx), ctx.task_id)
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per gated layer: the units this task uses, those it is the first to use, and those every task
         so far leaves free (later tasks' capacity)."""
         layers = []

@@ -7,7 +7,7 @@ Structure learning is separated from parameter learning. For a new task every la
   new:   a fresh layer of the same size.
 `strategy: darts` is the paper's search: a super-network (a module graph whose layers end in `Mix` nodes)
 mixes the three choices of every layer with architecture weights, trained DARTS-style with a
-parameter-cost regulariser (`algorithms.darts`); the argmax structure is then built from the
+parameter-cost regulariser (`_learn_to_grow_darts.py`); the argmax structure is then built from the
 super-network's selected parts and trained. `strategy: categorical` exposes the same space to an Optuna
 sampler (`layer{i}` in reuse/adapt/new per trial).
 
@@ -28,13 +28,29 @@ from typing import Any, Literal
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.errors import GraphError
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Activation, Adapter, Conv2d, Linear, Mix, NodeSpec, Shape
-from growsearch.grow import operators as ops
-from growsearch.methods.algorithms.darts import DartsConfig, MixedLayer, darts_search
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.methods._learn_to_grow_darts import DartsConfig, MixedLayer, darts_search
+from growsearch.methods._learn_to_grow_mix import Mix
+from growsearch.methods.toolkit import (
+    INPUT,
+    Activation,
+    Adapter,
+    Candidate,
+    Conv2d,
+    Decisions,
+    GraphError,
+    Linear,
+    Method,
+    ModuleGraph,
+    NodeSpec,
+    SearchPlan,
+    Shape,
+    TaskContext,
+    layer_node,
+    node_data,
+    ops,
+    require,
+    task_node,
+)
 
 NEW = "new"
 
@@ -82,12 +98,12 @@ class LearnToGrow(Method):
     scenarios = ("task-il",)
     Options = LearnToGrowOptions
 
-    def trial_budget(self, ctx: TaskContext) -> int:
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
         if ctx.task_id == 0:
-            return 1  # one structure: every layer new
-        if self.options.strategy == "darts":
-            return self.space.search.n_trials or 1  # the search runs inside the trial; more are restarts
-        return self.space.search.n_trials or 10
+            return SearchPlan(budget=1)  # one structure: every layer new
+        if self.options.strategy == "darts":  # the search runs inside the trial; more trials are restarts
+            return SearchPlan(budget=self.space.search.n_trials or 1)
+        return SearchPlan(budget=self.space.search.n_trials or 10)
 
     def sources(self, ctx: TaskContext, layer: int) -> dict[str, LayerSource]:
         """The distinct earlier versions of layer `layer`, oldest first, by task label ("t3")."""
@@ -144,12 +160,10 @@ class LearnToGrow(Method):
         )
         graph, parts = self.grow(ctx, outcome.choices)
         if self.options.warm_start:  # the new layers, adapters and head take what the search trained
-            for key, node_id in parts.items():
-                trained = (
-                    supernet.head(ctx.task_id) if key == "head" else _trained_part(ctx, outcome.choices, key)
-                )
-                weights = supernet.node(trained).weights
-                graph.node(node_id).weights = {k: v.clone() for k, v in weights.items()}
+            trained = {key: _trained_part(ctx, outcome.choices, key) for key in parts if key != "head"}
+            trained["head"] = supernet.head(ctx.task_id)
+            warm = {node_id: supernet.node(trained[key]).weights for key, node_id in parts.items()}
+            graph = node_data.with_weights(graph, warm)
         decided.update(structure=outcome.choices, architecture_weights=outcome.probabilities)
         return Candidate(graph, decided, _search_record(outcome.choices, outcome.probabilities))
 
@@ -161,23 +175,23 @@ class LearnToGrow(Method):
         previous, parts = INPUT, {}
         for i, (spec, choice) in enumerate(zip(ctx.specs, structure, strict=True)):
             if choice == NEW:
-                node = parts[f"{i}"] = f"t{t}/L{i}"
+                node = parts[f"{i}"] = layer_node(t, i)
                 graph.add(node, spec, [previous], t, layer=i)
                 previous = node
                 continue
             kind, _, label = choice.partition(":")
             source = self.sources(ctx, i)[label]
             base = _reuse_layer(
-                graph, source.source_in, source.source_out, previous, f"t{t}/L{i}.reuse", t, i
+                graph, source.source_in, source.source_out, previous, layer_node(t, i, ".reuse"), t, i
             )
             if kind == "reuse":
                 previous = base
                 continue
             shape = graph.shapes([previous])[previous]
-            adapter = parts[f"{i}"] = f"t{t}/L{i}.adapter"
+            adapter = parts[f"{i}"] = layer_node(t, i, ".adapter")
             graph.add(adapter, self.adapter_spec(spec, shape), [previous], t, layer=i)
-            graph.add(f"t{t}/L{i}", Activation(None), [base, adapter], t, merge="sum", layer=i)
-            previous = f"t{t}/L{i}"
+            graph.add(layer_node(t, i), Activation(None), [base, adapter], t, merge="sum", layer=i)
+            previous = layer_node(t, i)
         graph = ops.add_head(graph, t, previous, ctx.n_outputs)
         parts["head"] = graph.head(t)
         return graph, parts
@@ -227,7 +241,7 @@ class LearnToGrow(Method):
                     )
                     costs[adapt] = graph.node(adapter).n_parameters / new_cost
             order = self.choices(ctx, i)
-            mix = f"t{t}/super/L{i}"
+            mix = task_node(t, f"super/L{i}")
             graph.add(
                 mix,
                 Mix(len(order), tuple(costs[c] for c in order)),
@@ -242,7 +256,7 @@ class LearnToGrow(Method):
 
 
 def _super_id(task: int, layer: int, part: str) -> str:
-    return f"t{task}/super/L{layer}.{part}"
+    return task_node(task, f"super/L{layer}.{part}")
 
 
 def _trained_part(ctx: TaskContext, choices: list[str], layer: str) -> str:

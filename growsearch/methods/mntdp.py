@@ -22,17 +22,27 @@ import optuna
 import torch
 from torch import nn
 
-from growsearch.config.schema import require
-from growsearch.graph.compile import compile_view, write_back
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import operators as ops
 from growsearch.methods.algorithms.task_prior import PriorChoice, choose_source
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.seeded_samplers import SeededRandomSampler
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import resolve_device
-from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks, fit
-from growsearch.trial_record import read_record
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    Method,
+    Minibatches,
+    ModuleGraph,
+    SearchPlan,
+    SeededRandomSampler,
+    StepOutcome,
+    TaskContext,
+    Training,
+    compile_view,
+    derived_seed,
+    fit,
+    ops,
+    read_record,
+    require,
+    resolve_device,
+    write_back,
+)
 
 PAPER = (
     "Veniat, Denoyer & Ranzato 2021, Efficient Continual Learning with Modular Networks and "
@@ -76,19 +86,17 @@ class MNTDPD(_MNTDP):
     paper = PAPER
     Options = MNTDPOptions
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return self.space.search.n_trials or len(self._depths(ctx))
-
     def _enumerates(self) -> bool:
         return (self.space.search.sampler or "grid") == "grid"
 
-    def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler | None:
-        # "grid" trains every candidate: they are enqueued in order by initial_trials, so the sampler
-        # only serves extra trials beyond the grid (there are none with the default budget).
-        return SeededRandomSampler(seed=ctx.seed) if self._enumerates() else None
-
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        return [{"reuse_depth": k} for k in self._depths(ctx)] if self._enumerates() else []
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """Every candidate by default: "grid" (the default sampler) enqueues them in order, so its random
+        sampler only serves trials beyond them (none with the default budget, one per candidate)."""
+        budget = self.space.search.n_trials or len(self._depths(ctx))
+        if not self._enumerates():
+            return SearchPlan(budget)
+        initial = tuple({"reuse_depth": k} for k in self._depths(ctx))
+        return SearchPlan(budget, initial, sampler=SeededRandomSampler(seed=ctx.seed))
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         return {"reuse_depth": trial.suggest_categorical("reuse_depth", self._depths(ctx))}
@@ -100,7 +108,7 @@ class MNTDPD(_MNTDP):
         decided = {"reuse_depth": k, "source_task": source}
         return Candidate(self._candidate(ctx, source, k), decided, _prior_record(choice))
 
-    def search_record(self, study: optuna.Study, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Every trained candidate: how deep it reuses the source path, its validation accuracy and size."""
         candidates = []
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -188,7 +196,7 @@ class MNTDPS(_MNTDP):
             config.optimizer_settings(),
             epochs=self.options.sampler_epochs,
             masked=[m for view in compiled for m in view.masked],
-            hooks=TrainingHooks(before_step=sample, after_step=learn),
+            training=Training(before_step=sample, after_step=learn),
             macs_per_sample=lambda: view_macs[switch.active],
         )
         for graph, view in zip(graphs, compiled, strict=True):

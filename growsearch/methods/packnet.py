@@ -22,10 +22,17 @@ from typing import Any
 
 import optuna
 
-from growsearch.config.schema import require
-from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.grow import operators as ops
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
+from growsearch.methods.toolkit import (
+    FREE,
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    Retrain,
+    TaskContext,
+    ops,
+    require,
+)
 
 PREFIX = "shared"
 SHARED = PREFIX + "/L{}"
@@ -97,7 +104,7 @@ class PackNet(Method):
             graph = retrain(graph, self.options.retrain_epochs, ctx.task_id, self.options.retrain_lr_scale)
         return ops.freeze(graph, [graph.head(ctx.task_id)])
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per shared layer's weight matrix: the share this task keeps, and the share still free for later
         tasks; and the fraction of what the task trained that was pruned."""
         layers = []

@@ -11,7 +11,7 @@ one CPG uses, without its picking mask: t uses every earlier task's weight):
 - packing: t trains every free weight, then gradual pruning (Zhu & Gupta's cubic schedule) of what it
   trained to its sparsity (task t: `sparsities[min(t, len - 1)]`), fine-tuning the rest, then it owns what
   it kept;
-- retraining: the controller's training of the candidate (`training.epochs`) retrains the kept weights.
+- retraining: the candidate's training by the search (`training.epochs`) retrains the kept weights.
 Task t's view: the weights owned by tasks <= t; an old task's outputs are bit-identical after later tasks.
 
 Departures: the authors choose each task's pruning ratio by inspecting per-stage accuracies and expand by
@@ -29,14 +29,19 @@ from typing import Any
 
 import optuna
 
-from growsearch.config.schema import require
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import operators as ops
 from growsearch.methods.algorithms import compacting
 from growsearch.methods.algorithms import growing_stack as stack
 from growsearch.methods.algorithms.compacting import CompactingOptions
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.train.candidate import TrainingPlan
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    Retrain,
+    TaskContext,
+    ops,
+    require,
+)
 
 
 @dataclass(frozen=True)
@@ -101,10 +106,8 @@ class PAE(Method):
             "sparsity": sparsity,
         }
         graph = compacting.claim_kept(chosen.graph, ctx, chosen.pruned)
-        return Candidate(graph, decisions=dict(decisions), mechanism=mechanism)
-
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
-        return compacting.retraining_plan(candidate.graph, ctx, None)
+        training = compacting.retraining(graph, ctx, None)
+        return Candidate(graph, decisions=dict(decisions), mechanism=mechanism, training=training)
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The task's weights are claimed in `build`; its head is frozen."""
@@ -113,7 +116,7 @@ class PAE(Method):
     def capacity_used(self, graph: ModuleGraph, ctx: TaskContext) -> float:
         return compacting.capacity_used(graph, ctx)
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per layer: width, the share this task owns, the share left free; the network's growth so far."""
         return {
             "capacity": compacting.capacity(committed, ctx),

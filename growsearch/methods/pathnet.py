@@ -4,14 +4,14 @@ arXiv:1701.08734).
 A pool of L layers x M modules (each module is the YAML's layer l: e.g. a 20-unit ReLU layer); a path is an
 N x L genome of module indices; the outputs of a layer's active modules are summed and fed to the next
 layer's active modules, then to the task's own head. Paths evolve by binary tournaments
-(`algorithms.tournament`): two paths each train a few minibatches on the shared pool and are scored
+(`_pathnet_tournament`): two paths each train a few minibatches on the shared pool and are scored
 by their training accuracy; the loser becomes a mutated copy of the winner. After a task, the best path's
 modules are frozen; the next task evolves a fresh population that may route through them. Task-IL.
 
-How it fits the controller. The contestants share and update the pool's weights, so tournaments are not
+How it fits the search. The contestants share and update the pool's weights, so tournaments are not
 independent trials: one Optuna trial runs the whole GA of a task on its own copy of the pool (its trial
 seed gives the GA seed, the population and the fresh modules), then returns the committed graph plus the
-best path (its new modules, sum joins, head) with the weights the tournaments gave them; the controller
+best path (its new modules, sum joins, head) with the weights the tournaments gave them; the search
 trains that path for `training.epochs` more. Trials of a task are therefore independent restarts: they
 run in parallel on Ray, one GA per worker, and the best on validation is committed. `decide` samples
 nothing, so a Ray driver never runs a GA. Each contestant is its path compiled as a graph over the pool's
@@ -23,7 +23,7 @@ a path's layer l is a parameter-free sum join `t{task}/L{l}` over its modules. O
 paths are kept: the rest of the pool is drawn afresh for every task, as PathNet re-initialises the
 parameters off the optimal paths. A node has one fixed input: where a later path routes a frozen module
 behind a different layer below, a node `pool/L{l}/M{m}@t{task}` shares the module's weights (it stores
-none of its own); an identical prefix reuses the old nodes themselves.
+none of its own: its `shares` names the module); an identical prefix reuses the old nodes themselves.
 """
 
 from __future__ import annotations
@@ -35,22 +35,33 @@ from typing import Any
 import torch
 from torch import nn
 
-from growsearch.config.schema import require
-from growsearch.errors import GraphError
-from growsearch.graph.compile import compile_view
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Activation, NodeSpec
-from growsearch.grow.backbone import head_spec
-from growsearch.methods.algorithms.tournament import (
+from growsearch.methods._pathnet_tournament import (
     Genome,
     active_modules,
     evolve,
     genome_to_json,
     random_population,
 )
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.train.candidate import resolve_device
-from growsearch.train.trainer import Minibatches, TrainingHooks, fit
+from growsearch.methods.toolkit import (
+    INPUT,
+    Activation,
+    Candidate,
+    Decisions,
+    GraphError,
+    Method,
+    Minibatches,
+    ModuleGraph,
+    NodeSpec,
+    TaskContext,
+    Training,
+    compile_view,
+    fit,
+    head_node,
+    head_spec,
+    layer_node,
+    require,
+    resolve_device,
+)
 
 Active = tuple[tuple[int, ...], ...]  # the distinct modules a path uses, per layer
 
@@ -94,6 +105,11 @@ class PathNetSearch:
 
 def pool_id(layer: int, module: int) -> str:
     return f"pool/L{layer}/M{module}"
+
+
+def shared_id(original: str, task: int) -> str:
+    """The node through which task `task`'s path reads the frozen module `original` behind a new input."""
+    return f"{original}@t{task}"
 
 
 class ModulePool(nn.Module):
@@ -179,7 +195,7 @@ def add_path(graph: ModuleGraph, task: int, pool: ModulePool, active: Active) ->
     for layer, modules in enumerate(active):
         members = [_module_node(grown, task, pool, layer, m, previous) for m in modules]
         previous = _join(grown, task, layer, members)
-    head = f"t{task}/head"
+    head = head_node(task)
     grown.add(head, pool.head_spec, [previous], task, weights=pool.weights(pool.head))
     grown.set_head(task, head)
     return grown
@@ -197,13 +213,13 @@ def _module_node(grown: ModuleGraph, task: int, pool: ModulePool, layer: int, m:
             weights=pool.weights(pool.layers[layer][m]),
         )
         return original
-    for node_id in [original, *(f"{original}@t{t}" for t in grown.tasks)]:
-        if node_id in grown and grown.node(node_id).inputs == (previous,):
+    for node_id, node in grown.nodes():  # the module itself, or a node sharing it, behind this input
+        if (node_id == original or node.shares == original) and node.inputs == (previous,):
             return node_id
     source = grown.node(original)
-    shared_id = f"{original}@t{task}"
-    grown.add(shared_id, source.spec, [previous], source.owner, layer=layer, shares=original)
-    return shared_id
+    sharing = shared_id(original, task)
+    grown.add(sharing, source.spec, [previous], source.owner, layer=layer, shares=original)
+    return sharing
 
 
 def _join(grown: ModuleGraph, task: int, layer: int, members: list[str]) -> str:
@@ -211,7 +227,7 @@ def _join(grown: ModuleGraph, task: int, layer: int, members: list[str]) -> str:
     for node_id, node in grown.nodes():
         if node.layer == layer and isinstance(node.spec, Activation) and node.inputs == tuple(members):
             return node_id
-    join_id = f"t{task}/L{layer}"
+    join_id = layer_node(task, layer)
     merge = "sum" if len(members) > 1 else None
     grown.add(join_id, Activation(activation=None), members, task, merge=merge, layer=layer)
     return join_id
@@ -237,7 +253,7 @@ class PathNet(Method):
             rng, options.population, len(ctx.specs), options.modules_per_layer, options.active_per_layer
         )
         settings = config.optimizer_settings()
-        restore = TrainingHooks(on_divergence="restore")
+        restore = Training(on_divergence="restore")
         diverged = [0]
 
         def fitness(genome: Genome) -> float:
@@ -248,7 +264,7 @@ class PathNet(Method):
                 pool.trainable(active),
                 settings,  # a fresh optimiser per contestant: no momentum carried between them
                 steps=options.minibatches,
-                hooks=restore,
+                training=restore,
                 macs_per_sample=pool.macs(active),
                 track_accuracy=True,
             )
@@ -280,7 +296,9 @@ class PathNet(Method):
             best_fitness=evolution.best_fitness(),
             best_fitness_per_generation=[max(r.fitness) for r in evolution.history],
             diverged_contestants=diverged[0],
-            shared_modules=sorted(n for n in graph.node_ids() if n not in ctx.committed and "@t" in n),
+            shared_modules=sorted(
+                n for n, node in graph.nodes() if n not in ctx.committed and node.shares is not None
+            ),
             tournaments=[record.to_json() for record in evolution.history],
         )
         return Candidate(graph, decided, mechanism)

@@ -10,7 +10,7 @@ task's mask on each backbone node (`Node.masks[t]`, 1 byte per weight here, 1 bi
 task's view computes with the backbone's weights times it. Nothing an earlier task uses ever changes, so
 its outputs are bit-identical after later tasks. Task-IL only; one candidate per task.
 
-Departures: the controller trains masks and head with one optimiser, the YAML's (the paper: Adam for both,
+Departures: masks and head train with one optimiser, the YAML's (the paper: Adam for both,
 lr 1e-4, x0.1 every 15 of 30 epochs); on split-digits (about 250 samples a task) 1e-4 barely moves a mask
 from 1e-2 to below 5e-3, so the YAML uses Adam at 1e-3 with no schedule. The reference selects the best
 epoch on the test set; here the last epoch is kept.
@@ -21,14 +21,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from growsearch.config.schema import require
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import operators as ops
+import optuna
+
 from growsearch.methods.algorithms.weight_masks import attach_masks, matrix_parameters, store_masks
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.trainer import NO_HOOKS, Minibatches, TrainingHooks
+from growsearch.methods.toolkit import (
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    Retrain,
+    TaskContext,
+    Training,
+    TrainingProgram,
+    TrainingRun,
+    ops,
+    require,
+)
 
 PREFIX = "backbone"
 BACKBONE = PREFIX + "/L{}"
@@ -61,27 +69,26 @@ class Piggyback(Method):
         return [BACKBONE.format(i) for i in range(len(ctx.specs))]
 
     def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
-        """The first task trains the backbone (and its head); a later one adds only its head."""
+        """The first task trains the backbone (and its head); a later one adds only its head, and learns its
+        mask."""
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id, owners=False)
-        return Candidate(ops.add_head(graph, ctx.task_id, self.backbone(ctx)[-1], ctx.n_outputs))
+        graph = ops.add_head(graph, ctx.task_id, self.backbone(ctx)[-1], ctx.n_outputs)
+        return Candidate(graph, training=self.training(graph, ctx) if ctx.task_id > 0 else None)
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
-        """After the first task: a mask learnt over every backbone weight (the backbone runs per batch)."""
-        if ctx.task_id == 0:
-            return None
-        graph, backbone = candidate.graph, self.backbone(ctx)
+    def training(self, graph: ModuleGraph, ctx: TaskContext) -> Training:
+        """A mask learnt over every backbone weight matrix (the backbone runs per batch)."""
+        backbone = self.backbone(ctx)
         masked = {n: dict.fromkeys(matrix_parameters(graph, n)) for n in backbone}
         attached = {}
 
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
+        def start(run: TrainingRun) -> None:
             options = self.options
-            attached.update(attach_masks(program, masked, options.mask_init, options.mask_threshold))
-            return NO_HOOKS
+            attached.update(attach_masks(run.program, masked, options.mask_init, options.mask_threshold))
 
-        def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
-            store_masks(trained, ctx.task_id, attached)
+        def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+            return store_masks(trained, ctx.task_id, attached)
 
-        return TrainingPlan(changing=tuple(backbone), prepare=prepare, finish=finish)
+        return Training(changing=tuple(backbone), start=start, finish=finish)
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """Freeze what the task trained: the backbone and its head after the first task, else its head."""
@@ -91,7 +98,7 @@ class Piggyback(Method):
         """The share of the backbone the task newly owns: all of it for the first task, none after."""
         return 1.0 if ctx.task_id == 0 else 0.0
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per backbone layer: the share of its weights the task owns (trained) and the share its mask
         keeps (picked); nothing is ever left free."""
         layers = []

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from growsearch.config.schema import require
-from growsearch.grow import operators as ops
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
+from growsearch.methods.toolkit import Adapter, Candidate, Decisions, Method, TaskContext, ops, require
 
 
 @dataclass(frozen=True)
@@ -41,5 +39,7 @@ class PNN(Method):
             adapter_hidden=self.options.adapter_hidden,
             laterals=self.options.laterals,
         )
-        laterals = [n for n, node in graph.nodes() if node.owner == ctx.task_id and "/lateral" in n]
+        laterals = [
+            n for n, node in graph.nodes() if node.owner == ctx.task_id and isinstance(node.spec, Adapter)
+        ]
         return Candidate(graph, mechanism={"lateral_parameters": graph.n_parameters(laterals)})

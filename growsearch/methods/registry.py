@@ -5,7 +5,8 @@ notebook) is added with `register_method`.
 `catalog.json` beside this module is derived from the classes (`python -m growsearch.methods` rewrites
 it, and a test fails while it is stale): it lets `growsearch list methods` answer without
 importing torch, and `get_method` import only the module it needs. It is a cache, never the truth: a
-module it does not know sends every lookup back to importing the package's modules.
+module it does not know sends every lookup back to importing the package's modules. It also names the
+module of each node kind a method defines beside itself, so loading a graph that holds one imports it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from growsearch.errors import UnknownNameError
+from growsearch.graph.kind_finders import add_kind_finder
 
 if TYPE_CHECKING:
     from growsearch.methods.base import Method
 
 CATALOG = Path(__file__).with_name("catalog.json")
-_NOT_METHODS = {"base", "registry", "algorithms"}
+_NOT_METHODS = {"base", "registry", "algorithms", "toolkit"}
 METHODS: dict[str, type[Method]] = {}  # found or registered so far
 
 
@@ -87,6 +89,30 @@ def _catalog() -> dict[str, MethodInfo] | None:
     return infos if sorted({i.module for i in infos.values()}) == _modules() else None
 
 
+def _catalog_kinds() -> dict[str, str]:
+    """Node kind -> the module that defines it, for the kinds methods define beside themselves."""
+    try:
+        kinds = json.loads(CATALOG.read_text())["node_kinds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return kinds if isinstance(kinds, dict) else {}
+
+
+def _find_kind(kind: str) -> None:
+    """A node kind a method defines (a graph being loaded names it): import the module that registers it,
+    from the catalog, else every method module."""
+    from growsearch.graph.specs import NODE_KINDS
+
+    module = _catalog_kinds().get(kind)
+    if isinstance(module, str) and module.startswith(f"{__package__}."):
+        importlib.import_module(module)
+    if kind not in NODE_KINDS:
+        _load_all()
+
+
+add_kind_finder(_find_kind)
+
+
 def method_infos() -> list[MethodInfo]:
     """Every method: the built-in ones (from the catalog when it is fresh) and the registered ones."""
     infos = _catalog()
@@ -116,8 +142,11 @@ def get_method(name: str) -> type[Method]:
 
 def write_catalog() -> Path:
     """Rewrite catalog.json from the package's method classes."""
+    from growsearch.graph.specs import NODE_KINDS
+
     _load_all()
     builtin = [_info(cls) for cls in METHODS.values() if cls.__module__.startswith(f"{__package__}.")]
     entries = [asdict(info) for info in sorted(builtin, key=lambda i: i.name)]
-    CATALOG.write_text(json.dumps({"methods": entries}, indent=2) + "\n")
+    kinds = {k: c.__module__ for k, c in sorted(NODE_KINDS.items()) if c.__module__.startswith(__package__)}
+    CATALOG.write_text(json.dumps({"methods": entries, "node_kinds": kinds}, indent=2) + "\n")
     return CATALOG

@@ -5,12 +5,12 @@ text was not at hand, only their abstracts.
 
 The network: every layer has M parallel modules plus a skip connection; a path picks `modules_per_path`
 modules per layer; a task's view sums, per layer, the outputs of every module trained so far and of its
-path (`algorithms.random_paths`), and one classifier over every class seen so far answers for every task
+path (`_rps_net_paths`), and one classifier over every class seen so far answers for every task
 (grown each task, the old classes' rows copied).
 
 The search is the paper's random path selection: when a task takes a new path, each trial samples one path
-at random (`decide`, a seeded random sampler), the controller trains each on the task's samples and the
-exemplar memory's, and commits the best on validation: the trial budget is the paper's N parallel paths.
+at random (`decide`, a seeded random sampler) and trains on the task's samples and the exemplar
+memory's, and the best on validation is committed: the trial budget is the paper's N parallel paths.
 A new path's modules that earlier tasks trained are reused frozen; the others are new and train.
 
 Path switching: a task keeps the previous task's path, whose modules train again (the authors' code), until
@@ -20,7 +20,7 @@ the path is frozen for good and the next task samples a new one. Frozen modules 
 
 The loss: cross-entropy plus phi(t) times the distillation from the previous task's model (a frozen compiled
 copy of its view): the target is the previous model's logits on the old classes and the one-hot label on the
-new ones, compared by KL divergence at temperature 2. The controller of phi (the authors' code): 1 up to task
+new ones, compared by KL divergence at temperature 2. phi's schedule (the authors' code): 1 up to task
 J (`rigidness_from`), then `rigidness` (t - J), so the network grows more rigid as classes accumulate.
 Exemplars: `memory_size` in all, class-balanced, chosen by herding on the last layer's features.
 
@@ -41,26 +41,41 @@ import optuna
 import torch
 from torch.nn import functional as F
 
-from growsearch.config.schema import require
-from growsearch.data.memory import ExemplarMemory
-from growsearch.errors import ConfigError
-from growsearch.graph.compile import TrainingProgram, compile_view
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Conv2d, Linear, NodeSpec
-from growsearch.grow import operators as ops
-from growsearch.grow.backbone import split_activation
-from growsearch.methods.algorithms.random_paths import (
+from growsearch.methods._rps_net_paths import (
     Path,
     add_path_view,
     is_module,
+    original,
     path_saturation,
     pool_id,
 )
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.seeded_samplers import SeededRandomSampler
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import TrainingPlan, run_in_batches
-from growsearch.train.trainer import Batch, Minibatches, TrainingHooks
+from growsearch.methods.toolkit import (
+    INPUT,
+    Batch,
+    Candidate,
+    ConfigError,
+    Conv2d,
+    Decisions,
+    ExemplarMemory,
+    Linear,
+    Method,
+    ModuleGraph,
+    NodeSpec,
+    Rehearsal,
+    Retrain,
+    SearchPlan,
+    SeededRandomSampler,
+    TaskContext,
+    Training,
+    TrainingRun,
+    compile_view,
+    derived_seed,
+    node_data,
+    ops,
+    require,
+    run_in_batches,
+    split_activation,
+)
 
 SATURATION = "saturation"  # kept in the state of the task's head: what the commit measured
 
@@ -74,7 +89,7 @@ class RPSNetOptions:
     fisher_floor: float = 0.1  # a weight carries information when its Fisher reaches this times the mean
     fisher_samples: int = 200
     temperature: float = 2.0
-    rigidness: float = 2.5  # the controller's slope (the authors' rigidness_coff)
+    rigidness: float = 2.5  # phi's slope (the authors' rigidness_coff)
     rigidness_from: int = 1  # J: phi is 1 up to task J, then rigidness * (t - J)
     memory_size: int = 200  # exemplars in all (the authors' 2000 for CIFAR-100, 4400 for MNIST)
     memory_strategy: str = "herding"
@@ -100,7 +115,7 @@ class RPSNetOptions:
 
 
 def distillation_weight(task: int, rigidness: float, rigid_from: int) -> float:
-    """phi(t): 1 up to task J, then rigidness * (t - J) (the authors' controller)."""
+    """phi(t): 1 up to task J, then rigidness * (t - J) (the authors' schedule)."""
     return 1.0 if task <= rigid_from else rigidness * (task - rigid_from)
 
 
@@ -143,17 +158,14 @@ class RPSNet(Method):
     # ---- the search ------------------------------------------------------------------------------------
     def switching(self, ctx: TaskContext) -> bool:
         """Whether the task samples a new path: the first task, or the previous path is saturated (frozen)."""
-        modules = [n for n in ctx.committed.node_ids() if is_module(n)]
+        modules = [n for n in ctx.committed.node_ids() if is_module(ctx.committed, n)]
         return ctx.task_id == 0 or all(ctx.committed.node(n).frozen for n in modules)
 
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return super().trial_budget(ctx) if self.switching(ctx) else 1
-
-    def sampler(self, ctx: TaskContext) -> optuna.samplers.BaseSampler:
-        return SeededRandomSampler(seed=ctx.seed)
-
-    def pack_limit(self, ctx: TaskContext) -> int:
-        return 1  # candidates differ in their modules' ids: no common template to pack them in
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """N random paths when the task takes a new path (one seeded random sampler; candidates differ in
+        their modules' ids, so no common template packs them), one candidate when it keeps the last."""
+        budget = super().search_plan(ctx).budget if self.switching(ctx) else 1
+        return SearchPlan(budget, sampler=SeededRandomSampler(seed=ctx.seed), pack_limit=1)
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.switching(ctx):
@@ -166,8 +178,9 @@ class RPSNet(Method):
         }
 
     # ---- rehearsal -------------------------------------------------------------------------------------
-    def exemplar_memory(self) -> ExemplarMemory:
-        return ExemplarMemory(self.options.memory_size, self.options.memory_strategy)
+    def rehearsal(self) -> Rehearsal:
+        memory = ExemplarMemory(self.options.memory_size, self.options.memory_strategy)
+        return Rehearsal(memory, features=self.exemplar_features)
 
     def exemplar_features(self, graph: ModuleGraph, ctx: TaskContext, x: torch.Tensor) -> torch.Tensor:
         output = features_node(graph, ctx.task_id)
@@ -181,14 +194,14 @@ class RPSNet(Method):
             genes = [_genes(layer, options.modules_per_path) for layer in range(len(ctx.specs))]
             path: Path = tuple(tuple(sorted({int(decisions[g]) for g in layer})) for layer in genes)
         else:
-            path = tuple(tuple(layer) for layer in ctx.history[-1]["path"])
+            path = tuple(tuple(layer) for layer in ctx.history[-1].decisions["path"])
         layers = [split_activation(spec) for spec in ctx.specs]
         graph, features = add_path_view(committed, t, layers, path, options.modules_per_layer, options.skip)
         seen = int(ctx.task.train.y.max()) + 1  # the classes so far (the memory holds the old ones)
         # the classifier starts as the previous one on the old classes
         graph = ops.add_class_head(graph, t, features, seen, t - 1 if t > 0 else None)
         on_path = [pool_id(layer, m) for layer, ms in enumerate(path) for m in ms]
-        in_view = sorted({n.split("@")[0] for n in graph.view(t) if is_module(n)})  # sharing nodes: originals
+        in_view = sorted({original(graph, n) for n in graph.view(t) if is_module(graph, n)})
         previous = committed.node(committed.head(t - 1)).state.get(SATURATION) if t > 0 else None
         mechanism = {
             "path": [list(ms) for ms in path],
@@ -200,39 +213,31 @@ class RPSNet(Method):
             "distillation_weight": self._distillation_weight(t),
             "classes_seen": seen,
         }
-        return Candidate(graph, {"path": [list(ms) for ms in path], "switched": switched}, mechanism)
+        decided = {"path": [list(ms) for ms in path], "switched": switched}
+        return Candidate(graph, decided, mechanism, self.training(graph, ctx))
 
     def _distillation_weight(self, task: int) -> float:
         if task == 0:
             return 0.0
         return distillation_weight(task, self.options.rigidness, self.options.rigidness_from)
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
-        """Distillation from the previous task's model. Frozen nodes run per batch (`changing`), so the
-        batch holds the raw inputs the previous model reads."""
-        t, graph = ctx.task_id, candidate.graph
+    def training(self, graph: ModuleGraph, ctx: TaskContext) -> Training | None:
+        """Distillation from the previous task's model (none for the first task). Frozen nodes run per
+        batch (`changing`), so the batch holds the raw inputs the previous model reads."""
+        t = ctx.task_id
         if t == 0:
             return None
         frozen = tuple(n for n in graph.view(t) if n != INPUT and graph.node(n).frozen)
-        weight, temperature = self._distillation_weight(t), self.options.temperature
-
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            previous = compile_view(ctx.committed, t - 1).module.to(batches.y.device).eval()
-
-            def distillation(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-                with torch.no_grad():
-                    old_logits = previous(batch.inputs[0])
-                return weight * distillation_loss(logits, old_logits, batch.y, temperature)
-
-            return TrainingHooks(batch_penalty=distillation)
-
-        return TrainingPlan(changing=frozen, prepare=prepare)
+        distillation = _Distillation(
+            ctx.committed, t - 1, self._distillation_weight(t), self.options.temperature
+        )
+        return Training(changing=frozen, start=distillation.start, batch_penalty=distillation.loss)
 
     # ---- the commit ------------------------------------------------------------------------------------
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """Measure the path's saturation; freeze the classifier, and the path too once it is saturated."""
         t, view = ctx.task_id, chosen.view(ctx.task_id)
-        path = [n for n in view if is_module(n) and not chosen.node(n).frozen]
+        path = [n for n in view if is_module(chosen, n) and not chosen.node(n).frozen]
         saturation = path_saturation(
             chosen,
             t,
@@ -244,12 +249,12 @@ class RPSNet(Method):
         )
         keep_training = set() if saturation > self.options.saturation_threshold else set(path)
         graph = ops.freeze(chosen, [n for n in view if n != INPUT and n not in keep_training])
-        graph.node(graph.head(t)).state[SATURATION] = torch.tensor(saturation, dtype=torch.float64)
-        return graph
+        kept = {graph.head(t): {SATURATION: torch.tensor(saturation, dtype=torch.float64)}}
+        return node_data.with_state(graph, kept)
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         t = ctx.task_id
-        modules = [n for n in committed.view(t) if is_module(n)]
+        modules = [n for n in committed.view(t) if is_module(committed, n)]
         return {
             "saturation": float(committed.node(committed.head(t)).state[SATURATION]),
             "saturation_threshold": self.options.saturation_threshold,
@@ -260,3 +265,24 @@ class RPSNet(Method):
 
 def _genes(layer: int, width: int) -> list[str]:
     return [f"L{layer}/module{k}" for k in range(width)]
+
+
+class _Distillation:
+    """phi(t) times the distillation from the previous task's model (compiled, frozen) on each batch."""
+
+    def __init__(self, committed: ModuleGraph, previous: int, weight: float, temperature: float):
+        self.committed, self.previous, self.weight, self.temperature = (
+            committed,
+            previous,
+            weight,
+            temperature,
+        )
+        self.model: torch.nn.Module | None = None
+
+    def start(self, run: TrainingRun) -> None:
+        self.model = compile_view(self.committed, self.previous).module.to(run.batches.y.device).eval()
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            old_logits = self.model(batch.inputs[0])
+        return self.weight * distillation_loss(logits, old_logits, batch.y, self.temperature)

@@ -33,23 +33,29 @@ YAML has none).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.graph.specs import Blend, NodeSpec
-from growsearch.grow import operators as ops
-from growsearch.grow.backbone import layer_specs
-from growsearch.methods.algorithms.feature_distillation import distil_features
-from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.trainer import Minibatches, TrainingHooks
+from growsearch.methods._side_tuning_blend import Blend, add_side_network, blend_id, side_id
+from growsearch.methods._side_tuning_distillation import distil_features
+from growsearch.methods.toolkit import (
+    INPUT,
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    NodeSpec,
+    SearchPlan,
+    TaskContext,
+    Training,
+    TrainingRun,
+    layer_specs,
+    ops,
+    require,
+)
 
 BASE_TASK = 0
 LEARNED, CURRICULUM = "learned", "curriculum"
@@ -91,6 +97,24 @@ def curriculum_alpha(step: int, total_steps: int, start: float, end: float) -> f
     return end if fraction >= 1 else start + (end - start) * fraction
 
 
+class Curriculum:
+    """Sets the blend's alpha before every training step (`curriculum_alpha`), once training starts: the
+    compiled blend node and the number of steps are known then."""
+
+    def __init__(self, blend_node: str, alpha_start: float, alpha_end: float):
+        self.blend_node, self.alpha_start, self.alpha_end = blend_node, alpha_start, alpha_end
+        self.total_steps = 0
+        self.blend: torch.nn.Module | None = None
+
+    def start(self, run: TrainingRun) -> None:
+        self.blend = run.program.full.node_modules[self.blend_node]
+        self.total_steps = run.total_steps
+
+    def before_step(self, step: int) -> None:
+        alpha = curriculum_alpha(step, self.total_steps, self.alpha_start, self.alpha_end)
+        self.blend.alpha.fill_(alpha)
+
+
 class SideTuning(Method):
     name = "side-tuning"
     paper = (
@@ -101,8 +125,11 @@ class SideTuning(Method):
     Options = SideTuningOptions
 
     # ---- the search ------------------------------------------------------------------------------------
-    def trial_budget(self, ctx: TaskContext) -> int:
-        return 1 if ctx.task_id == BASE_TASK else (self.space.search.n_trials or 1)
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """The base task trains once; a later task searches, the defaults first."""
+        if ctx.task_id == BASE_TASK:
+            return SearchPlan(budget=1)
+        return SearchPlan(budget=self.space.search.n_trials or 1, initial=(self.defaults(),))
 
     def defaults(self) -> Decisions:
         """The default configuration (the paper's, at growsearch's side width): every later task's first
@@ -112,9 +139,6 @@ class SideTuning(Method):
             "side_width": self.options.side_width,
             **({"alpha_init": self.options.alpha_init} if learned else {}),
         }
-
-    def initial_trials(self, ctx: TaskContext) -> list[Decisions]:
-        return [] if ctx.task_id == BASE_TASK else [self.defaults()]
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if ctx.task_id == BASE_TASK:
@@ -143,7 +167,7 @@ class SideTuning(Method):
         start = chosen["alpha_init"] if blend.learned else self.options.alpha_start
         specs = self.side_specs(float(chosen["side_width"]), ctx)
         base_output = _base_output(ctx.committed)
-        graph = ops.add_side_network(
+        graph = add_side_network(
             ctx.committed, ctx.task_id, base_output, specs, ctx.n_outputs, blend, blend.start(start)
         )
         mechanism: dict[str, Any] = {"side_widths": [_width(spec) for spec in specs], "alpha_start": start}
@@ -151,38 +175,28 @@ class SideTuning(Method):
             distillation = distil_features(
                 graph,
                 (BASE_TASK, base_output),
-                (ctx.task_id, f"t{ctx.task_id}/side{len(specs) - 1}"),
+                (ctx.task_id, side_id(ctx.task_id, len(specs) - 1)),
                 ctx.task.train.x,
                 self.space.training,
                 epochs=self.options.distill_epochs,
                 seed=int(torch.randint(2**31 - 1, ())),  # the trial's seeded stream
             )
             mechanism["distillation"] = dataclasses.asdict(distillation)
-        return Candidate(graph, {**chosen, "base_task": BASE_TASK}, mechanism)
+        training = self.curriculum(ctx) if not blend.learned else None
+        return Candidate(graph, {**chosen, "base_task": BASE_TASK}, mechanism, training)
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan | None:
-        """A curriculum sets alpha before every step; a learned alpha trains as any weight."""
-        if ctx.task_id == BASE_TASK or self.options.alpha == LEARNED:
-            return None
-        blend_id, start, end = f"t{ctx.task_id}/blend", self.options.alpha_start, self.options.alpha_end
-
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            blend = program.full.node_modules[blend_id]
-            total = self.space.training.epochs * math.ceil(len(batches) / batches.batch_size)
-
-            def anneal(step: int) -> None:
-                blend.alpha.fill_(curriculum_alpha(step, total, start, end))
-
-            return TrainingHooks(before_step=anneal)
-
-        return TrainingPlan(prepare=prepare)
+    def curriculum(self, ctx: TaskContext) -> Training:
+        """alpha set before every step, from `alpha_start` at the first to `alpha_end` at the last (a learned
+        alpha trains as any weight)."""
+        curriculum = Curriculum(blend_id(ctx.task_id), self.options.alpha_start, self.options.alpha_end)
+        return Training(start=curriculum.start, before_step=curriculum.before_step)
 
     # ---- what the task's record shows --------------------------------------------------------------------
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """The base's parameters; for a later task, alpha at the end of training, and the side network's
         parameters against the base's."""
         head = committed.head(BASE_TASK)
-        base = committed.n_parameters(n for n in committed.upstream(_base_output(committed)) if n != "input")
+        base = committed.n_parameters(n for n in committed.upstream(_base_output(committed)) if n != INPUT)
         if ctx.task_id == BASE_TASK:
             return {
                 "role": "base",
@@ -190,8 +204,9 @@ class SideTuning(Method):
                 "head_parameters": committed.node(head).n_parameters,
             }
         t = ctx.task_id
-        blend = committed.node(f"t{t}/blend")
-        side = committed.n_parameters(n for n, node in committed.nodes() if node.owner == t and "/side" in n)
+        blend = committed.node(blend_id(t))
+        # the side network: what the blend's second input computes from the data
+        side = committed.n_parameters(n for n in committed.upstream(blend.inputs[1]) if n != INPUT)
         return {
             "role": "side",
             "alpha": blend.spec.alpha(blend.weights),

@@ -9,7 +9,7 @@ task's seed (so a resumed run draws the same) and stored on the nodes: the task'
 hidden layer's output by them, in training and at test. Gating alone does not stop forgetting (the open
 sets of two tasks overlap and the input layer is shared); the paper pairs it with a synaptic stabiliser,
 SI (c = 0.035, xi = 0.01 on permuted MNIST) or EWC (lambda = 10), one regulariser in
-`train.stabilisers` applied through the trainer's hooks.
+`train.stabilisers` added to the task's training.
 
 Departures: the gate opens exactly round((1 - gated_fraction) * units) units per layer (the authors' code
 draws each unit open with probability 1 - gated_fraction: on a 100-unit layer the open count would vary
@@ -27,16 +27,25 @@ from typing import Any
 import optuna
 import torch
 
-from growsearch.config.schema import require
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow import gates as unit_gates
-from growsearch.grow import operators as ops
-from growsearch.methods.base import Candidate, Decisions, Method, Retrain, TaskContext
-from growsearch.seeds import derived_seed
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.stabilisers import IMPORTANCE, KINDS, Stabiliser
-from growsearch.train.trainer import Minibatches, TrainingHooks
+from growsearch.methods.toolkit import (
+    IMPORTANCE,
+    KINDS,
+    Candidate,
+    Decisions,
+    Method,
+    ModuleGraph,
+    Retrain,
+    Stabiliser,
+    TaskContext,
+    Training,
+    TrainingProgram,
+    TrainingRun,
+    derived_seed,
+    node_data,
+    ops,
+    require,
+    unit_gates,
+)
 
 PREFIX = "shared"
 
@@ -92,31 +101,41 @@ class XdG(Method):
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id, owners=False)
         layers = self.layers(ctx)
         unit_gates.gated_layers(graph, layers)
-        for i, node_id in enumerate(layers):
-            units = unit_gates.n_units(graph, node_id)
-            graph.node(node_id).gates[ctx.task_id] = draw_gate(units, fraction, derived_seed(ctx.seed, i))
+        gates = {
+            node_id: draw_gate(unit_gates.n_units(graph, node_id), fraction, derived_seed(ctx.seed, i))
+            for i, node_id in enumerate(layers)
+        }
+        graph = node_data.with_gates(graph, ctx.task_id, gates)
         graph = ops.add_head(graph, ctx.task_id, layers[-1], ctx.n_outputs)
-        return Candidate(graph, decisions={"gated_fraction": fraction})
+        return Candidate(graph, decisions={"gated_fraction": fraction}, training=self.training(graph, ctx))
 
-    def training_plan(self, candidate: Candidate, ctx: TaskContext) -> TrainingPlan:
+    def training(self, graph: ModuleGraph, ctx: TaskContext) -> Training:
+        """The shared layers trained under the stabiliser (built from what earlier tasks made important),
+        which consolidates this task's importance after training."""
         options = self.options
         stabiliser = Stabiliser(
             options.stabiliser,
             options.strength,
-            candidate.graph,
+            graph,
             self.layers(ctx),
             damping=options.damping,
             fisher_samples=options.fisher_samples,
             seed=ctx.seed,
         )
 
-        def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-            return stabiliser.hooks(program)
+        def start(run: TrainingRun) -> None:
+            stabiliser.bind(run.program)
 
-        def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
-            stabiliser.consolidate(trained, program, ctx.task.train)
+        def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+            return stabiliser.consolidate(trained, program, ctx.task.train)
 
-        return TrainingPlan(prepare=prepare, finish=finish)
+        return Training(
+            start=start,
+            penalty=stabiliser.penalty,
+            before_step=stabiliser.before_step,
+            after_step=stabiliser.after_step,
+            finish=finish,
+        )
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The shared layers train on for later tasks (only the stabiliser holds them); the head freezes."""
@@ -127,7 +146,7 @@ class XdG(Method):
         gates = [graph.node(n).gates[ctx.task_id] for n in self.layers(ctx)]
         return float(sum(g.sum() for g in gates) / sum(g.numel() for g in gates))
 
-    def commit_record(self, committed: ModuleGraph, ctx: TaskContext) -> dict[str, Any]:
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
         """Per gated layer: the units open for this task, and how many of them earlier tasks also use;
         the stabiliser's mean importance after the task."""
         layers = []

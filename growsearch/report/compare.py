@@ -96,7 +96,7 @@ def load_summaries(paths: list[Path]) -> list[RunSummary]:
                 metrics=metrics["metrics"],
                 accuracy=accuracy_matrix(metrics),
                 parameters=[int(p) for p in metrics["parameters"]],
-                seconds=float(sum(r.get("seconds", 0.0) for r in records)),
+                seconds=float(sum(r.seconds or 0.0 for r in records)),
                 seed=int(config["run"].get("seed", 0)),
             )
         )

@@ -28,6 +28,7 @@ from growsearch.report.metrics_export import CSV_FILE, write_metrics_csv
 from growsearch.report.run_metrics import rebuild_metrics
 from growsearch.report.search_history import TaskSearch, task_searches, trials_for_plot
 from growsearch.store.run_folder import METRICS_FILE, RunFolder
+from growsearch.task_record import TaskRecord
 
 REPORT_FILE = "report.html"
 log = logging.getLogger("growsearch")
@@ -41,12 +42,12 @@ class ReportFiles:
     figures: list[Path]
 
 
-def search_gaps(records: list[dict[str, Any]], searches: list[TaskSearch]) -> list[str]:
+def search_gaps(records: list[TaskRecord], searches: list[TaskSearch]) -> list[str]:
     """Committed tasks whose search history the Optuna storage lost (a deleted or truncated journal)."""
     by_task = {s.task: s for s in searches}
     gaps = []
     for record in records:
-        task, chosen = record["task"], record["chosen_trial"]
+        task, chosen = record.task, record.chosen_trial
         search = by_task.get(task)
         if search is None:
             gaps.append(f"task {task}'s search history is missing from the Optuna storage")
@@ -121,30 +122,30 @@ def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return metrics_table(Metrics(**fields))
 
 
-def _task_rows(records: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+def _task_rows(records: list[TaskRecord]) -> list[tuple[object, ...]]:
     rows, previous = [], 0
     for record in records:
-        task = record["task"]
-        seen = record["accuracy_row"][: task + 1]
-        trials = record.get("trials", {})
+        task = record.task
+        seen = record.accuracy_row[: task + 1]
+        trials = record.trials
         rows.append(
             (
                 f"task {task}",
-                ", ".join(str(c) for c in record.get("classes", [])),
-                record["chosen_trial"],
-                ", ".join(f"{k}={v}" for k, v in record["decisions"].items()) or "-",
-                html.fmt_number(record.get("val_accuracy"), 3),
+                ", ".join(str(c) for c in record.classes),
+                record.chosen_trial,
+                ", ".join(f"{k}={v}" for k, v in record.decisions.items()) or "-",
+                html.fmt_number(record.val_accuracy, 3),
                 " ".join(f"{a:.3f}" for a in seen),
                 html.fmt_number(float(np.mean(seen)), 3),
-                record["parameters"],
-                record["parameters"] - previous,
-                record.get("view_parameters", ""),
-                record["train_macs"],
+                record.parameters,
+                record.parameters - previous,
+                "" if record.view_parameters is None else record.view_parameters,
+                record.train_macs,
                 f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{trials.get('fail', 0)}",
-                html.fmt_number(record.get("seconds"), 1),
+                html.fmt_number(record.seconds, 1),
             )
         )
-        previous = record["parameters"]
+        previous = record.parameters
     return rows
 
 
@@ -266,15 +267,15 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _mechanism_section(records: list[dict[str, Any]]) -> str:
+def _mechanism_section(records: list[TaskRecord]) -> str:
     """Per task, what the method's mechanism did (the record's `mechanism`: units selected, weights
     pruned, modules reused, architecture weights, rewards, ...)."""
     parts = []
     for record in records:
-        mechanism = record.get("mechanism") or {}
+        mechanism = record.mechanism
         rows = [(key, _shown(value)) for key, value in mechanism.items()]
-        table = html.table(("", ""), rows, f"mechanism-{record['task']}", text_columns=2) if rows else ""
-        parts.append(f"<h3>Task {record['task']}</h3>{table or '<p>nothing recorded</p>'}")
+        table = html.table(("", ""), rows, f"mechanism-{record.task}", text_columns=2) if rows else ""
+        parts.append(f"<h3>Task {record.task}</h3>{table or '<p>nothing recorded</p>'}")
     return "".join(parts)
 
 
@@ -374,7 +375,7 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
             "search",
         ),
         html.section(
-            "Grown graph per task", _graph_section(run, [r["task"] for r in records], engine), "graphs"
+            "Grown graph per task", _graph_section(run, [r.task for r in records], engine), "graphs"
         ),
         html.section("Config", f"<pre>{html.esc(yaml.safe_dump(config, sort_keys=False))}</pre>", "config"),
         html.section(

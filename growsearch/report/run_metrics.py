@@ -11,22 +11,23 @@ import numpy as np
 from growsearch.atomic_files import atomic_write_json
 from growsearch.report.metrics import RunRecord, compute_metrics
 from growsearch.store.run_folder import METRICS_FILE, RunFolder
+from growsearch.task_record import TaskRecord
 
 
 def _none_for_nan(values: np.ndarray) -> list[float | None]:
     return [None if math.isnan(v) else float(v) for v in values]
 
 
-def run_record(records: list[dict[str, Any]], n_tasks: int, baseline: list[float] | None) -> RunRecord:
+def run_record(records: list[TaskRecord], n_tasks: int, baseline: list[float] | None) -> RunRecord:
     """The metrics input for the committed tasks (rows of tasks not yet committed are NaN)."""
     accuracy = np.full((n_tasks, n_tasks), np.nan)
     for record in records:
-        accuracy[record["task"]] = record["accuracy_row"]
+        accuracy[record.task] = record.accuracy_row
 
     def column(key: str) -> np.ndarray:
         values = np.full(n_tasks, np.nan)
         for record in records:
-            values[record["task"]] = record[key]
+            values[record.task] = getattr(record, key)
         return values
 
     return RunRecord(
@@ -38,12 +39,12 @@ def run_record(records: list[dict[str, Any]], n_tasks: int, baseline: list[float
     )
 
 
-def _companion(records: list[dict[str, Any]], n_tasks: int, key: str) -> list[list[float | None]]:
+def _companion(records: list[TaskRecord], n_tasks: int, key: str) -> list[list[float | None]]:
     """A matrix beside the accuracy matrix (row t: after task t), from each record's `key` row."""
     matrix = np.full((n_tasks, n_tasks), np.nan)
     for record in records:
-        if key in record:
-            matrix[record["task"]] = record[key]
+        if getattr(record, key) is not None:
+            matrix[record.task] = getattr(record, key)
     return [_none_for_nan(row) for row in matrix]
 
 
@@ -60,15 +61,15 @@ def write_metrics(
         "n_tasks": n_tasks,
         "accuracy": [_none_for_nan(row) for row in record.accuracy],
         "random_init_accuracy": baseline,
-        "parameters": [r["parameters"] for r in records],
-        "train_macs": [r["train_macs"] for r in records],
-        "pass_macs": [r["pass_macs"] for r in records],
-        "decisions": [r["decisions"] for r in records],
+        "parameters": [r.parameters for r in records],
+        "train_macs": [r.train_macs for r in records],
+        "pass_macs": [r.pass_macs for r in records],
+        "decisions": [r.decisions for r in records],
         "epsilon": epsilon,
         "metrics": metrics.as_dict(),
     }
-    if any("task_inference_row" in r for r in records):  # class-IL, the task inferred: the companions
-        data["task_inference"] = records[-1].get("task_inference")
+    if any(r.task_inference_row is not None for r in records):  # the task inferred: the companions
+        data["task_inference"] = records[-1].task_inference
         data["task_inference_accuracy"] = _companion(records, n_tasks, "task_inference_row")
         data["task_il_accuracy"] = _companion(records, n_tasks, "task_il_accuracy_row")
     atomic_write_json(run.path / METRICS_FILE, data)

@@ -82,7 +82,7 @@ def task_searches(run: RunFolder) -> list[TaskSearch]:
     config = run.config()
     storage = run.storage(config["space"]["search"]["storage"])
     configured = config["space"]["search"].get("objectives")
-    chosen = {r["task"]: r["chosen_trial"] for r in run.records()}
+    chosen = {r.task: r.chosen_trial for r in run.records()}
     searches = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         name = summary.study_name

@@ -12,9 +12,10 @@ import csv
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from growsearch.errors import ConfigError, UnknownNameError
+from growsearch.task_record import TaskRecord
 from growsearch.train.trainer import EpochStats
 
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -24,7 +25,7 @@ CURVE_COLUMNS = ("task", "trial", "epoch", "train_loss", "train_accuracy", "val_
 
 class Logger(Protocol):
     def epoch(self, task: int, trial: int, stats: EpochStats) -> None: ...
-    def task(self, task: int, record: dict[str, Any]) -> None: ...
+    def task(self, task: int, record: TaskRecord) -> None: ...
     def close(self) -> None: ...
 
 
@@ -44,7 +45,7 @@ class CsvLogger:
         self.writer.writerow([task, trial, *(row[c] for c in CURVE_COLUMNS[2:])])
         self.handle.flush()
 
-    def task(self, task: int, record: dict[str, Any]) -> None:
+    def task(self, task: int, record: TaskRecord) -> None:
         pass
 
     def close(self) -> None:
@@ -64,10 +65,10 @@ class TensorBoardLogger:
             if name != "epoch" and value is not None:
                 self.writer.add_scalar(f"task {task}/trial {trial}/{name}", value, stats.epoch)
 
-    def task(self, task: int, record: dict[str, Any]) -> None:
-        for j, accuracy in enumerate(record["accuracy_row"][: task + 1]):
+    def task(self, task: int, record: TaskRecord) -> None:
+        for j, accuracy in enumerate(record.accuracy_row[: task + 1]):
             self.writer.add_scalar(f"test accuracy/task {j}", accuracy, task)
-        self.writer.add_scalar("parameters", record["parameters"], task)
+        self.writer.add_scalar("parameters", record.parameters, task)
         self.writer.flush()
 
     def close(self) -> None:
@@ -89,8 +90,8 @@ class WandbLogger:
         values = {f"task{task}/trial{trial}/{k}": v for k, v in stats.to_json().items() if v is not None}
         self.run.log(values)
 
-    def task(self, task: int, record: dict[str, Any]) -> None:
-        self.run.log({f"test_accuracy/task{j}": a for j, a in enumerate(record["accuracy_row"][: task + 1])})
+    def task(self, task: int, record: TaskRecord) -> None:
+        self.run.log({f"test_accuracy/task{j}": a for j, a in enumerate(record.accuracy_row[: task + 1])})
 
     def close(self) -> None:
         self.run.finish()

@@ -18,11 +18,13 @@ import optuna
 import torch
 
 from growsearch.config.space import Objective
+from growsearch.config.training import TrainingConfig
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
-from growsearch.train.candidate import NO_PLAN, TrainingPlan, TrainingResult, train_candidate
+from growsearch.train.candidate import TrainingResult, train_candidate
+from growsearch.train.extension import PLAIN
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 from growsearch.train.trainer import EpochCallback, count_macs
 from growsearch.trial_record import TrialRecord, search_position
@@ -64,6 +66,11 @@ class TrialJob:
     def task_id(self) -> int:
         return self.ctx.task_id
 
+    @property
+    def training(self) -> TrainingConfig:
+        """How every candidate of the task trains (the YAML's `training:` section)."""
+        return self.method.space.training
+
     def seed_number(self, trial: optuna.Trial) -> int:
         """The trial's position in an uninterrupted search: a retried trial takes the position (and so the
         seed) of the one that was killed, and a fresh trial after retries does not count them."""
@@ -81,8 +88,7 @@ class TrialJob:
         seed = derived_seed(self.run_seed, self.task_id, seed_number)
         try:
             candidate, building_macs = self._build(decisions, seed)
-            plan = self.method.training_plan(candidate, self.ctx)
-            result = self._train_alone(candidate, plan, seed, on_epoch)
+            result = self._train_alone(candidate, seed, on_epoch)
         except TrainingError as error:
             raise TrainingError(f"task {self.task_id}, trial {number}: {error}") from None
         return self._outcome(candidate, result, building_macs)
@@ -96,11 +102,11 @@ class TrialJob:
         layout: Sequence[Mapping[str, Any]] | None = None,
         max_padding: float | None = None,
     ) -> PackResults:
-        """`run` for several trials at once: the candidates that train without a training plan and align
-        into one template train as one pack (`train.packed`; in `layout`, the template of the pack they
-        were first trained in, when they are its unfinished part); the others, or all of them when they do
-        not align (or padding them would multiply their compute by more than `max_padding`), train one
-        by one. Each trial's outcome is what `run` would return, up to float
+        """`run` for several trials at once: the candidates that train plainly (no `Training` of their
+        own) and align into one template train as one pack (`train.packed`; in `layout`, the template of
+        the pack they were first trained in, when they are its unfinished part); the others, or all of
+        them when they do not align (or padding them would multiply their compute by more than
+        `max_padding`), train one by one. Each trial's outcome is what `run` would return, up to float
         rounding; a trial that fails (a NaN loss, a pruner's stop) fails alone, as a `TrialFailure`."""
         results: list[TrialOutcome | TrialFailure | None] = [None] * len(decisions)
         used_layout = None
@@ -113,23 +119,22 @@ class TrialJob:
                 except TrainingError as error:
                     results[i] = TrialFailure(self._named(error, number), building.macs)
                     continue
-            plan = self.method.training_plan(candidate, self.ctx)
-            if plan is None:
+            if candidate.training is None:
                 built[i] = (candidate, seed, building_macs)
             else:
-                results[i] = self._run_alone(candidate, plan, seed, building_macs, number, on_epochs[i])
+                results[i] = self._run_alone(candidate, seed, building_macs, number, on_epochs[i])
         try:
             if not built or (len(built) == 1 and layout is None):
-                raise NotPackable("a pack needs two candidates trained without a plan, or a recorded layout")
+                raise NotPackable("a pack needs two candidates that train plainly, or a recorded layout")
             members = [PackMember(c.graph, seed, on_epochs[i]) for i, (c, seed, _) in built.items()]
             task = self.ctx.task
-            config = self.method.space.training
+            config = self.training
             packed = train_packed(
                 members, self.task_id, task.train, task.val, config, layout=layout, max_padding=max_padding
             )
         except NotPackable:
             for i, (candidate, seed, building_macs) in built.items():
-                results[i] = self._run_alone(candidate, None, seed, building_macs, numbers[i], on_epochs[i])
+                results[i] = self._run_alone(candidate, seed, building_macs, numbers[i], on_epochs[i])
         else:
             used_layout = packed.layout
             for (i, (candidate, _, building_macs)), outcome in zip(
@@ -153,7 +158,6 @@ class TrialJob:
     def _run_alone(
         self,
         candidate: Candidate,
-        plan: TrainingPlan | None,
         seed: int,
         building_macs: int,
         number: int,
@@ -161,7 +165,7 @@ class TrialJob:
     ) -> TrialOutcome | TrialFailure:
         with count_macs() as spent:
             try:
-                result = self._train_alone(candidate, plan, seed, on_epoch)
+                result = self._train_alone(candidate, seed, on_epoch)
             except (TrainingError, optuna.TrialPruned) as error:
                 return TrialFailure(self._named(error, number), building_macs + spent.macs)
         return self._outcome(candidate, result, building_macs)
@@ -174,19 +178,17 @@ class TrialJob:
             candidate = self.method.build(decisions, self.ctx)
         return candidate, building.macs
 
-    def _train_alone(
-        self, candidate: Candidate, plan: TrainingPlan | None, seed: int, on_epoch: EpochCallback | None
-    ) -> TrainingResult:
+    def _train_alone(self, candidate: Candidate, seed: int, on_epoch: EpochCallback | None) -> TrainingResult:
         task = self.ctx.task
         return train_candidate(
             candidate.graph,
             self.task_id,
             task.train,
             task.val,
-            self.method.space.training,
+            self.training,
             seed=seed,
             on_epoch=on_epoch,
-            plan=plan or NO_PLAN,
+            training=candidate.training or PLAIN,
         )
 
     def _outcome(self, candidate: Candidate, result: TrainingResult, building_macs: int) -> TrialOutcome:

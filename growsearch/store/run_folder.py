@@ -33,11 +33,15 @@ from growsearch.atomic_files import atomic_write_text, sha256_of
 from growsearch.errors import CheckpointError, RunFolderError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
+from growsearch.methods import registry  # noqa: F401 - finds the node kinds methods define beside them
 from growsearch.store.journal import remove_stale_lock, repair_torn_tail
 from growsearch.store.lock import RunLock
+from growsearch.task_record import TaskRecord
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
-GATE_FILE = "gate.safetensors"  # a committed task's autoencoder (the task inferred, or ExpertGate's)
+# a committed task's task-inference autoencoder (the task inferred, or ExpertGate's relatedness); the file
+# keeps the name the first runs gave it (ExpertGate calls the autoencoders its gate)
+AUTOENCODER_FILE = "gate.safetensors"
 MEMORY_FILE = "memory.safetensors"  # the exemplar memory after a task (rehearsal methods)
 CONFIG_CHECKSUM = ".config.sha256"
 JOURNAL_FILE = "study.journal"
@@ -66,8 +70,17 @@ _BACKEND_KEYS = (
 )
 
 
+# before the `ray:` section existed, how a run joins Ray sat in `run:`
+_RAY_KEYS = ("address", "shared_fs", "local_cpus")
+
+
 def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
-    """A config.yaml written by an earlier growsearch, in today's layout (Ray settings under `backend:`)."""
+    """A config.yaml written by an earlier growsearch, in today's layout (what a Ray trial reserves under
+    the space's `backend:`, how the run joins Ray under `ray:`)."""
+    run = config.get("run")
+    if isinstance(run, dict) and "ray" not in config and any(k in run for k in _RAY_KEYS):
+        run = dict(run)
+        config = {**config, "run": run, "ray": {k: run.pop(k) for k in _RAY_KEYS if k in run}}
     space = config.get("space")
     if isinstance(space, dict) and isinstance(space.get("search"), dict) and "backend" not in space:
         search = dict(space["search"])
@@ -78,36 +91,6 @@ def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
         }
         config = {**config, "space": space}
     return config
-
-
-_NUMBER = (int, float)
-
-
-def _record_problem(record: Any, task: int) -> str | None:
-    """What is wrong with a task record's fields, or None."""
-    if not isinstance(record, dict):
-        return "expected a mapping of the task's record"
-    expected = {
-        "task": int,
-        "chosen_trial": int,
-        "decisions": dict,
-        "accuracy_row": list,
-        "parameters": int,
-        "train_macs": int,
-        "pass_macs": int,
-    }
-    for field, kind in expected.items():
-        value = record.get(field)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            return f"{field}: expected {kind.__name__}, got {value!r}"
-    if record["task"] != task:
-        return f"task: expected {task} (the folder's task), got {record['task']}"
-    row = record["accuracy_row"]
-    if not all(isinstance(a, _NUMBER) and not isinstance(a, bool) and 0 <= a <= 1 for a in row):
-        return f"accuracy_row: expected accuracies in [0, 1], got {row}"
-    if len(row) <= task:
-        return f"accuracy_row: expected at least {task + 1} entries, got {len(row)}"
-    return None
 
 
 class RunFolder:
@@ -246,21 +229,22 @@ class RunFolder:
         self,
         task: int,
         graph: ModuleGraph,
-        record: dict[str, Any],
+        record: TaskRecord,
         tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
         """Write the task's checkpoint beside its final place, then move it there in one rename. `tensors`:
-        safetensors files kept with it under its checksums (file name -> tensors: GATE_FILE, MEMORY_FILE)."""
+        safetensors files kept with it under its checksums (file name -> tensors: AUTOENCODER_FILE,
+        MEMORY_FILE)."""
         final = self.task_dir(task)
         staging = final.parent / f".{task}.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        save_graph(graph, staging, extra_json={RECORD_FILE: record}, extra_tensors=tensors)
+        save_graph(graph, staging, extra_json={RECORD_FILE: record.to_json()}, extra_tensors=tensors)
         staging.rename(final)
         shutil.rmtree(self.path / "trials" / str(task), ignore_errors=True)
         if (self.path / "trials").is_dir() and not any((self.path / "trials").iterdir()):
             (self.path / "trials").rmdir()
 
-    def load_task(self, task: int) -> tuple[ModuleGraph, dict[str, Any]]:
+    def load_task(self, task: int) -> tuple[ModuleGraph, TaskRecord]:
         folder = self.task_dir(task)
         verify_checksums(folder, extra=(RECORD_FILE,))
         return load_graph(folder, verify=False), self._record(task)
@@ -285,21 +269,21 @@ class RunFolder:
             raise CheckpointError(f"{folder / name}: {broken[0]} holds NaN or infinite values")
         return tensors
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[TaskRecord]:
         out = []
         for task in self.committed_tasks():
             verify_checksums(self.task_dir(task), extra=(RECORD_FILE,))
             out.append(self._record(task))
         return out
 
-    def _record(self, task: int) -> dict[str, Any]:
+    def _record(self, task: int) -> TaskRecord:
         """A committed task's record, its fields checked (checksums prove the bytes, not the meaning)."""
         path = self.task_dir(task) / RECORD_FILE
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             raise CheckpointError(f"{path} is not JSON ({error}); the checkpoint is corrupted") from None
-        problem = _record_problem(record, task)
-        if problem:
-            raise CheckpointError(f"{path}: {problem}")
-        return record
+        try:
+            return TaskRecord.from_json(data, task)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None

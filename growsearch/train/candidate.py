@@ -9,8 +9,7 @@ free, or where `train_owner` owns them (retraining after pruning).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,16 +19,9 @@ from growsearch.data.task import Split
 from growsearch.errors import TrainingError
 from growsearch.graph.compile import TrainingProgram, compile_for_training, compile_view, write_back
 from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.train.trainer import (
-    NO_HOOKS,
-    EpochCallback,
-    EpochStats,
-    Minibatches,
-    TrainingHooks,
-    count_macs,
-    fit,
-    spend_macs,
-)
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import PLAIN, Training, TrainingRun
+from growsearch.train.trainer import EpochCallback, EpochStats, count_macs, fit, spend_macs
 
 EVAL_BATCH = 2048
 MAX_CACHED_BYTES = 2 << 30  # above this, frozen-prefix outputs are recomputed per batch instead of cached
@@ -42,31 +34,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError(f"training.device is {name!r} but no CUDA device is available")
     return torch.device(name)
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """How a method changes the controller's training of its candidate, through the one trainer.
-
-    - `gates`: node id -> the module multiplying that node's output while the task trains (HAT's
-      attention being learnt); such a node runs per batch even when frozen.
-    - `train_masks`: node id -> parameter -> which entries train (HAT: weights between units no earlier
-      task uses); the others are held exactly.
-    - `changing`: frozen nodes whose output changes as the task trains (a weight mask being learnt).
-    - `prepare(program, batches)`: called once the candidate is compiled, before training: returns the
-      trainer's hooks (annealing, penalties), and may attach modules to the compiled nodes
-      (Piggyback's masks as parametrisations; their parameters then train).
-    - `finish(graph, program)`: after training, writes into the trained graph what the task learnt
-      besides weights (its gates, its masks)."""
-
-    gates: Mapping[str, nn.Module] = field(default_factory=dict)
-    train_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None
-    changing: tuple[str, ...] = ()
-    prepare: Callable[[TrainingProgram, Minibatches], TrainingHooks] | None = None
-    finish: Callable[[ModuleGraph, TrainingProgram], None] | None = None
-
-
-NO_PLAN = TrainingPlan()
 
 
 @dataclass(frozen=True)
@@ -117,15 +84,20 @@ def train_candidate(
     on_epoch: EpochCallback | None = None,
     train_owner: int = FREE,
     lr_scale: float = 1.0,
-    plan: TrainingPlan = NO_PLAN,
+    training: Training = PLAIN,
 ) -> TrainingResult:
     """Train `graph`'s view of `task` (a copy; `graph` is untouched) and return it with its accuracy.
-    `plan`: what the method changes in this training (gates, hooks, masks)."""
+    `training`: what the method changes in this training (gates, masks, penalties, callbacks)."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     graph = graph.copy()
     program = compile_for_training(
-        graph, task, train_owner, train_masks=plan.train_masks, gates=plan.gates, changing=plan.changing
+        graph,
+        task,
+        train_owner,
+        train_masks=training.train_masks,
+        gates=training.gates,
+        changing=training.changing,
     )
     program.full.module.to(device)
     for masked in program.full.masked:
@@ -148,23 +120,25 @@ def train_candidate(
 
             batches = Minibatches([train.x], train.y.to(device), config.batch_size, seed, prefix)
         val_inputs, y_val = prefix_outputs(program, val.x, device), val.y.to(device)
-        hooks = plan.prepare(program, batches) if plan.prepare is not None else NO_HOOKS
-        program.full.module.to(device)  # what `prepare` attached, too
+        epochs = config.epochs if epochs is None else epochs
+        if training.start is not None:
+            training.start(TrainingRun(program, batches, epochs))
+        program.full.module.to(device)  # what `start` attached, too
         result = fit(
             program.suffix,
             batches,
-            [*(p for p in program.suffix.parameters() if p.requires_grad), *hooks.parameters],
+            [p for p in program.suffix.parameters() if p.requires_grad],
             config.optimizer_settings(lr_scale),
-            epochs=config.epochs if epochs is None else epochs,
+            epochs=epochs,
             masked=program.full.masked,
-            hooks=hooks,
+            training=training,
             validate=lambda: accuracy(program.suffix, val_inputs, y_val),
             on_epoch=on_epoch,
             macs_per_sample=suffix_macs,
         )
         write_back(graph, program.full, train_owner)
-        if plan.finish is not None:  # inside the count: what it computes (a Fisher) is the trial's compute
-            plan.finish(graph, program)
+        if training.finish is not None:  # counted: what it computes (a Fisher) is the trial's compute
+            graph = training.finish(graph, program)
     val_accuracy = result.epochs[-1].val_accuracy if result.epochs else float("nan")
     seconds = time.perf_counter() - started
     return TrainingResult(graph, val_accuracy, result.epochs, spent.macs, seconds)

@@ -16,7 +16,7 @@ unpacked training to float tolerance (summation order differs). A candidate whos
 fails alone (a `TrainingError` naming the epoch and step), and one whose epoch callback raises (a pruner)
 stops alone; the others go on.
 
-Only candidates trained without a `TrainingPlan` pack (no gates, masks or hooks being learnt), on
+Only candidates trained without a method's `Training` pack (no gates, masks or hooks being learnt), on
 parameter-only modules (no batch norm); `NotPackable` says why not, and the caller trains them one by one.
 """
 
@@ -39,6 +39,7 @@ from growsearch.errors import GraphError, TrainingError
 from growsearch.graph.align import Alignment, align
 from growsearch.graph.compile import MaskedParameter, compile_for_training, frozen_prefix
 from growsearch.graph.module_graph import ModuleGraph
+from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.candidate import (
     EVAL_BATCH,
     MAX_CACHED_BYTES,
@@ -46,7 +47,8 @@ from growsearch.train.candidate import (
     prefix_outputs,
     resolve_device,
 )
-from growsearch.train.trainer import Batch, EpochCallback, EpochStats, Minibatches, TrainingHooks, fit
+from growsearch.train.extension import Training
+from growsearch.train.trainer import EpochCallback, EpochStats, fit
 
 
 class NotPackable(Exception):
@@ -219,7 +221,7 @@ def train_packed(
             config.optimizer_settings(),
             epochs=config.epochs if epochs is None else epochs,
             masked=stack.held(),
-            hooks=TrainingHooks(should_stop=lambda _: not live()),
+            training=Training(should_stop=lambda _: not live()),
             on_epoch=end_epoch,
             loss=pack_loss,
         )

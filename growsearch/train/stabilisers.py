@@ -1,8 +1,8 @@
 """Synaptic stabilisers: a pull of each weight towards the value the previous task left, weighted by its
 importance to earlier tasks, `strength * sum_k Omega_k (theta_k - theta*_k)^2`, Omega summed over tasks
 and theta* the weights after the previous task (as Masse, Grant & Freedman's XdG code combines them; no
-1/2 factor). It is one trainer hook set (a penalty, and for SI a callback around each step), so any
-method can add it to its training.
+1/2 factor). It is part of a training (`train.extension.Training`: a penalty, and for SI a callback
+around each step), so any method can add it to its training.
 
 - SI (Zenke, Poole & Ganguli, ICML 2017), as XdG's code computes it: while a task trains,
   omega_k += -delta_theta_k * g_k after every step, g the gradient of the task's loss alone (the
@@ -18,7 +18,7 @@ The importance and the anchor of each parameter are kept in its node's `state` (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +27,9 @@ from torch.nn import functional as F
 from growsearch.data.task import Split
 from growsearch.graph.compile import TrainingProgram
 from growsearch.graph.module_graph import ModuleGraph
-from growsearch.train.trainer import StepOutcome, TrainingHooks, spend_macs
+from growsearch.grow.node_data import with_state
+from growsearch.train.extension import Penalty, StepOutcome
+from growsearch.train.trainer import spend_macs
 
 KINDS = ("none", "si", "ewc")
 IMPORTANCE, ANCHOR = "importance/", "anchor/"
@@ -72,8 +74,8 @@ class Stabiliser:
     def active(self) -> bool:
         return self.kind != "none"
 
-    def hooks(self, program: TrainingProgram) -> TrainingHooks:
-        """Bind to the compiled candidate's parameters; the trainer's hooks for this task."""
+    def bind(self, program: TrainingProgram) -> None:
+        """Bind to the compiled candidate's parameters (`Training.start`)."""
         for node_id in self.node_ids:
             for name, parameter in program.full.node_modules[node_id].named_parameters():
                 key = (node_id, name)
@@ -81,15 +83,25 @@ class Stabiliser:
                 if key in self.importance:
                     self.importance[key] = self.importance[key].to(parameter.device)
                     self.anchor[key] = self.anchor[key].to(parameter.device)
-        if not self.active:
-            return TrainingHooks()
-        self.path = {k: torch.zeros_like(p) for k, p in self.parameters.items()}
-        penalty = self.penalty if self.importance else None
-        if self.kind == "si":
-            return TrainingHooks(penalty=penalty, before_step=self._remember, after_step=self._integrate)
-        return TrainingHooks(penalty=penalty)
+        if self.active:
+            self.path = {k: torch.zeros_like(p) for k, p in self.parameters.items()}
 
-    def penalty(self) -> torch.Tensor:
+    @property
+    def penalty(self) -> Penalty | None:
+        """The pull towards the anchors (None: no stabiliser, or no earlier task made anything important)."""
+        return self._penalty if self.active and self.importance else None
+
+    @property
+    def before_step(self) -> Callable[[int], None] | None:
+        """SI's: remember the weights before each step."""
+        return self._remember if self.kind == "si" else None
+
+    @property
+    def after_step(self) -> Callable[[StepOutcome], None] | None:
+        """SI's: integrate the path after each step."""
+        return self._integrate if self.kind == "si" else None
+
+    def _penalty(self) -> torch.Tensor:
         terms = [
             (self.importance[k] * (p - self.anchor[k]) ** 2).sum()
             for k, p in self.parameters.items()
@@ -109,11 +121,11 @@ class Stabiliser:
                 grad = grad - 2 * self.strength * self.importance[key] * (self.before[key] - self.anchor[key])
             self.path[key] -= (parameter.detach() - self.before[key]) * grad
 
-    def consolidate(self, trained: ModuleGraph, program: TrainingProgram, train: Split) -> None:
-        """Add this task's importance to the earlier tasks' and anchor at the trained weights, in the
-        trained graph's node state."""
+    def consolidate(self, trained: ModuleGraph, program: TrainingProgram, train: Split) -> ModuleGraph:
+        """`trained` with this task's importance added to the earlier tasks' and the anchors at the trained
+        weights, in its nodes' state."""
         if not self.active:
-            return
+            return trained
         if self.kind == "ewc":
             added = self._fisher(program, train)
             spend_macs(
@@ -121,12 +133,13 @@ class Stabiliser:
             )
         else:
             added = self._path_importance(trained)
+        state: dict[str, dict[str, torch.Tensor]] = {}
         for (node_id, name), value in added.items():
-            node = trained.node(node_id)
             before = self.importance.get((node_id, name))
             total = value.cpu() if before is None else before.cpu() + value.cpu()
-            node.state[IMPORTANCE + name] = total
-            node.state[ANCHOR + name] = node.weights[name].clone()
+            state.setdefault(node_id, {})[IMPORTANCE + name] = total
+            state[node_id][ANCHOR + name] = trained.node(node_id).weights[name]
+        return with_state(trained, state)
 
     def _path_importance(self, trained: ModuleGraph) -> dict[Key, torch.Tensor]:
         added = {}

@@ -10,6 +10,7 @@ import optuna
 import pytest
 import torch
 
+from growsearch.backends import RayOptions
 from growsearch.errors import ConfigError
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.store.run_folder import RunFolder
@@ -75,7 +76,7 @@ def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_co
         "mntdp-d", training={"epochs": 3}, backend={"reuse_workers": False}, search={"pack": 1}
     )
     result = start_run(
-        space, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
+        space, options(backend="ray"), tmp_path / "ray", ray=RayOptions(cluster.address, shared_fs=True)
     )
     trials = trials_of(result.path, 0) + trials_of(result.path, 1)
     assert [t.state for t in trials] == [COMPLETE] * 4
@@ -109,7 +110,7 @@ def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(
     )
     reference = _one_thread_run(space, options(), tmp_path / "optuna")
     result = start_run(
-        space, options(backend="ray", address=cluster.address, shared_fs=True), tmp_path / "ray"
+        space, options(backend="ray"), tmp_path / "ray", ray=RayOptions(cluster.address, shared_fs=True)
     )
     trials = sorted(trials_of(result.path, 1), key=lambda t: t.number)
     assert [t.state for t in trials] == [COMPLETE] * 6
@@ -120,7 +121,7 @@ def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(
 
 def test_a_multi_node_cluster_needs_a_shared_run_folder(cluster, tmp_path):
     with pytest.raises(ConfigError, match="2 nodes.*nothing is synced to the head.*--shared-fs"):
-        start_run(SPACE, options(backend="ray", address=cluster.address), tmp_path / "ray")
+        start_run(SPACE, options(backend="ray"), tmp_path / "ray", ray=RayOptions(cluster.address))
 
 
 def test_sigkill_of_the_driver_then_resume_redoes_no_finished_trial(cluster, optuna_reference, tmp_path):

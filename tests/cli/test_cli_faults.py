@@ -146,7 +146,7 @@ def test_a_full_disk_is_one_line_and_committed_work_survives(tmp_path):
     check = (
         "from growsearch.store.run_folder import RunFolder; "
         f"r = RunFolder.open('{mount}/full'); "
-        "print('LOADED', [r.load_task(t)[1]['task'] for t in r.committed_tasks()])"
+        "print('LOADED', [r.load_task(t)[1].task for t in r.committed_tasks()])"
     )
     run = f"{sys.executable} -m growsearch run pnn --tasks 5 --max-per-task 40 --epochs 1"
     inner = (

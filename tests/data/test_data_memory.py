@@ -11,6 +11,7 @@ from growsearch.data.memory import ExemplarMemory, herding_order
 from growsearch.errors import CheckpointError, ConfigError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.store.run_folder import MEMORY_FILE, RunFolder
+from growsearch.task_record import TaskRecord
 
 
 def _mean_gap(features: torch.Tensor, chosen: torch.Tensor) -> float:
@@ -69,7 +70,10 @@ def test_the_memory_survives_the_run_folder_and_a_torn_file_is_refused(digits_st
     memory.add_task(0, task.train.x, task.train.y, seed=3)
     run = RunFolder.create(tmp_path / "run", {"run": {}, "space": {"search": {"storage": "journal"}}})
     graph = ModuleGraph(digits_stream.input_shape)
-    run.commit_task(0, graph, {"task": 0}, {MEMORY_FILE: memory.tensors()})
+    record = TaskRecord(
+        task=0, chosen_trial=0, decisions={}, accuracy_row=[0.5], parameters=0, train_macs=0, pass_macs=0
+    )
+    run.commit_task(0, graph, record, {MEMORY_FILE: memory.tensors()})
     again = ExemplarMemory.from_tensors(run.load_task_tensors(0, MEMORY_FILE))
     assert again.strategy == "random" and again.capacity == 12
     assert all(torch.equal(again.x[c], memory.x[c]) for c in memory.x) and again.task == memory.task

@@ -9,7 +9,8 @@ from growsearch.errors import CheckpointError, GraphError
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
-from growsearch.graph.specs import Combination, Conv2d, Head, Linear
+from growsearch.graph.specs import Conv2d, Head, Linear
+from growsearch.methods._dan_combination import Combination
 
 
 def _two_task_graph() -> ModuleGraph:

@@ -8,7 +8,8 @@ from growsearch.errors import GraphError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
-from growsearch.graph.specs import Activation, Head, Linear, Mix
+from growsearch.graph.specs import Activation, Head, Linear
+from growsearch.methods._learn_to_grow_mix import Mix
 
 
 def _graph() -> ModuleGraph:

@@ -9,8 +9,8 @@ import torch
 from growsearch.config.space import InferenceConfig
 from growsearch.data.benchmarks import load_benchmark
 from growsearch.inference.boundaries import _change_point, detect_boundaries, task_free_stream
-from growsearch.runner import RunOptions, inference_note, resume_run, start_run
-from growsearch.search.controller import SilentReporter
+from growsearch.runner import RunOptions, resume_run, scenario_plan, start_run
+from growsearch.search.pipeline import SilentReporter
 
 from tiny_runs import assert_same_commits, tiny_space
 
@@ -65,12 +65,12 @@ def small_task_agnostic() -> RunOptions:
 
 def test_a_task_il_method_runs_task_agnostic_and_resumes(tmp_path):
     space = tiny_space("pnn", inference=SMALL)
-    assert "no task boundaries" in inference_note(space, small_task_agnostic())
+    assert "no task boundaries" in scenario_plan(space, small_task_agnostic()).note
     reference = start_run(space, small_task_agnostic(), tmp_path / "reference")
     assert len(reference.records) == 5
     last = reference.records[-1]
-    assert last["task_inference"] == "expert-gate"
-    assert sum(last["task_inference_row"]) / 5 > 0.6  # the found tasks' gates route held-out samples
+    assert last.task_inference == "expert-gate"
+    assert sum(last.task_inference_row) / 5 > 0.6  # the found tasks' gates route held-out samples
 
     class StopAfterTaskOne(SilentReporter):
         def task_committed(self, task, record):

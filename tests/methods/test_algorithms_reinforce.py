@@ -1,4 +1,4 @@
-"""The REINFORCE controller (RCL's and CLEAS's) and its Optuna sampler."""
+"""The REINFORCE policy (RCL's and CLEAS's, the papers' "controller") and its Optuna sampler."""
 
 from __future__ import annotations
 
@@ -6,36 +6,36 @@ import optuna
 import pytest
 import torch
 
-from growsearch.methods.algorithms.reinforce import Controller, ControllerConfig, Decision, ReinforceSampler
+from growsearch.methods.algorithms.reinforce import Decision, PolicyConfig, ReinforcePolicy, ReinforceSampler
 from growsearch.trial_record import retry_attrs
 
 
-def _top_half(controller: Controller) -> float:
-    return float(controller.distributions()[0][15:].sum())
+def _top_half(policy: ReinforcePolicy) -> float:
+    return float(policy.distributions()[0][15:].sum())
 
 
-def test_the_rcl_controller_shifts_probability_toward_the_higher_reward_actions():
-    controller = Controller([(30, None), (30, None)], ControllerConfig(), seed=0)  # RCL's defaults
+def test_the_rcl_policy_shifts_probability_toward_the_higher_reward_actions():
+    policy = ReinforcePolicy([(30, None), (30, None)], PolicyConfig(), seed=0)  # RCL's defaults
     generator = torch.Generator().manual_seed(1)
-    before = _top_half(controller)
+    before = _top_half(policy)
     for _ in range(150):
-        actions = controller.sample(generator)
-        controller.update(actions, 0.9 if actions[0] >= 15 else 0.5)  # units 15..29 on layer 0 pay more
+        actions = policy.sample(generator)
+        policy.update(actions, 0.9 if actions[0] >= 15 else 0.5)  # units 15..29 on layer 0 pay more
     assert before == pytest.approx(0.5, abs=0.05)
-    assert _top_half(controller) > 0.75
-    assert 0.5 < float(controller.policy.state_value().detach()) < 1.0  # the baseline tracks the reward
+    assert _top_half(policy) > 0.75
+    assert 0.5 < float(policy.network.state_value().detach()) < 1.0  # the baseline tracks the reward
 
 
 def test_the_moving_average_baseline_learns_too():
-    config = ControllerConfig(
+    config = PolicyConfig(
         hidden_size=32, num_layers=1, optimizer="rmsprop", lr=0.01, baseline="moving-average"
     )
-    controller = Controller([(2, 0)] * 4 + [(31, 1)], config, seed=0)  # CLEAS-like: 4 neuron bits, a count
+    policy = ReinforcePolicy([(2, 0)] * 4 + [(31, 1)], config, seed=0)  # CLEAS-like: 4 neuron bits, a count
     generator = torch.Generator().manual_seed(1)
     for _ in range(60):
-        actions = controller.sample(generator)
-        controller.update(actions, 0.5 + 0.1 * actions[0])  # reusing neuron 0 pays
-    assert float(controller.distributions()[0][1]) > 0.8
+        actions = policy.sample(generator)
+        policy.update(actions, 0.5 + 0.1 * actions[0])  # reusing neuron 0 pays
+    assert float(policy.distributions()[0][1]) > 0.8
 
 
 def test_packed_decisions_round_trip_and_match_what_the_trial_suggests():
@@ -56,11 +56,11 @@ def _study(sampler: ReinforceSampler, n_trials: int, storage: optuna.storages.Ba
     return study
 
 
-def test_a_fresh_sampler_replays_the_study_to_the_same_controller_and_samples():
+def test_a_fresh_sampler_replays_the_study_to_the_same_policy_and_samples():
     decisions = [Decision("reuse_L0_0", 2, n_steps=6, kind=0), Decision("add_units_L0", 10, kind=1)]
 
     def make() -> ReinforceSampler:
-        return ReinforceSampler(decisions, lambda t: t.value, seed=3, config=ControllerConfig(hidden_size=16))
+        return ReinforceSampler(decisions, lambda t: t.value, seed=3, config=PolicyConfig(hidden_size=16))
 
     running = make()
     study = _study(running, 6, optuna.storages.InMemoryStorage())
@@ -72,13 +72,13 @@ def test_a_fresh_sampler_replays_the_study_to_the_same_controller_and_samples():
     fresh = make()  # as after a resume: the study is replayed before sampling
     assert fresh.sample_relative(study, pending, space) == expected
     assert running.updates == fresh.updates == 6
-    for name, value in running.controller.policy.state_dict().items():
-        assert torch.equal(value, fresh.controller.policy.state_dict()[name]), name
+    for name, value in running.policy.network.state_dict().items():
+        assert torch.equal(value, fresh.policy.network.state_dict()[name]), name
 
 
 def test_a_trial_killed_mid_run_is_not_counted_so_its_retry_does_not_shift_the_samples():
     decisions = [Decision("add_units_L0", 30)]
-    config = ControllerConfig(hidden_size=16)
+    config = PolicyConfig(hidden_size=16)
 
     def make() -> ReinforceSampler:
         return ReinforceSampler(decisions, lambda t: t.value, seed=5, config=config)

@@ -13,16 +13,19 @@ from growsearch.errors import ConfigError, GraphError
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
-from growsearch.graph.specs import ConditionalGate, Conv2d, Head, spec_from_dict
-from growsearch.grow import channel_gates
-from growsearch.methods.algorithms.gate_firing import gate_firing
+from growsearch.graph.specs import Conv2d, Head, spec_from_dict
+from growsearch.methods import _ccgn_channel_gates as channel_gates
+from growsearch.methods._ccgn_channel_gates import ConditionalGate
+from growsearch.methods._ccgn_gate_firing import gate_firing
 from growsearch.methods.base import TaskContext
 from growsearch.methods.ccgn import CCGN
 from growsearch.runner import RunOptions, resume_run, start_run
-from growsearch.search.controller import SilentReporter
-from growsearch.store.run_folder import GATE_FILE, MEMORY_FILE, RunFolder
+from growsearch.search.pipeline import SilentReporter
+from growsearch.store.run_folder import AUTOENCODER_FILE, MEMORY_FILE, RunFolder
+from growsearch.train.batches import Minibatches
 from growsearch.train.candidate import train_candidate
-from growsearch.train.trainer import Minibatches, fit
+from growsearch.train.extension import TrainingRun
+from growsearch.train.trainer import fit
 
 from tiny_runs import (
     assert_old_tasks_unchanged,
@@ -78,18 +81,18 @@ def test_one_step_moves_no_weight_of_a_frozen_channel_and_trains_the_free_ones(c
     committed, _ = RunFolder.open(ccgn_run.path).load_task(0)
     ctx = _context(method, committed, digits_stream, task=1)
     candidate = method.build({}, ctx)
-    plan = method.training_plan(candidate, ctx)
-    program = compile_for_training(candidate.graph, 1, train_masks=plan.train_masks)
+    training = candidate.training
+    program = compile_for_training(candidate.graph, 1, train_masks=training.train_masks)
     task = digits_stream.tasks[1]
     batches = Minibatches([task.train.x], task.train.y, 16, seed=0)
-    hooks = plan.prepare(program, batches)
+    training.start(TrainingRun(program, batches, epochs=1))
     before = {
         n: {k: v.detach().clone() for k, v in program.full.node_modules[n].state_dict().items()}
         for n in LAYERS
     }
     parameters = [p for p in program.suffix.parameters() if p.requires_grad]
     fit(program.suffix, batches, parameters, OptimizerSettings(name="sgd", lr=0.5, momentum=0.9), steps=3,
-        masked=program.full.masked, hooks=hooks)  # fmt: skip
+        masked=program.full.masked, training=training)  # fmt: skip
     frozen = channel_gates.frozen_units(committed, LAYERS, 1)
     for node_id in LAYERS:
         for name, after in program.full.node_modules[node_id].state_dict().items():
@@ -154,10 +157,8 @@ def test_a_higher_sparsity_weight_opens_fewer_gates(digits_stream):
     for sparsity in (0.0, 5.0):
         torch.manual_seed(0)
         candidate = method.build({"sparsity": sparsity}, ctx)
-        plan = method.training_plan(candidate, ctx)
-        result = train_candidate(
-            candidate.graph, 0, task.train, task.val, method.space.training, seed=0, plan=plan
-        )
+        training, config = candidate.training, method.space.training
+        result = train_candidate(candidate.graph, 0, task.train, task.val, config, seed=0, training=training)
         firing = gate_firing(result.graph, 0, method.path(ctx), task.val.x)
         shares[sparsity] = sum(firing.open_share(n) for n in method.path(ctx)) / 2
     assert shares[5.0] < shares[0.0] - 0.2, shares
@@ -166,7 +167,7 @@ def test_a_higher_sparsity_weight_opens_fewer_gates(digits_stream):
 def test_the_record_shows_per_layer_the_open_frozen_and_free_channels(ccgn_run):
     free_before = {0: 1.0, 1: 1.0}
     for record in ccgn_run.records:
-        mechanism = record["mechanism"]
+        mechanism = record.mechanism
         assert 0 <= mechanism["capacity_used"] <= 1
         for layer in mechanism["gates"]:
             i = layer["layer"]
@@ -174,7 +175,7 @@ def test_the_record_shows_per_layer_the_open_frozen_and_free_channels(ccgn_run):
             assert layer["free"] <= free_before[i] and layer["newly_frozen"] <= layer["important"]
             assert layer["open"] <= layer["important"] + 1e-9  # a committed task opens only what it froze
             free_before[i] = layer["free"]
-    assert all(layer["open"] < 0.9 for layer in ccgn_run.records[0]["mechanism"]["gates"])
+    assert all(layer["open"] < 0.9 for layer in ccgn_run.records[0].mechanism["gates"])
 
 
 def test_sharing_a_trainable_node_is_for_wrapping_nodes_only_and_options_are_checked():
@@ -193,37 +194,39 @@ def test_sharing_a_trainable_node_is_for_wrapping_nodes_only_and_options_are_che
 def test_the_search_decides_lambda_with_the_papers_value_first(digits_stream):
     method = CCGN(tiny_space("ccgn", options={"search": True}, search={"n_trials": 3}))
     ctx = _context(method, ModuleGraph(digits_stream.input_shape), digits_stream, task=0)
-    assert method.trial_budget(ctx) == 3 and method.initial_trials(ctx) == [{"sparsity": 0.5}]
+    plan = method.search_plan(ctx)
+    assert plan.budget == 3 and plan.initial == ({"sparsity": 0.5},)
     decided = method.decide(optuna.create_study().ask(), ctx)
     assert 0.05 <= decided["sparsity"] <= 5.0
     fixed = CCGN(tiny_space("ccgn"))
-    assert fixed.trial_budget(ctx) == 1 and fixed.initial_trials(ctx) == [] and fixed.decide(None, ctx) == {}
+    plan = fixed.search_plan(ctx)
+    assert plan.budget == 1 and plan.initial == () and fixed.decide(None, ctx) == {}
 
 
 def test_ccgn_infers_the_task_with_its_task_classifier_and_resumes_with_it(tmp_path):
     """Class-IL (sec. 3.3): after each task a task classifier over every task's gated features, trained on
     the episodic memory (an equal share of exemplars per task, in the run folder) and the task's samples,
-    picks a test sample's task together with its class; no ExpertGate gate is trained."""
+    picks a test sample's task together with its class; no task-inference autoencoder is trained."""
     options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0)
     space = _space(options={"memory_size": 40})
     result = start_run(space, options, tmp_path / "run")
     run = RunFolder.open(result.path)
     for t, record in enumerate(result.records):
-        assert record["task_inference"] == "ccgn"
-        assert run.load_task_tensors(t, GATE_FILE) is None
+        assert record.task_inference == "ccgn"
+        assert run.load_task_tensors(t, AUTOENCODER_FILE) is None
         memory = ExemplarMemory.from_tensors(run.load_task_tensors(t, MEMORY_FILE))
         assert sorted(memory.x) == list(range(t + 1)) and {len(x) for x in memory.x.values()} == {
             40 // (t + 1)
         }
-        classifier = record["mechanism"]["task_classifier"]
+        classifier = record.mechanism["task_classifier"]
         assert (classifier is None) == (t == 0)
         for scored, given, routed in zip(
-            record["accuracy_row"], record["task_il_accuracy_row"], record["task_inference_row"], strict=True
+            record.accuracy_row, record.task_il_accuracy_row, record.task_inference_row, strict=True
         ):
             assert scored <= min(given, routed) + 1e-9
     final = result.records[-1]
-    assert final["mechanism"]["task_classifier"]["exemplars"] == 40
-    assert sum(final["task_inference_row"]) / 5 > 0.5  # chance: 0.2
+    assert final.mechanism["task_classifier"]["exemplars"] == 40
+    assert sum(final.task_inference_row) / 5 > 0.5  # chance: 0.2
 
     class StopAfterTaskOne(SilentReporter):
         def task_committed(self, task, record):
@@ -233,9 +236,7 @@ def test_ccgn_infers_the_task_with_its_task_classifier_and_resumes_with_it(tmp_p
     with pytest.raises(KeyboardInterrupt):
         start_run(space, options, tmp_path / "stopped", reporter=StopAfterTaskOne())
     resumed = resume_run(tmp_path / "stopped")  # the memory and the task classifiers come back
-    assert [r["task_inference_row"] for r in resumed.records] == [
-        r["task_inference_row"] for r in result.records
-    ]
+    assert [r.task_inference_row for r in resumed.records] == [r.task_inference_row for r in result.records]
     assert_same_commits(resumed, result, 4)
 
 

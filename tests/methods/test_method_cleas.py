@@ -45,7 +45,7 @@ def test_reused_neurons_are_frozen_and_old_tasks_outputs_stay_bit_identical(clea
 def test_the_new_task_reads_the_reused_neurons_and_has_zero_weights_from_dropped_ones(cleas_run):
     run = RunFolder.open(cleas_run.path)
     for record in cleas_run.records[1:]:
-        task, decisions = record["task"], record["decisions"]
+        task, decisions = record.task, record.decisions
         graph, _ = run.load_task(task)
         reuse = decisions["reuse"]
         assert [m.count("1") for m in (reuse["L0"], reuse["L1"])] == decisions["reused_units"]
@@ -65,7 +65,7 @@ def test_the_new_task_reads_the_reused_neurons_and_has_zero_weights_from_dropped
 def test_every_later_task_searched_its_budget_of_architectures(cleas_run):
     storage = RunFolder.open(cleas_run.path).storage("journal")
     for record in cleas_run.records[1:]:
-        study = optuna.load_study(study_name=f"task-{record['task']}", storage=storage)
+        study = optuna.load_study(study_name=f"task-{record.task}", storage=storage)
         trials = study.get_trials()
         assert len(trials) == 3 and all("reuse_L0_0" in t.params for t in trials)
         assert all(0 <= t.params["add_units_L1"] <= 30 for t in trials)
@@ -74,5 +74,5 @@ def test_every_later_task_searched_its_budget_of_architectures(cleas_run):
             return t.value - 1e-4 * (t.params["add_units_L0"] + t.params["add_units_L1"])
 
         best = max((t for t in trials if t.value is not None), key=lambda t: (reward(t), -t.number))
-        assert record["chosen_trial"] == best.number
-        assert record["decisions"]["add_units"] == [best.params["add_units_L0"], best.params["add_units_L1"]]
+        assert record.chosen_trial == best.number
+        assert record.decisions["add_units"] == [best.params["add_units_L0"], best.params["add_units_L1"]]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from growsearch.graph.compile import compile_for_training, compile_view
-from growsearch.grow.clnp_units import choose_threshold, kept_units
 from growsearch.grow.gates import input_units, used_before
+from growsearch.methods._clnp_units import choose_threshold, kept_units
 from growsearch.store.run_folder import RunFolder
 from growsearch.train.candidate import evaluate
 
@@ -46,7 +46,7 @@ def test_capacity_shrinks_task_by_task_and_the_record_counts_it(clnp_run):
     free_before = {i: 16 for i in range(len(LAYERS))}
     claimed_after_first = 0
     for task, record in enumerate(clnp_run.records):
-        capacity = record["mechanism"]["capacity"]
+        capacity = record.mechanism["capacity"]
         newly = 0
         for layer in capacity:
             i, node_id = layer["layer"], LAYERS[layer["layer"]]
@@ -56,7 +56,7 @@ def test_capacity_shrinks_task_by_task_and_the_record_counts_it(clnp_run):
             assert layer["free"] == free_before[i] - layer["newly_claimed"] == int((~gate).sum())
             free_before[i] = layer["free"]
             newly += layer["newly_claimed"]
-        assert record["mechanism"]["capacity_used"] == newly / (16 * len(LAYERS))
+        assert record.mechanism["capacity_used"] == newly / (16 * len(LAYERS))
         claimed_after_first += newly if task else 0
     assert all(0 < free < 16 for free in free_before.values())  # pruning left units free, tasks took some
     assert claimed_after_first > 0  # later tasks claimed units the first left free
@@ -87,7 +87,7 @@ def test_interference_weights_are_exactly_zero(clnp_run, digits_stream):
         head = final.node(final.head(t)).weights["weight"]
         assert (head[:, input_units(final, final.head(t), ~active["shared/L1"])] == 0).all(), t
         severed += int(into.sum()) * int(out_of.sum())
-        assert clnp_run.records[t]["mechanism"]["interference_weights_zeroed"] >= 0
+        assert clnp_run.records[t].mechanism["interference_weights_zeroed"] >= 0
     assert severed > 0  # the check above was not vacuous
     # so a task's outputs do not even need its gates: later tasks' units reach it through zeros only
     for t in range(4):
@@ -135,15 +135,15 @@ def test_the_search_is_told_the_pruned_networks_accuracy(tolerance, clnp_run, ru
         result = run_tiny("clnp", options={"tolerance": tolerance}, training={"epochs": 3})
     run = RunFolder.open(result.path)
     for t, record in enumerate(result.records):
-        mechanism = record["mechanism"]
+        mechanism = record.mechanism
         committed, _ = run.load_task(t)
         pruned = evaluate(committed, t, digits_stream.tasks[t].val)
-        assert record["val_accuracy"] == mechanism["val_accuracy_pruned"] == pruned
+        assert record.val_accuracy == mechanism["val_accuracy_pruned"] == pruned
         assert pruned >= mechanism["val_accuracy_unpruned"] - tolerance - 1e-9
         if tolerance == 1.0:
             assert all(layer["active"] == 0 for layer in mechanism["capacity"])
     if tolerance == 1.0:
-        assert result.records[0]["mechanism"]["val_accuracy_unpruned"] > result.records[0]["val_accuracy"]
+        assert result.records[0].mechanism["val_accuracy_unpruned"] > result.records[0].val_accuracy
 
 
 def test_a_conv_backbone_end_to_end(run_tiny, digits_stream):
@@ -151,7 +151,7 @@ def test_a_conv_backbone_end_to_end(run_tiny, digits_stream):
     assert_old_tasks_unchanged(result.path, digits_stream)
     assert result.metrics["metrics"]["forgetting"] == 0.0
     assert result.metrics["metrics"]["average_accuracy"] > 0.8
-    channels = [r["mechanism"]["capacity"][0] for r in result.records]
+    channels = [r.mechanism["capacity"][0] for r in result.records]
     assert channels[0]["units"] == 4 and channels[-1]["free"] <= channels[0]["free"]
     final, _ = RunFolder.open(result.path).load_task(4)
     assert sorted(final.node("shared/L0").gates) == [0, 1, 2, 3, 4]
@@ -165,9 +165,9 @@ def test_a_search_over_tolerance_and_l1_against_capacity(run_tiny):
         training={"epochs": 2},
     )
     for record in result.records:
-        decisions = record["decisions"]
+        decisions = record.decisions
         assert 0 <= decisions["tolerance"] <= 0.1 and 1e-5 <= decisions["l1"] <= 1e-2
-        assert record["pareto_front"]
+        assert record.pareto_front
     assert math.isfinite(result.metrics["metrics"]["average_accuracy"])
 
 
@@ -175,7 +175,8 @@ def test_a_search_over_tolerance_and_l1_against_capacity(run_tiny):
 def test_the_l1_penalty_is_on_what_the_task_trains(sparsity, clnp_run, digits_stream):
     from growsearch.methods.base import TaskContext
     from growsearch.methods.clnp import CLNP
-    from growsearch.train.trainer import Minibatches
+    from growsearch.train.batches import Minibatches
+    from growsearch.train.extension import TrainingRun
 
     from tiny_runs import tiny_space
 
@@ -184,10 +185,11 @@ def test_the_l1_penalty_is_on_what_the_task_trains(sparsity, clnp_run, digits_st
     specs = method.specs_for(digits_stream.input_shape)
     ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, (), 0, 5)
     candidate = method.build({}, ctx)
-    plan = method.training_plan(candidate, ctx)
-    program = compile_for_training(candidate.graph, 1, train_masks=plan.train_masks, gates=plan.gates)
+    training = candidate.training
+    program = compile_for_training(candidate.graph, 1, train_masks=training.train_masks, gates=training.gates)
     x = digits_stream.tasks[1].train.x
-    hooks = plan.prepare(program, Minibatches([x], digits_stream.tasks[1].train.y, 16, seed=0))
+    batches = Minibatches([x], digits_stream.tasks[1].train.y, 16, seed=0)
+    training.start(TrainingRun(program, batches, epochs=1))
     program.suffix(x)
     free = {n: ~used_before(committed, n, 1) for n in LAYERS}
     assert all(f.any() and not f.all() for f in free.values())
@@ -195,8 +197,8 @@ def test_the_l1_penalty_is_on_what_the_task_trains(sparsity, clnp_run, digits_st
         expected = sum(_weight(program, n)[free[n]].abs().sum() for n in LAYERS)
         expected = expected + _weight(program, "t1/head").abs().sum()
     else:  # the free units' mean activations
-        expected = sum(plan.gates[n].last.mean(0)[free[n]].sum() for n in LAYERS)
-    torch.testing.assert_close(hooks.penalty(), 0.5 * expected)
+        expected = sum(training.gates[n].last.mean(0)[free[n]].sum() for n in LAYERS)
+    torch.testing.assert_close(training.penalty(), 0.5 * expected)
 
 
 def _weight(program, node_id):

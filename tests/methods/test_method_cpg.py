@@ -15,7 +15,9 @@ from growsearch.methods.algorithms import growing_stack
 from growsearch.methods.algorithms.gradual_pruning import GradualPruner, cubic_sparsity
 from growsearch.methods.base import TaskContext
 from growsearch.store.run_folder import RunFolder
-from growsearch.train.trainer import Minibatches, TrainingHooks, fit
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import Training, TrainingRun
+from growsearch.train.trainer import fit
 
 from tiny_runs import assert_old_tasks_unchanged, tiny_space
 
@@ -61,7 +63,7 @@ def test_a_tasks_mask_picks_only_among_earlier_tasks_weights(cpg_run):
                 assert mask[~earlier].all(), (t, node_id)  # its own and free weights are never dropped
                 dropped += int((~mask).sum())
             assert graphs[t].node(node_id).masks.keys() == set(range(1, t + 1))  # the first task: none
-        picked = [c["picked"] for c in cpg_run.records[t]["mechanism"]["capacity"]]
+        picked = [c["picked"] for c in cpg_run.records[t].mechanism["capacity"]]
         assert all(0 < p <= 1 for p in picked)
     assert dropped > 0  # some earlier weights were not picked
     # once claimed, a weight keeps its owner and value
@@ -78,7 +80,7 @@ def test_each_task_keeps_what_the_largest_sparsity_meeting_the_goal_leaves(cpg_r
     run = RunFolder.open(cpg_run.path)
     before = None
     for t, record in enumerate(cpg_run.records):
-        mechanism = record["mechanism"]
+        mechanism = record.mechanism
         goal, stages = mechanism["accuracy_goal"], mechanism["stages"]
         meeting = [s["sparsity"] for s in stages if s["val_accuracy"] >= goal]
         unpruned_met = mechanism["attempts"][-1]["goal_met"]
@@ -118,12 +120,12 @@ def test_pruning_follows_the_cubic_schedule_and_holds_pruned_weights_at_zero(dig
     program = compile_for_training(graph, 0, train_masks=pruner.train_masks())
     task = digits_stream.tasks[0]
     batches = Minibatches([task.train.x], task.train.y, 16, seed=0)  # 80 samples: 5 steps an epoch
-    hooks = pruner.prepare(program, batches)
+    pruner.start(TrainingRun(program, batches, epochs=3))
     weight = next(p for n, p in program.full.node_modules["shared/L1"].named_parameters() if n == "0.weight")
     counts = []
 
     def after_step(outcome):
-        hooks.after_step(outcome)
+        pruner.after_step(outcome)
         pruned = pruner.pruned["shared/L1", "0.weight"]
         assert (weight[pruned] == 0).all()  # held at zero whatever the momentum does
         counts.append(int(pruned.sum()))
@@ -137,7 +139,7 @@ def test_pruning_follows_the_cubic_schedule_and_holds_pruned_weights_at_zero(dig
         settings,
         epochs=3,
         masked=program.full.masked,
-        hooks=TrainingHooks(after_step=after_step),
+        training=Training(after_step=after_step),
     )
     n = weight.numel()
     assert [s for s, _ in pruner.history] == [3, 6, 9, 10]  # every 3 steps of the 10-step ramp, and its end
@@ -196,9 +198,9 @@ def test_a_search_over_the_sparsity_against_capacity(run_tiny):
         training=TRAINING,
     )
     for record in result.records:
-        sparsity = record["decisions"]["sparsity"]
+        sparsity = record.decisions["sparsity"]
         assert 0.3 <= sparsity <= 0.9
-        mechanism = record["mechanism"]
+        mechanism = record.mechanism
         assert mechanism["sparsity_rule"] == "decided" and mechanism["sparsity"] == sparsity
         assert 0 < mechanism["capacity_used"] < 1
     assert math.isfinite(result.metrics["metrics"]["average_accuracy"])

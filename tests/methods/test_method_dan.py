@@ -9,7 +9,8 @@ import torch
 
 from growsearch.errors import ConfigError
 from growsearch.graph.compile import compile_view
-from growsearch.graph.specs import Combination, Conv2d, Head
+from growsearch.graph.specs import Conv2d, Head
+from growsearch.methods._dan_combination import Combination
 from growsearch.methods.base import TaskContext
 from growsearch.methods.dan import DAN
 from growsearch.runner import start_run
@@ -86,7 +87,7 @@ def test_each_later_task_adds_only_combinations_biases_and_a_head(runs, backbone
         assert isinstance(head.spec, Head)
         expected += head.spec.in_features * head.spec.out_features + head.spec.out_features
         assert parameters[task] - parameters[task - 1] == expected
-        mechanism = records[task]["mechanism"]
+        mechanism = records[task].mechanism
         assert mechanism["added_parameters"] == expected
         for layer in mechanism["layers"]:
             base_node = final.node(base[layer["layer"]])
@@ -94,12 +95,12 @@ def test_each_later_task_adds_only_combinations_biases_and_a_head(runs, backbone
             assert layer["full_layer_parameters"] == base_node.n_parameters
             assert layer["fraction_of_layer"] == layer["added_parameters"] / base_node.n_parameters
             assert layer["combination_change"] > 1e-3  # training moved A away from the identity
-    assert records[0]["mechanism"]["fraction_of_column"] == 1.0
+    assert records[0].mechanism["fraction_of_column"] == 1.0
 
 
 def _context(method: DAN, committed, stream, task: int) -> TaskContext:
     specs = method.specs_for(stream.input_shape)
-    return TaskContext(task, stream.tasks[task], committed, specs, ({},) * task, seed=0, n_tasks=5)
+    return TaskContext(task, stream.tasks[task], committed, specs, (), seed=0, n_tasks=5)
 
 
 @pytest.mark.parametrize("backbone", ["conv", "mlp"])
@@ -153,10 +154,10 @@ def test_the_search_picks_each_layer_against_added_parameters(search_run):
             added = sum(cost[i][choice] for i, choice in enumerate(structure)) + head
             assert read_record(trial).added_parameters == added, structure
             assert trial.values[1] == added
-        mechanism = records[task]["mechanism"]
+        mechanism = records[task].mechanism
         assert [c["trial"] for c in mechanism["candidates"]] == [t.number for t in trials]
-        chosen = records[task]["decisions"]["structure"]
-        assert records[task]["pareto_front"]  # chosen among the accuracy / size trade-offs
+        chosen = records[task].decisions["structure"]
+        assert records[task].pareto_front  # chosen among the accuracy / size trade-offs
         assert [layer["choice"] for layer in mechanism["layers"]] == chosen
         assert mechanism["added_parameters"] == sum(cost[i][c] for i, c in enumerate(chosen)) + head
     assert len(structures) > 2  # the sampler tried more than the paper's structure

@@ -9,19 +9,23 @@ from growsearch.grow.units import expand_units, split_units
 from growsearch.methods.base import TaskContext
 from growsearch.methods.den import DEN
 from growsearch.store.run_folder import RunFolder
+from growsearch.task_record import TaskRecord
 from growsearch.train.trainer import count_macs
 
 from tiny_runs import tiny_space
 
 FAST = {"max_iterations": 6, "head_iterations": 2}
 SHARED = ("den/L0", "den/L1")
+FIRST = TaskRecord(
+    task=0, chosen_trial=0, decisions={}, accuracy_row=[], parameters=0, train_macs=0, pass_macs=0
+)
 
 
 def test_split_units_keep_old_tasks_outputs_and_timestamps(run_tiny, digits_stream):
     result = run_tiny("den", options=FAST)
     run = RunFolder.open(result.path)
     final, _ = run.load_task(4)
-    splits = [sum(r["mechanism"]["split_units"]) for r in result.records[1:]]
+    splits = [sum(r.mechanism["split_units"]) for r in result.records[1:]]
     assert sum(splits) > 0, "the stream should exercise the split"
     for task in range(4):
         at_commit, _ = run.load_task(task)
@@ -41,7 +45,7 @@ def test_split_units_keep_old_tasks_outputs_and_timestamps(run_tiny, digits_stre
     widths = [run.load_task(t)[0].node("den/L0").spec.out_features for t in range(5)]
     owners = final.node("den/L0").owners["1.0.bias"]
     for task in range(1, 5):
-        added = result.records[task]["mechanism"]
+        added = result.records[task].mechanism
         assert widths[task] - widths[task - 1] == added["expanded_units"][0] + added["split_units"][0]
         assert (owners[widths[task - 1] : widths[task]] == task).all()
     assert result.metrics["metrics"]["forgetting"] == 0.0
@@ -66,7 +70,7 @@ def test_den_expands_only_when_the_loss_threshold_is_missed(digits_stream, optio
     space = tiny_space("den", options={**FAST, "expand_units": 3, **options})
     committed, specs = _first_task(space, digits_stream)
     torch.manual_seed(1)
-    ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, ({},), seed=0)
+    ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, (FIRST,), seed=0)
     with count_macs() as spent:
         candidate = DEN(space).build(params, ctx)
     done, decided = candidate.mechanism, candidate.decisions
@@ -119,7 +123,7 @@ def test_selective_retraining_selects_a_strict_subset_and_group_sparsity_drops_u
     space = tiny_space("den", options={**options, "loss_threshold": 0.0, "expand_units": 4})
     committed, specs = _first_task(space, digits_stream)
     torch.manual_seed(1)
-    ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, ({},), seed=0)
+    ctx = TaskContext(1, digits_stream.tasks[1], committed, specs, (FIRST,), seed=0)
     stages = DEN(space).build({}, ctx).mechanism
     assert stages.expanded and stages.stage_iterations[0] == 10
     assert any(s < old for s, old in zip(stages.selected_units, stages.old_units, strict=True)), stages

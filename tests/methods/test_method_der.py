@@ -43,7 +43,7 @@ def test_each_extractor_is_pruned_and_old_ones_never_change(der_run, digits_stre
     run = RunFolder.open(der_run.path)
     final, _ = run.load_task(4)
     for t, record in enumerate(der_run.records):
-        done = record["mechanism"]
+        done = record.mechanism
         assert done["units"] == [WIDTH, WIDTH]
         assert all(0 < kept < WIDTH for kept in done["units_kept"]), done  # the masks closed some units
         assert done["extractor_parameters"] < done["unpruned_parameters"]
@@ -56,7 +56,7 @@ def test_each_extractor_is_pruned_and_old_ones_never_change(der_run, digits_stre
         x = digits_stream.tasks[0].test.x
         old = compile_view(at_commit, t, output=f"t{t}/L1").module(x)
         assert torch.equal(compile_view(final, 4, output=f"t{t}/L1").module(x), old)
-    assert der_run.records[-1]["mechanism"]["classes_seen"] == 10
+    assert der_run.records[-1].mechanism["classes_seen"] == 10
 
 
 def extractor_nodes(t: int) -> list[str]:
@@ -72,17 +72,17 @@ def test_one_classifier_scores_every_task(der_run):
         head = graph.node(graph.head(t))
         assert head.inputs == (f"t{t}/features",) and head.spec.out_features == 2 * (t + 1)
         assert graph.node(f"t{t}/features").inputs == tuple(f"t{k}/L1" for k in range(t + 1))
-        assert all(a == 0.0 for a in record["accuracy_row"][t + 1 :])
-    learnt = [r["accuracy_row"][r["task"]] for r in der_run.records]
+        assert all(a == 0.0 for a in record.accuracy_row[t + 1 :])
+    learnt = [r.accuracy_row[r.task] for r in der_run.records]
     assert sum(learnt) / 5 > 0.8, learnt  # each task's classes are learnt among all seen so far
-    final = der_run.records[-1]["accuracy_row"]
+    final = der_run.records[-1].accuracy_row
     assert der_run.metrics["metrics"]["average_accuracy"] == pytest.approx(sum(final) / 5)
 
 
 def test_the_newest_head_is_what_the_rows_measure(der_run):
     stream = load_benchmark("split-digits", scenario="class-il", max_per_task=80, seed=0)
     graph, record = RunFolder.open(der_run.path).load_task(2)
-    assert [evaluate(graph, 2, task.test) for task in stream.tasks] == record["accuracy_row"]
+    assert [evaluate(graph, 2, task.test) for task in stream.tasks] == record.accuracy_row
 
 
 def test_the_memory_is_class_balanced_and_kept_with_each_task(der_run):
@@ -92,7 +92,7 @@ def test_the_memory_is_class_balanced_and_kept_with_each_task(der_run):
         classes = 2 * (t + 1)
         assert sorted(memory.x) == list(range(classes))
         assert {len(x) for x in memory.x.values()} == {MEMORY // classes}
-        assert record["mechanism"]["exemplars"] == (0 if t == 0 else len(_memory_after(run, t - 1)))
+        assert record.mechanism["exemplars"] == (0 if t == 0 else len(_memory_after(run, t - 1)))
 
 
 def _memory_after(run: RunFolder, t: int) -> ExemplarMemory:

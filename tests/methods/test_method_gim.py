@@ -1,7 +1,7 @@
 """GIM: a frozen LSTM module per task whose layers read the older modules' states step by step; old tasks'
-outputs never change; in class-IL the gate infers the task; a killed run resumes bit for bit; the module's
-hidden size may be searched, candidates of one size training as one pack; a network or benchmark that is
-not recurrent is refused by name."""
+outputs never change; in class-IL the task-inference autoencoders infer the task; a killed run resumes bit
+for bit; the module's hidden size may be searched, candidates of one size training as one pack; a network
+or benchmark that is not recurrent is refused by name."""
 
 from __future__ import annotations
 
@@ -59,21 +59,21 @@ def test_each_module_reads_every_older_modules_hidden_states(gim_class_il):
     final, _ = RunFolder.open(gim_class_il.path).load_task(4)
     assert final.node("t4/L0.seq").inputs == ("input", "t0/L0.seq", "t1/L0.seq", "t2/L0.seq", "t3/L0.seq")
     assert final.node("t4/L0.seq").spec == LSTM(8 + 4 * 8, 8, return_sequence=True)
-    mechanisms = [r["mechanism"] for r in gim_class_il.records]
+    mechanisms = [r.mechanism for r in gim_class_il.records]
     assert [m["lateral_parameters"] for m in mechanisms] == [4 * 8 * 8 * t for t in range(5)]
 
 
-def test_in_class_il_the_gate_infers_the_task(gim_class_il):
+def test_in_class_il_the_autoencoders_infer_the_task(gim_class_il):
     for record in gim_class_il.records:
-        t = record["task"]
-        assert record["task_inference"] == "expert-gate"
-        class_il_row, task_il_row = record["accuracy_row"], record["task_il_accuracy_row"]
-        routed = record["task_inference_row"]
+        t = record.task
+        assert record.task_inference == "expert-gate"
+        class_il_row, task_il_row = record.accuracy_row, record.task_il_accuracy_row
+        routed = record.task_inference_row
         for j in range(t + 1):  # right only when routed to its own task and right there
             assert 0 <= class_il_row[j] <= min(task_il_row[j], routed[j]) + 1e-9
     final = gim_class_il.records[-1]
-    assert sum(final["task_il_accuracy_row"]) / 5 > 0.85  # the modules learn their tasks
-    assert sum(final["task_inference_row"]) / 5 > 0.6  # the gate routes well above chance (0.2)
+    assert sum(final.task_il_accuracy_row) / 5 > 0.85  # the modules learn their tasks
+    assert sum(final.task_inference_row) / 5 > 0.6  # the autoencoders route well above chance (0.2)
 
 
 def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(gim_class_il, tmp_path):
@@ -85,8 +85,8 @@ def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(gim_c
 
     resumed = resume_run(run)
     assert_same_commits(resumed, gim_class_il, 4)
-    assert [r["task_inference_row"] for r in resumed.records] == [
-        r["task_inference_row"] for r in gim_class_il.records
+    assert [r.task_inference_row for r in resumed.records] == [
+        r.task_inference_row for r in gim_class_il.records
     ]
 
 
@@ -94,11 +94,11 @@ def test_the_modules_hidden_size_may_be_searched_per_task(tmp_path, one_thread):
     space = tiny_gim(options={"module_sizes": [4, 8]}, search={"n_trials": 2})
     result = start_run(space, sequences(n_tasks=2), tmp_path / "run")
     graph, _ = RunFolder.open(result.path).load_task(1)
-    sizes = [record["decisions"]["hidden_size"] for record in result.records]
+    sizes = [record.decisions["hidden_size"] for record in result.records]
     assert all(size in (4, 8) for size in sizes)
     assert [graph.node(f"t{t}/L0.seq").spec.hidden_size for t in (0, 1)] == sizes
     assert graph.node("t1/L0.seq").spec.input_size == 8 + sizes[0]
-    assert result.records[1]["mechanism"]["lateral_parameters"] == 4 * sizes[1] * sizes[0]
+    assert result.records[1].mechanism["lateral_parameters"] == 4 * sizes[1] * sizes[0]
 
 
 def test_candidates_of_one_module_size_train_together_as_a_pack(tmp_path, one_thread):

@@ -12,7 +12,9 @@ from growsearch.graph.compile import compile_for_training
 from growsearch.grow.gates import used_before
 from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
 from growsearch.store.run_folder import RunFolder
-from growsearch.train.trainer import Minibatches, fit
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import TrainingRun
+from growsearch.train.trainer import fit
 
 from tiny_runs import assert_old_tasks_unchanged
 
@@ -66,15 +68,15 @@ def test_one_step_updates_no_entry_where_cumulative_attention_is_one(hat_run, di
     committed, _ = run.load_task(0)
     ctx = _context(method, committed, digits_stream, task=1)
     candidate = method.build({}, ctx)
-    plan = method.training_plan(candidate, ctx)
-    program = compile_for_training(candidate.graph, 1, train_masks=plan.train_masks, gates=plan.gates)
+    training = candidate.training
+    program = compile_for_training(candidate.graph, 1, train_masks=training.train_masks, gates=training.gates)
     task = digits_stream.tasks[1]
     batches = Minibatches([task.train.x], task.train.y, 16, seed=0)
-    hooks = plan.prepare(program, batches)
+    training.start(TrainingRun(program, batches, epochs=1))
     before = {n: _weight(program, n).detach().clone() for n in LAYERS}
     parameters = [p for p in program.suffix.parameters() if p.requires_grad]
     settings = OptimizerSettings(name="sgd", lr=0.5, momentum=0.9)
-    fit(program.suffix, batches, parameters, settings, steps=3, masked=program.full.masked, hooks=hooks)
+    fit(program.suffix, batches, parameters, settings, steps=3, masked=program.full.masked, training=training)
     for i, node_id in enumerate(LAYERS):
         out_used = used_before(committed, node_id, 1)
         width = before[node_id].shape[1]
@@ -115,13 +117,13 @@ def test_the_record_shows_each_tasks_capacity(hat_run):
     final, _ = run.load_task(4)
     free_before = 1.0
     for task, record in enumerate(hat_run.records):
-        capacity = record["mechanism"]["capacity"]
+        capacity = record.mechanism["capacity"]
         gate = final.node("shared/L1").gates[task]
         layer1 = [c for c in capacity if c["layer"] == 1][0]
         assert layer1["used"] == float(gate.mean())
         assert layer1["free"] <= free_before
         free_before = layer1["free"]
-        assert 0 <= record["mechanism"]["capacity_used"] <= 1
+        assert 0 <= record.mechanism["capacity_used"] <= 1
 
 
 def test_a_search_over_s_max_and_c_against_capacity(run_tiny):
@@ -132,7 +134,7 @@ def test_a_search_over_s_max_and_c_against_capacity(run_tiny):
         training={"epochs": 1},
     )
     for record in result.records:
-        decisions = record["decisions"]
+        decisions = record.decisions
         assert 25 <= decisions["s_max"] <= 800 and 0.1 <= decisions["c"] <= 4
     assert math.isfinite(result.metrics["metrics"]["average_accuracy"])
 

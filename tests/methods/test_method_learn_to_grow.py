@@ -35,7 +35,7 @@ def _task(task_id: int, seed: int, signal: slice) -> Task:
 
 def _ctx(method, task: Task, committed: ModuleGraph) -> TaskContext:
     specs = method.specs_for((FEATURES,))
-    return TaskContext(task.task_id, task, committed, specs, ({},) * task.task_id, seed=0)
+    return TaskContext(task.task_id, task, committed, specs, (), seed=0)
 
 
 def _learn_first_task(method, task: Task) -> ModuleGraph:
@@ -137,9 +137,9 @@ def test_learn_to_grow_runs_the_stream_and_never_changes_old_tasks(run_tiny, dig
         assert torch.equal(compile_view(final, task).module(x), compile_view(at_commit, task).module(x))
     storage = run.storage("journal")
     for record in result.records:
-        task = record["task"]
-        structure = record["decisions"]["structure"]
-        assert record["decisions"]["strategy"] == strategy and len(structure) == 2
+        task = record.task
+        structure = record.decisions["structure"]
+        assert record.decisions["strategy"] == strategy and len(structure) == 2
         assert {choice.partition(":")[0] for choice in structure} <= {"reuse", "adapt", "new"}
         trials = optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
         assert len(trials) == (1 if task == 0 else 2)
@@ -148,5 +148,5 @@ def test_learn_to_grow_runs_the_stream_and_never_changes_old_tasks(run_tiny, dig
         elif strategy == "categorical":
             assert all(set(t.params) == {"layer0", "layer1"} for t in trials)
         else:
-            assert "architecture_weights" in record["decisions"] and all(not t.params for t in trials)
+            assert "architecture_weights" in record.decisions and all(not t.params for t in trials)
     assert result.metrics["metrics"]["forgetting"] == 0.0

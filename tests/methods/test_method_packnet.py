@@ -50,7 +50,7 @@ def test_pruning_follows_the_fractions_and_biases_belong_to_the_first_task(run_t
         if task == 4 and not prune_last_task:
             fraction = 0.0  # the authors' schedule: the last task keeps every free weight
         assert claimed == round((1 - fraction) * free)
-        mechanism = result.records[task]["mechanism"]
+        mechanism = result.records[task].mechanism
         assert mechanism["pruned_fraction"] == fraction
         layer1 = [c for c in mechanism["capacity"] if c["layer"] == 1][0]
         assert layer1["owned"] == claimed / total and layer1["free"] == (free - claimed) / total
@@ -74,7 +74,7 @@ def test_a_search_over_the_prune_fraction_against_capacity(run_tiny):
     owners = final.node("shared/L1").owners["0.weight"].flatten()
     free = owners.numel()
     for task, record in enumerate(result.records):
-        fraction = record["decisions"]["prune_fraction"]
-        assert 0.3 <= fraction <= 0.95 and record["mechanism"]["pruned_fraction"] == fraction
+        fraction = record.decisions["prune_fraction"]
+        assert 0.3 <= fraction <= 0.95 and record.mechanism["pruned_fraction"] == fraction
         assert int((owners == task).sum()) == round((1 - fraction) * free)  # the chosen trial's fraction
         free -= int((owners == task).sum())

@@ -45,18 +45,18 @@ def test_old_tasks_outputs_are_bit_identical_after_later_tasks(network, pae_run,
     result = pae_run if network is None else run_tiny("pae", network=network, options=TINY, training=TRAINING)
     assert_old_tasks_unchanged(result.path, digits_stream)
     assert result.metrics["metrics"]["forgetting"] == 0.0
-    assert sum(r["mechanism"]["expansions"] for r in result.records) >= 1  # expanded on the way
+    assert sum(r.mechanism["expansions"] for r in result.records) >= 1  # expanded on the way
 
 
 def test_the_network_expands_when_and_only_when_free_capacity_runs_out(pae_run):
-    expansions = [r["mechanism"]["expansions"] for r in pae_run.records]
+    expansions = [r.mechanism["expansions"] for r in pae_run.records]
     assert expansions[:3] == [0, 0, 0] and expansions[3] == 1
     for record in pae_run.records:
-        mechanism = record["mechanism"]
+        mechanism = record.mechanism
         assert (mechanism["expansions"] > 0) == (mechanism["free_before"] < 0.2)
         assert mechanism["free_after_expansion"] >= 0.2 or mechanism["size_multiplier"] == 2.0
     final, _ = RunFolder.open(pae_run.path).load_task(4)
-    multiplier = pae_run.records[4]["mechanism"]["size_multiplier"]
+    multiplier = pae_run.records[4].mechanism["size_multiplier"]
     expected = growing_stack.width_at(16, multiplier)
     assert growing_stack.widths(final, "shared", 2) == [expected, expected]
 
@@ -96,7 +96,7 @@ def test_each_task_owns_the_scheduled_share_of_what_it_trained(pae_run):
                     assert (node.weights[name][owners == FREE] == 0).all()
                 else:  # biases: the first task's, and a new group's for the task that expands
                     assert owned == trained
-        assert pae_run.records[t]["mechanism"]["capacity_used"] == pytest.approx(owned_total / entries)
+        assert pae_run.records[t].mechanism["capacity_used"] == pytest.approx(owned_total / entries)
         before = after
 
 
@@ -108,6 +108,6 @@ def test_a_search_over_the_sparsity_against_capacity(run_tiny):
         training=TRAINING,
     )
     for record in result.records:
-        sparsity = record["decisions"]["sparsity"]
-        assert 0.3 <= sparsity <= 0.9 and record["mechanism"]["sparsity"] == sparsity
+        sparsity = record.decisions["sparsity"]
+        assert 0.3 <= sparsity <= 0.9 and record.mechanism["sparsity"] == sparsity
     assert math.isfinite(result.metrics["metrics"]["average_accuracy"])

@@ -8,11 +8,13 @@ from growsearch.errors import ConfigError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.methods.algorithms.tournament import active_modules, tournament
+from growsearch.methods._pathnet_tournament import active_modules, tournament
 from growsearch.methods.base import TaskContext
 from growsearch.methods.pathnet import ModulePool, PathNet, add_path, pool_id
 from growsearch.store.run_folder import RunFolder
-from growsearch.train.trainer import Minibatches, TrainingHooks, count_macs, fit
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import Training
+from growsearch.train.trainer import count_macs, fit
 from growsearch.trial_record import read_record
 
 from tiny_runs import tiny_space
@@ -29,15 +31,15 @@ def committed_task0(stream, specs) -> ModuleGraph:
     return ops.freeze(graph, [n for n in graph.node_ids() if n != INPUT])
 
 
-def train_contestant(pool, active, batches, steps, training):
+def train_contestant(pool, active, batches, steps, config):
     """What PathNet's fitness does: the path trained for `steps` minibatches by the one trainer."""
     return fit(
         pool.path_module(active),
         batches,
         pool.trainable(active),
-        training.optimizer_settings(),
+        config.optimizer_settings(),
         steps=steps,
-        hooks=TrainingHooks(on_divergence="restore"),
+        training=Training(on_divergence="restore"),
         track_accuracy=True,
     )
 
@@ -153,7 +155,7 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
     final, _ = run.load_task(4)
     reused = 0
     for record in result.records:
-        task = record["task"]
+        task = record.task
         trials = optuna.load_study(study_name=f"task-{task}", storage=storage).get_trials()
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
         records = [read_record(t) for t in trials]
@@ -167,15 +169,15 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
                     assert winner[layer][slot] == old and step["child"][layer][slot] == new
                     winner[layer][slot] = new
                 assert step["child"] == winner
-        best = trials[record["chosen_trial"]]
-        assert record["decisions"]["path"] == read_record(best).decisions["path"]
-        assert record["train_macs"] > sum(r.search_macs for r in records) > 0
+        best = trials[record.chosen_trial]
+        assert record.decisions["path"] == read_record(best).decisions["path"]
+        assert record.train_macs > sum(r.search_macs for r in records) > 0
         # the committed path: its layer-l modules are the genome's distinct layer-l genes
-        for layer, modules in enumerate(record["decisions"]["path_modules"]):
+        for layer, modules in enumerate(record.decisions["path_modules"]):
             join = final.layer_nodes(task)[layer]
-            members = [n.split("@")[0] for n in final.node(join).inputs]
+            members = [final.node(n).shares or n for n in final.node(join).inputs]  # a module, or its sharer
             assert members == [pool_id(layer, m) for m in modules]
-        reused += len(record["decisions"]["reused_modules"])
+        reused += len(record.decisions["reused_modules"])
     assert reused > 0  # later tasks route through frozen modules
     assert all(node.frozen for _, node in final.nodes())
     for task in range(4):
@@ -186,7 +188,7 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
             assert all(torch.equal(v, final.node(node_id).weights[k]) for k, v in node.weights.items())
     assert result.metrics["metrics"]["bwt_lopez_paz"] == 0.0  # a[T-1][j] == a[j][j]: nothing forgotten
     assert result.metrics["metrics"]["forgetting"] == 0.0
-    assert result.metrics["decisions"] == [r["decisions"] for r in result.records]
+    assert result.metrics["decisions"] == [r.decisions for r in result.records]
 
 
 def test_a_diverging_contestant_loses_and_leaves_the_shared_pool_as_it_was(digits_stream):

@@ -68,7 +68,7 @@ def test_masks_pick_a_share_of_the_backbone_and_the_record_shows_it(piggyback_ru
     final, _ = RunFolder.open(piggyback_run.path).load_task(4)
     dropped = 0
     for task, record in enumerate(piggyback_run.records):
-        mechanism = record["mechanism"]
+        mechanism = record.mechanism
         assert mechanism["capacity_used"] == (1.0 if task == 0 else 0.0)
         for layer, node_id in enumerate(BACKBONE):
             (entry,) = [c for c in mechanism["capacity"] if c["layer"] == layer]

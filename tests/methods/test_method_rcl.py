@@ -1,5 +1,5 @@
 """RCL end to end on split digits: the sampled units are grown, old tasks never change, and a run killed
-with SIGKILL and resumed commits what an uninterrupted run commits (the controller is replayed)."""
+with SIGKILL and resumed commits what an uninterrupted run commits (the REINFORCE policy is replayed)."""
 
 from __future__ import annotations
 
@@ -40,19 +40,19 @@ def logits(graph: ModuleGraph, task: int, x: torch.Tensor) -> torch.Tensor:
         return compile_view(graph, task).module.eval()(x)
 
 
-def test_each_task_grows_the_units_the_controller_sampled(rcl_run):
+def test_each_task_grows_the_units_the_policy_sampled(rcl_run):
     run = RunFolder.open(rcl_run.path)
     final, _ = run.load_task(4)
     storage = run.storage("journal")
-    assert rcl_run.records[0]["decisions"] == {}  # the first task trains the base network
+    assert rcl_run.records[0].decisions == {}  # the first task trains the base network
     assert [final.node(f"t0/L{i}").spec.out_features for i in range(2)] == [16, 16]
     for record in rcl_run.records[1:]:
-        task, added = record["task"], record["decisions"]["add_units"]
+        task, added = record.task, record.decisions["add_units"]
         assert len(added) == 2 and all(0 <= n < 30 for n in added)
         for layer, n in enumerate(added):
             node_id = f"t{task}/L{layer}"
             assert (final.node(node_id).spec.out_features if node_id in final else 0) == n
-        top = 16 + sum(r["decisions"]["add_units"][1] for r in rcl_run.records[1 : task + 1])
+        top = 16 + sum(r.decisions["add_units"][1] for r in rcl_run.records[1 : task + 1])
         assert final.node(f"t{task}/head").spec.in_features == top  # the head reads every top-layer unit
         study = optuna.load_study(study_name=f"task-{task}", storage=storage)
         trials = study.get_trials(states=(TrialState.COMPLETE,))
@@ -62,7 +62,7 @@ def test_each_task_grows_the_units_the_controller_sampled(rcl_run):
             return t.value - 1e-4 * (t.params["add_units_L0"] + t.params["add_units_L1"])
 
         best = max(trials, key=lambda t: (reward(t), -t.number))  # the paper keeps the best reward
-        assert record["chosen_trial"] == best.number and record["val_accuracy"] == best.value
+        assert record.chosen_trial == best.number and record.val_accuracy == best.value
         for t in trials:
             units = t.params["add_units_L0"] + t.params["add_units_L1"]
             assert read_record(t).mechanism["complexity_penalty"] == pytest.approx(1e-4 * units)
@@ -113,7 +113,7 @@ def test_sigkill_mid_task_then_resume_commits_what_an_uninterrupted_run_commits(
     command += ["--runs-dir", str(tmp_path / "runs"), "--name", "killed"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    # kill during task 1's last architecture, once trial 1 is complete: the controller has learned from
+    # kill during task 1's last architecture, once trial 1 is complete: the policy has learned from
     # trials 0 and 1. (Killed earlier, later trials would get new numbers and so new training seeds.)
     _wait_for(lambda: (run / "trials" / "1" / "1" / "checksums.json").exists(), process)
     _wait_for(lambda: _completed(run, task=1, number=1), process)

@@ -13,12 +13,14 @@ from growsearch.errors import ConfigError, GraphError
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
-from growsearch.graph.specs import Blend, Head, Linear, spec_from_dict
+from growsearch.graph.specs import Head, Linear, spec_from_dict
+from growsearch.methods._side_tuning_blend import Blend
 from growsearch.methods.base import TaskContext
 from growsearch.methods.side_tuning import SideTuning, curriculum_alpha
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.store.run_folder import RunFolder
-from growsearch.train.trainer import Minibatches
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import TrainingRun
 
 from tiny_runs import (
     assert_old_tasks_unchanged,
@@ -73,7 +75,7 @@ def test_each_later_task_adds_a_smaller_distilled_side_network_a_blend_and_a_hea
     final, records = _final(result.path), RunFolder.open(result.path).records()
     base_layers = ["t0/L0", "t0/L1"]
     base_parameters = final.n_parameters(base_layers)
-    assert records[0]["mechanism"]["base_parameters"] == base_parameters
+    assert records[0].mechanism["base_parameters"] == base_parameters
     for task in range(1, 5):
         owned = sorted(n for n, node in final.nodes() if node.owner == task)
         assert owned == sorted([f"t{task}/side0", f"t{task}/side1", f"t{task}/blend", f"t{task}/head"])
@@ -84,7 +86,7 @@ def test_each_later_task_adds_a_smaller_distilled_side_network_a_blend_and_a_hea
         assert isinstance(blend.spec, Blend) and blend.merge == "stack"
         assert blend.inputs == ("t0/L1", f"t{task}/side1")  # the base first, the side second
         assert final.node(final.head(task)).inputs == (f"t{task}/blend",)
-        mechanism = records[task]["mechanism"]
+        mechanism = records[task].mechanism
         side = final.n_parameters([f"t{task}/side0", f"t{task}/side1"])
         assert mechanism["side_parameters"] == side < base_parameters
         assert mechanism["side_fraction_of_base"] == side / base_parameters
@@ -98,7 +100,7 @@ def test_each_later_task_adds_a_smaller_distilled_side_network_a_blend_and_a_hea
 
 def test_a_learned_alpha_trains_inside_its_range_and_each_task_keeps_its_own(runs):
     final, records = _final(runs["learned"].path), RunFolder.open(runs["learned"].path).records()
-    alphas = [records[t]["mechanism"]["alpha"] for t in range(1, 5)]
+    alphas = [records[t].mechanism["alpha"] for t in range(1, 5)]
     assert all(0 < a < 1 for a in alphas)
     assert all(abs(a - 0.5) > 1e-4 for a in alphas)  # training moved it from sigmoid(0)
     assert len(set(alphas)) == 4
@@ -112,27 +114,29 @@ def test_the_curriculum_anneals_alpha_from_the_base_alone_to_the_side_alone(runs
     assert [curriculum_alpha(s, 5, 1.0, 0.0) for s in range(1, 6)] == [1.0, 0.75, 0.5, 0.25, 0.0]
     assert curriculum_alpha(7, 5, 1.0, 0.0) == 0.0 and curriculum_alpha(1, 1, 0.8, 0.2) == 0.2
     records = RunFolder.open(runs["curriculum"].path).records()
-    assert [records[t]["mechanism"]["alpha"] for t in range(1, 5)] == [0.0] * 4  # where training ended
-    # the plan's hook over a real training program: alpha steps from 1 to 0
+    assert [records[t].mechanism["alpha"] for t in range(1, 5)] == [0.0] * 4  # where training ended
+    # the candidate's training over a real training program: alpha steps from 1 to 0
     space = _space(alpha="curriculum")
     method, base = SideTuning(space), RunFolder.open(runs["curriculum"].path).load_task(0)[0]
     task = digits_stream.tasks[1]
-    ctx = TaskContext(1, task, base, method.specs_for(digits_stream.input_shape), ({},), 0, 5)
+    ctx = TaskContext(1, task, base, method.specs_for(digits_stream.input_shape), (), 0, 5)
     candidate = method.build(method.defaults(), ctx)
     x = task.test.x  # untrained, at alpha = 1, the task computes exactly the base's features
     features = compile_view(base, 0, output="t0/L1").module(x)
     assert torch.equal(compile_view(candidate.graph, 1, output="t1/blend").module(x), features)
     program = compile_for_training(candidate.graph, 1)
     batches = Minibatches([task.train.x], task.train.y, 32, 0)
-    hooks = method.training_plan(candidate, ctx).prepare(program, batches)
+    training = candidate.training
+    training.start(TrainingRun(program, batches, TRAINING["epochs"]))
     blend = program.full.node_modules["t1/blend"]
     seen = []
     for step in range(1, TRAINING["epochs"] * math.ceil(len(batches) / 32) + 1):
-        hooks.before_step(step)
+        training.before_step(step)
         seen.append(blend.alpha.item())
     assert seen[0] == 1.0 and seen[-1] == 0.0 and len(set(seen)) == len(seen)
     assert all(a > b for a, b in zip(seen, seen[1:], strict=False)) and all(0 <= a <= 1 for a in seen)
-    assert SideTuning(_space()).training_plan(candidate, ctx) is None  # a learned alpha: plain training
+    learned = SideTuning(_space())
+    assert learned.build(learned.defaults(), ctx).training is None  # a learned alpha: plain training
 
 
 def test_a_blend_node_weights_base_and_side_and_round_trips_through_a_checkpoint(tmp_path):
@@ -166,15 +170,16 @@ def test_the_search_decides_width_and_alpha_with_the_papers_configuration_first(
     specs = method.specs_for(digits_stream.input_shape)
     graph = ModuleGraph(digits_stream.input_shape)
     contexts = [TaskContext(t, digits_stream.tasks[t], graph, specs, (), 0, 5) for t in (0, 1)]
-    assert [method.trial_budget(c) for c in contexts] == [1, 3]
-    assert method.initial_trials(contexts[0]) == []
-    assert method.initial_trials(contexts[1]) == [{"side_width": 0.25, "alpha_init": 0.5}]
+    plans = [method.search_plan(c) for c in contexts]
+    assert [plan.budget for plan in plans] == [1, 3]
+    assert plans[0].initial == ()
+    assert plans[1].initial == ({"side_width": 0.25, "alpha_init": 0.5},)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     decided = method.decide(study.ask(), contexts[1])
     assert 0.1 <= decided["side_width"] <= 0.5 and 0.1 <= decided["alpha_init"] <= 0.9
     assert method.decide(study.ask(), contexts[0]) == {}
     curriculum = SideTuning(tiny_space("side-tuning", options={"alpha": "curriculum"}))
-    assert curriculum.initial_trials(contexts[1]) == [{"side_width": 0.25}]
+    assert curriculum.search_plan(contexts[1]).initial == ({"side_width": 0.25},)
     with pytest.raises(ConfigError, match="side_width_range"):
         SideTuning(tiny_space("side-tuning", options={"side_width_range": [0.3, 0.5]}))
     with pytest.raises(ConfigError, match="alpha_start"):
@@ -185,9 +190,9 @@ def test_side_tuning_runs_class_il_with_the_task_inferred(tmp_path):
     options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0)
     result = start_run(_space(), options, tmp_path / "run")
     final = result.records[-1]
-    assert final["task_inference"] == "expert-gate"
-    assert all(0 <= a <= t for a, t in zip(final["accuracy_row"], final["task_il_accuracy_row"], strict=True))
-    assert sum(final["task_il_accuracy_row"]) / 5 > 0.8
+    assert final.task_inference == "expert-gate"
+    assert all(0 <= a <= t for a, t in zip(final.accuracy_row, final.task_il_accuracy_row, strict=True))
+    assert sum(final.task_il_accuracy_row) / 5 > 0.8
 
 
 def test_kill_minus_9_and_resume_commits_what_an_uninterrupted_run_commits(tmp_path):

@@ -13,8 +13,10 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import TaskContext
 from growsearch.methods.xdg import XdG, draw_gate
 from growsearch.store.run_folder import RunFolder
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import Training
 from growsearch.train.stabilisers import ANCHOR, IMPORTANCE, Stabiliser
-from growsearch.train.trainer import Minibatches, fit
+from growsearch.train.trainer import fit
 
 from tiny_runs import tiny_options, tiny_space
 
@@ -78,7 +80,7 @@ def test_each_task_opens_a_fixed_share_drawn_from_its_seed(xdg_runs):
         assert [int(g.sum()) for g in gates.values()] == [4] * 5  # round(0.2 * 20) each
         assert len({tuple(g.tolist()) for g in gates.values()}) > 1
     assert torch.equal(draw_gate(20, 0.8, seed=3), draw_gate(20, 0.8, seed=3))
-    record = xdg_runs["none"].records[2]["mechanism"]
+    record = xdg_runs["none"].records[2].mechanism
     assert record["gates"][0]["open"] == 4 and record["capacity_used"] == pytest.approx(0.2)
 
 
@@ -99,7 +101,7 @@ def test_a_stabiliser_holds_weights_earlier_tasks_found_important(xdg_runs):
     final, _ = RunFolder.open(xdg_runs["si"].path).load_task(4)
     state = final.node("shared/L0").state
     assert any(k.startswith(IMPORTANCE) for k in state) and any(k.startswith(ANCHOR) for k in state)
-    means = [r["mechanism"]["gates"][0]["mean_importance"] for r in xdg_runs["si"].records]
+    means = [r.mechanism["gates"][0]["mean_importance"] for r in xdg_runs["si"].records]
     assert means == sorted(means) and means[0] > 0  # importance accumulates over tasks
 
 
@@ -110,11 +112,15 @@ def test_si_integrates_minus_update_times_task_gradient(digits_stream):
     graph = method.build({}, ctx).graph
     stabiliser = Stabiliser("si", 1.0, graph, LAYERS)
     program = compile_for_training(graph, 0)
-    hooks = stabiliser.hooks(program)
+    stabiliser.bind(program)
+    training = Training(
+        penalty=stabiliser.penalty, before_step=stabiliser.before_step, after_step=stabiliser.after_step
+    )
     task = digits_stream.tasks[0]
     batches = Minibatches([task.train.x], task.train.y, 32, seed=0)
     parameters = [p for p in program.suffix.parameters() if p.requires_grad]
-    fit(program.suffix, batches, parameters, OptimizerSettings(name="sgd", lr=0.1), steps=1, hooks=hooks)
+    settings = OptimizerSettings(name="sgd", lr=0.1)
+    fit(program.suffix, batches, parameters, settings, steps=1, training=training)
     for key, parameter in stabiliser.parameters.items():
         torch.testing.assert_close(stabiliser.path[key], 0.1 * parameter.grad**2)
 
@@ -158,4 +164,4 @@ def test_a_search_over_the_gated_fraction_against_capacity(run_tiny):
         training={"epochs": 1},
     )
     for record in result.records:
-        assert 0.5 <= record["decisions"]["gated_fraction"] <= 0.95
+        assert 0.5 <= record.decisions["gated_fraction"] <= 0.95

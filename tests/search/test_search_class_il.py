@@ -11,9 +11,9 @@ import pytest
 
 from growsearch.errors import CheckpointError, ConfigError, ScenarioError
 from growsearch.report.html_report import write_report
-from growsearch.runner import RunOptions, inference_note, resume_run, start_run
-from growsearch.search.controller import SilentReporter
-from growsearch.store.run_folder import GATE_FILE
+from growsearch.runner import RunOptions, resume_run, scenario_plan, start_run
+from growsearch.search.pipeline import SilentReporter
+from growsearch.store.run_folder import AUTOENCODER_FILE
 
 from tiny_runs import assert_same_commits, tiny_space
 
@@ -28,21 +28,19 @@ def pnn_class_il(tmp_path_factory):
 
 
 def test_a_task_il_method_runs_class_il_with_the_task_inferred(pnn_class_il):
-    assert "ExpertGate" in inference_note(tiny_space("pnn"), class_il())
+    assert "ExpertGate" in scenario_plan(tiny_space("pnn"), class_il()).note
     for record in pnn_class_il.records:
-        t = record["task"]
-        assert record["task_inference"] == "expert-gate"
-        assert (pnn_class_il.path / "tasks" / str(t) / GATE_FILE).is_file()
-        class_il_row, task_il_row = record["accuracy_row"], record["task_il_accuracy_row"]
-        routed = record["task_inference_row"]
+        t = record.task
+        assert record.task_inference == "expert-gate"
+        assert (pnn_class_il.path / "tasks" / str(t) / AUTOENCODER_FILE).is_file()
+        class_il_row, task_il_row = record.accuracy_row, record.task_il_accuracy_row
+        routed = record.task_inference_row
         for j in range(t + 1):  # right only when routed to its own task and right there
             assert 0 <= class_il_row[j] <= min(task_il_row[j], routed[j]) + 1e-9
         assert all(a == 0.0 for a in class_il_row[t + 1 :])  # no gate can pick a task not yet learned
     final = pnn_class_il.records[-1]
-    assert sum(final["task_inference_row"]) / 5 > 0.6  # the gate routes well above chance (0.2)
-    assert pnn_class_il.metrics["metrics"]["average_accuracy"] == pytest.approx(
-        sum(final["accuracy_row"]) / 5
-    )
+    assert sum(final.task_inference_row) / 5 > 0.6  # the gate routes well above chance (0.2)
+    assert pnn_class_il.metrics["metrics"]["average_accuracy"] == pytest.approx(sum(final.accuracy_row) / 5)
 
 
 def test_an_interrupted_class_il_run_resumes_with_its_gates(pnn_class_il, tmp_path):
@@ -55,17 +53,17 @@ def test_an_interrupted_class_il_run_resumes_with_its_gates(pnn_class_il, tmp_pa
         start_run(tiny_space("pnn"), class_il(), tmp_path / "run", reporter=StopAfterTaskOne())
     said = []
     resumed = resume_run(tmp_path / "run", announce=said.append)
-    assert said == ["2 task(s) committed (0..1) with their task-inference gates; task 2 starts afresh"]
+    assert said == ["2 task(s) committed (0..1) with their task-inference autoencoders; task 2 starts afresh"]
     assert_same_commits(resumed, pnn_class_il, 4)
-    assert [r["task_inference_row"] for r in resumed.records] == [
-        r["task_inference_row"] for r in pnn_class_il.records
+    assert [r.task_inference_row for r in resumed.records] == [
+        r.task_inference_row for r in pnn_class_il.records
     ]
 
 
 def test_a_torn_gate_is_refused_on_resume(pnn_class_il, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(pnn_class_il.path, run)
-    gate = run / "tasks" / "1" / GATE_FILE
+    gate = run / "tasks" / "1" / AUTOENCODER_FILE
     gate.write_bytes(gate.read_bytes()[:-7])
     with pytest.raises(CheckpointError, match="gate.safetensors does not match its checksum"):
         resume_run(run)
@@ -84,8 +82,8 @@ def test_what_the_scenario_cannot_honour_is_refused_by_name():
 def test_metrics_and_report_show_the_task_inference(pnn_class_il):
     metrics = json.loads((pnn_class_il.path / "metrics.json").read_text())
     assert metrics["task_inference"] == "expert-gate"
-    assert metrics["task_inference_accuracy"][-1] == pnn_class_il.records[-1]["task_inference_row"]
-    assert metrics["task_il_accuracy"][-1] == pnn_class_il.records[-1]["task_il_accuracy_row"]
+    assert metrics["task_inference_accuracy"][-1] == pnn_class_il.records[-1].task_inference_row
+    assert metrics["task_il_accuracy"][-1] == pnn_class_il.records[-1].task_il_accuracy_row
     write_report(pnn_class_il.path, engine="matplotlib")
     page = (pnn_class_il.path / "report.html").read_text()
     assert "Task inference" in page and "routed to it" in page
@@ -97,12 +95,12 @@ def test_a_task_il_method_runs_domain_il_with_the_task_inferred(tmp_path):
     scored too (class-IL scores them 0)."""
     options = RunOptions(benchmark="permuted-digits", scenario="domain-il", n_tasks=3, max_per_task=200)
     space = tiny_space("pnn", training={"epochs": 10, "lr": 0.1})
-    assert "scored domain-il" in inference_note(space, options)
+    assert "scored domain-il" in scenario_plan(space, options).note
     result = start_run(space, options, tmp_path / "run")
     first, last = result.records[0], result.records[-1]
-    assert first["task_inference"] == "expert-gate"
-    assert first["task_inference_row"] == [1.0, 0.0, 0.0]  # one gate: everything goes to task 0's head
-    assert all(0 < a < 0.3 for a in first["accuracy_row"][1:])  # scored: near chance through that head
-    assert last["task_inference_row"] == [1.0, 1.0, 1.0]  # permutations are told apart
-    assert last["accuracy_row"] == last["task_il_accuracy_row"]  # routed right: as if the task were given
-    assert min(last["accuracy_row"]) > 0.5
+    assert first.task_inference == "expert-gate"
+    assert first.task_inference_row == [1.0, 0.0, 0.0]  # one gate: everything goes to task 0's head
+    assert all(0 < a < 0.3 for a in first.accuracy_row[1:])  # scored: near chance through that head
+    assert last.task_inference_row == [1.0, 1.0, 1.0]  # permutations are told apart
+    assert last.accuracy_row == last.task_il_accuracy_row  # routed right: as if the task were given
+    assert min(last.accuracy_row) > 0.5

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from growsearch.methods import get_method
-from growsearch.search.controller import committed_trial
+from growsearch.search.task_search import committed_trial
 from growsearch.trial_record import TrialRecord
 
 from tiny_runs import tiny_space
@@ -55,8 +55,8 @@ def test_rcl_and_cleas_commit_the_best_reward_so_fewer_units_win_a_tie(method):
     units = {"add_units_L0": 10, "add_units_L1": 10}
     fewer = {"add_units_L0": 2, "add_units_L1": 1}
     study = _study([(0.95, 50, units), (0.95, 10, fewer)])
-    assert committed_trial(study, 1, 0.0, scorer.selection_score).number == 1
+    assert committed_trial(study, 1, 0.0, scorer.score).number == 1
     study = _study([(0.9502, 50, units), (0.95, 10, fewer)])  # +0.0002 accuracy for 17 more units
-    assert committed_trial(study, 1, 0.0, scorer.selection_score).number == 1
+    assert committed_trial(study, 1, 0.0, scorer.score).number == 1
     study = _study([(0.96, 50, units), (0.95, 10, fewer)])  # +0.01 for 17 units: worth it at 1e-4 a unit
-    assert committed_trial(study, 1, 0.0, scorer.selection_score).number == 0
+    assert committed_trial(study, 1, 0.0, scorer.score).number == 0

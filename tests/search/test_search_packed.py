@@ -1,6 +1,6 @@
 """Searches that train their trials in packs (`search.pack`): the study is asked for a pack of trials, their
 candidates train together, each is told its own result; a pack interrupted between its tells resumes
-bit for bit; the REINFORCE controller learns once per pack; MNTDP-D's deterministic search commits what it
+bit for bit; the REINFORCE policy learns once per pack; MNTDP-D's deterministic search commits what it
 commits one trial at a time."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 from growsearch.methods.algorithms.reinforce import ReinforceSampler
 from growsearch.methods.base import TaskContext
 from growsearch.runner import build_method, load_stream, resume_run, start_run
-from growsearch.search.controller import SilentReporter, free_memory
+from growsearch.search.pipeline import SilentReporter
 from growsearch.store.run_folder import RunFolder
+from growsearch.train.pack_sizing import free_memory
 from growsearch.trial_record import next_pack, pack_of
 
 from tiny_runs import assert_same_commits, tiny_options, tiny_space
@@ -40,17 +41,15 @@ def test_trials_are_asked_in_packs_that_share_one_layout(rcl_packed):
         assert [pack_of(t) for t in trials] == [0, 0, 0, 3, 3, 3]
         layouts = [t.user_attrs.get("pack_layout") for t in trials]  # on each pack's first trial
         assert layouts[0] and layouts[3] and layouts[1:3] == layouts[4:6] == [None, None]
-    assert len(rcl_packed.records[2]["mechanism"]["rewards"]) == 6
+    assert len(rcl_packed.records[2].mechanism["rewards"]) == 6
 
 
-def test_the_replayed_controller_makes_one_update_per_pack(rcl_packed):
+def test_the_replayed_policy_makes_one_update_per_pack(rcl_packed):
     stream = load_stream(tiny_options())
     method = build_method(tiny_space("rcl", **RCL_PACKED), stream)
     study = _study(rcl_packed.path, 1)
-    ctx = TaskContext(
-        1, stream.tasks[1], None, method.specs_for(stream.input_shape), ({},), seed=0, n_tasks=5
-    )
-    sampler = method.sampler(ctx)
+    ctx = TaskContext(1, stream.tasks[1], None, method.specs_for(stream.input_shape), (), seed=0, n_tasks=5)
+    sampler = method.search_plan(ctx).sampler
     assert isinstance(sampler, ReinforceSampler)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     sampler.catch_up(trials, 3)

@@ -14,8 +14,10 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods import get_method
 from growsearch.methods.base import TaskContext
 from growsearch.train import trainer
+from growsearch.train.batches import Minibatches
+from growsearch.train.extension import Phase, Training
 from growsearch.train.optim import make_optimizer
-from growsearch.train.trainer import Minibatches, Phase, TrainingHooks, count_macs, fit
+from growsearch.train.trainer import count_macs, fit
 
 from tiny_runs import tiny_space
 
@@ -44,7 +46,7 @@ def test_a_nonfinite_loss_fails_naming_the_epoch_and_step():
             list(model.parameters()),
             SGD,
             epochs=3,
-            hooks=TrainingHooks(
+            training=Training(
                 before_step=lambda step: step == 6 and model[0].weight.data.fill_(float("nan"))
             ),
         )
@@ -61,7 +63,7 @@ def test_on_divergence_restore_puts_the_parameters_back_and_says_so():
         list(model.parameters()),
         exploding,
         steps=20,
-        hooks=TrainingHooks(on_divergence="restore"),
+        training=Training(on_divergence="restore"),
     )
     assert result.diverged and 0 < result.steps <= 20
     assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
@@ -109,7 +111,7 @@ def test_hooks_add_a_penalty_run_after_each_step_and_an_extra_phase_on_its_own_b
             list(model.parameters()),
             SGD,
             epochs=2,
-            hooks=TrainingHooks(penalty=penalty, after_step=lambda o: steps.append(o.step), phases=(extra,)),
+            training=Training(penalty=penalty, after_step=lambda o: steps.append(o.step), phases=(extra,)),
             macs_per_sample=100,
         )
     assert steps == list(range(1, 9)) and len(penalties) == 8 and result.steps == 8

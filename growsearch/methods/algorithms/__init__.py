@@ -1,3 +1,3 @@
-"""Search algorithms that serve one method each and that Optuna lacks: PathNet's binary tournament GA,
-the REINFORCE controller of RCL and CLEAS (an Optuna sampler), DARTS's super-network for Learn to Grow, and
-MNTDP's task-driven prior."""
+"""Algorithms shared by several methods live here (the REINFORCE policy of RCL and CLEAS, MNTDP's
+task-driven prior for MNTDP-D and MNTDP-S, ...); a method's own helpers sit beside it as
+`methods/_NAME_*.py` (PathNet's tournament GA: `methods/_pathnet_tournament.py`)."""

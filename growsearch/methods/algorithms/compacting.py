@@ -9,9 +9,9 @@ One shared owner-tracked stack (`growing_stack`) plus a head per task. For task 
 3. claim: t owns the entries it kept (and the FREE biases: the first task's, or a new group's), so every
    later task sees them fixed; a task's view is the weights owned by tasks <= t (times its own mask), so an
    old task's outputs are bit-identical after later tasks;
-4. retrain (the controller's training of the candidate: `training.epochs`): the kept weights, and CPG's
+4. retrain (the candidate's training by the search: `training.epochs`): the kept weights, and CPG's
    picking mask resumed from where training left it (the authors' `--finetune_again` restarts it at 1e-2
-   and keeps the result only if validation accuracy improves; the controller keeps what it trains, and a
+   and keeps the result only if validation accuracy improves; the search keeps what it trains, and a
    resumed mask starts the retraining from the model that was validated).
 Biases are trained by the task that creates them and then fixed (PackNet's rule; the authors keep biases
 and batch norm per task, which owner-tracked weights cannot hold).
@@ -25,17 +25,26 @@ from typing import Any
 
 import torch
 
-from growsearch.config.schema import require
-from growsearch.config.training import TrainingConfig
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.grow import operators as ops
 from growsearch.methods.algorithms import growing_stack as stack
 from growsearch.methods.algorithms.gradual_pruning import Entries, GradualPruner, pruned_fraction
 from growsearch.methods.algorithms.weight_masks import MaskKey, attach_masks, matrix_parameters, store_masks
-from growsearch.methods.base import TaskContext
-from growsearch.train.candidate import TrainingPlan, TrainingResult, evaluate, resolve_device, train_candidate
-from growsearch.train.trainer import NO_HOOKS, Minibatches, TrainingHooks
+from growsearch.methods.toolkit import (
+    FREE,
+    PLAIN,
+    ModuleGraph,
+    TaskContext,
+    Training,
+    TrainingConfig,
+    TrainingProgram,
+    TrainingResult,
+    TrainingRun,
+    evaluate,
+    node_data,
+    ops,
+    require,
+    resolve_device,
+    train_candidate,
+)
 
 PREFIX = "shared"
 
@@ -129,7 +138,7 @@ def _seed() -> int:
 
 
 def train(
-    graph: ModuleGraph, ctx: TaskContext, config: TrainingConfig, epochs: int, plan: TrainingPlan | None
+    graph: ModuleGraph, ctx: TaskContext, config: TrainingConfig, epochs: int, training: Training | None
 ) -> TrainingResult:
     task = ctx.task
     return train_candidate(
@@ -140,7 +149,7 @@ def train(
         config,
         seed=_seed(),
         epochs=epochs,
-        plan=plan or TrainingPlan(),
+        training=training or PLAIN,
     )
 
 
@@ -150,13 +159,13 @@ def train_accuracy(graph: ModuleGraph, ctx: TaskContext, config: TrainingConfig)
     )
 
 
-def picking_plan(
+def picking(
     graph: ModuleGraph,
     ctx: TaskContext,
     mask: MaskSettings,
     train_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     start: Mapping[MaskKey, torch.Tensor] | None = None,
-) -> TrainingPlan | None:
+) -> Training | None:
     """A mask over every earlier task's weight in the stack, learnt with the task (from `start`'s binary
     masks, else from scratch) and stored as its mask; its gradient reaches only those entries (the task's
     own and free entries stay 1). None: nothing to pick."""
@@ -169,14 +178,13 @@ def picking_plan(
         return None
     attached = {}
 
-    def prepare(program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-        attached.update(attach_masks(program, old, mask.init, mask.threshold, start))
-        return NO_HOOKS
+    def attach(run: TrainingRun) -> None:
+        attached.update(attach_masks(run.program, old, mask.init, mask.threshold, start))
 
-    def finish(trained: ModuleGraph, program: TrainingProgram) -> None:
-        store_masks(trained, ctx.task_id, attached)
+    def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+        return store_masks(trained, ctx.task_id, attached)
 
-    return TrainingPlan(train_masks=train_masks, prepare=prepare, finish=finish)
+    return Training(train_masks=train_masks, start=attach, finish=finish)
 
 
 def prunable_entries(graph: ModuleGraph, ctx: TaskContext) -> Entries:
@@ -203,7 +211,7 @@ def compact(
         pruner = GradualPruner(
             prunable, previous, sparsity, options.ramp_epochs, options.prune_every, pruned=dict(pruned or {})
         )
-        result = train(graph, ctx, config, options.prune_epochs, pruner.plan())
+        result = train(graph, ctx, config, options.prune_epochs, pruner.training())
         graph, pruned, previous = result.graph, pruner.pruned, sparsity
         stages.append(Stage(sparsity, result.val_accuracy, graph, pruned))
     return stages
@@ -212,40 +220,41 @@ def compact(
 def claim_kept(graph: ModuleGraph, ctx: TaskContext, pruned: Entries) -> ModuleGraph:
     """The task owns every FREE entry of the stack it did not prune (its kept weights, and the FREE biases);
     the pruned ones are zero and stay FREE."""
-    grown = graph.copy()
-    for node_id in stack_nodes(grown, ctx):
-        node = grown.node(node_id)
+    zeroed: dict[str, dict[str, torch.Tensor]] = {}
+    kept: dict[str, dict[str, torch.Tensor]] = {}
+    for node_id in stack_nodes(graph, ctx):
+        node = graph.node(node_id)
         for name, owners in node.owners.items():
             free = owners == FREE
             dropped = pruned.get((node_id, name), torch.zeros_like(free))
-            node.weights[name] = node.weights[name].masked_fill(free & dropped, 0.0)
-            owners[free & ~dropped] = ctx.task_id
-    return grown
+            zeroed.setdefault(node_id, {})[name] = node.weights[name].masked_fill(free & dropped, 0.0)
+            kept.setdefault(node_id, {})[name] = ~dropped
+    return ops.claim_entries(node_data.with_weights(graph, zeroed), ctx.task_id, kept)
 
 
-def take_masks(graph: ModuleGraph, ctx: TaskContext) -> dict[MaskKey, torch.Tensor]:
-    """Remove the task's masks from the stack's nodes (in place), returning them."""
+def take_masks(graph: ModuleGraph, ctx: TaskContext) -> tuple[ModuleGraph, dict[MaskKey, torch.Tensor]]:
+    """`graph` without the task's masks on the stack's nodes, and those masks."""
     taken = {}
     for node_id in stack_nodes(graph, ctx):
-        for name, mask in graph.node(node_id).masks.pop(ctx.task_id, {}).items():
+        for name, mask in graph.node(node_id).masks.get(ctx.task_id, {}).items():
             taken[node_id, name] = mask
-    return taken
+    return node_data.without_masks(graph, ctx.task_id, stack_nodes(graph, ctx)), taken
 
 
-def retraining_plan(
+def retraining(
     graph: ModuleGraph,
     ctx: TaskContext,
-    picking: MaskSettings | None,
+    mask: MaskSettings | None,
     start: Mapping[MaskKey, torch.Tensor] | None = None,
-) -> TrainingPlan:
-    """The controller's training of the candidate: the task's kept weights (FREE ones held at zero), with
+) -> Training:
+    """The candidate's training (its `Training`): the task's kept weights (FREE ones held at zero), with
     its picking mask resumed from `start` when the method picks."""
     train_masks = {
         node_id: {name: owners == ctx.task_id for name, owners in graph.node(node_id).owners.items()}
         for node_id in stack_nodes(graph, ctx)
     }
-    plan = picking_plan(graph, ctx, picking, train_masks, start) if picking is not None else None
-    return plan or TrainingPlan(train_masks=train_masks)
+    picked = picking(graph, ctx, mask, train_masks, start) if mask is not None else None
+    return picked or Training(train_masks=train_masks)
 
 
 # ---- what the record shows -------------------------------------------------------------------------------

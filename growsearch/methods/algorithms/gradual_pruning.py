@@ -20,10 +20,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from growsearch.graph.compile import MaskedParameter, TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.train.candidate import TrainingPlan
-from growsearch.train.trainer import Minibatches, StepOutcome, TrainingHooks
+from growsearch.methods.toolkit import (
+    MaskedParameter,
+    ModuleGraph,
+    StepOutcome,
+    Training,
+    TrainingProgram,
+    TrainingRun,
+    node_data,
+)
 
 EXPONENT = 3  # `sparsity_func_exponent` in the reference
 
@@ -64,12 +69,11 @@ class GradualPruner:
             masks.setdefault(node_id, {})[name] = prunable & ~self.pruned[node_id, name]
         return masks
 
-    def prepare(self, program: TrainingProgram, batches: Minibatches) -> TrainingHooks:
-        found = {(m.node_id, m.name): m for m in program.full.masked}
+    def start(self, run: TrainingRun) -> None:
+        """Bind to the compiled candidate's prunable parameters; the ramp's length in steps."""
+        found = {(m.node_id, m.name): m for m in run.program.full.masked}
         self._masked = {key: found[key] for key in self.prunable}
-        steps_per_epoch = max(1, math.ceil(len(batches) / batches.batch_size))
-        self._end = max(1, self.ramp_epochs * steps_per_epoch)
-        return TrainingHooks(after_step=self.after_step)
+        self._end = max(1, self.ramp_epochs * run.steps_per_epoch)
 
     def after_step(self, outcome: StepOutcome) -> None:
         step = outcome.step
@@ -101,14 +105,18 @@ class GradualPruner:
             masked.frozen_values.masked_fill_(on_device, 0.0)
             masked.parameter.masked_fill_(on_device, 0.0)
 
-    def finish(self, graph: ModuleGraph, program: TrainingProgram) -> None:
-        """Zero the pruned entries in the trained graph (`write_back` copies only what still trained)."""
+    def finish(self, graph: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+        """The trained graph with the pruned entries zero (`write_back` copies only what still trained)."""
+        zeroed: dict[str, dict[str, torch.Tensor]] = {}
         for (node_id, name), pruned in self.pruned.items():
-            node = graph.node(node_id)
-            node.weights[name] = node.weights[name].masked_fill(pruned, 0.0)
+            zeroed.setdefault(node_id, {})[name] = graph.node(node_id).weights[name].masked_fill(pruned, 0.0)
+        return node_data.with_weights(graph, zeroed)
 
-    def plan(self) -> TrainingPlan:
-        return TrainingPlan(train_masks=self.train_masks(), prepare=self.prepare, finish=self.finish)
+    def training(self) -> Training:
+        """The stage's training: the unpruned prunable entries train, pruning after steps of the ramp."""
+        return Training(
+            train_masks=self.train_masks(), start=self.start, after_step=self.after_step, finish=self.finish
+        )
 
     def sparsity(self) -> dict[tuple[str, str], float]:
         """The pruned share of each tensor's prunable entries."""

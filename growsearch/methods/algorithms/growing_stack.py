@@ -20,20 +20,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import NodeSpec, Shape
-from growsearch.grow import operators as ops
-from growsearch.grow.backbone import head_spec
-from growsearch.grow.neurons import resized, width
+from growsearch.methods.toolkit import INPUT, ModuleGraph, NodeSpec, Shape, head_node, head_spec, neurons, ops
+
+
+def group_id(prefix: str, layer: int, step: int = 0) -> str:
+    """The node id of `layer`'s unit group added by growth step `step` (0: the stack's own node)."""
+    first = f"{prefix}/L{layer}"
+    return first if step == 0 else f"{first}.g{step}"
 
 
 def groups(graph: ModuleGraph, prefix: str, layer: int) -> list[str]:
     """The unit groups of `layer`, oldest first: `{prefix}/L{layer}`, then one per growth step."""
-    first = f"{prefix}/L{layer}"
-    found = [first] if first in graph else []
+    found = [group_id(prefix, layer)] if group_id(prefix, layer) in graph else []
     step = 1
-    while f"{first}.g{step}" in graph:
-        found.append(f"{first}.g{step}")
+    while group_id(prefix, layer, step) in graph:
+        found.append(group_id(prefix, layer, step))
         step += 1
     return found
 
@@ -48,7 +49,7 @@ def growth_steps(graph: ModuleGraph, prefix: str) -> int:
 
 def widths(graph: ModuleGraph, prefix: str, n_layers: int) -> list[int]:
     """Units (channels) of every layer, all its groups together."""
-    return [sum(width(graph.node(n).spec) for n in groups(graph, prefix, i)) for i in range(n_layers)]
+    return [sum(neurons.width(graph.node(n).spec) for n in groups(graph, prefix, i)) for i in range(n_layers)]
 
 
 def width_at(base: int, size_multiplier: float) -> int:
@@ -72,10 +73,10 @@ def grow(
     step = growth_steps(grown, prefix) + 1
     added = []
     for layer, spec in enumerate(specs):
-        extra = max(1, width_at(width(spec), size_multiplier) - current[layer])
+        extra = max(1, width_at(neurons.width(spec), size_multiplier) - current[layer])
         reads = groups(grown, prefix, layer - 1) if layer > 0 else [INPUT]
-        node_id = f"{prefix}/L{layer}.g{step}"
-        new_spec = resized(spec, _concat_shape(grown, reads), extra)
+        node_id = group_id(prefix, layer, step)
+        new_spec = neurons.resized(spec, _concat_shape(grown, reads), extra)
         merge = "concat" if len(reads) > 1 else None
         grown.add(node_id, new_spec, reads, owner, merge=merge, layer=layer)
         added.append(node_id)
@@ -87,6 +88,6 @@ def add_head(graph: ModuleGraph, task: int, prefix: str, n_layers: int, n_output
     grown = graph.copy()
     reads = groups(grown, prefix, n_layers - 1)
     spec = head_spec(_concat_shape(grown, reads), n_outputs)
-    grown.add(f"t{task}/head", spec, reads, task, merge="concat" if len(reads) > 1 else None)
-    grown.set_head(task, f"t{task}/head")
+    grown.add(head_node(task), spec, reads, task, merge="concat" if len(reads) > 1 else None)
+    grown.set_head(task, head_node(task))
     return grown

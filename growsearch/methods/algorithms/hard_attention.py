@@ -1,7 +1,8 @@
 """HAT's hard attention (Serra et al., ICML 2018, eqs. 4-5): a gate per unit (conv: channel), sigmoid(s e),
 with s annealed within every epoch from 1/s_max to s_max and the embedding's gradient compensated for the
 annealing; binary (e > 0) when evaluated. HAT gates units per task; DER (Yan et al. 2021) masks the
-channels of each new feature extractor the same way to prune it."""
+channels of each new feature extractor the same way to prune it; DGMw (Ostapenko et al. 2019) masks each
+weight of its generator per task."""
 
 from __future__ import annotations
 

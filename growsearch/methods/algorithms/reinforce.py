@@ -1,15 +1,16 @@
-"""A REINFORCE-trained LSTM controller, served to Optuna as a sampler.
+"""A REINFORCE-trained LSTM policy, served to Optuna as a sampler.
 
-The controller of Reinforced Continual Learning (Xu & Zhu, NeurIPS 2018) and of CLEAS (Gao, Luo & Klabjan
-2020, "Efficient Architecture Search for Continual Learning"): an LSTM that emits one softmax per decision
-step, feeding each step's softmax back as the next step's input (the first input is a fixed random
-vector); an optional one-hot "kind" (CLEAS's layer identification) is appended to the input. It is
+The policy of Reinforced Continual Learning (Xu & Zhu, NeurIPS 2018) and of CLEAS (Gao, Luo & Klabjan
+2020, "Efficient Architecture Search for Continual Learning"), which both papers call the controller (so
+do the YAML options `controller_hidden` and `controller_layers`): an LSTM that emits one softmax per
+decision step, feeding each step's softmax back as the next step's input (the first input is a fixed
+random vector); an optional one-hot "kind" (CLEAS's layer identification) is appended to the input. It is
 trained with REINFORCE, `loss = -(R - b) * sum_t log pi(a_t)`, where the baseline b is a value network
 on the initial input (RCL's critic, trained by MSE towards R) or a recency-weighted mean of the earlier
 rewards (CLEAS).
 
 `ReinforceSampler` is an `optuna.samplers.BaseSampler`: a trial's decisions are ordinary Optuna params
-(define-by-run), sampled jointly by the policy through `sample_relative`. The controller keeps no state
+(define-by-run), sampled jointly by the policy through `sample_relative`. The policy keeps no state
 Optuna does not already store: before each sample it applies, in trial-number order, the REINFORCE update
 of every finished trial it has not seen (params = actions, the method's reward function = reward; the
 trials of a pack, all sampled from one policy, in one update on the mean of their terms). A
@@ -17,6 +18,9 @@ fresh sampler, after a resume for instance, therefore replays the study and reac
 an uninterrupted run. Sampling draws from a generator seeded by (seed, trial position), where the position
 does not count trials a killed process left behind, so a resumed run samples what the uninterrupted run
 would have sampled.
+
+`PolicySearchMethod` is the method half RCL and CLEAS share: the search plan (a fresh policy per task,
+the best reward committed), the reward, the task's record of rewards and of the policy's entropy.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import optuna
 import torch
@@ -33,25 +37,35 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from growsearch.config.training import OptimizerSettings
-from growsearch.seeded_samplers import SeededRandomSampler
-from growsearch.seeds import derived_seed
-from growsearch.train.optim import make_optimizer
-from growsearch.trial_record import is_interrupted, learning_pack, pack_of
+from growsearch.methods.toolkit import (
+    Decisions,
+    Method,
+    ModuleGraph,
+    OptimizerSettings,
+    SearchPlan,
+    SeededRandomSampler,
+    TaskContext,
+    derived_seed,
+    is_interrupted,
+    learning_pack,
+    make_optimizer,
+    neurons,
+    pack_of,
+)
 
 _THREADS = threading.RLock()
-RewardFn = Callable[[FrozenTrial], "float | None"]  # None: the trial teaches the controller nothing
+RewardFn = Callable[[FrozenTrial], "float | None"]  # None: the trial teaches the policy nothing
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One Optuna param. `n_steps` > 1 packs that many binary controller steps into the bits of one integer
+    """One Optuna param. `n_steps` > 1 packs that many binary policy steps into the bits of one integer
     param (bit j is step j), which keeps per-neuron decisions to a few params a trial."""
 
     name: str
     n_choices: int
     n_steps: int = 1
-    kind: int | None = None  # the one-hot appended to the controller's input (None: no kind input)
+    kind: int | None = None  # the one-hot appended to the policy's input (None: no kind input)
 
     def __post_init__(self) -> None:
         if self.n_choices < 2 or self.n_steps < 1 or (self.n_steps > 1 and self.n_choices != 2):
@@ -75,20 +89,20 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class ControllerConfig:
+class PolicyConfig:
     hidden_size: int = 100
     num_layers: int = 2
     optimizer: Literal["adam", "rmsprop"] = "adam"
     lr: float = 1e-3
     baseline: Literal["value", "moving-average"] = "value"
     value_lr: float = 5e-3  # Adam on the value network (baseline "value")
-    init_range: float = 0.08  # every controller weight starts uniform in [-init_range, init_range]
+    init_range: float = 0.08  # every policy weight starts uniform in [-init_range, init_range]
 
 
-class Policy(nn.Module):
+class PolicyNetwork(nn.Module):
     """The LSTM policy over a fixed sequence of steps `(n_choices, kind)`, plus the value network."""
 
-    def __init__(self, steps: Sequence[tuple[int, int | None]], config: ControllerConfig):
+    def __init__(self, steps: Sequence[tuple[int, int | None]], config: PolicyConfig):
         super().__init__()
         self.steps = list(steps)
         self.max_choices = max(n for n, _ in self.steps)
@@ -147,22 +161,22 @@ class Policy(nn.Module):
         return self.value(self._input(self.start, self.steps[0][1]).view(-1)).squeeze()
 
 
-class Controller:
-    """The policy and its REINFORCE updates; deterministic given the seed and the update sequence."""
+class ReinforcePolicy:
+    """The policy network and its REINFORCE updates; deterministic given the seed and the update sequence."""
 
-    def __init__(self, steps: Sequence[tuple[int, int | None]], config: ControllerConfig, seed: int):
+    def __init__(self, steps: Sequence[tuple[int, int | None]], config: PolicyConfig, seed: int):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.policy = Policy(steps, config)
+            self.network = PolicyNetwork(steps, config)
         self.config = config
-        policy_parameters = [p for n, p in self.policy.named_parameters() if not n.startswith("value.")]
+        policy_parameters = [p for n, p in self.network.named_parameters() if not n.startswith("value.")]
         if config.optimizer == "adam":
             settings = OptimizerSettings("adam", config.lr)
         else:  # TensorFlow's RMSProp defaults, as in the CLEAS code
             settings = OptimizerSettings("rmsprop", config.lr, alpha=0.9, eps=1e-10)
         self.optimizer = make_optimizer(policy_parameters, settings)
         self.value_optimizer = make_optimizer(
-            self.policy.value.parameters(), OptimizerSettings("adam", config.value_lr)
+            self.network.value.parameters(), OptimizerSettings("adam", config.value_lr)
         )
         self.rewards: list[float] = []
         self._distributions: list[torch.Tensor] | None = None
@@ -174,7 +188,7 @@ class Controller:
         """The baseline of episodes with these rewards, from what came before them: the value network's
         estimate (then trained towards the rewards), or the recency-weighted mean of earlier rewards."""
         if self.config.baseline == "value":
-            value = self.policy.state_value()
+            value = self.network.state_value()
             loss = ((value - torch.tensor(rewards)) ** 2).mean()
             self.value_optimizer.zero_grad()
             loss.backward()
@@ -197,7 +211,7 @@ class Controller:
             rewards = [float(r) for _, r in episodes]
             advantages = torch.tensor(rewards) - self.baseline(rewards)
             self.rewards.extend(rewards)
-            log_probs = self.policy.log_probs([actions for actions, _ in episodes])
+            log_probs = self.network.log_probs([actions for actions, _ in episodes])
             self.optimizer.zero_grad()
             (-(advantages * log_probs).mean()).backward()
             self.optimizer.step()
@@ -207,13 +221,13 @@ class Controller:
         """The policy's distribution at every step, computed once per policy state."""
         if self._distributions is None:
             with torch.no_grad(), one_thread():
-                self._distributions = [torch.softmax(logits, 0) for logits in self.policy.step_logits()]
+                self._distributions = [torch.softmax(logits, 0) for logits in self.network.step_logits()]
         return self._distributions
 
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """The controller's tiny LSTM runs several times faster on one thread (and then does not depend on
+    """The policy's tiny LSTM runs several times faster on one thread (and then does not depend on
     the machine's thread count); training keeps its own setting. The lock keeps concurrent samplers from
     restoring each other's setting."""
     with _THREADS:
@@ -226,15 +240,14 @@ def one_thread() -> Iterator[None]:
 
 
 class ReinforceSampler(optuna.samplers.BaseSampler):
-    """Samples `decisions` jointly from the controller; learns from finished trials through `reward`."""
+    """Samples `decisions` jointly from the policy; learns from finished trials through `reward`."""
 
-    def __init__(
-        self, decisions: Sequence[Decision], reward: RewardFn, *, seed: int, config: ControllerConfig
-    ):
+    def __init__(self, decisions: Sequence[Decision], reward: RewardFn, *, seed: int, config: PolicyConfig):
         self.decisions = tuple(decisions)
         self.reward, self.seed = reward, seed
         steps = [(d.n_choices, d.kind) for d in self.decisions for _ in range(d.n_steps)]
-        self.controller = Controller(steps, config, derived_seed(seed, "controller"))
+        # the seed's label is the papers' name for the policy (a new label would draw another policy)
+        self.policy = ReinforcePolicy(steps, config, derived_seed(seed, "controller"))
         self.applied_until = 0  # trial numbers below this have been replayed (or skipped)
         self.updates = 0
         self._fallback = SeededRandomSampler(seed=seed)
@@ -253,7 +266,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self.catch_up(trials, trial.number)
         position = sum(1 for t in trials if t.number < trial.number and not is_interrupted(t))
         generator = torch.Generator().manual_seed(derived_seed(self.seed, "sample", position))
-        actions = iter(self.controller.sample(generator))
+        actions = iter(self.policy.sample(generator))
         params = {d.name: d.pack([next(actions) for _ in range(d.n_steps)]) for d in self.decisions}
         return {name: value for name, value in params.items() if name in search_space}
 
@@ -265,7 +278,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
     def catch_up(self, trials: Sequence[FrozenTrial], before: int) -> None:
         """Apply, in number order, the updates of the finished trials below `before`, stopping at the first
         one still running (so updates arrive in the same order however trials interleave). Trials trained
-        alone update the controller one by one; the trials of a pack, all sampled from one policy, update
+        alone update the policy one by one; the trials of a pack, all sampled from one policy, update
         it once, together (with the retries of its interrupted trials: see `learning_pack`)."""
         group: list[FrozenTrial] = []
         group_pack: int | None = None
@@ -292,7 +305,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             if reward is not None and all(d.name in trial.params for d in self.decisions):
                 episodes.append((self.actions(trial.params), reward))
         if episodes:
-            self.controller.update_batch(episodes)
+            self.policy.update_batch(episodes)
             self.updates += 1
         self.applied_until = group[-1].number + 1
 
@@ -300,10 +313,98 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         """The policy's mean entropy per decision step after learning from every finished trial of
         `trials`, and that of a uniform policy over the same steps (nats)."""
         self.catch_up(sorted(trials, key=lambda t: t.number), 1 + max((t.number for t in trials), default=0))
-        distributions = self.controller.distributions()
+        distributions = self.policy.distributions()
         entropy = [float(-(p * p.clamp(min=1e-12).log()).sum()) for p in distributions]
         uniform = [float(torch.log(torch.tensor(float(p.numel())))) for p in distributions]
         return sum(entropy) / len(entropy), sum(uniform) / len(uniform)
 
     def actions(self, params: dict[str, Any]) -> list[int]:
         return [a for d in self.decisions for a in d.unpack(params[d.name])]
+
+
+ADD = "add_units_L{}"  # the units (filters) a trial adds to layer i
+
+
+class PolicySearchMethod(Method):
+    """What RCL and CLEAS share: the base network for the first task, then `search.n_trials` architectures
+    per task sampled by a REINFORCE policy (`search.sampler: reinforce`, the default; any Optuna sampler
+    name searches the same space instead), reward = accuracy - penalty x units added.
+
+    The trial value stays validation accuracy (comparable across methods, usable by pruners); as in the
+    papers, the committed network is the best-reward one (the search plan's `score`). A failed child (NaN
+    loss, an empty layer) counts as accuracy 0 for the policy."""
+
+    default_trials: ClassVar[int]
+
+    def policy_config(self) -> PolicyConfig:
+        raise NotImplementedError
+
+    def search_decisions(self, ctx: TaskContext) -> list[Decision]:
+        raise NotImplementedError
+
+    def search_plan(self, ctx: TaskContext) -> SearchPlan:
+        """One trial (the base network) for the first task, nothing to sample; then the task's
+        architectures, a tenth of them at a time with `search.pack: auto` (the policy still learns between
+        packs ten times a task: every architecture of a pack is sampled from the same policy), ranked by
+        reward."""
+        if ctx.task_id == 0:
+            budget = 1
+            sampler: optuna.samplers.BaseSampler | None = SeededRandomSampler(seed=ctx.seed)
+        else:
+            budget = self.space.search.n_trials or self.default_trials
+            sampler = None
+            if (self.space.search.sampler or "reinforce") == "reinforce":
+                decisions = self.search_decisions(ctx)
+                sampler = ReinforceSampler(decisions, self.reward, seed=ctx.seed, config=self.policy_config())
+        return SearchPlan(budget, sampler=sampler, pack_limit=max(1, budget // 10), score=self.score)
+
+    def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
+        if ctx.task_id == 0:
+            return {}
+        return {d.name: d.sample(trial) for d in self.search_decisions(ctx)}
+
+    def added_units(self, decisions: Decisions, ctx: TaskContext) -> list[int]:
+        return [int(decisions[ADD.format(i)]) for i in range(len(ctx.specs))]
+
+    def penalty_record(self, added: list[int]) -> dict[str, float | int]:
+        return {"units_added": sum(added), "complexity_penalty": self.options.penalty * sum(added)}
+
+    def reward(self, trial: FrozenTrial) -> float | None:
+        """Validation accuracy minus the penalty on the units added (accuracy 0 when the child failed)."""
+        units = _units(trial)
+        if trial.state == TrialState.COMPLETE and trial.values:
+            return trial.values[0] - self.options.penalty * units  # values[0]: accuracy, in any search
+        if trial.state == TrialState.FAIL:
+            return -self.options.penalty * units
+        return None  # pruned: no final accuracy
+
+    def score(self, trial: FrozenTrial) -> float:
+        """How the commit ranks completed trials: by reward."""
+        score = self.reward(trial)
+        return trial.values[0] if score is None else score
+
+    def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
+        """The reward of every sampled architecture and, with the REINFORCE policy, its entropy at the end
+        of the task's search against a uniform policy's."""
+        if ctx.task_id == 0:
+            return {}
+        trials = study.get_trials(deepcopy=False)
+        rewards = [
+            {"trial": t.number, "units_added": _units(t), "reward": self.reward(t)}
+            for t in trials
+            if self.reward(t) is not None
+        ]
+        record: dict[str, Any] = {"rewards": rewards}
+        if isinstance(study.sampler, ReinforceSampler):
+            entropy, uniform = study.sampler.policy_entropy(trials)
+            record.update(policy_entropy=entropy, uniform_entropy=uniform)
+        return record
+
+    def base_network(self, ctx: TaskContext) -> ModuleGraph:
+        added = [neurons.width(spec) for spec in ctx.specs]
+        return neurons.grow_units(ctx.committed, ctx.task_id, ctx.specs, added, ctx.n_outputs)
+
+
+def _units(trial: FrozenTrial) -> int:
+    """Units (filters) a trial's architecture adds, over every layer."""
+    return sum(v for name, v in trial.params.items() if name.startswith(ADD.format("")))

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from growsearch.data.task import Task
-from growsearch.graph.compile import compile_view
-from growsearch.graph.module_graph import ModuleGraph
+from growsearch.methods.toolkit import ModuleGraph, Task, compile_view
 
 MAX_SAMPLES = 1000
 NEIGHBOURS = 15

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from growsearch.graph.compile import TrainingProgram
-from growsearch.graph.module_graph import ModuleGraph
+from growsearch.methods.toolkit import ModuleGraph, TrainingProgram, node_data
 
 MaskKey = tuple[str, str]  # (node id, parameter name)
 
@@ -123,7 +122,9 @@ def _plain_state_dict(attribute: str):
     return hook
 
 
-def store_masks(graph: ModuleGraph, task: int, masks: Mapping[MaskKey, WeightMask]) -> None:
-    """Keep each trained mask, binary, as `task`'s mask of its parameter."""
+def store_masks(graph: ModuleGraph, task: int, masks: Mapping[MaskKey, WeightMask]) -> ModuleGraph:
+    """`graph` with each trained mask kept, binary, as `task`'s mask of its parameter."""
+    binary: dict[str, dict[str, torch.Tensor]] = {}
     for (node_id, name), mask in masks.items():
-        graph.node(node_id).masks.setdefault(task, {})[name] = mask.binary()
+        binary.setdefault(node_id, {})[name] = mask.binary()
+    return node_data.with_masks(graph, task, binary)

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from growsearch.methods.algorithms.tournament import (
+from growsearch.methods._pathnet_tournament import (
     Evolution,
     active_modules,
     evolve,

@@ -1,18 +1,21 @@
 """DGMw's generator memory (Ostapenko, Puscas, Klein, Jaehnichen & Nabi, CVPR 2019): a conditional generator
-whose hidden weights carry a learned binary mask per task, trained as an AC-GAN through the one trainer.
+whose hidden weights carry a learned binary mask per task, trained as an AC-GAN with WGAN-GP's losses
+through the one trainer.
 
 `GeneratorMemory` is the generator of every task so far as plain tensors (what DGMw keeps in its graph node's
-`state`, so the run folder checksums and restores it exactly): shared hidden weight matrices that only grow,
-the union of the masks learnt so far (`used`), and per task its mask per layer, its layer widths when it
-was learnt, its own biases, label embedding and output layer, and its classes. Task k's samples are computed
-with the weights sliced to task k's widths times task k's binary mask: later tasks train only weights no
-earlier mask uses, and the weights they add lie outside the slice, so task k's samples never change.
+`state`, so the run folder checksums and restores it exactly; a mapping of its own, which DGMw writes back
+with `node_data.with_state`): shared hidden weight matrices that only grow, the union of the masks learnt
+so far (`used`), and per task its mask per layer, its layer widths when it was learnt, its own biases, label
+embedding and output layer, and its classes. Task k's samples are computed with the weights sliced to task
+k's widths times task k's binary mask: later tasks train only weights no earlier mask uses, and the weights
+they add lie outside the slice, so task k's samples never change.
 
 `TaskGenerator` is the generator being learnt for a new task: every hidden weight is multiplied by
 sigmoid(s e), HAT's annealed attention (`hard_attention`) on weights instead of units, binary (e > 0) once
 learnt; weights an earlier mask uses are held exactly (the trainer's masked parameters). `train_gan` trains
-it with a fresh discriminator (real/fake and an auxiliary classifier over the task's classes) by `fit`,
-the players stepped in turn: the discriminator's step a phase before every generator step.
+it with a fresh discriminator (a WGAN critic and an auxiliary classifier over the task's classes) by `fit`,
+as WGAN-GP (Gulrajani et al. 2017), the players stepped in turn: the critic's step, whose gradient penalty
+differentiates it with respect to its input (`input_gradients`), a phase before every generator step.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from growsearch.config.training import OptimizerSettings
-from growsearch.graph.compile import MaskedParameter
 from growsearch.methods.algorithms.hard_attention import Annealing, UnitAttention
-from growsearch.seeds import derived_seed
-from growsearch.train.trainer import Batch, Minibatches, Phase, StepOutcome, TrainingHooks, fit
+from growsearch.methods.toolkit import (
+    Batch,
+    MaskedParameter,
+    Minibatches,
+    OptimizerSettings,
+    Phase,
+    StepOutcome,
+    Training,
+    derived_seed,
+    fit,
+    input_gradients,
+)
 
 EMBEDDING_CLAMP, COSH_CLAMP = 6.0, 50.0  # the authors' thres_emb and thres_cosh (HAT's)
 
@@ -207,7 +218,8 @@ class TaskGenerator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """An MLP with two outputs: real-or-generated (one logit) and the auxiliary classifier (AC-GAN)."""
+    """An MLP with two outputs: the critic's score of a sample (WGAN's, unbounded) and the auxiliary
+    classifier (AC-GAN)."""
 
     def __init__(self, features: int, width: int, n_classes: int):
         super().__init__()
@@ -225,11 +237,23 @@ class Discriminator(nn.Module):
         return self.source(h).squeeze(1), self.classes(h)
 
 
+def gradient_penalty(
+    discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor, noise: torch.Generator
+) -> torch.Tensor:
+    """WGAN-GP's penalty (Gulrajani et al. 2017): (||grad_x D(x_hat)||_2 - 1)^2, the mean over random
+    interpolates x_hat = a real + (1 - a) fake, a ~ U[0, 1] per sample (drawn from `noise`)."""
+    a = torch.rand(len(real), generator=noise).to(real.device).view(-1, *[1] * (real.dim() - 1))
+    interpolates = (a * real + (1 - a) * fake).detach().requires_grad_(True)
+    score, _ = discriminator(interpolates)
+    gradient = input_gradients(score, interpolates)
+    return ((gradient.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
 class ConditionalGAN(nn.Module):
-    """The two players, stepped in turn: the discriminator's step (`discriminator_loss`, a phase of the
-    trainer before every generator step) on a real batch and samples of its labels, the generator held;
-    then the generator's step (`forward`: samples of the batch's labels as the discriminator judges them,
-    only the generator's parameters stepped). One seeded noise stream serves both."""
+    """The two players, stepped in turn: the critic's step (`critic_loss`, a phase of the trainer before
+    every generator step) on a real batch and samples of its labels, the generator held; then the
+    generator's step (`forward`: samples of the batch's labels as the critic judges them, only the
+    generator's parameters stepped). One seeded noise stream serves both, and the interpolates."""
 
     def __init__(self, generator: TaskGenerator, discriminator: Discriminator, seed: int):
         super().__init__()
@@ -243,16 +267,19 @@ class ConditionalGAN(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.discriminator(self.sample(labels))
 
-    def discriminator_loss(self, batch: Batch, classes: torch.Tensor) -> torch.Tensor:
-        """Real-or-generated on the real batch and samples of its labels, and the auxiliary class loss."""
+    def critic_loss(self, batch: Batch, classes: torch.Tensor, penalty_weight: float) -> torch.Tensor:
+        """WGAN-GP's critic loss on the real batch and samples of its labels, D(fake) - D(real) plus
+        `penalty_weight` times the gradient penalty, and AC-GAN's class loss on the real batch."""
         x, labels = batch.inputs
         with torch.no_grad():
             fake = self.sample(labels)
-        real_source, real_classes = self.discriminator(x)
-        fake_source, _ = self.discriminator(fake)
+        real_score, real_classes = self.discriminator(x)
+        fake_score, _ = self.discriminator(fake)
+        penalty = gradient_penalty(self.discriminator, x, fake, self.noise)
         return (
-            F.binary_cross_entropy_with_logits(real_source, torch.ones_like(real_source))
-            + F.binary_cross_entropy_with_logits(fake_source, torch.zeros_like(fake_source))
+            fake_score.mean()
+            - real_score.mean()
+            + penalty_weight * penalty
             + F.cross_entropy(real_classes, torch.searchsorted(classes, batch.y))
         )
 
@@ -276,13 +303,15 @@ def train_gan(
     batch_size: int,
     discriminator_width: int,
     class_weight: float,
+    penalty_weight: float,
     sparsity: float,
     s_max: float,
     seed: int,
 ) -> GANTraining:
-    """Train `generator` on the task's samples `x` of classes `y` (global ids) with a fresh discriminator:
-    the discriminator's real/fake and auxiliary class losses, the generator's non-saturating adversarial
-    loss plus `class_weight` times its class loss, and the masks' sparsity; s annealed over the training."""
+    """Train `generator` on the task's samples `x` of classes `y` (global ids) with a fresh discriminator, as
+    WGAN-GP with AC-GAN's classifier: the critic's loss with its gradient penalty (`penalty_weight`) and its
+    class loss, one critic step before each generator step; the generator's adversarial loss -D(fake) plus
+    `class_weight` times its class loss, and the masks' sparsity; s annealed over the training."""
     classes = generator.classes
     discriminator = Discriminator(math.prod(x.shape[1:]), discriminator_width, len(classes))
     gan = ConditionalGAN(generator, discriminator, seed).to(x.device)
@@ -291,9 +320,8 @@ def train_gan(
     generator.annealing.batches = epochs * math.ceil(len(y) / batch_size)  # one ramp, 1/s_max to s_max
 
     def generator_loss(outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
-        fooled_source, fooled_classes = outputs  # non-saturating, and AC-GAN's class loss
-        adversarial = F.binary_cross_entropy_with_logits(fooled_source, torch.ones_like(fooled_source))
-        return adversarial + class_weight * F.cross_entropy(
+        fooled_score, fooled_classes = outputs  # WGAN's, and AC-GAN's class loss
+        return -fooled_score.mean() + class_weight * F.cross_entropy(
             fooled_classes, torch.searchsorted(classes, batch.y)
         )
 
@@ -308,14 +336,15 @@ def train_gan(
         list(discriminator.parameters()),
         settings,
         Minibatches([x, y], y, batch_size, derived_seed(seed, "discriminator")),
-        macs_per_sample=generating + 2 * judging,  # a sample generated, it and a real one judged
-        loss=lambda model, batch: model.discriminator_loss(batch, classes),
+        # a sample generated; it, a real one and their interpolate judged, and the interpolate's gradient
+        macs_per_sample=generating + 4 * judging,
+        loss=lambda model, batch: model.critic_loss(batch, classes, penalty_weight),
     )
-    hooks = TrainingHooks(
-        penalty=generator.sparsity(sparsity),
-        before_step=generator.annealing.before_step,
-        after_step=clamp,
+    training = Training(
         phases=(discriminator_step,),
+        before_step=generator.annealing.before_step,
+        penalty=generator.sparsity(sparsity),
+        after_step=clamp,
     )
     parameters = [p for p in generator.parameters() if p.requires_grad]
     result = fit(
@@ -325,7 +354,7 @@ def train_gan(
         settings,
         epochs=epochs,
         masked=generator.held(),
-        hooks=hooks,
+        training=training,
         macs_per_sample=generating + judging,
         loss=generator_loss,
     )

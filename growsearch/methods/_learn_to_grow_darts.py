@@ -1,7 +1,7 @@
 """Differentiable search over per-layer choices: a super-network trained DARTS-style.
 
 The super-network is a module graph in which each searched layer ends in a `Mix` node
-(`growsearch.graph.specs.Mix`): `x_l = sum_c softmax(alpha_l)_c op_c(x_{l-1})` over its candidate
+(`_learn_to_grow_mix.Mix`): `x_l = sum_c softmax(alpha_l)_c op_c(x_{l-1})` over its candidate
 operations' outputs (DARTS: Liu, Simonyan & Yang, ICLR 2019, eq. 2). Learn to Grow (Li, Zhou, Wu, Socher &
 Xiong, ICML 2019, sec. 3.2) searches its reuse / adapt / new choices this way and adds a cost regulariser on
 the architecture weights so that cheap choices win when they fit as well: the architecture loss is
@@ -18,12 +18,19 @@ from dataclasses import dataclass
 
 import torch
 
-from growsearch.config.training import OptimizerSettings, TrainingConfig
-from growsearch.data.task import Split
-from growsearch.graph.compile import compile_view, write_back
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.train.candidate import resolve_device
-from growsearch.train.trainer import Minibatches, Phase, TrainingHooks, fit
+from growsearch.methods.toolkit import (
+    Minibatches,
+    ModuleGraph,
+    OptimizerSettings,
+    Phase,
+    Split,
+    Training,
+    TrainingConfig,
+    compile_view,
+    fit,
+    resolve_device,
+    write_back,
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def darts_search(
         training.optimizer_settings(),
         epochs=darts.epochs,
         masked=compiled.masked,
-        hooks=TrainingHooks(phases=phases),
+        training=Training(phases=phases),
         macs_per_sample=forward_macs,
     )
     write_back(graph, compiled)

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from growsearch.graph.compile import compile_view
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.train.candidate import run_in_batches
+from growsearch.methods.toolkit import ModuleGraph, compile_view, run_in_batches
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from torch import nn
 from growsearch.config.space import InferenceConfig
 from growsearch.config.training import OptimizerSettings
 from growsearch.errors import ConfigError
-from growsearch.train.trainer import Batch, Minibatches, fit
+from growsearch.train.batches import Batch, Minibatches
+from growsearch.train.trainer import fit
 
 EVAL_BATCH = 4096
 STD_FLOOR = 1e-3  # features constant over a task (a digit's blank border) are not divided by zero

@@ -65,7 +65,7 @@ def test_trial_attributes_record_cost(run_tiny):
     assert by_depth[0].added_parameters > by_depth[1].added_parameters > by_depth[2].added_parameters
     assert by_depth[0].train_macs > by_depth[2].train_macs > 0
     assert all(len(r.curve) == 1 and r.curve[0]["train_loss"] > 0 for r in by_depth.values())
-    assert all(r["train_macs"] >= r["pass_macs"] > 0 for r in result.records)  # one epoch at least
+    assert all(r.train_macs >= r.pass_macs > 0 for r in result.records)  # one epoch at least
 
 
 def test_a_multi_objective_search_commits_from_the_pareto_front(run_tiny):
@@ -73,10 +73,10 @@ def test_a_multi_objective_search_commits_from_the_pareto_front(run_tiny):
     result = run_tiny("mntdp-d", training={"epochs": 1}, search=search)
     storage = RunFolder.open(result.path).storage()
     for record in result.records[1:]:
-        study = optuna.load_study(study_name=f"task-{record['task']}", storage=storage)
+        study = optuna.load_study(study_name=f"task-{record.task}", storage=storage)
         front = {t.number for t in study.best_trials}
-        assert set(record["pareto_front"]) == front and record["chosen_trial"] in front
-        chosen = study.trials[record["chosen_trial"]]
+        assert set(record.pareto_front) == front and record.chosen_trial in front
+        chosen = study.trials[record.chosen_trial]
         assert chosen.values[0] == max(study.trials[n].values[0] for n in front)
     # with a tolerance of 1.0 every Pareto point qualifies: the cheapest (only a new head) is committed
     cheap = run_tiny(
@@ -108,12 +108,12 @@ def test_pruned_and_failed_trials_count_the_compute_they_spent(run_tiny):
     storage = RunFolder.open(result.path).storage()
     pruned = []
     for record in result.records:
-        study = optuna.load_study(study_name=f"task-{record['task']}", storage=storage)
+        study = optuna.load_study(study_name=f"task-{record.task}", storage=storage)
         spent = 0
         for trial in study.get_trials():
             done = read_record(trial)
             spent += done.search_macs + done.train_macs if done else spent_macs(trial)
             if trial.state == optuna.trial.TrialState.PRUNED:
                 pruned.append(spent_macs(trial))
-        assert record["train_macs"] == spent  # no retraining at commit for MNTDP-D
+        assert record.train_macs == spent  # no retraining at commit for MNTDP-D
     assert pruned and all(macs > 0 for macs in pruned)

@@ -18,13 +18,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from growsearch.config.training import OptimizerSettings
-from growsearch.data.memory import class_balanced
-from growsearch.data.task import Split
-from growsearch.graph.compile import compile_view
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.train.candidate import run_in_batches
-from growsearch.train.trainer import Minibatches, fit
+from growsearch.methods.toolkit import (
+    Minibatches,
+    ModuleGraph,
+    OptimizerSettings,
+    Split,
+    class_balanced,
+    compile_view,
+    fit,
+    run_in_batches,
+)
 
 STATE_PREFIX = "task_classifier."
 BATCH = 32

@@ -1,10 +1,11 @@
-"""CLNP's unit-level rules on a gated shared stack: the activation statistic a unit is pruned by, the
-graceful-forgetting choice of the pruning threshold, and severing the interference weights.
+"""CLNP's unit-level rules on a gated shared stack (`clnp.py` alone uses them): the activation statistic a
+unit is pruned by, the graceful-forgetting choice of the pruning threshold, re-initialising free units and
+severing the interference weights (both return a changed copy of the graph).
 
-A task's active units are its gate (`gates[t]`, see `grow.gates`): every unit an earlier task keeps, and
-the free units it keeps itself. The weights from a unit no task <= t keeps into a unit some task <= t
-keeps are CLNP's interference weights: zero, and (the kept rows being held) zero for ever, so whatever
-later tasks train into the free units never reaches an old task's units.
+A task's active units are its gate (`gates[t]`, see the toolkit's `unit_gates`): every unit an earlier
+task keeps, and the free units it keeps itself. The weights from a unit no task <= t keeps into a unit some
+task <= t keeps are CLNP's interference weights: zero, and (the kept rows being held) zero for ever, so
+whatever later tasks train into the free units never reaches an old task's units.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from growsearch.graph.module_graph import ModuleGraph
-from growsearch.grow.gates import connection_masks, input_units, used_before
+from growsearch.methods.toolkit import ModuleGraph, node_data, unit_gates
 
 
 def unit_sums(outputs: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -65,41 +65,42 @@ def kept_units(active_before: torch.Tensor, activations: torch.Tensor, threshold
     return active_before | (activations.to(active_before.device) >= threshold)
 
 
-def reinitialise_free(graph: ModuleGraph, layers: Sequence[str], task: int) -> None:
-    """Fresh values, in place, from each layer's own initialisation (torch's global random stream), for
+def reinitialise_free(graph: ModuleGraph, layers: Sequence[str], task: int) -> ModuleGraph:
+    """`graph` with fresh values, from each layer's own initialisation (torch's global random stream), for
     the rows (incoming weights and bias) of the units no task before `task` keeps: a unit an earlier task
     trained and pruned is mostly a dead ReLU, which would never train again."""
+    fresh_weights: dict[str, dict[str, torch.Tensor]] = {}
     for node_id in layers:
-        free = ~used_before(graph, node_id, task)
+        free = ~unit_gates.used_before(graph, node_id, task)
         if not free.any():
             continue
         node = graph.node(node_id)
         fresh = node.spec.build().state_dict()
-        for name, mask in connection_masks(graph, node_id, free, None).items():
-            node.weights[name] = torch.where(mask, fresh[name], node.weights[name])
+        fresh_weights[node_id] = {
+            name: torch.where(mask, fresh[name], node.weights[name])
+            for name, mask in unit_gates.connection_masks(graph, node_id, free, None).items()
+        }
+    return node_data.with_weights(graph, fresh_weights)
 
 
-def sever_interference(graph: ModuleGraph, layers: Sequence[str], task: int) -> int:
-    """Zero, in place, every weight from a unit no task <= `task` keeps into a unit some task <= `task`
-    keeps (layers after the first: the first reads the data), and the columns of `task`'s head reading
-    such units. Returns how many entries were not zero already."""
-    active = {n: used_before(graph, n, task + 1) for n in layers}
-    changed = 0
+def sever_interference(graph: ModuleGraph, layers: Sequence[str], task: int) -> tuple[ModuleGraph, int]:
+    """`graph` with every weight from a unit no task <= `task` keeps into a unit some task <= `task` keeps
+    (layers after the first: the first reads the data), and the columns of `task`'s head reading such
+    units, set to zero; and how many of those entries were not zero already."""
+    active = {n: unit_gates.used_before(graph, n, task + 1) for n in layers}
+    masks: dict[str, dict[str, torch.Tensor]] = {}
     for previous, node_id in zip(layers, layers[1:], strict=False):
-        masks = connection_masks(graph, node_id, active[node_id], ~active[previous])
-        changed += _zero(graph, node_id, {name: m for name, m in masks.items() if m.dim() >= 2})
+        connections = unit_gates.connection_masks(graph, node_id, active[node_id], ~active[previous])
+        masks[node_id] = {name: m for name, m in connections.items() if m.dim() >= 2}
     head = graph.head(task)
-    columns = input_units(graph, head, ~active[layers[-1]])
+    columns = unit_gates.input_units(graph, head, ~active[layers[-1]])
     weights = graph.node(head).weights
-    masks = {name: columns.view(1, -1).expand(w.shape) for name, w in weights.items() if w.dim() == 2}
-    return changed + _zero(graph, head, masks)
-
-
-def _zero(graph: ModuleGraph, node_id: str, masks: dict[str, torch.Tensor]) -> int:
-    node = graph.node(node_id)
+    masks[head] = {name: columns.view(1, -1).expand(w.shape) for name, w in weights.items() if w.dim() == 2}
+    zeroed: dict[str, dict[str, torch.Tensor]] = {}
     changed = 0
-    for name, mask in masks.items():
-        weight = node.weights[name]
-        changed += int((weight[mask] != 0).sum())
-        node.weights[name] = weight.masked_fill(mask, 0.0)
-    return changed
+    for node_id, named in masks.items():
+        for name, mask in named.items():
+            weight = graph.node(node_id).weights[name]
+            changed += int((weight[mask] != 0).sum())
+            zeroed.setdefault(node_id, {})[name] = weight.masked_fill(mask, 0.0)
+    return node_data.with_weights(graph, zeroed), changed

@@ -20,11 +20,16 @@ from collections.abc import Sequence
 
 import torch
 
-from growsearch.data.task import Split
-from growsearch.graph.compile import compile_view
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.graph.specs import Activation, NodeSpec
-from growsearch.train.stabilisers import fisher_information
+from growsearch.methods.toolkit import (
+    INPUT,
+    Activation,
+    ModuleGraph,
+    NodeSpec,
+    Split,
+    compile_view,
+    fisher_information,
+    layer_node,
+)
 
 Path = tuple[tuple[int, ...], ...]  # per layer, the path's modules (distinct, increasing)
 
@@ -33,9 +38,21 @@ def pool_id(layer: int, module: int) -> str:
     return f"pool/L{layer}/M{module}"
 
 
-def is_module(node_id: str) -> bool:
-    """A module of the pool (its original node, or a node sharing its weights)."""
-    return node_id.startswith("pool/")
+def shared_id(original: str, task: int) -> str:
+    """The node through which task `task`'s view reads a frozen module behind a different join."""
+    return f"{original}@t{task}"
+
+
+def is_module(graph: ModuleGraph, node_id: str) -> bool:
+    """A module of the pool (its original node, or a node sharing its weights): a layer's node other than
+    the joins (heads and the input belong to no layer)."""
+    node = graph.node(node_id)
+    return node.layer is not None and not isinstance(node.spec, Activation)
+
+
+def original(graph: ModuleGraph, node_id: str) -> str:
+    """The module whose weights a node computes with (itself, or the node it shares)."""
+    return graph.node(node_id).shares or node_id
 
 
 def trained_modules(graph: ModuleGraph, layer: int, n_modules: int) -> list[int]:
@@ -69,23 +86,23 @@ def add_path_view(
 def _module_node(
     grown: ModuleGraph, task: int, layer: int, module: int, spec: NodeSpec, previous: str
 ) -> str:
-    original = pool_id(layer, module)
-    if original not in grown:
-        grown.add(original, spec, [previous], task, layer=layer)
-        return original
-    for node_id in [original, *(f"{original}@t{t}" for t in range(task))]:
+    module_id = pool_id(layer, module)
+    if module_id not in grown:
+        grown.add(module_id, spec, [previous], task, layer=layer)
+        return module_id
+    for node_id in [module_id, *(shared_id(module_id, t) for t in range(task))]:
         if node_id in grown and grown.node(node_id).inputs == (previous,):
             return node_id
-    shared_id = f"{original}@t{task}"  # a frozen module behind a join that now sums more modules
-    grown.add(shared_id, spec, [previous], grown.node(original).owner, layer=layer, shares=original)
-    return shared_id
+    sharing = shared_id(module_id, task)  # a frozen module behind a join that now sums more modules
+    grown.add(sharing, spec, [previous], grown.node(module_id).owner, layer=layer, shares=module_id)
+    return sharing
 
 
 def _join(grown: ModuleGraph, task: int, layer: int, inputs: list[str], spec: Activation) -> str:
     for node_id, node in grown.nodes():
         if node.layer == layer and isinstance(node.spec, Activation) and node.inputs == tuple(inputs):
             return node_id
-    join_id = f"t{task}/L{layer}"
+    join_id = layer_node(task, layer)
     grown.add(join_id, spec, inputs, task, merge="sum" if len(inputs) > 1 else None, layer=layer)
     return join_id
 

@@ -12,11 +12,19 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from growsearch.config.training import TrainingConfig
-from growsearch.graph.compile import compile_view, write_back
-from growsearch.graph.module_graph import INPUT, ModuleGraph
-from growsearch.train.candidate import resolve_device, run_in_batches
-from growsearch.train.trainer import Batch, Minibatches, fit, spend_macs
+from growsearch.methods.toolkit import (
+    INPUT,
+    Batch,
+    Minibatches,
+    ModuleGraph,
+    TrainingConfig,
+    compile_view,
+    fit,
+    resolve_device,
+    run_in_batches,
+    spend_macs,
+    write_back,
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""Task services: what the pipeline keeps beside the grown graph, task by task, and saves with each task.
+
+- The task-inference autoencoders (`inference.autoencoders`): one per task, trained on the task's inputs
+  before its search (a method may read them: ExpertGate's relatedness), where the scenario plan infers
+  the task or the method reads them; saved as `tasks/T/gate.safetensors`.
+- The exemplar memory (`Method.rehearsal`): joined to each task's training split (rehearsal) or handed to
+  the method labelled with tasks; after each commit it takes the task's exemplars; saved as
+  `tasks/T/memory.safetensors`.
+Both are seeded from the run's seed and the task, so a resumed run trains and chooses the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from growsearch.data.memory import ExemplarMemory
+from growsearch.data.task import Split, Task, TaskStream
+from growsearch.errors import CheckpointError
+from growsearch.graph.module_graph import ModuleGraph
+from growsearch.inference.autoencoders import TaskAutoencoder, train_autoencoder
+from growsearch.methods.base import Method, TaskContext
+from growsearch.search.scenario_plan import ScenarioPlan
+from growsearch.seeds import derived_seed
+from growsearch.store.run_folder import AUTOENCODER_FILE, MEMORY_FILE, RunFolder
+
+Tensors = dict[str, torch.Tensor]
+
+
+class TaskServices:
+    def __init__(self, method: Method, stream: TaskStream, plan: ScenarioPlan, run: RunFolder, seed: int):
+        self.method, self.stream, self.plan, self.run, self.seed = method, stream, plan, run, seed
+        self.autoencoders: list[TaskAutoencoder] = []  # one per task learnt so far, in order
+        self.rehearsal = method.rehearsal()
+
+    # ---- before a task's search ---------------------------------------------------------------------
+    def prepare(self, t: int) -> None:
+        """Train task t's autoencoder where the run keeps them (before the search: a method may build from
+        it); seeded, so a resumed task trains the same one."""
+        if self.plan.autoencoders is None:
+            return
+        x = self.stream.tasks[t].train.x
+        seed = derived_seed(self.seed, t, "gate")  # the seed's tag from when the autoencoders were "gates"
+        autoencoder = train_autoencoder(x, self.plan.autoencoders, seed)
+        del self.autoencoders[t:]
+        self.autoencoders.append(autoencoder)
+
+    def task_data(self, t: int) -> tuple[Task, int, Split | None]:
+        """Task t as the method sees it: its samples, with the memory's exemplars joined where the method
+        rehearses (and how many joined); or the memory apart, labelled with tasks, where it reads it."""
+        task = self.stream.tasks[t]
+        memory = self.rehearsal.memory if self.rehearsal is not None else None
+        if memory is None or not len(memory):
+            return task, 0, None
+        if self.rehearsal.rehearsed:
+            return dataclasses.replace(task, train=memory.joined(task.train)), len(memory), None
+        xs, _, tasks = memory.samples()
+        return task, 0, Split(xs, tasks)
+
+    # ---- after a task's commit ----------------------------------------------------------------------
+    def remember(self, t: int, graph: ModuleGraph, ctx: TaskContext) -> None:
+        """Add the committed task's exemplars to the memory (herding on the method's features)."""
+        if self.rehearsal is None:
+            return
+        train = self.stream.tasks[t].train
+        features = self.rehearsal.features(graph, ctx, train.x) if self.rehearsal.features else None
+        seed = derived_seed(self.seed, t, "memory")
+        # a memory the method reads (not rehearsed) keeps each task's exemplars as one class: the task
+        labels = train.y if self.rehearsal.rehearsed else torch.full_like(train.y, t)
+        self.rehearsal.memory.add_task(t, train.x, labels, seed=seed, features=features)
+
+    def saved(self, t: int) -> dict[str, Tensors]:
+        """The files kept with committed task t (file name -> tensors)."""
+        kept: dict[str, Tensors] = {}
+        if self.plan.autoencoders is not None:
+            kept[AUTOENCODER_FILE] = self.autoencoders[t].tensors()
+        if self.rehearsal is not None:
+            kept[MEMORY_FILE] = self.rehearsal.memory.tensors()
+        return kept
+
+    # ---- a committed task, on resume ----------------------------------------------------------------
+    def restore(self, t: int) -> None:
+        """What committed task t kept (its autoencoder, the memory after it), loaded from its folder."""
+        if self.plan.autoencoders is not None:
+            tensors = self.run.load_task_tensors(t, AUTOENCODER_FILE)
+            if tensors is None:
+                raise CheckpointError(
+                    f"{self.run.task_dir(t)} holds no task-inference autoencoder: the run was started with "
+                    "the task id given at test time; resume it under its own scenario"
+                )
+            self.autoencoders.append(TaskAutoencoder.from_tensors(tensors))
+        if self.rehearsal is not None:
+            tensors = self.run.load_task_tensors(t, MEMORY_FILE)
+            if tensors is None:
+                raise CheckpointError(
+                    f"{self.run.task_dir(t)} holds no exemplar memory, which method {self.method.name} keeps "
+                    "after every task; the run folder was not written by this method"
+                )
+            restored = ExemplarMemory.from_tensors(tensors)
+            self.rehearsal = dataclasses.replace(self.rehearsal, memory=restored)

@@ -1,0 +1,62 @@
+"""Minibatches of tensors already in memory: what the one trainer (`train.trainer.fit`) steps through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: tuple[torch.Tensor, ...]  # what the model is called with
+    y: torch.Tensor
+
+
+class Minibatches:
+    """Seeded minibatches of tensors already in memory. Every pass over the samples is a fresh permutation
+    drawn from the seeded generator: `epoch()` yields one pass, `next()` continues the stream where the
+    previous call stopped (a new pass when one is used up). `transform` computes the model's inputs from
+    a batch of the stored ones (a frozen prefix too large to cache)."""
+
+    def __init__(
+        self,
+        inputs: Sequence[torch.Tensor],
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        transform: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+    ):
+        self.inputs, self.y, self.batch_size = tuple(inputs), y, batch_size
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.position = torch.empty(0, dtype=torch.long), 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _batch(self, index: torch.Tensor) -> Batch:
+        if self.transform is not None:
+            return Batch(tuple(self.transform(self.inputs[0][index.cpu()])), self.y[index])
+        return Batch(tuple(t[index] for t in self.inputs), self.y[index])
+
+    def _permutation(self) -> torch.Tensor:
+        return torch.randperm(len(self.y), generator=self.generator).to(self.y.device)
+
+    def epoch(self) -> Iterator[Batch]:
+        for index in self.epoch_indices():
+            yield self._batch(index)
+
+    def epoch_indices(self) -> Iterator[torch.Tensor]:
+        """One pass's sample indices, batch by batch (what `epoch` yields the samples of)."""
+        order = self._permutation()
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def next(self) -> Batch:
+        if self.position >= len(self.order):
+            self.order, self.position = self._permutation(), 0
+        index = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return self._batch(index)
