@@ -9,7 +9,7 @@ seed and tree), the fastest wall time of each side and their ratio (this tree / 
 ever adds time, so the fastest repeats are compared).
 
 Run:  python benchmarks/compare_trees.py --baseline ../before [--methods pnn,packnet] [--repeats 3]
-      [--benchmark split-mnist5k] [--epochs 5]
+      [--benchmark split-mnist5k] [--epochs 5] [--scenario task-il|class-il]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def run_row(tree: Path, method: str, args: argparse.Namespace) -> tuple[float, f
     """(wall seconds, A_T, parameters) of one run of `method` by `tree`'s methods benchmark."""
     command = [sys.executable, str(tree / "benchmarks" / "methods.py"), "--methods", method, "--no-avalanche"]
     command += ["--benchmark", args.benchmark, "--epochs", str(args.epochs), "--threads", "1"]
+    command += ["--scenario", args.scenario]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -57,10 +58,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--benchmark", default="split-mnist5k")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--scenario", default="task-il", help="task-il, or class-il (DER, RPS-Net, DGMw)")
     args = parser.parse_args()
     trees = {"baseline": args.baseline.resolve(), "this": HERE}
     print(
-        f"methods benchmark, this tree {HERE} vs baseline {trees['baseline']}: {args.benchmark}, "
+        f"methods benchmark, this tree {HERE} vs baseline {trees['baseline']}: {args.benchmark} "
+        f"{args.scenario}, "
         f"{args.epochs} epochs, {args.repeats} repeat(s) each, interleaved"
     )
     print(

@@ -265,8 +265,11 @@ def resume(
     _print_summary(result)
 
 
-def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int]:
+def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int, dict[int, str]]:
+    """The graph committed after `task` (the last one when None), and each task's growth move up to it
+    where the run records them (auto-grow)."""
     from growsearch.errors import RunFolderError
+    from growsearch.report.inspect import recorded_moves
     from growsearch.store.run_folder import RunFolder
 
     run = RunFolder.open(run_path)
@@ -277,7 +280,8 @@ def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int]:
     if task not in committed:
         raise RunFolderError(f"task {task} is not committed in {run_path}; committed: {committed}")
     graph, _ = run.load_task(task)
-    return graph, task
+    moves = recorded_moves([r for r in run.records() if r.task <= task])
+    return graph, task, moves
 
 
 @app.command()
@@ -313,18 +317,18 @@ def inspect(
         first, second = diff
         if first >= second:
             raise ConfigError(f"--diff {first} {second}: the first task must come before the second")
-        before, _ = _committed_graph(run_path, first)
-        after, _ = _committed_graph(run_path, second)
+        before, _, _ = _committed_graph(run_path, first)
+        after, _, moves = _committed_graph(run_path, second)
         changes = graph_diff(before, after, first, second)
         rendered = (
             render_diff_text(changes, after)
             if format == "text"
-            else render_picture_as(diff_picture(changes, after), format, engine)
+            else render_picture_as(diff_picture(changes, after, moves), format, engine)
         )
         default_name = f"graph-diff-{first}-{second}.{format}"
     else:
-        graph, task = _committed_graph(run_path, task)
-        rendered = render_inspect(graph, task, format, engine)
+        graph, task, moves = _committed_graph(run_path, task)
+        rendered = render_inspect(graph, task, format, engine, moves)
         default_name = f"graph-task-{task}.{format}"
     if output is None and format in ("svg", "png", "html"):
         output = run_path / default_name

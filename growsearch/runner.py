@@ -31,8 +31,8 @@ from growsearch.errors import ConfigError, RunFolderError, ScenarioError, Unknow
 from growsearch.grow.backbone import count_parameters
 from growsearch.inference.boundaries import task_free_stream
 from growsearch.methods import Method, get_method
-from growsearch.report.run_metrics import write_metrics
-from growsearch.search.evaluation import random_init_accuracy
+from growsearch.report.run_metrics import INDEPENDENT_FILE, read_independent, write_metrics
+from growsearch.search.evaluation import independent_accuracy, random_init_accuracy
 from growsearch.search.loggers import check_loggers, make_loggers
 from growsearch.search.pipeline import GrowthPipeline, Reporter, SilentReporter
 from growsearch.search.scenario_plan import ScenarioPlan, resolve_plan
@@ -321,6 +321,7 @@ def _drive(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     backend = make_backend(options.backend, run_path=run.path, config=method.space.backend, ray=ray)
     baseline = _baseline(run, stream, method, options.seed)
+    independent = _independent(run, stream, method, options)
     loggers = make_loggers(run.path, options.loggers)
     pipeline = GrowthPipeline(
         method=method,
@@ -330,7 +331,12 @@ def _drive(
         backend=backend,
         seed=options.seed,
         reporter=_MetricsWriter(
-            reporter or SilentReporter(), run, len(stream), baseline, method.space.metrics.epsilon
+            reporter or SilentReporter(),
+            run,
+            len(stream),
+            baseline,
+            method.space.metrics.epsilon,
+            independent,
         ),
         loggers=loggers,
     )
@@ -341,7 +347,7 @@ def _drive(
         for logger in loggers:
             logger.close()
     epsilon = method.space.metrics.epsilon
-    return RunResult(run.path, records, write_metrics(run, len(stream), baseline, epsilon))
+    return RunResult(run.path, records, write_metrics(run, len(stream), baseline, epsilon, independent))
 
 
 def _is_accuracy(value: Any) -> bool:
@@ -363,6 +369,20 @@ def _baseline(run: RunFolder, stream: TaskStream, method: Method, seed: int) -> 
     return baseline
 
 
+def _independent(run: RunFolder, stream: TaskStream, method: Method, options: RunOptions) -> float | None:
+    """CTrL's reference for transfer, where the benchmark measures it: an independent model's accuracy on the
+    last task, computed once, kept in independent.json (recomputed when missing or torn); else None."""
+    if not get_benchmark_info(options.benchmark or DEFAULT_BENCHMARK).measures_transfer:
+        return None
+    kept = read_independent(run, len(stream))
+    if kept is not None:
+        return kept
+    specs = method.specs_for(stream.input_shape)
+    accuracy = independent_accuracy(stream, specs, method.space.training, options.seed)
+    atomic_write_json(run.path / INDEPENDENT_FILE, {"task": len(stream) - 1, "accuracy": accuracy})
+    return accuracy
+
+
 @dataclass(frozen=True)
 class _MetricsWriter:
     """Passes progress on, and rewrites metrics.json after every committed task."""
@@ -372,6 +392,7 @@ class _MetricsWriter:
     n_tasks: int
     baseline: list[float]
     epsilon: float
+    independent: float | None = None  # CTrL's transfer reference, where the benchmark measures it
 
     def task_started(self, task: int, n_tasks: int, n_trials: int, done: int) -> None:
         self.inner.task_started(task, n_tasks, n_trials, done)
@@ -380,5 +401,5 @@ class _MetricsWriter:
         self.inner.trial_finished(task, trial)
 
     def task_committed(self, task: int, record: TaskRecord) -> None:
-        write_metrics(self.run, self.n_tasks, self.baseline, self.epsilon)
+        write_metrics(self.run, self.n_tasks, self.baseline, self.epsilon, self.independent)
         self.inner.task_committed(task, record)

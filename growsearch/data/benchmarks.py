@@ -28,6 +28,8 @@ class BenchmarkInfo:
     scenarios: tuple[str, ...]
     needs_data_root: bool
     default_tasks: int
+    # the run measures CTrL's transfer on the last task (an independent model trained on it alone)
+    measures_transfer: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,23 @@ _BENCHMARKS: dict[str, tuple[str, str, int]] = {
 }
 SEQUENCE_BENCHMARKS = tuple(name for name, (base, _, _) in _BENCHMARKS.items() if base in SEQUENCE_BASES)
 
+# CTrL's streams (Veniat et al. 2021) on mnist5k, built by growsearch.data.ctrl: name -> (tasks, what).
+# An unrelated task: MNIST under its own pixel and label permutation.
+_CTRL: dict[str, tuple[int, str]] = {
+    "ctrl-minus": (6, "CTrL S-: MNIST t1 (3,000 samples), 4 unrelated tasks, t1 again with 300"),
+    "ctrl-plus": (6, "CTrL S+: MNIST t1 (300 samples), 4 unrelated tasks, t1 again with 3,000"),
+    "ctrl-in": (6, "CTrL S_in: MNIST t1, 4 unrelated tasks, t1 on images turned by 90 degrees"),
+    "ctrl-out": (6, "CTrL S_out: MNIST t1, 4 unrelated tasks, t1's images with shuffled labels"),
+    "ctrl-pl": (5, "CTrL S_pl: 5 unrelated tasks (pixel- and label-permuted MNIST)"),
+    "ctrl-long": (100, "CTrL S_long: 100 small 5-way MNIST tasks, each under an input transform"),
+}
+CTRL_BASE = "mnist5k"
+
 
 def _info(name: str) -> BenchmarkInfo:
+    if name in _CTRL:
+        tasks, description = _CTRL[name]
+        return BenchmarkInfo(name, description, "task-il", ("task-il",), False, tasks, measures_transfer=True)
     base_name, kind, default_tasks = _BENCHMARKS[name]
     base, (scenarios, what) = _BASES[base_name], _KINDS[kind]
     description = f"{base.label}; {kind} stream: {what}"
@@ -116,13 +133,13 @@ def _info(name: str) -> BenchmarkInfo:
 
 def list_benchmarks() -> list[BenchmarkInfo]:
     """Every registered benchmark, in registration order (the default, split-digits, first)."""
-    return [_info(name) for name in _BENCHMARKS]
+    return [_info(name) for name in (*_BENCHMARKS, *_CTRL)]
 
 
 def get_benchmark_info(name: str) -> BenchmarkInfo:
     """The BenchmarkInfo of `name`; UnknownNameError if there is none."""
-    if name not in _BENCHMARKS:
-        raise UnknownNameError("benchmark", name, tuple(_BENCHMARKS))
+    if name not in _BENCHMARKS and name not in _CTRL:
+        raise UnknownNameError("benchmark", name, (*_BENCHMARKS, *_CTRL))
     return _info(name)
 
 
@@ -146,13 +163,20 @@ def load_benchmark(
     from growsearch.data.streams import check_n_tasks, plan_tasks
 
     info = get_benchmark_info(name)
-    base_name, kind, _ = _BENCHMARKS[name]
     chosen = get_scenario(scenario if scenario is not None else info.default_scenario)
     if chosen.name not in info.scenarios:
         raise ConfigError(
             f"benchmark {name!r} does not support scenario {chosen.name!r}; "
             f"allowed: {', '.join(info.scenarios)}"
         )
+    if name in _CTRL:
+        from growsearch.data import ctrl
+
+        _check_options(seed, val_fraction, max_per_task, CTRL_BASE)
+        count = ctrl.check_n_tasks(name, info.default_tasks if n_tasks is None else n_tasks)
+        base = _BASES[CTRL_BASE].load(name, data_root, download, val_fraction)
+        return ctrl.build_stream(name, base, chosen, count, seed=seed, max_per_task=max_per_task)
+    base_name, kind, _ = _BENCHMARKS[name]
     _check_options(seed, val_fraction, max_per_task, base_name)
     spec = _BASES[base_name]
     count = check_n_tasks(kind, name, info.default_tasks if n_tasks is None else n_tasks, spec.n_classes)

@@ -51,6 +51,16 @@ def layer_specs(
     return specs
 
 
+def reading(spec: NodeSpec, input_shape: Shape) -> NodeSpec:
+    """`spec` (a dense or conv layer) reading `input_shape`: itself when it does already, else its input
+    resized, its output kept (a layer above a widened one)."""
+    if isinstance(spec, Conv2d) and len(input_shape) == 3 and input_shape[0] != spec.in_channels:
+        return replace(spec, in_channels=input_shape[0])
+    if isinstance(spec, Linear) and math.prod(input_shape) != spec.in_features:
+        return replace(spec, in_features=math.prod(input_shape), flatten=len(input_shape) > 1)
+    return spec
+
+
 def count_parameters(specs: Sequence[NodeSpec]) -> int:
     """Parameters of the layers, counted without allocating them (modules built on the meta device)."""
     import torch

@@ -1,6 +1,7 @@
 """Neuron-level growth: a task adds units (filters) to layers as new parallel groups beside the old ones.
 
-Used by RCL (Xu & Zhu 2018) and CLEAS (Gao et al. 2020). Layer i of task t's network is the concatenation
+Used by RCL (Xu & Zhu 2018) and CLEAS (Gao et al. 2020); `widen_path` widens one earlier task's path
+(auto-grow's widening move). Layer i of task t's network is the concatenation
 of unit groups: the groups earlier tasks added at layer i (frozen nodes, each still reading exactly the
 inputs it read when it was trained) and, if t adds units there, a new group `t{t}/L{i}` that reads the
 concatenation of task t's layer i - 1. Old units therefore compute bit-identical outputs for every task,
@@ -19,7 +20,7 @@ import torch
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph
 from growsearch.graph.node_ids import head_node, layer_node
-from growsearch.graph.specs import Conv2d, Head, Linear, NodeSpec, Shape
+from growsearch.graph.specs import Activation, Conv2d, Head, Linear, NodeSpec, Shape
 from growsearch.grow.backbone import head_spec
 
 
@@ -78,6 +79,43 @@ def grow_units(
         if not reads:
             raise GraphError(f"task {task} keeps no unit at layer {layer}: the layer would be empty")
     _add_reader(grown, head_node(task), head_spec(_concat_shape(grown, reads), n_outputs), reads, task, keep)
+    grown.set_head(task, head_node(task))
+    return grown
+
+
+def widen_path(
+    graph: ModuleGraph,
+    task: int,
+    source: int,
+    specs: Sequence[NodeSpec],
+    units: Sequence[int],
+    n_outputs: int,
+) -> ModuleGraph:
+    """Task `task`'s network: `source`'s path with every layer widened (RCL's and DEN's expansion, on one
+    earlier path): at layer i a new group of `units[i]` units (`t{task}/L{i}.units`, shaped like `specs[i]`)
+    reads the widened layer below, the source's layer keeps its weights and reads what it read, and a join
+    `t{task}/L{i}` concatenates the two (new first, so the task's path runs through its joins); a new head
+    reads the last join. Every earlier task's view is untouched."""
+    old = graph.layer_nodes(source)
+    if sorted(old) != list(range(len(specs))) or len(units) != len(specs):
+        raise GraphError(
+            f"task {source}'s path has layers {sorted(old)}; widening it needs {len(specs)} layers and one "
+            f"unit count per layer, got {list(units)}"
+        )
+    grown, previous = graph.copy(), INPUT
+    for layer, spec in enumerate(specs):
+        if units[layer] < 1:
+            raise GraphError(
+                f"widening adds at least one unit per layer, not {units[layer]} at layer {layer}"
+            )
+        group = layer_node(task, layer, ".units")
+        shape = grown.shapes([previous])[previous]
+        grown.add(group, resized(spec, shape, units[layer]), [previous], task, layer=layer)
+        join = layer_node(task, layer)
+        grown.add(join, Activation(None), [group, old[layer]], task, merge="concat", layer=layer)
+        previous = join
+    shape = grown.shapes([previous])[previous]
+    grown.add(head_node(task), head_spec(shape, n_outputs), [previous], task)
     grown.set_head(task, head_node(task))
     return grown
 

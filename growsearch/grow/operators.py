@@ -18,7 +18,7 @@ from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
 from growsearch.graph.node_ids import head_node, layer_node, task_node
 from growsearch.graph.specs import LSTM, Adapter, Conv2d, Head, LastStep, Linear, NodeSpec
-from growsearch.grow.backbone import head_spec, split_activation
+from growsearch.grow.backbone import head_spec, reading, split_activation
 
 
 def add_head(graph: ModuleGraph, task: int, source: str, n_outputs: int) -> ModuleGraph:
@@ -52,10 +52,13 @@ def add_column(
     *,
     adapter_hidden: int | None = None,
     laterals: bool = True,
+    lateral_tasks: Sequence[int] | None = None,
 ) -> ModuleGraph:
     """A PNN column for `task` (Rusu et al. 2016, eq. 2 with adapters): one node per layer and a head; each
     layer from the second on (and the head) also receives an adapter over the older columns' previous
     layer outputs, summed with its pre-activation. `adapter_hidden` None: the paper's n_{i-1} units.
+    `lateral_tasks`: the earlier tasks whose paths the laterals read (every task's when None; a layer
+    output two paths share is read once).
 
     A recurrent layer is a GIM module (Cossu et al. 2020, A-LSTM): at every step it reads its input
     concatenated with the older columns' hidden states at the same layer, so its input weights hold the
@@ -63,7 +66,8 @@ def add_column(
     that layer, whose older states it has read already. With laterals, a column's last recurrent layer
     keeps its whole sequence (`L{i}.seq`) for later columns and passes its last step on (`L{i}`)."""
     grown = graph.copy()
-    old_columns = [grown.layer_nodes(t) for t in grown.tasks] if laterals else []
+    tasks = grown.tasks if lateral_tasks is None else list(lateral_tasks)
+    old_columns = [grown.layer_nodes(t) for t in tasks] if laterals else []
     shapes = grown.shapes()
     head = head_spec(_output_shape(specs, grown.input_shape), n_outputs)
     previous = INPUT
@@ -77,6 +81,7 @@ def add_column(
             continue
         after_recurrent = layer > 0 and isinstance(specs[layer - 1], LSTM)
         sources = [column[layer - 1] for column in old_columns if layer > 0 and layer - 1 in column]
+        sources = list(dict.fromkeys(sources))  # paths that share a layer: its output read once
         if not sources or after_recurrent:
             grown.add(base_id, spec, [previous], task, layer=layer_index)
             previous = base_id
@@ -169,7 +174,8 @@ def reuse_prefix(
     previous = source_layers[k - 1] if k > 0 else INPUT
     for layer in range(k, len(specs)):
         node_id = layer_node(task, layer)
-        grown.add(node_id, specs[layer], [previous], task, layer=layer)
+        spec = reading(specs[layer], grown.shapes([previous])[previous])  # a widened source is wider
+        grown.add(node_id, spec, [previous], task, layer=layer)
         previous = node_id
     return add_head(grown, task, previous, n_outputs)
 

@@ -30,6 +30,7 @@ import torch
 
 from growsearch.methods._learn_to_grow_darts import DartsConfig, MixedLayer, darts_search
 from growsearch.methods._learn_to_grow_mix import Mix
+from growsearch.methods.algorithms.layer_reuse import layer_members, reuse_layer
 from growsearch.methods.toolkit import (
     INPUT,
     Activation,
@@ -37,7 +38,6 @@ from growsearch.methods.toolkit import (
     Candidate,
     Conv2d,
     Decisions,
-    GraphError,
     Linear,
     Method,
     ModuleGraph,
@@ -114,7 +114,7 @@ class LearnToGrow(Method):
         for j in tasks:
             path = graph.layer_nodes(j)
             source = LayerSource(j, path.get(layer - 1, INPUT), path[layer])
-            members = _layer_members(graph, source.source_in, source.source_out)
+            members = layer_members(graph, source.source_in, source.source_out)
             function = frozenset(graph.node(n).shares or n for n in members if graph.weights_of(n))
             found.setdefault(function, source)
         return {f"t{s.task}": s for s in found.values()}
@@ -181,7 +181,7 @@ class LearnToGrow(Method):
                 continue
             kind, _, label = choice.partition(":")
             source = self.sources(ctx, i)[label]
-            base = _reuse_layer(
+            base = reuse_layer(
                 graph, source.source_in, source.source_out, previous, layer_node(t, i, ".reuse"), t, i
             )
             if kind == "reuse":
@@ -227,7 +227,7 @@ class LearnToGrow(Method):
             options, costs = {NEW: new}, {NEW: 1.0}
             for label, source in self.sources(ctx, i).items():
                 reuse = _choice("reuse", source)
-                options[reuse] = _reuse_layer(
+                options[reuse] = reuse_layer(
                     graph, source.source_in, source.source_out, previous, _super_id(t, i, reuse), t, i
                 )
                 costs[reuse] = 0.0
@@ -274,48 +274,3 @@ def _search_record(choices: list[str], probabilities: list[dict[str, float]]) ->
         margin = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
         layers.append({"choice": choice, "weights": weights, "margin": margin, "uniform": 1 / len(weights)})
     return {"layers": layers}
-
-
-def _layer_members(graph: ModuleGraph, source_in: str, source_out: str) -> list[str]:
-    """The nodes computing `source_out` from `source_in` (one node, or an adapted layer's three)."""
-    below = graph.ancestors(source_in) | {source_in}
-    members = (graph.ancestors(source_out) | {source_out}) - below
-    order = [n for n in graph if n in members]
-    for node_id in order:
-        outside = [i for i in graph.node(node_id).inputs if i not in members and i != source_in]
-        if outside:
-            raise GraphError(
-                f"layer node {node_id!r} reads {outside}, outside its layer; it cannot be reused"
-            )
-    return order
-
-
-def _reuse_layer(
-    graph: ModuleGraph, source_in: str, source_out: str, new_in: str, name: str, task: int, layer: int
-) -> str:
-    """The source layer computing `source_out` from `source_in`, applied to `new_in`: the layer itself when
-    it already reads `new_in`, else nodes that share its weights (in place on `graph`, a copy the caller
-    owns). Returns the node giving the layer's output."""
-    if new_in == source_in:
-        return source_out
-    members = _layer_members(graph, source_in, source_out)
-    names = {source_in: new_in}
-    for k, node_id in enumerate(members):
-        node = graph.node(node_id)
-        names[node_id] = name + ("" if node_id == source_out else f".{k}")
-        inputs = [names[i] for i in node.inputs]
-        if node.weights or node.shares:
-            shares = node.shares or node_id
-            graph.add(names[node_id], node.spec, inputs, task, merge=node.merge, layer=layer, shares=shares)
-        else:  # a parameter-free join
-            graph.add(
-                names[node_id],
-                node.spec,
-                inputs,
-                task,
-                merge=node.merge,
-                layer=layer,
-                frozen=True,
-                weights={},
-            )
-    return names[source_out]

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from growsearch.methods.algorithms.weight_masks import attach_masks, matrix_parameters, store_masks
+from growsearch.methods.algorithms.weight_masks import mask_training, matrix_parameters
 from growsearch.methods.toolkit import (
     Candidate,
     Decisions,
@@ -32,8 +32,6 @@ from growsearch.methods.toolkit import (
     Retrain,
     TaskContext,
     Training,
-    TrainingProgram,
-    TrainingRun,
     ops,
     require,
 )
@@ -77,18 +75,10 @@ class Piggyback(Method):
 
     def training(self, graph: ModuleGraph, ctx: TaskContext) -> Training:
         """A mask learnt over every backbone weight matrix (the backbone runs per batch)."""
-        backbone = self.backbone(ctx)
-        masked = {n: dict.fromkeys(matrix_parameters(graph, n)) for n in backbone}
-        attached = {}
-
-        def start(run: TrainingRun) -> None:
-            options = self.options
-            attached.update(attach_masks(run.program, masked, options.mask_init, options.mask_threshold))
-
-        def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
-            return store_masks(trained, ctx.task_id, attached)
-
-        return Training(changing=tuple(backbone), start=start, finish=finish)
+        options = self.options
+        return mask_training(
+            graph, ctx.task_id, self.backbone(ctx), options.mask_init, options.mask_threshold
+        )
 
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """Freeze what the task trained: the backbone and its head after the first task, else its head."""

@@ -38,7 +38,7 @@ from growsearch.graph.specs import (
 from growsearch.grow import gates as unit_gates
 from growsearch.grow import neurons, node_data, units
 from growsearch.grow import operators as ops
-from growsearch.grow.backbone import count_parameters, head_spec, layer_specs, split_activation
+from growsearch.grow.backbone import count_parameters, head_spec, layer_specs, reading, split_activation
 from growsearch.grow.unit_removal import remove_units
 from growsearch.inference.autoencoders import TaskAutoencoder, relatedness
 from growsearch.methods.base import (
@@ -155,6 +155,7 @@ __all__ = [
     "pack_of",
     "prefix_outputs",
     "read_record",
+    "reading",
     "relatedness",
     "remove_units",
     "require",

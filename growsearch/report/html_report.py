@@ -24,6 +24,7 @@ from growsearch.atomic_files import atomic_write_text
 from growsearch.errors import RunFolderError
 from growsearch.report import html_page as html
 from growsearch.report import report_figures as figures
+from growsearch.report.inspect import recorded_moves
 from growsearch.report.metrics_export import CSV_FILE, write_metrics_csv
 from growsearch.report.run_metrics import rebuild_metrics
 from growsearch.report.search_history import TaskSearch, task_searches, trials_for_plot
@@ -122,17 +123,22 @@ def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return metrics_table(Metrics(**fields))
 
 
-def _task_rows(records: list[TaskRecord]) -> list[tuple[object, ...]]:
+def _task_table(records: list[TaskRecord]) -> tuple[tuple[str, ...], list[tuple[object, ...]]]:
+    """The tasks table: a row per committed task, with its growth move where the run records one."""
+    moves = recorded_moves(records)
+    headers = (*TASK_HEADERS[:3], "move", *TASK_HEADERS[3:]) if moves else TASK_HEADERS
     rows, previous = [], 0
     for record in records:
         task = record.task
         seen = record.accuracy_row[: task + 1]
         trials = record.trials
+        move = (moves.get(task, ""),) if moves else ()
         rows.append(
             (
                 f"task {task}",
                 ", ".join(str(c) for c in record.classes),
                 record.chosen_trial,
+                *move,
                 ", ".join(f"{k}={v}" for k, v in record.decisions.items()) or "-",
                 html.fmt_number(record.val_accuracy, 3),
                 " ".join(f"{a:.3f}" for a in seen),
@@ -146,7 +152,7 @@ def _task_rows(records: list[TaskRecord]) -> list[tuple[object, ...]]:
             )
         )
         previous = record.parameters
-    return rows
+    return headers, rows
 
 
 TASK_HEADERS = (
@@ -279,14 +285,20 @@ def _mechanism_section(records: list[TaskRecord]) -> str:
     return "".join(parts)
 
 
-def _graph_section(run: RunFolder, tasks: list[int], engine: str) -> str:
+def _tasks_html(records: list[TaskRecord]) -> str:
+    headers, rows = _task_table(records)
+    text = 5 if "move" in headers else 4  # task, classes, chosen trial, (move,) decisions
+    return html.table(headers, rows, "tasks", text_columns=text)
+
+
+def _graph_section(run: RunFolder, records: list[TaskRecord], engine: str) -> str:
     from growsearch.report.graph.picture import graph_picture
     from growsearch.report.graph.render import render_picture
 
-    parts = []
-    for task in tasks:
+    parts, moves = [], recorded_moves(records)
+    for task in (r.task for r in records):
         graph, _ = run.load_task(task)
-        picture = graph_picture(graph, task)
+        picture = graph_picture(graph, task, moves={t: m for t, m in moves.items() if t <= task})
         title = f"after task {task}: {picture.total_parameters:,} parameters, task {task}'s path highlighted"
         parts.append(html.figure(render_picture(picture, "svg", engine), "svg", title, f"graph-{task}"))
     return "".join(parts)
@@ -362,9 +374,7 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
         html.section(
             "Metrics", html.table(("metric", "value"), _metric_rows(metrics), "metrics"), "metrics-section"
         ),
-        html.section(
-            "Tasks", html.table(TASK_HEADERS, _task_rows(records), "tasks", text_columns=4), "tasks-section"
-        ),
+        html.section("Tasks", _tasks_html(records), "tasks-section"),
         *_task_inference_section(metrics),
         html.section("Mechanism per task", _mechanism_section(records), "mechanism"),
         html.section("Figures", f'<div class="grid">{"".join(figure_list)}</div>', "figures"),
@@ -374,9 +384,7 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
             + "".join(_search_section(s) for s in searches),
             "search",
         ),
-        html.section(
-            "Grown graph per task", _graph_section(run, [r.task for r in records], engine), "graphs"
-        ),
+        html.section("Grown graph per task", _graph_section(run, records, engine), "graphs"),
         html.section("Config", f"<pre>{html.esc(yaml.safe_dump(config, sort_keys=False))}</pre>", "config"),
         html.section(
             "Open elsewhere",

@@ -3,18 +3,21 @@
 `describe_view` gives one row per node of the view; `render_text` turns the rows into a text tree.
 `render_inspect` gives the whole graph, with the task's view highlighted, in any format `growsearch
 inspect` offers: text, Graphviz DOT, SVG or PNG (through Graphviz or matplotlib), a self-contained HTML
-page, GraphML or networkx node-link JSON. Nodes are coloured by owner task, frozen ones have a double
+page, GraphML or networkx node-link JSON. Nodes are coloured by owner task (by the growth move that added
+them where the run records moves: auto-grow), frozen ones have a double
 border, owner-tracked ones show the share of weights each task owns and how much is free (pruned), gated
 ones the same of units, masked ones the share of weights the task's mask keeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from growsearch.errors import ConfigError
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.report.graph.picture import PALETTE, GraphPicture, graph_picture, mask_kept, node_capacity
+from growsearch.task_record import TaskRecord
 
 __all__ = ["FORMATS", "PALETTE", "describe_view", "render_dot", "render_inspect", "render_text"]
 
@@ -74,7 +77,9 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.0f}%"
 
 
-def render_text(graph: ModuleGraph, task: int) -> str:
+def render_text(graph: ModuleGraph, task: int, moves: Mapping[int, str] | None = None) -> str:
+    """The task's view as a text tree (`moves`: each task's growth move, where the run records one)."""
+    moves = dict(moves or {})
     rows = describe_view(graph, task)
     owned = sum(r.parameters for r in rows if r.role == "owned")
     lines = [
@@ -88,6 +93,8 @@ def render_text(graph: ModuleGraph, task: int) -> str:
             lines.append(f"  input {graph.input_shape}")
             continue
         flags = [row.role if row.role == "owned" else f"shared from task {row.owner}"]
+        if row.owner in moves:
+            flags[0] += f" by its {moves[row.owner]}"
         flags.append("frozen" if row.frozen else "trainable")
         if row.used_fraction is not None:
             flags.append(
@@ -106,10 +113,11 @@ def render_text(graph: ModuleGraph, task: int) -> str:
             f"  {layer:>4} {row.node_id}: {row.kind}({row.spec}){merge}{', '.join(row.inputs)}"
             f"  [{'; '.join(flags)}]  {row.parameters:,} params"
         )
-    picture = graph_picture(graph, task)
-    lines.append("parameters per task (owned; in its view):")
+    picture = graph_picture(graph, task, moves=moves)
+    lines.append("parameters per task (owned; in its view)" + (", and its move:" if moves else ":"))
     for t in picture.tasks:
-        lines.append(f"  task {t}: {picture.task_parameters[t]:,}; {picture.view_parameters[t]:,}")
+        move = f"; {moves[t]}" if t in moves else ""
+        lines.append(f"  task {t}: {picture.task_parameters[t]:,}; {picture.view_parameters[t]:,}{move}")
     if picture.free_parameters:
         lines.append(f"  free / pruned weights: {picture.free_parameters:,}")
     return "\n".join(lines)
@@ -128,7 +136,14 @@ def picture_html(picture: GraphPicture, engine: str = "auto") -> str:
     from growsearch.report.graph.render import render_picture
 
     svg = render_picture(picture, "svg", engine)
-    tasks = [(f"task {t}", picture.task_parameters[t], picture.view_parameters[t]) for t in picture.tasks]
+    tasks = [
+        (
+            f"task {t}" + (f" ({picture.moves[t]})" if t in picture.moves else ""),
+            picture.task_parameters[t],
+            picture.view_parameters[t],
+        )
+        for t in picture.tasks
+    ]
     tasks.append(("free / pruned", picture.free_parameters, ""))
     nodes = [
         (
@@ -182,10 +197,22 @@ def render_picture_as(picture: GraphPicture, fmt: str, engine: str = "auto") -> 
     raise ConfigError(f"--format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def render_inspect(graph: ModuleGraph, task: int, fmt: str = "text", engine: str = "auto") -> str | bytes:
-    """`growsearch inspect` output: text for the view, the whole graph with the view highlighted otherwise."""
+def render_inspect(
+    graph: ModuleGraph,
+    task: int,
+    fmt: str = "text",
+    engine: str = "auto",
+    moves: Mapping[int, str] | None = None,
+) -> str | bytes:
+    """`growsearch inspect` output: text for the view, the whole graph with the view highlighted otherwise
+    (`moves`: each task's growth move, where the run records one: its nodes are coloured by it)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt == "text":
-        return render_text(graph, task)
-    return render_picture_as(graph_picture(graph, task), fmt, engine)
+        return render_text(graph, task, moves)
+    return render_picture_as(graph_picture(graph, task, moves=moves), fmt, engine)
+
+
+def recorded_moves(records: list[TaskRecord]) -> dict[int, str]:
+    """Each committed task's growth move, where its record names one (auto-grow's `mechanism.move`)."""
+    return {r.task: r.mechanism["move"] for r in records if isinstance(r.mechanism.get("move"), str)}

@@ -2,7 +2,8 @@
 
 Notation: ``a[i][j]`` is the test accuracy on task ``j`` after training task ``i`` (0-based, ``T`` tasks).
 Sources: Chaudhry et al. 2018 (``A_T``, forgetting), Diaz-Rodriguez et al. 2018 (``A``, FWT, BWT, MS, CE),
-Lopez-Paz & Ranzato 2017 (GEM forms of BWT and FWT with a random-init baseline ``b``).
+Lopez-Paz & Ranzato 2017 (GEM forms of BWT and FWT with a random-init baseline ``b``), and CTrL's transfer
+(Veniat, Denoyer & Ranzato 2021, section 4: the last task against an independent model trained on it alone).
 
 Partial runs: :func:`compute_metrics` takes the full ``(T, T)`` matrix and uses only its leading ``k``
 complete rows (row ``i`` is complete when ``a[i][0..i]`` are all finite, see :func:`accuracy_rows_complete`).
@@ -61,6 +62,9 @@ class RunRecord:
     accuracy of a randomly initialised model on task ``j``. ``parameters[i]``: ``Mem(theta_i)``, parameter
     count after task ``i``. ``train_ops[i]``: multiply-adds spent learning task ``i`` (all trials, all
     epochs). ``pass_ops[i]``: multiply-adds of one forward+backward pass over task ``i``'s training data.
+    ``independent_accuracy``: test accuracy on the last task ``T-1`` of an independent model (the base
+    network with a fresh head) trained on that task alone, CTrL's reference for transfer; None when the
+    benchmark does not measure it.
     Arrays are converted to float64; shapes are checked here, values in :func:`compute_metrics`.
     """
 
@@ -69,6 +73,7 @@ class RunRecord:
     parameters: np.ndarray | None = None
     train_ops: np.ndarray | None = None
     pass_ops: np.ndarray | None = None
+    independent_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         accuracy = _as_float_array(self.accuracy, "accuracy")
@@ -85,6 +90,13 @@ class RunRecord:
                     f"got shape {array.shape}"
                 )
             object.__setattr__(self, name, array)
+        if self.independent_accuracy is not None:
+            value = _as_float_array(self.independent_accuracy, "independent_accuracy")
+            if value.shape != () or not np.isfinite(value):
+                raise MetricsError(
+                    f"independent_accuracy = {self.independent_accuracy!r}; expected one finite accuracy"
+                )
+            object.__setattr__(self, "independent_accuracy", float(value))
 
     @property
     def tasks(self) -> int:
@@ -110,6 +122,7 @@ class Metrics:
     bwt_lopez_paz: float  # (1/(T-1)) sum_{j<T-1} (a[T-1][j] - a[j][j])
     model_size_efficiency: float  # MS, eq. 12
     computational_efficiency: float  # CE, eq. 13
+    transfer: float = math.nan  # CTrL: a[T-1][T-1] - the independent model's accuracy on task T-1
     tasks: int = 0  # number of leading task rows the metrics cover (k of a partial run)
 
     def as_dict(self) -> dict[str, float | int | list[float | None] | None]:
@@ -190,6 +203,8 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
     - ``BWT_LP = (1/(T-1)) sum_{j<T-1} (a[T-1][j] - a[j][j])`` (GEM).
     - ``MS = min(1, (1/T) sum_i Mem(theta_0) / Mem(theta_i))`` (eq. 12).
     - ``CE = min(1, (1/T) sum_i pass_ops[i] * epsilon / train_ops[i])`` (eq. 13).
+    - ``transfer = a[T-1][T-1] - independent_accuracy`` (CTrL, section 4), over the whole stream: NaN until
+      its last task is learned, or without ``independent_accuracy``.
 
     Transfer and forgetting metrics are NaN when ``T == 1``. Raises :class:`MetricsError` when no row is
     complete, on a NaN hole, a bad ``epsilon``, or a non-positive/non-finite count among the first ``k``.
@@ -233,6 +248,10 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
     if train_ops is not None and pass_ops is not None:
         computational_efficiency = min(1.0, float(np.mean(pass_ops * epsilon / train_ops)))
 
+    transfer = math.nan
+    if record.independent_accuracy is not None and k == record.tasks:
+        transfer = float(a[k - 1, k - 1] - record.independent_accuracy)
+
     return Metrics(
         average_accuracy=average_accuracy,
         accuracy_whole_run=accuracy_whole_run,
@@ -244,6 +263,7 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
         bwt_lopez_paz=bwt_lopez_paz,
         model_size_efficiency=model_size_efficiency,
         computational_efficiency=computational_efficiency,
+        transfer=transfer,
         tasks=k,
     )
 
@@ -260,7 +280,9 @@ _TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("bwt_lopez_paz", "BWT  backward transfer (Lopez-Paz)"),
     ("model_size_efficiency", "MS   model size efficiency"),
     ("computational_efficiency", "CE   computational efficiency"),
+    ("transfer", "TR   transfer on the last task (CTrL)"),
 )
+_SHOWN_WHEN_MEASURED = ("transfer",)  # only some benchmarks measure it: no n/a row elsewhere
 
 
 def _format(value: float) -> str:
@@ -268,10 +290,13 @@ def _format(value: float) -> str:
 
 
 def metrics_table(metrics: Metrics) -> list[tuple[str, str]]:
-    """Human names and formatted values (4 decimals, ``n/a`` for NaN), in a fixed order, for the CLI."""
+    """Human names and formatted values (4 decimals, ``n/a`` for NaN), in a fixed order, for the CLI (CTrL's
+    transfer only where it was measured)."""
     rows: list[tuple[str, str]] = []
     for field, label in _TABLE_ROWS:
         value = getattr(metrics, field)
+        if field in _SHOWN_WHEN_MEASURED and math.isnan(value):
+            continue
         if isinstance(value, tuple):
             text = ", ".join(_format(v) for v in value) if value else "n/a"
         elif isinstance(value, int):

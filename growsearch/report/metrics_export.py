@@ -3,8 +3,9 @@
 One row per number, columns ``metric,after_task,on_task,value`` (empty where a column does not apply or a
 value is unknown), so ``pandas.read_csv("metrics.csv").pivot(...)`` gets any view back: ``accuracy`` rows
 (after task i, on task j), per-task series (``parameters``, ``parameters_added``, ``train_macs``,
-``pass_macs``, ``random_init_accuracy``, ``forgetting_per_task``, ``decision.NAME``) and the summary
-metrics (``average_accuracy``, ``bwt``, ...).
+``pass_macs``, ``random_init_accuracy``, ``forgetting_per_task``, ``decision.NAME``), the independent model's
+accuracy on the last task (``independent_accuracy``, where CTrL's transfer is measured) and the summary
+metrics (``average_accuracy``, ``bwt``, ``transfer``, ...).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def metric_rows(metrics: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
             yield ("accuracy", i, j, _value(value))
     for j, value in enumerate(metrics.get("random_init_accuracy") or []):
         yield ("random_init_accuracy", "", j, _value(value))
+    if metrics.get("independent_accuracy") is not None and metrics.get("n_tasks"):
+        yield ("independent_accuracy", "", metrics["n_tasks"] - 1, _value(metrics["independent_accuracy"]))
     parameters = metrics.get("parameters", [])
     for i, value in enumerate(parameters):
         yield ("parameters", i, "", value)

@@ -1,5 +1,6 @@
 """Evaluation: what a committed graph scores on every task's test samples, as the scenario plan says to
-score it, and the random-init baseline the metrics compare against.
+score it, and the baselines the metrics compare against: a random-init network (b_j) and, for CTrL's
+transfer, an independent network trained on the last task alone.
 
 - task-IL (the task id given): each task through its own view; a task not yet learned through the
   committed graph with a fresh random head on the newest path's last layer, as a multi-head model meets
@@ -20,7 +21,9 @@ from typing import Any
 
 import torch
 
+from growsearch.config.training import TrainingConfig
 from growsearch.data.task import Task, TaskStream
+from growsearch.errors import TrainingError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.specs import NodeSpec
@@ -29,7 +32,7 @@ from growsearch.inference.autoencoders import TaskAutoencoder, route
 from growsearch.methods.base import Method
 from growsearch.search.scenario_plan import ScenarioPlan
 from growsearch.seeds import derived_seed
-from growsearch.train.candidate import evaluate, resolve_device
+from growsearch.train.candidate import evaluate, resolve_device, train_candidate
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,24 @@ def random_init_accuracy(stream: TaskStream, specs: Sequence[NodeSpec], seed: in
         fresh = ops.reuse_prefix(ModuleGraph(stream.input_shape), j, None, 0, specs, task.n_outputs)
         row.append(evaluate(fresh, j, task.test))
     return row
+
+
+def independent_accuracy(
+    stream: TaskStream, specs: Sequence[NodeSpec], training: TrainingConfig, seed: int
+) -> float:
+    """CTrL's reference for transfer: test accuracy on the stream's last task of an independent model, the
+    base network with a fresh head trained on that task alone with the run's training settings (optimiser,
+    lr, epochs, batch size). Deterministic for `seed` (initial weights and batch order)."""
+    j = len(stream) - 1
+    task = stream.tasks[j]
+    torch.manual_seed(derived_seed(seed, j, "independent"))
+    fresh = ops.reuse_prefix(ModuleGraph(stream.input_shape), j, None, 0, specs, task.n_outputs)
+    try:
+        trained = train_candidate(
+            fresh, j, task.train, task.val, training, seed=derived_seed(seed, j, "independent-batches")
+        )
+    except TrainingError as error:
+        raise TrainingError(
+            f"the independent model on task {j} (CTrL's transfer reference): {error}"
+        ) from None
+    return evaluate(trained.graph, j, task.test, device=resolve_device(training.device))

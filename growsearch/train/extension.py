@@ -100,4 +100,3 @@ class Training:
 
 
 PLAIN = Training()
-

@@ -9,6 +9,7 @@ NAMES = {
     "split-mnist", "permuted-mnist", "rotated-mnist", "label-permuted-mnist",
     "split-fashionmnist", "split-cifar10", "split-cifar100",
     "seq-split-digits", "seq-split-mnist5k",
+    "ctrl-minus", "ctrl-plus", "ctrl-in", "ctrl-out", "ctrl-pl", "ctrl-long",
 }  # fmt: skip
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from growsearch.methods.toolkit import ModuleGraph, TrainingProgram, node_data
+from growsearch.methods.toolkit import ModuleGraph, Training, TrainingProgram, TrainingRun, node_data
 
 MaskKey = tuple[str, str]  # (node id, parameter name)
 
@@ -128,3 +128,21 @@ def store_masks(graph: ModuleGraph, task: int, masks: Mapping[MaskKey, WeightMas
     for (node_id, name), mask in masks.items():
         binary.setdefault(node_id, {})[name] = mask.binary()
     return node_data.with_masks(graph, task, binary)
+
+
+def mask_training(
+    graph: ModuleGraph, task: int, node_ids: list[str], init: float, threshold: float
+) -> Training:
+    """How a task learns a binary mask over every weight matrix of the (frozen) nodes `node_ids`
+    (Piggyback's, auto-grow's masking move): the masks attached once the candidate is compiled, the nodes
+    run per batch, and the binary masks stored as the task's masks after training."""
+    masked = {n: dict.fromkeys(matrix_parameters(graph, n)) for n in node_ids}
+    attached: dict[MaskKey, WeightMask] = {}
+
+    def start(run: TrainingRun) -> None:
+        attached.update(attach_masks(run.program, masked, init, threshold))
+
+    def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
+        return store_masks(trained, task, attached)
+
+    return Training(changing=tuple(node_ids), start=start, finish=finish)

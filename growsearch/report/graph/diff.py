@@ -7,6 +7,7 @@ same nodes), heads added, and the parameter counts before and after.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from growsearch.graph.module_graph import FREE, ModuleGraph
@@ -57,7 +58,7 @@ def graph_diff(before: ModuleGraph, after: ModuleGraph, t1: int, t2: int) -> Gra
     )
 
 
-def diff_picture(diff: GraphDiff, after: ModuleGraph) -> GraphPicture:
+def diff_picture(diff: GraphDiff, after: ModuleGraph, moves: Mapping[int, str] | None = None) -> GraphPicture:
     """The later graph with what changed since the earlier task highlighted and the rest dimmed."""
     title = (
         f"what tasks {diff.before + 1}..{diff.after} added over task {diff.before}: "
@@ -66,7 +67,7 @@ def diff_picture(diff: GraphDiff, after: ModuleGraph) -> GraphPicture:
     )
     if diff.after == diff.before + 1:
         title = title.replace(f"tasks {diff.before + 1}..{diff.after}", f"task {diff.after}")
-    return graph_picture(after, diff.after, highlight=diff.changed, title=title)
+    return graph_picture(after, diff.after, highlight=diff.changed, title=title, moves=moves)
 
 
 def render_diff_text(diff: GraphDiff, after: ModuleGraph) -> str:

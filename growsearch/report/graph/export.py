@@ -26,6 +26,7 @@ def picture_to_networkx(picture: GraphPicture) -> nx.DiGraph:
         free_parameters=picture.free_parameters,
         task_parameters={str(t): n for t, n in picture.task_parameters.items()},
         view_parameters={str(t): n for t, n in picture.view_parameters.items()},
+        moves={str(t): m for t, m in picture.moves.items()},
     )
     for node in picture.nodes:
         x, y = picture.layout.xy(node.node_id)
@@ -43,6 +44,7 @@ def picture_to_networkx(picture: GraphPicture) -> nx.DiGraph:
             weight_shares={str(owner): share for owner, share in node.shares} or None,
             shares_of=node.granularity if node.shares else None,
             mask_kept=node.mask_kept,
+            move=node.move,
             highlighted=node.highlighted,
             colour=node.colour,
             x=x,

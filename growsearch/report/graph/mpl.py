@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 
-from growsearch.report.graph.picture import GraphPicture, PictureNode, task_colour
+from growsearch.report.graph.picture import GraphPicture, PictureNode, move_colour, task_colour
 
 COLUMN_INCHES, ROW_INCHES = 2.4, 0.8
 BOX_WIDTH, BOX_HEIGHT = 0.84, 0.66  # in columns and rows
@@ -121,9 +121,10 @@ def _edges(ax, picture: GraphPicture) -> None:
 def _legend(fig: Figure, picture: GraphPicture) -> None:
     handles = [
         Patch(
-            facecolor=task_colour(t),
+            facecolor=move_colour(picture.moves[t]) if t in picture.moves else task_colour(t),
             edgecolor="black" if t == picture.task else "none",
-            label=f"task {t}{' (selected)' if t == picture.task else ''}: owns "
+            label=f"task {t}{f' {picture.moves[t]}' if t in picture.moves else ''}"
+            f"{' (selected)' if t == picture.task else ''}: owns "
             f"{picture.task_parameters[t]:,}, view {picture.view_parameters[t]:,} params",
         )
         for t in picture.tasks

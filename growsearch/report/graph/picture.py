@@ -4,7 +4,8 @@
 whether it is frozen, its parameter count, for owner-tracked nodes the share of weights the task uses, owns
 and leaves free (pruned or masked), for gated nodes the same of units (a unit belongs to the first task
 whose gate opens it), for masked nodes the share of weights the task's mask keeps, whether it is
-highlighted (on the task's view, or added by a later task in a diff), and where the layout puts it. It
+highlighted (on the task's view, or added by a later task in a diff), the growth move that added it where
+the run records one (auto-grow: the node is then coloured by the move), and where the layout puts it. It
 also counts the parameters each task owns, so every renderer (DOT, SVG/PNG, GraphML, JSON, HTML) shows the
 same facts.
 """
@@ -12,8 +13,8 @@ same facts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,10 +23,25 @@ from growsearch.report.graph.layout import Layout, layout_graph
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 INPUT_COLOUR = "#dddddd"
+# a run that records each task's growth move (auto-grow) colours a node by the move that added it
+MOVE_COLOURS = {
+    "reuse_below": "#4e79a7",
+    "reuse_above": "#76b7b2",
+    "column": "#f28e2b",
+    "widen": "#e15759",
+    "backbone": "#59a14f",
+    "mask": "#edc948",
+    "adapt": "#b07aa1",
+}
+OTHER_MOVE_COLOUR = "#9c755f"
 
 
 def task_colour(owner: int) -> str:
     return INPUT_COLOUR if owner < 0 else PALETTE[owner % len(PALETTE)]
+
+
+def move_colour(move: str) -> str:
+    return MOVE_COLOURS.get(move, OTHER_MOVE_COLOUR)
 
 
 @dataclass(frozen=True)
@@ -45,14 +61,17 @@ class PictureNode:
     shares: tuple[tuple[int, float], ...] = ()  # (owner task or FREE, share of the weights or units)
     granularity: str = "weights"  # what the fractions and shares count: weights (owners) or units (gates)
     mask_kept: float | None = None  # masked nodes: share of the weights the selected task's mask keeps
+    move: str | None = None  # the growth move that added the node (its owner task's), where runs record one
 
     @property
     def colour(self) -> str:
-        return task_colour(self.owner)
+        return move_colour(self.move) if self.move else task_colour(self.owner)
 
     def detail_lines(self) -> list[str]:
-        """The lines under the node id: kind, parameter count, frozen, weight or unit shares, mask."""
+        """The lines under the node id: kind, parameter count, frozen, weight or unit shares, mask, move."""
         lines = [f"{self.kind} · {self.parameters:,} params" + (" · frozen" if self.frozen else "")]
+        if self.move:
+            lines.append(f"added by task {self.owner}'s {self.move}")
         if self.used_fraction is not None:
             prefix = "units: " if self.granularity == "units" else ""
             lines.append(
@@ -75,6 +94,7 @@ class GraphPicture:
     view_parameters: dict[int, int]  # parameters in each task's view
     free_parameters: int  # owner-tracked weights no task owns
     total_parameters: int
+    moves: dict[int, str] = field(default_factory=dict)  # each task's growth move, where the run records one
 
     def node(self, node_id: str) -> PictureNode:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -156,9 +176,15 @@ def parameters_by_owner(graph: ModuleGraph) -> Counter[int]:
 
 
 def graph_picture(
-    graph: ModuleGraph, task: int, highlight: Iterable[str] | None = None, title: str | None = None
+    graph: ModuleGraph,
+    task: int,
+    highlight: Iterable[str] | None = None,
+    title: str | None = None,
+    moves: Mapping[int, str] | None = None,
 ) -> GraphPicture:
-    """Describe the whole graph for drawing; `highlight` defaults to the nodes of `task`'s view."""
+    """Describe the whole graph for drawing; `highlight` defaults to the nodes of `task`'s view; `moves`:
+    each task's growth move (the nodes it added are coloured by it)."""
+    moves = dict(moves or {})
     lit = set(graph.view(task) if highlight is None else highlight)
     layout = layout_graph(graph)
     nodes = []
@@ -182,6 +208,7 @@ def graph_picture(
                 shares=capacity.shares if capacity else (),
                 granularity=capacity.granularity if capacity else "weights",
                 mask_kept=mask_kept(graph, node_id, task),
+                move=moves.get(node.owner),
             )
         )
     edges = [(s, t, s in lit and t in lit) for s, t in sorted(graph.edges())]
@@ -202,4 +229,5 @@ def graph_picture(
         view_parameters={t: graph.view_parameters(t) for t in graph.tasks},
         free_parameters=by_owner.get(FREE, 0),
         total_parameters=total,
+        moves=moves,
     )

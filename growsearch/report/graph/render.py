@@ -14,7 +14,7 @@ import subprocess
 from html import escape
 
 from growsearch.errors import GrowsearchError
-from growsearch.report.graph.picture import GraphPicture, PictureNode, task_colour
+from growsearch.report.graph.picture import GraphPicture, PictureNode, move_colour, task_colour
 
 ENGINES = ("auto", "graphviz", "matplotlib")
 IMAGE_FORMATS = ("svg", "png")
@@ -35,8 +35,9 @@ def _legend(picture: GraphPicture) -> str:
     rows = [f'<tr><td colspan="3"><b>{escape(picture.title)}</b></td></tr>']
     rows.append("<tr><td>task</td><td>owns</td><td>in its view</td></tr>")
     for task in picture.tasks:
-        colour = task_colour(task)
-        mark = " (selected)" if task == picture.task else ""
+        move = picture.moves.get(task)
+        colour = move_colour(move) if move else task_colour(task)
+        mark = (f" · {escape(move)}" if move else "") + (" (selected)" if task == picture.task else "")
         rows.append(
             f'<tr><td bgcolor="{colour}">task {task}{mark}</td>'
             f"<td>{picture.task_parameters[task]:,}</td><td>{picture.view_parameters[task]:,}</td></tr>"

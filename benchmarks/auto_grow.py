@@ -1,0 +1,162 @@
+"""auto-grow against every fixed method, stream by stream: is a method that picks among methods' moves ever
+beaten on both accuracy and size?
+
+For each stream (split-mnist5k, permuted-digits with 20 tasks, CTrL's S^-, S_in and S_out built from the
+embedded data), auto-grow and every fixed method that runs task-IL run under one protocol (`methods.py`'s:
+a 2x100 MLP, 5 epochs, SGD 0.1 momentum 0.9, batch 32; DEN, XdG and CCGN keep their YAMLs' optimisers),
+each in a fresh process, one torch thread, the same seed. Printed per stream: A_T, parameters after the
+last task, wall time and CTrL's transfer (last task's accuracy minus an independent model's, where the
+stream measures it) of every method; the fixed methods whose (A_T, parameters) point dominates auto-grow's
+(at least as accurate and at least as small); auto-grow's wall time over MNTDP-D's; and the move auto-grow
+committed for the last task with the best candidate of every other move. Last line:
+`auto-grow: dominated on N of M streams`.
+
+Run:  python benchmarks/auto_grow.py [--streams ctrl-minus,ctrl-in] [--methods pnn,packnet]
+      [--max-per-task N] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STREAMS = {  # name -> (benchmark, tasks: None for the benchmark's own)
+    "split-mnist5k": ("split-mnist5k", None),
+    "permuted-digits-20": ("permuted-digits", 20),
+    "ctrl-minus": ("ctrl-minus", None),
+    "ctrl-in": ("ctrl-in", None),
+    "ctrl-out": ("ctrl-out", None),
+}
+GIVEN = "auto-grow"
+REFERENCE = "mntdp-d"
+
+
+def fixed_methods() -> list[str]:
+    """Every method but auto-grow with a task-IL run under the protocol (GIM's columns are recurrent)."""
+    from methods import runs_in
+
+    from growsearch.methods import method_names
+
+    return [m for m in method_names() if m not in (GIVEN, "gim") and runs_in(m, "task-il")]
+
+
+def run_one(stream: str, method: str, seed: int, max_per_task: int | None) -> dict:
+    """One run, in this process (the parent starts a fresh one per run): its figures as a dict."""
+    import torch
+    from methods import protocol_space
+
+    from growsearch.runner import RunOptions, start_run
+
+    torch.set_num_threads(1)
+    benchmark, tasks = STREAMS[stream]
+    options = RunOptions(
+        benchmark=benchmark, scenario="task-il", n_tasks=tasks, seed=seed, max_per_task=max_per_task
+    )
+    with tempfile.TemporaryDirectory(prefix=f"auto-grow-bench-{method}-") as folder:
+        started = time.perf_counter()
+        result = start_run(protocol_space(method, 5), options, Path(folder) / "run")
+        seconds = time.perf_counter() - started
+    metrics, last = result.metrics, result.records[-1]
+    row = {
+        "method": method,
+        "accuracy": float(metrics["metrics"]["average_accuracy"]),
+        "parameters": int(metrics["parameters"][-1]),
+        "seconds": seconds,
+        "transfer": metrics.get("transfer"),
+    }
+    if method == GIVEN:
+        mechanism = last.mechanism
+        row["last_move"] = {k: mechanism.get(k) for k in ("move", "source", "parameters")}
+        row["alternatives"] = mechanism.get("alternatives", {})
+        row["moves"] = [r.mechanism.get("move") for r in result.records]
+    return row
+
+
+def measure(stream: str, method: str, seed: int, max_per_task: int | None) -> dict:
+    command = [sys.executable, str(Path(__file__)), "--one", stream, method, "--seed", str(seed)]
+    if max_per_task is not None:
+        command += ["--max-per-task", str(max_per_task)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        return {"method": method, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dominates(row: dict, given: dict) -> bool:
+    return row["accuracy"] >= given["accuracy"] and row["parameters"] <= given["parameters"]
+
+
+def report(stream: str, rows: list[dict]) -> bool:
+    """Print one stream's table; whether a fixed method dominates auto-grow on it."""
+    print(f"\n== {stream} ==")
+    print(f"{'method':<28} {'A_T':>7} {'parameters':>11} {'seconds':>8} {'transfer':>9}")
+    for row in sorted(rows, key=lambda r: (r["method"] != GIVEN, r["method"])):
+        if "error" in row:
+            print(f"{row['method']:<28} failed: {row['error']}")
+            continue
+        transfer = "" if row["transfer"] is None else f"{row['transfer']:+.4f}"
+        print(
+            f"{row['method']:<28} {row['accuracy']:>7.4f} {row['parameters']:>11,} {row['seconds']:>8.1f} "
+            f"{transfer:>9}"
+        )
+    given = next((r for r in rows if r["method"] == GIVEN and "error" not in r), None)
+    if given is None:
+        print("auto-grow failed: no comparison")
+        return True
+    winners = [r["method"] for r in rows if r["method"] != GIVEN and "error" not in r and dominates(r, given)]
+    print(
+        f"dominating auto-grow (A_T >= {given['accuracy']:.4f} and parameters <= {given['parameters']:,}): "
+        f"{', '.join(winners) or 'none'}"
+    )
+    reference = next((r for r in rows if r["method"] == REFERENCE and "error" not in r), None)
+    if reference is not None:
+        print(f"auto-grow wall time / MNTDP-D's: {given['seconds'] / reference['seconds']:.2f}")
+    last = given["last_move"]
+    print(f"auto-grow's moves per task: {', '.join(str(m) for m in given['moves'])}")
+    print(f"last task committed: {last['move']} from task {last['source']} {last['parameters']}")
+    for move, best in given["alternatives"].items():
+        print(
+            f"  best {move:<12} trial {best['trial']:>2}: val acc {best['val_accuracy']:.4f}, "
+            f"{best['added_parameters']:,} parameters added"
+        )
+    return bool(winners)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--methods", default=None, help="the fixed methods (default: every task-IL one)")
+    parser.add_argument("--max-per-task", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one", nargs=2, metavar=("STREAM", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(*args.one, args.seed, args.max_per_task)))
+        return 0
+    streams = [s for s in args.streams.split(",") if s]
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown:
+        parser.error(f"unknown streams {unknown}; expected some of {', '.join(STREAMS)}")
+    methods = args.methods.split(",") if args.methods else fixed_methods()
+    print(
+        f"auto-grow vs {len(methods)} fixed methods on {len(streams)} streams, seed {args.seed}, one thread, "
+        "a fresh process per run"
+    )
+    dominated = 0
+    for stream in streams:
+        rows = [measure(stream, m, args.seed, args.max_per_task) for m in [GIVEN, *methods]]
+        dominated += report(stream, rows)
+    print(f"\nauto-grow: dominated on {dominated} of {len(streams)} streams")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
