@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from growsearch.errors import WriteError
+from growsearch.errors import CheckpointError, WriteError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -63,3 +63,30 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a run folder holds")
+
+
+def read_json(path: Path, constants: bool = False) -> Any:
+    """A JSON file of a run folder: a CheckpointError naming it when it cannot be read, is not UTF-8, is not
+    JSON, holds NaN or Infinity (never written: every file is written with allow_nan=False; `constants`
+    reads them, for a caller that names the field holding one), or is nested past Python's recursion
+    limit."""
+    path = Path(path)
+    try:
+        return json.loads(
+            path.read_text(encoding="utf-8"), parse_constant=None if constants else _no_constant
+        )
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not text (not UTF-8): the file is torn or was edited") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deep to be growsearch's: the file was edited") from None
+    except ValueError as error:
+        reason = " ".join(str(error).split())[:120]
+        raise CheckpointError(
+            f"{path} is not valid JSON ({reason}): the file is torn or was edited"
+        ) from None

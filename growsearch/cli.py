@@ -1,32 +1,143 @@
 """The `growsearch` command: run, resume, inspect, report, list.
 
 Errors a user can cause are printed as one line naming what was wrong, with exit code 2; an interrupted
-run (Ctrl-C) says how to resume it and exits 130. Nothing already written is lost either way.
+run (Ctrl-C, or SIGTERM from a scheduler, Ray or `timeout`) says how to resume it and exits 130 (143 for
+SIGTERM). Nothing already written is lost either way.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
+import atexit
+import os
+import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from growsearch.errors import GrowsearchError
+class _Signals:
+    """SIGINT and SIGTERM, whenever they come, as one line and exit 128 + the signal's number.
+
+    While a command runs, either raises where it lands (SIGTERM as `Terminated`, a KeyboardInterrupt), so
+    the run stops as Ctrl-C stops it: the trial it cut is retried with its seed by `resume`. A second one
+    while the first unwinds stops the process at once (like kill -9, which resume also finishes). Once the
+    command is over (`finished`), one stops the process at once with a line saying the command had
+    finished; the interpreter's own exit (threads joined, atexit) is covered, and its last moments block
+    both signals, so no traceback and no silent exit code can come from a signal at any moment. Installed
+    at import when this module runs as the program (`python -m growsearch`, the console script), and when
+    the app reads its own command line; never inside another program that hands the app its arguments
+    (the tests' CliRunner keeps its own handlers)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.parsing = False  # the command line is being read: the program has begun
+        self.start()
+
+    def start(self) -> None:
+        """A command begins: nothing received, nothing written yet."""
+        self.received: int | None = None
+        self.finished: int | None = None  # the command's exit code, once it is over
+        self.after = "its output is whole"  # what a signal after the command says of it
+        self.run: Path | None = None  # the run folder the command writes
+        self.creating = False  # `run`: the command creates that folder
+        self.existed = False  # `run`: the folder held a run before this command (it then writes nothing)
+        self.was_there = True  # `run`: the folder (or a link) was there before this command
+        self.said = False  # whether the command printed its interrupt line
+        self.nothing = "nothing was written"  # what an interrupt means where no run folder is written
+
+    def install(self) -> None:
+        if self.active:
+            return
+        self.active = True
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self.handle)
+        atexit.register(self.block)  # registered first: runs last
+
+    def handle(self, number: int, frame: object) -> None:
+        what = "terminated" if number == signal.SIGTERM else "interrupted"
+        if not self.parsing:  # still importing: nothing has begun
+            self.stop(128 + number, f"{what} before the command started: nothing was written")
+        if self.finished is not None:  # the command is over; a failed one has said why
+            line = None if self.finished else f"{what} after the command had finished: {self.after}"
+            self.stop(self.finished or 128 + number, line)
+        if self.received is not None:  # a second signal while the first unwinds: stop now
+            self.stop(128 + self.received, interrupt_line(self.received))
+        self.received = number
+        if number == signal.SIGTERM:
+            from growsearch.errors import Terminated
+
+            raise Terminated
+        raise KeyboardInterrupt
+
+    def stop(self, code: int, line: str | None) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a write the signal cut: nothing more to save
+                pass
+        if line:
+            os.write(2, f"{line}\n".encode(errors="replace"))
+        os._exit(code)
+
+    def block(self) -> None:
+        """The interpreter's last moments (after every atexit function): a signal now is held, and dropped
+        when the process ends with the command's own exit code."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+SIGNALS = _Signals()
+_main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+if getattr(_main_spec, "name", None) == "growsearch.__main__" or Path(sys.argv[0]).name == "growsearch":
+    SIGNALS.install()  # `python -m growsearch` or the console script, before anything slow is imported
+
+import functools  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar  # noqa: E402
+
+import typer  # noqa: E402
+import typer.core  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from growsearch.errors import GrowsearchError, Terminated  # noqa: E402
 
 if TYPE_CHECKING:
     import optuna
 
     from growsearch.task_record import TaskRecord
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.split("\n")[0])
+
+class _OneLineUsage(typer.core.TyperGroup):
+    """A mistyped command line (an unknown option, a value of the wrong type) is one line and exit 2, like
+    every other bad input, not click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not args and kwargs.get("args") is None:  # the program reading its own command line
+            SIGNALS.install()
+        SIGNALS.parsing = True
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.exceptions.TyperException as error:  # click's usage errors, as Typer raises them
+            format_message = getattr(error, "format_message", None)
+            message = " ".join((format_message() if format_message else str(error)).split())
+            ctx = getattr(error, "ctx", None)
+            command = ctx.command_path if ctx is not None else "growsearch"
+            errors.print(f"error: {message} (see `{command} --help`)", highlight=False)
+            code = getattr(error, "exit_code", 2)
+        except typer.exceptions.Abort:
+            code = 1
+        if isinstance(code, int) and code in (130, 143) and not SIGNALS.said:  # before a command ran
+            number = SIGNALS.received or signal.SIGINT
+            errors.print(interrupt_line(number), highlight=False)
+            code = 128 + number
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.split("\n")[0], cls=_OneLineUsage)
 console = Console(markup=False, soft_wrap=True)  # printed as they are: no markup, no hard wraps
 errors = Console(stderr=True, markup=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,24 +147,55 @@ SET_HELP = "section.key=value, read as YAML (repeatable): e.g. --set training.lr
 def friendly_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        outcome = 1  # a bug: Typer prints its traceback
+        SIGNALS.start()
         try:
-            return command(*args, **kwargs)
-        except OSError as error:  # a folder or storage growsearch did not write through atomic_files
-            if _interrupt_behind(error):
-                _interrupted(kwargs.get("run_path"))
-            where = f" {error.filename}" if error.filename else ""
-            reason = error.strerror or str(error)
-            errors.print(f"error: cannot read or write{where}: {reason}; files already written are intact")
-            raise typer.Exit(2) from None
-        except GrowsearchError as error:
-            errors.print(
-                f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            _interrupted(kwargs.get("run_path"))
+            result = _one_line_errors(command, args, kwargs)
+            outcome = 0
+            return result
+        except typer.Exit as done:
+            outcome = done.exit_code
+            raise
+        finally:
+            if SIGNALS.active:
+                SIGNALS.finished = outcome
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line_errors(command: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    try:
+        return command(*args, **kwargs)
+    except KeyboardInterrupt as error:
+        _interrupted(error)
+    except Exception as error:
+        # a library's clean-up that fails while a Ctrl-C passes through it (Optuna's journal lock release,
+        # interrupted between its rename and its unlink, raises FileNotFoundError in the interrupt's place)
+        behind = _interrupt_behind(error)
+        if behind is not None:
+            _interrupted(behind)
+        line = escape(_one_line(error).removeprefix("error: "))
+        errors.print(f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _one_line(error: Exception) -> str:
+    """The error a user can fix, as the one line that says so; any other (a bug) raises again."""
+    if isinstance(error, GrowsearchError):
+        return f"error: {error}"
+    if isinstance(error, OSError):  # a folder or storage growsearch did not write through atomic_files
+        where = f" {error.filename}" if error.filename else ""
+        reason = error.strerror or str(error)
+        return f"error: cannot read or write{where}: {reason}; files already written are intact"
+    if isinstance(error, RecursionError):  # a file nested past Python's limit no reader caught by name
+        return "error: an input is nested too deep to read (past Python's recursion limit)"
+    if _too_large(error):
+        reason = " ".join(str(error).split("\n", 1)[0].split())[:200] or "out of memory"
+        return (
+            f"error: a size in the configuration is too large for a tensor ({reason}); expected smaller "
+            "network or method sizes (the YAML's network and options)"
+        )
+    raise error
 
 
 class _OneLineWarnings(logging.Handler):
@@ -67,27 +209,78 @@ logging.getLogger("growsearch").addHandler(_OneLineWarnings(logging.WARNING))
 logging.getLogger("growsearch").propagate = False
 
 
-def _interrupt_behind(error: BaseException) -> bool:
-    """Whether Ctrl-C is what this error unwound from: a library's clean-up that fails while a
-    KeyboardInterrupt passes through it (Optuna's journal lock release, interrupted between its rename
-    and its unlink, raises FileNotFoundError in the interrupt's place)."""
+_TOO_LARGE = ("size calculation overflowed", "can't allocate memory", "negative dimension", "Overflow when")
+
+
+def _too_large(error: BaseException) -> bool:
+    """A tensor size from the configuration that no tensor can hold (torch's own words for it)."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(words in str(error) for words in _TOO_LARGE)
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) this error unwound from, if any."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, KeyboardInterrupt):
-            return True
+            return seen
         seen = seen.__context__
-    return False
+    return None
 
 
-def _interrupted(run: Path | None) -> None:
-    """Ctrl-C: one line, exit 130. The trial it stopped is retried with its seed by `resume`."""
+def interrupt_line(number: int) -> str:
+    """What a signal at this moment means for the run: how to resume it, or that there is nothing to."""
+    what = "terminated" if number == signal.SIGTERM else "interrupted"
+    run = SIGNALS.run
     if run is None:
-        errors.print("interrupted")
-        raise typer.Exit(130)
-    tasks = Path(run) / "tasks"
-    committed = sum(1 for p in tasks.iterdir() if p.name.isdigit()) if tasks.is_dir() else 0
-    errors.print(f"interrupted: {committed} task(s) committed; resume with `growsearch resume {run}`")
-    raise typer.Exit(130)
+        return f"{what}: {SIGNALS.nothing}"
+    run = Path(run)
+    if SIGNALS.creating and SIGNALS.existed:
+        return f"{what}: nothing was written ({run} held a run already)"
+    if not (run / "config.yaml").is_file():
+        return f"{what} before {run} held a run: nothing to resume; run the same command again"
+    tasks = run / "tasks"
+    committed = (
+        sum(1 for p in tasks.iterdir() if p.name.isascii() and p.name.isdigit()) if tasks.is_dir() else 0
+    )
+    if committed and _complete(run, committed):
+        return f"{what} after the run completed: {run} holds all {committed} tasks; nothing to resume"
+    return f"{what}: {committed} task(s) committed; resume with `growsearch resume {run}`"
+
+
+def _complete(run: Path, committed: int) -> bool:
+    import json
+
+    try:
+        return json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("n_tasks") == committed
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return False
+
+
+def _interrupted(error: KeyboardInterrupt) -> None:
+    """Ctrl-C or SIGTERM: one line, exit 130 or 143. The trial it stopped is retried with its seed by
+    `resume`; a folder this command created but had not written yet is removed."""
+    number = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    run = SIGNALS.run
+    if run is not None and SIGNALS.creating and not SIGNALS.was_there:
+        _remove_unwritten(Path(run))
+    SIGNALS.said = True
+    errors.print(interrupt_line(number), highlight=False)
+    raise typer.Exit(128 + number)
+
+
+def _remove_unwritten(run: Path) -> None:
+    """The folder `run` made before the Ctrl-C, holding nothing but its lock file: gone, so the name is
+    free and nothing half-made is left."""
+    try:
+        if (run / "config.yaml").exists() or run.is_symlink() or not run.is_dir():
+            return
+        if {p.name for p in run.iterdir()} <= {".lock"}:
+            (run / ".lock").unlink(missing_ok=True)
+            run.rmdir()
+    except OSError:
+        pass
 
 
 class ProgressReporter:
@@ -186,55 +379,103 @@ def run(
     trials: Annotated[int | None, typer.Option(help="search.n_trials: trials per task")] = None,
     lr: Annotated[float | None, typer.Option(help="training.lr")] = None,
     device: Annotated[str | None, typer.Option(help="training.device: cpu, cuda, cuda:N or auto")] = None,
+    network: Annotated[
+        str | None, typer.Option(help="network.preset: a named backbone, e.g. resnet18-reduced")
+    ] = None,
     logger: Annotated[
         list[str] | None,
         typer.Option(help="also log curves to tensorboard or wandb (repeatable; curves.csv always)"),
     ] = None,
 ) -> None:
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
-    from growsearch.backends.ray_options import RayOptions
     from growsearch.config.overrides import apply_overrides, shortcut_overrides
+    from growsearch.config.run_options import RunOptions, check_run_name, check_run_options
     from growsearch.config.space import load_space
-    from growsearch.runner import (
-        RunOptions,
-        check_run_name,
-        default_run_name,
-        resolve_options,
-        scenario_plan,
-        start_run,
-    )
 
-    overrides = [*shortcut_overrides(epochs, trials, lr, device), *(set_ or [])]
+    # every check that needs neither torch nor data comes first: a mistake is one line in well under a
+    # second, and nothing is written
+    overrides = [*shortcut_overrides(epochs, trials, lr, device, network), *(set_ or [])]
     loaded = apply_overrides(load_space(space), overrides)
+    if data_root is not None and not data_root.strip():
+        raise_config("--data-root '': expected a folder")
     options = RunOptions(
         benchmark=benchmark,
         scenario=scenario,
         n_tasks=tasks,
         max_per_task=max_per_task,
-        data_root=str(Path(data_root).expanduser().resolve()) if data_root else None,
+        data_root=str(Path(data_root).expanduser().resolve()) if data_root is not None else None,
         download=download,
         seed=seed,
         backend=backend,
         loggers=tuple(logger or ()),
     )
-    ray = RayOptions(address=address, shared_fs=shared_fs)
-    path = runs_dir / check_run_name(name or default_run_name(loaded, options))
-    shown = resolve_options(loaded, options).benchmark
-    console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}")
+    check_run_options(options, lambda field: CLI_OPTIONS.get(field, f"--{field}"))
+    shown = _check_names(loaded, options)
+    path = runs_dir / check_run_name(name if name is not None else _default_name(loaded.method, shown))
+    SIGNALS.run, SIGNALS.creating = path, True
+    SIGNALS.was_there, SIGNALS.existed = path.exists() or path.is_symlink(), (path / "config.yaml").exists()
+    console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}{_link(path)}")
     console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
+
+    from growsearch.backends.ray_options import RayOptions
+    from growsearch.runner import scenario_plan, start_run
+
     note = scenario_plan(loaded, options).note
     if note is not None:
         console.print(note, highlight=False)
-    try:
-        with _progress() as progress:
-            result = start_run(loaded, options, path, ProgressReporter(progress), overrides, ray)
-    except KeyboardInterrupt:
-        _interrupted(path)
-    except OSError as error:
-        if not _interrupt_behind(error):
-            raise
-        _interrupted(path)
+    ray = RayOptions(address=address, shared_fs=shared_fs)
+    with _progress() as progress:
+        result = start_run(loaded, options, path, ProgressReporter(progress), overrides, ray)
+    SIGNALS.after = f"the run in {path} is complete; nothing to resume"
     _print_summary(result)
+
+
+CLI_OPTIONS = {
+    "benchmark": "--benchmark",
+    "scenario": "--scenario",
+    "n_tasks": "--tasks",
+    "max_per_task": "--max-per-task",
+    "data_root": "--data-root",
+    "seed": "--seed",
+}
+
+
+def raise_config(message: str) -> None:
+    from growsearch.errors import ConfigError
+
+    raise ConfigError(message)
+
+
+def _check_names(space: Any, options: Any) -> str:
+    """The names a run uses, checked against the registries (none loads torch or data): the method, the
+    benchmark, the scenario. Returns the benchmark's name."""
+    from growsearch.data.benchmarks import get_benchmark_info
+    from growsearch.data.scenarios import get_scenario
+    from growsearch.errors import UnknownNameError
+    from growsearch.methods.registry import method_infos
+
+    known = [info.name for info in method_infos()]
+    if space.method not in known:
+        raise UnknownNameError("method", space.method, known)
+    benchmark = options.benchmark if options.benchmark is not None else space.benchmark.name
+    get_benchmark_info(benchmark)
+    scenario = options.scenario if options.scenario is not None else space.benchmark.scenario
+    if scenario is not None:
+        get_scenario(scenario)
+    return benchmark
+
+
+def _default_name(method: str, benchmark: str) -> str:
+    import time
+
+    return f"{method}-{benchmark}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _link(path: Path) -> str:
+    """How a run folder given as a symbolic link is followed, said where the command names the folder."""
+    if not path.is_symlink():
+        return ""
+    return f" (a symbolic link, followed: the files are in {path.resolve()})"
 
 
 @app.command()
@@ -249,10 +490,16 @@ def resume(
     ] = False,
 ) -> None:
     """Continue an interrupted run: committed tasks and finished trials are not redone."""
-    from growsearch.config.overrides import shortcut_overrides
-    from growsearch.runner import resume_run
+    from growsearch.config.overrides import parse_override, shortcut_overrides
 
     overrides = [*shortcut_overrides(device=device), *(set_ or [])]
+    for text in overrides:
+        parse_override(text)  # a malformed --set is refused before torch is imported
+    _check_run_folder(run_path)
+    SIGNALS.run = run_path
+    from growsearch.runner import resume_run
+
+    link = _link(run_path)
     with _progress() as progress:
         result = resume_run(
             run_path,
@@ -260,9 +507,31 @@ def resume(
             address=address,
             overrides=overrides,
             force=force,
-            announce=lambda kept: progress.console.print(f"resuming {run_path}: {kept}", highlight=False),
+            announce=lambda kept: progress.console.print(
+                f"resuming {run_path}{link}: {kept}", highlight=False
+            ),
         )
+    SIGNALS.after = f"the run in {run_path} is complete; nothing to resume"
     _print_summary(result)
+
+
+def _check_run_folder(run_path: Path) -> None:
+    """A run folder, checked before torch is imported (RunFolder.open says the same)."""
+    if not (run_path / "config.yaml").is_file():
+        from growsearch.errors import RunFolderError
+
+        raise RunFolderError(f"{run_path} is not a run folder: {run_path / 'config.yaml'} is missing")
+
+
+def _writable_or_elsewhere(run_path: Path, name: str, folder: bool = False) -> Path:
+    """Where a command that reads a run writes by default: `name` in the run folder (the run folder itself
+    for `folder`), or, when the run folder cannot be written (an archived, read-only run),
+    `RUN-name` in the current folder, said in a note."""
+    if os.access(run_path, os.W_OK):
+        return run_path if folder else run_path / name
+    elsewhere = Path.cwd() / f"{run_path.resolve().name}-{name}"
+    console.print(f"note: {run_path} is read-only; writing {elsewhere} instead", highlight=False)
+    return elsewhere
 
 
 def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int, dict[int, str]]:
@@ -308,6 +577,10 @@ def inspect(
     from growsearch.report.graph.render import resolve_engine
     from growsearch.report.inspect import FORMATS, render_inspect, render_picture_as
 
+    SIGNALS.nothing = "the run folder is as it was (reading it writes nothing)"
+    _check_run_folder(run_path)
+    if _link(run_path):
+        console.print(f"note: {run_path}{_link(run_path)}", highlight=False)
     resolve_engine(engine)
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -331,7 +604,7 @@ def inspect(
         rendered = render_inspect(graph, task, format, engine, moves)
         default_name = f"graph-task-{task}.{format}"
     if output is None and format in ("svg", "png", "html"):
-        output = run_path / default_name
+        output = _writable_or_elsewhere(run_path, default_name)
     if output:
         atomic_write_bytes(output, rendered if isinstance(rendered, bytes) else rendered.encode("utf-8"))
         console.print(f"wrote {output}")
@@ -349,6 +622,10 @@ def report(
     figures: Annotated[
         list[str] | None, typer.Option("--figures", help="also write the figures as svg or pdf (repeatable)")
     ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="the folder to write into (default: the run folder; ./NAME-report when read-only)"),
+    ] = None,
 ) -> None:
     """Print the metrics; write the figures, metrics.csv and a self-contained report.html."""
     from growsearch.errors import ConfigError
@@ -358,13 +635,19 @@ def report(
     from growsearch.runner import RunResult
     from growsearch.store.run_folder import RunFolder
 
+    SIGNALS.nothing = "the files written so far are whole; run the command again"
+    _check_run_folder(run_path)
     resolve_engine(engine)
     unknown = [f for f in figures or () if f not in ("png", "svg", "pdf")]
     if unknown:
         raise ConfigError(f"--figures {unknown[0]!r}; expected png, svg or pdf")
+    if _link(run_path):
+        console.print(f"note: {run_path}{_link(run_path)}", highlight=False)
+    if output is None:
+        output = _writable_or_elsewhere(run_path, "report", folder=True)
     run = RunFolder.open(run_path)
     metrics = load_metrics(run)
-    files = write_report(run.path, engine, tuple(figures or ()))
+    files = write_report(run.path, engine, tuple(figures or ()), output=output)
     _print_summary(RunResult(run.path, [], metrics))
     for path in (*files.figures, files.csv, run.path / "metrics.json", files.html):
         console.print(f"wrote {path}" if path != run.path / "metrics.json" else f"metrics as JSON: {path}")
@@ -411,8 +694,10 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
     from growsearch.search.scenario_plan import scenarios_shown
 
     if what == "methods":
-        headers = ("method", "scenarios", "paper")
-        rows = [(i.name, scenarios_shown(i.scenarios), i.paper) for i in method_infos()]
+        headers = ("method", "scenarios", "backbones", "paper")
+        rows = [
+            (i.name, scenarios_shown(i.scenarios), ", ".join(i.backbones), i.paper) for i in method_infos()
+        ]
     elif what == "benchmarks":
         headers = ("benchmark", "tasks", "scenarios", "data", "description")
         rows = [
@@ -444,5 +729,6 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
 
 
 def main() -> None:  # pragma: no cover - the console script
+    SIGNALS.install()
     app(prog_name="growsearch")
     sys.exit(0)

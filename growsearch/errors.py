@@ -50,3 +50,8 @@ class RunFolderError(GrowsearchError):
 class WriteError(GrowsearchError):
     """A file could not be written (a read-only folder, a full disk, no permission); what is already
     committed is intact, since every file is written whole or not at all."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers, Ray and `timeout` send) raised where Ctrl-C raises KeyboardInterrupt: a run
+    stops the same way, its interrupted trial retried with its seed by `resume`."""

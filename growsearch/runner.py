@@ -8,9 +8,7 @@ options a caller leaves unset (None) take the YAML's `benchmark:` defaults (`res
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,17 +18,18 @@ from typing import Any
 
 import optuna
 
-from growsearch.atomic_files import atomic_write_json
+from growsearch.atomic_files import atomic_write_json, read_json
 from growsearch.backends import BACKENDS, RayOptions, make_backend
 from growsearch.config.overrides import apply_overrides
+from growsearch.config.run_options import RunOptions, check_run_options
 from growsearch.config.schema import from_mapping
-from growsearch.config.space import SearchSpace, space_from_dict
+from growsearch.config.space import METHOD_SAMPLER_NAMES, SAMPLER_NAMES, SearchSpace, space_from_dict
 from growsearch.data.benchmarks import DEFAULT_BENCHMARK, get_benchmark_info, load_benchmark
 from growsearch.data.task import TaskStream
-from growsearch.errors import ConfigError, RunFolderError, ScenarioError, UnknownNameError
-from growsearch.grow.backbone import count_parameters
+from growsearch.errors import CheckpointError, ConfigError, RunFolderError, ScenarioError, UnknownNameError
+from growsearch.grow.backbone import backbone_kind, count_parameters
 from growsearch.inference.boundaries import task_free_stream
-from growsearch.methods import Method, get_method
+from growsearch.methods import Method, get_method, method_names
 from growsearch.report.run_metrics import INDEPENDENT_FILE, read_independent, write_metrics
 from growsearch.search.evaluation import independent_accuracy, random_init_accuracy
 from growsearch.search.loggers import check_loggers, make_loggers
@@ -41,22 +40,6 @@ from growsearch.task_record import TaskRecord
 from growsearch.train.candidate import resolve_device
 
 BASELINE_FILE = "baseline.json"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a run adds to a search space (how it joins Ray is `RayOptions`, apart). Benchmark fields left
-    None take the YAML's `benchmark:` section."""
-
-    benchmark: str | None = None
-    scenario: str | None = None
-    n_tasks: int | None = None
-    max_per_task: int | None = None
-    data_root: str | None = None
-    download: bool = False
-    seed: int = 0
-    backend: str = "optuna"
-    loggers: tuple[str, ...] = ()  # beside curves.csv: tensorboard, wandb
 
 
 @dataclass(frozen=True)
@@ -71,8 +54,8 @@ def resolve_options(space: SearchSpace, options: RunOptions) -> RunOptions:
     defaults = space.benchmark
     return dataclasses.replace(
         options,
-        benchmark=options.benchmark or defaults.name,
-        scenario=options.scenario or defaults.scenario,
+        benchmark=options.benchmark if options.benchmark is not None else defaults.name,
+        scenario=options.scenario if options.scenario is not None else defaults.scenario,
         n_tasks=options.n_tasks if options.n_tasks is not None else defaults.n_tasks,
         max_per_task=options.max_per_task if options.max_per_task is not None else defaults.max_per_task,
     )
@@ -118,6 +101,10 @@ def training_stream(space: SearchSpace, plan: ScenarioPlan, options: RunOptions)
     return load_stream(dataclasses.replace(options, scenario=plan.trains_in))
 
 
+def _sampler_owners(sampler: str) -> str:
+    return " and ".join(name for name in method_names() if sampler in get_method(name).own_samplers)
+
+
 def build_method(space: SearchSpace, stream: TaskStream) -> Method:
     """The space's method for this stream, everything checked before anything is allocated or written:
     its options, its scenario, the base network's shapes and size, the training device."""
@@ -127,7 +114,26 @@ def build_method(space: SearchSpace, stream: TaskStream) -> Method:
             f"method {space.method} supports the scenarios {', '.join(method_cls.scenarios)}; "
             f"benchmark {stream.benchmark} was asked for {stream.scenario.name}"
         )
-    method = method_cls(space)
+    kind = backbone_kind(space.layers)
+    if kind not in method_cls.backbones:
+        why = f" ({method_cls.backbone_note})" if method_cls.backbone_note else ""
+        raise ConfigError(
+            f"{space.source}: network: method {space.method} does not grow {kind} backbones{why}; it takes "
+            f"{', '.join(method_cls.backbones)}"
+        )
+    sampler = space.search.sampler
+    if sampler in METHOD_SAMPLER_NAMES and sampler not in method_cls.own_samplers:
+        raise ConfigError(
+            f"{space.source}: search.sampler: {sampler!r} is {_sampler_owners(sampler)}'s own; "
+            f"expected one of: {', '.join(SAMPLER_NAMES)}"
+        )
+    try:
+        method = method_cls(space)
+    except (RuntimeError, OverflowError, MemoryError) as error:  # a size in the options no tensor can hold
+        raise ConfigError(
+            f"{space.source}: options: {space.method} cannot be built with them ({_first_line(error)}); "
+            "expected sizes a tensor can hold"
+        ) from None
     if "capacity_used" in space.search.objectives and method_cls.capacity_used is Method.capacity_used:
         raise ConfigError(
             f"{space.source}: search.objectives: {space.method} grows its network, so it has no "
@@ -147,18 +153,8 @@ def build_method(space: SearchSpace, stream: TaskStream) -> Method:
     return method
 
 
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
-
-
-def check_run_name(name: str) -> str:
-    """A run's name is one path component of letters, digits and . _ + - (at most 100 characters, not
-    starting with a dot): the run folder stays inside --runs-dir."""
-    if not RUN_NAME.fullmatch(name):
-        raise ConfigError(
-            f"--name {name!r}: expected one folder name of at most 100 letters, digits, '.', '_', '+' or "
-            "'-', starting with a letter or digit (no '/', not '.' or '..')"
-        )
-    return name
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n", 1)[0].split())[:200]
 
 
 def default_run_name(space: SearchSpace, options: RunOptions) -> str:
@@ -178,6 +174,7 @@ def start_run(
     space before anything else; config.yaml records them and the space they gave. `ray`: how a run on the
     ray backend joins Ray."""
     space = apply_overrides(space, overrides)
+    check_run_options(options, lambda name: f"run option {name}")
     options = resolve_options(space, options)
     plan = scenario_plan(space, options)
     stream = training_stream(space, plan, options)  # bad data, options, methods fail before writing
@@ -290,8 +287,8 @@ def resume_summary(folder: Path | RunFolder) -> str:
 def _complete(run: RunFolder, committed: int) -> bool:
     """Whether every task of the stream is committed (metrics.json knows the stream's length)."""
     try:
-        return json.loads((run.path / METRICS_FILE).read_text())["n_tasks"] == committed
-    except (OSError, ValueError, KeyError):
+        return read_json(run.path / METRICS_FILE)["n_tasks"] == committed
+    except (CheckpointError, KeyError, TypeError):
         return False
 
 
@@ -359,8 +356,8 @@ def _baseline(run: RunFolder, stream: TaskStream, method: Method, seed: int) -> 
     path = run.path / BASELINE_FILE
     if path.is_file():
         try:
-            kept = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            kept = read_json(path)
+        except CheckpointError:
             kept = None  # torn or edited: recompute, it is deterministic
         if isinstance(kept, list) and len(kept) == len(stream) and all(_is_accuracy(b) for b in kept):
             return kept

@@ -8,6 +8,7 @@ not know are kept (`extra`) and written back as they were.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,31 +82,97 @@ class TaskRecord:
 
 
 def _problem(data: Any, task: int | None) -> str | None:
-    """What is wrong with a record's fields, or None."""
+    """What is wrong with a record's fields, or None: the first field of the wrong type, a count below zero,
+    an accuracy outside [0, 1], a figure that is NaN or infinite."""
     if not isinstance(data, Mapping):
         return "expected a mapping of the task's record"
-    expected = {
-        "task": int,
-        "chosen_trial": int,
-        "decisions": dict,
-        "accuracy_row": list,
-        "parameters": int,
-        "train_macs": int,
-        "pass_macs": int,
-    }
-    for name, kind in expected.items():
-        value = data.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            return f"{name}: expected {kind.__name__}, got {value!r}"
+    if not all(isinstance(key, str) for key in data):
+        return "expected field names (strings) as keys"
+    for name, (check, expected) in _FIELDS.items():
+        if name not in data:
+            if name in _REQUIRED:
+                return f"{name}: expected {expected}, but the field is missing"
+            continue
+        if not check(data[name]):
+            return f"{name}: expected {expected}, got {_shown(data[name])}"
     if task is not None and data["task"] != task:
         return f"task: expected {task} (the folder's task), got {data['task']}"
     row = data["accuracy_row"]
-    if not all(_accuracy(a) for a in row):
-        return f"accuracy_row: expected accuracies in [0, 1], got {row}"
     if len(row) <= data["task"]:
         return f"accuracy_row: expected at least {data['task'] + 1} entries, got {len(row)}"
+    for name in ("task_il_accuracy_row", "task_inference_row"):
+        other = data.get(name)
+        if other is not None and len(other) != len(row):
+            return f"{name}: expected {len(row)} entries (as accuracy_row), got {len(other)}"
+    bad = _not_finite(data, "record")
+    if bad:
+        return f"{bad}: expected a finite number, got NaN or infinity"
     return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _accuracy(value: Any) -> bool:
     return isinstance(value, _NUMBER) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _accuracies(value: Any) -> bool:
+    return isinstance(value, list) and all(_accuracy(a) for a in value)
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
+def _trial_counts(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _count(v) for k, v in value.items())
+
+
+_FIELDS: dict[str, tuple[Any, str]] = {
+    "task": (_count, "a task number >= 0"),
+    "chosen_trial": (_count, "a trial number >= 0"),
+    "decisions": (lambda v: isinstance(v, dict), "a mapping of decisions"),
+    "accuracy_row": (_accuracies, "accuracies in [0, 1]"),
+    "parameters": (_count, "a count of parameters >= 0"),
+    "train_macs": (_count, "a count of multiply-adds >= 0"),
+    "pass_macs": (_count, "a count of multiply-adds >= 0"),
+    "classes": (lambda v: isinstance(v, list) and all(_count(c) for c in v), "a list of class numbers >= 0"),
+    "mechanism": (lambda v: isinstance(v, dict), "a mapping of what the method did"),
+    "val_accuracy": (_optional(_accuracy), "null or an accuracy in [0, 1]"),
+    "pareto_front": (
+        _optional(lambda v: isinstance(v, list) and all(_count(n) for n in v)),
+        "null or a list of trial numbers",
+    ),
+    "view_parameters": (_optional(_count), "null or a count of parameters >= 0"),
+    "trials": (_trial_counts, "a mapping of trial states to counts >= 0"),
+    "seconds": (_optional(_seconds), "null or a number of seconds >= 0"),
+    "task_il_accuracy_row": (_optional(_accuracies), "null or accuracies in [0, 1]"),
+    "task_inference_row": (_optional(_accuracies), "null or a list of shares in [0, 1]"),
+    "task_inference": (_optional(lambda v: isinstance(v, str)), "null or what inferred the task"),
+}
+_REQUIRED = ("task", "chosen_trial", "decisions", "accuracy_row", "parameters", "train_macs", "pass_macs")
+
+
+def _not_finite(value: Any, where: str) -> str | None:
+    """The path of the first float in `value` that is NaN or infinite (json reads NaN and Infinity)."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return at.removeprefix("record.")
+        if isinstance(item, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a very large integer"
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -23,6 +23,7 @@ RETRY_OF = "retry_of"  # a retried trial: the number of the one it replaces (and
 PLANNED = "planned_decisions"  # an enqueued trial: the decisions it was enqueued with
 WORKER = "worker"  # where a Ray trial ran: node id and process id
 PACK = "pack"  # a trial trained in a pack: the number of the pack's first trial
+PACK_SIZE = "pack_size"  # on a pack's first trial, its first record: how many trials the pack asked
 PACK_LAYOUT = "pack_layout"  # on a pack's first trial: the template it trained in (before any is told)
 COMMITTED = "committed"  # on a study: the number of the trial growsearch committed
 
@@ -143,15 +144,34 @@ def study_committed_attrs(number: int) -> dict[str, Any]:
     return {COMMITTED: number}
 
 
-def pack_attrs(first: int) -> dict[str, Any]:
-    """A trial asked as one of a pack whose first trial is number `first`."""
-    return {PACK: int(first)}
+def pack_attrs(first: int, size: int, number: int) -> dict[str, Any]:
+    """Trial `number`, asked as one of a pack of `size` whose first trial is number `first`. The first
+    trial's first record holds the pack's size, so a process killed between the members' records leaves
+    what `pack_in` needs to place the rest."""
+    mark = {PACK: int(first)}
+    return {PACK_SIZE: int(size), **mark} if number == first else mark
 
 
 def pack_of(trial: FrozenTrial) -> int | None:
     """The pack a trial was trained in (its first trial's number), or None for a trial trained alone."""
     value = trial.user_attrs.get(PACK)
     return None if value is None else int(value)
+
+
+def pack_in(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
+    """`pack_of`, also for a member whose own mark a killed or interrupted process did not write: the pack
+    whose first trial recorded a size that reaches it."""
+    own = pack_of(trial)
+    if own is not None:
+        return own
+    return next(
+        (
+            first.number
+            for first in trials
+            if first.number <= trial.number < first.number + int(first.user_attrs.get(PACK_SIZE, 0))
+        ),
+        None,
+    )
 
 
 def pack_layout_attrs(layout: list[dict[str, Any]]) -> dict[str, Any]:
@@ -168,7 +188,7 @@ def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict
     packs = [replaced_pack(t, trials) for t in waiting]
     if packs and packs[0] is not None:
         size = next((i for i, p in enumerate(packs) if p != packs[0]), len(packs))
-        recorded = (t.user_attrs.get(PACK_LAYOUT) for t in trials if pack_of(t) == packs[0])
+        recorded = (t.user_attrs.get(PACK_LAYOUT) for t in trials if pack_in(t, trials) == packs[0])
         return size, next((layout for layout in recorded if layout is not None), None)
     lead = next((i for i, p in enumerate(packs) if p is not None), None)
     return (limit if lead is None else min(limit, lead)), None
@@ -185,7 +205,7 @@ def replaced_pack(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | No
         for t in trials
         if t.number < retry.number and t.state != TrialState.WAITING and line in (t.number, retry_of(t))
     ]
-    return pack_of(max(replaced, key=lambda t: t.number)) if replaced else None
+    return pack_in(max(replaced, key=lambda t: t.number), trials) if replaced else None
 
 
 def learning_pack(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:

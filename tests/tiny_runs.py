@@ -29,6 +29,9 @@ def tiny_space(method: str, **sections: Any) -> SearchSpace:
     data["network"] = {"layers": [{"linear": 16}, {"linear": 16}]}
     data["training"] = {**data.get("training", {}), **TINY_TRAINING}
     for key, value in sections.items():
+        if key == "network" and isinstance(value, dict) and "preset" in value:  # a backbone replaces layers
+            data["network"] = dict(value)
+            continue
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return space_from_dict(data, f"<tiny {method}>")
 

@@ -16,9 +16,11 @@ Optuna storage, so a new Tuner continues the study where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,29 @@ def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: Sav
     )
 
 
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Ray's local-only mode for the instance `ray.init` starts here: its node address is 127.0.0.1, and
+    Ray 2.60 binds the servers of a node at a loopback address to that address alone (the GCS, the
+    raylet's two ports, the runtime-env agent, the driver's and each worker's gRPC port); at any other
+    address they listen on every interface. Ray reads the switch, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, in
+    this process (its constant, already imported) and in the processes it starts (the environment). A user
+    who set the variable keeps their choice."""
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR in os.environ:
+        yield
+        return
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+
+
 class RayBackend:
     """Runs trials as Ray Tune trials on the cluster at `address` (None: a local Ray instance)."""
 
@@ -212,13 +237,14 @@ class RayBackend:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address:
             ray.init(address=address, log_to_driver=False)
-        else:  # a local instance: no dashboard; see the README for what Ray 2.60 still listens on
-            ray.init(
-                num_cpus=self.options.local_cpus,
-                include_dashboard=False,
-                dashboard_host="127.0.0.1",
-                log_to_driver=False,
-            )
+        else:  # a local instance: no dashboard, every port on 127.0.0.1 (see the README)
+            with _loopback_only():
+                ray.init(
+                    num_cpus=self.options.local_cpus,
+                    include_dashboard=False,
+                    dashboard_host="127.0.0.1",
+                    log_to_driver=False,
+                )
         alive = [n for n in ray.nodes() if n.get("Alive")]
         if len(alive) > 1 and not self.options.shared_fs:
             ray.shutdown()

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from growsearch.config.network import DEFAULT_MAX_PARAMETERS, LayerConfig, parse_layers
-from growsearch.config.schema import from_mapping, require
+from growsearch.config.network import DEFAULT_MAX_PARAMETERS, LayerConfig, parse_layers, preset_layers
+from growsearch.config.schema import INT64, check_keys, from_mapping, require, require_at_most, shown
 from growsearch.config.training import TrainingConfig
+from growsearch.config.yaml_input import read_yaml
 from growsearch.errors import ConfigError, UnknownNameError
 
-NETWORK_KEYS = {"layers", "max_parameters"}
+NETWORK_KEYS = {"layers", "preset", "max_parameters"}
 SECTIONS = (
     "method",
     "paper",
@@ -38,6 +37,15 @@ SECTIONS = (
     "benchmark",
 )
 Objective = Literal["accuracy", "added_parameters", "forward_macs", "capacity_used"]
+# Optuna's samplers by the names a YAML uses (search.samplers builds them; a test keeps the two equal),
+# and grid: MNTDP's own (every candidate in order)
+SAMPLER_NAMES = ("tpe", "random", "cmaes", "nsga2", "qmc")
+METHOD_SAMPLER_NAMES = ("grid",)
+# a task's trials are all kept (in the study, and as checkpoints until the task commits): a budget past
+# this is a typing slip, not a search
+MAX_TRIALS = 100_000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**31 - 1  # a batch is indexed by 32-bit tensor sizes on some devices
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,21 @@ class SearchConfig:
             f"{where}.pack",
             f"expected auto or an integer >= 1, got {self.pack}",
         )
+        if self.pack != "auto":
+            require_at_most(self.pack, MAX_TRIALS, f"{where}.pack", "a pack is some of a task's trials")
         if self.n_trials is not None:
             require(self.n_trials >= 1, f"{where}.n_trials", f"expected an integer >= 1, got {self.n_trials}")
+            require_at_most(
+                self.n_trials,
+                MAX_TRIALS,
+                f"{where}.n_trials",
+                "a task keeps every trial until it commits",
+            )
+        if self.sampler is not None and self.sampler not in (*SAMPLER_NAMES, *METHOD_SAMPLER_NAMES):
+            raise ConfigError(
+                f"{where}.sampler: unknown sampler {shown(self.sampler)}; expected one of "
+                f"{', '.join(SAMPLER_NAMES)}, grid (MNTDP: every candidate) or null (the method's own)"
+            )
         require(
             len(self.objectives) >= 1
             and self.objectives[0] == "accuracy"
@@ -114,10 +135,15 @@ class BackendConfig:
         require(self.cpus_per_trial > 0, f"{where}.cpus_per_trial", "expected a number > 0")
         require(self.gpus_per_trial >= 0, f"{where}.gpus_per_trial", "expected a number >= 0 (e.g. 0.25)")
         require(self.max_failures >= 0, f"{where}.max_failures", "expected an integer >= 0")
+        require_at_most(self.max_failures, MAX_TRIALS, f"{where}.max_failures", "each retry trains it again")
         memory = self.memory_per_trial_mb
         require(memory is None or memory >= 1, f"{where}.memory_per_trial_mb", "expected null or >= 1")
         concurrent = self.max_concurrent_trials
         require(concurrent is None or concurrent >= 1, f"{where}.max_concurrent_trials", "expected >= 1")
+        for name in ("cpus_per_trial", "gpus_per_trial"):  # Ray's resource quantities
+            require_at_most(int(getattr(self, name)), 2**31 - 1, f"{where}.{name}", "Ray's largest quantity")
+        if memory is not None:
+            require_at_most(memory, 2**43, f"{where}.memory_per_trial_mb", "8 EiB")
 
 
 @dataclass(frozen=True)
@@ -145,17 +171,21 @@ class InferenceConfig:
 
     def validate(self, where: str) -> None:
         require(self.code_size >= 1, f"{where}.code_size", f"expected an integer >= 1, got {self.code_size}")
+        require_at_most(self.code_size, 1_000_000, f"{where}.code_size", "a code smaller than the inputs")
         require(self.epochs >= 1, f"{where}.epochs", f"expected an integer >= 1, got {self.epochs}")
+        require_at_most(self.epochs, MAX_EPOCHS, f"{where}.epochs", "an autoencoder per task")
         require(self.lr > 0, f"{where}.lr", f"expected a number > 0, got {self.lr}")
         require(
             self.batch_size >= 1, f"{where}.batch_size", f"expected an integer >= 1, got {self.batch_size}"
         )
+        require_at_most(self.batch_size, MAX_BATCH, f"{where}.batch_size", "a batch's largest size")
         require(
             self.temperature > 0, f"{where}.temperature", f"expected a number > 0, got {self.temperature}"
         )
         for name in ("boundary_warmup", "boundary_chunk"):
             value = getattr(self, name)
             require(value >= 2, f"{where}.{name}", f"expected an integer >= 2, got {value}")
+            require_at_most(value, MAX_BATCH, f"{where}.{name}", "samples in one piece of a stream")
         require(0 < self.novelty < 1, f"{where}.novelty", f"expected a number in (0, 1), got {self.novelty}")
 
 
@@ -180,6 +210,17 @@ class BenchmarkDefaults:
     scenario: str | None = None
     n_tasks: int | None = None
     max_per_task: int | None = None
+
+    def validate(self, where: str) -> None:
+        require(bool(self.name.strip()), f"{where}.name", "expected a benchmark name, got ''")
+        require(self.scenario is None or bool(self.scenario.strip()), f"{where}.scenario", "expected a name")
+        for name in ("n_tasks", "max_per_task"):
+            value = getattr(self, name)
+            require(
+                value is None or value >= 1,
+                f"{where}.{name}",
+                f"expected null or >= 1, got {value}",
+            )
 
 
 @dataclass(frozen=True)
@@ -254,43 +295,60 @@ def load_space(source: str | Path) -> SearchSpace:
         known = ", ".join(shipped_spaces())
         raise ConfigError(f"{path}: no such search-space file; expected a YAML path or one of: {known}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); expected a search-space YAML") from None
     except OSError as error:
         raise ConfigError(
             f"{path}: cannot be read ({error.strerror}); expected a search-space YAML"
         ) from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    return space_from_dict(data, str(path))
+    return space_from_dict(read_yaml(text, str(path)), str(path))
 
 
 def space_from_dict(data: Any, where: str) -> SearchSpace:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with sections {', '.join(SECTIONS)}, got {data!r}")
+        raise ConfigError(
+            f"{where}: expected a mapping with sections {', '.join(SECTIONS)}, got {shown(data)}"
+        )
+    check_keys(data, where)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{where}: unknown section {unknown[0]!r}; expected some of: {', '.join(SECTIONS)}")
     if not isinstance(data.get("method"), str):
-        raise ConfigError(f"{where}: method: expected a method name, got {data.get('method')!r}")
+        raise ConfigError(f"{where}: method: expected a method name, got {shown(data.get('method'))}")
     network = data.get("network")
-    if not isinstance(network, dict) or "layers" not in network or set(network) - NETWORK_KEYS:
+    if isinstance(network, dict):
+        check_keys(network, f"{where}: network")
+    if (
+        not isinstance(network, dict)
+        or set(network) - NETWORK_KEYS
+        or ("layers" in network) == ("preset" in network)
+    ):
         raise ConfigError(
-            f"{where}: network: expected a mapping of layers (and max_parameters), got {network!r}"
+            f"{where}: network: expected a mapping of layers or a preset (and max_parameters), "
+            f"got {shown(network)}"
         )
     bound = network.get("max_parameters", DEFAULT_MAX_PARAMETERS)
-    if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
-        raise ConfigError(f"{where}: network.max_parameters: expected an integer >= 1, got {bound!r}")
+    if not isinstance(bound, int) or isinstance(bound, bool) or not 1 <= bound <= INT64:
+        raise ConfigError(
+            f"{where}: network.max_parameters: expected an integer from 1 to 2**63 - 1, got {shown(bound)}"
+        )
     paper = data.get("paper", "")
     if not isinstance(paper, str):
-        raise ConfigError(f"{where}: paper: expected a citation string, got {paper!r}")
+        raise ConfigError(f"{where}: paper: expected a citation string, got {shown(paper)}")
     options = data.get("options") or {}
     if not isinstance(options, dict):
-        raise ConfigError(f"{where}: options: expected a mapping of the method's settings, got {options!r}")
+        raise ConfigError(
+            f"{where}: options: expected a mapping of the method's settings, got {shown(options)}"
+        )
+    check_keys(options, f"{where}: options")
     return SearchSpace(
         method=data["method"],
-        layers=parse_layers(network["layers"], f"{where}: network.layers"),
+        layers=(
+            preset_layers(network["preset"], f"{where}: network.preset")
+            if "preset" in network
+            else parse_layers(network["layers"], f"{where}: network.layers")
+        ),
         max_parameters=bound,
         training=from_mapping(TrainingConfig, data.get("training"), f"{where}: training"),
         search=from_mapping(SearchConfig, data.get("search"), f"{where}: search"),

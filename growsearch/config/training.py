@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from growsearch.config.schema import require
+from growsearch.config.schema import require, require_at_most
 
 OptimizerName = Literal["sgd", "adam", "rmsprop"]
 
@@ -34,6 +34,18 @@ class TrainingConfig:
     batch_size: int = 32
     epochs: int = 5
     device: str = "cpu"
+    # the learning rate over a task's training (each candidate's, from its start): constant ("none"),
+    # "cosine" (to zero, Loshchilov & Hutter), or "multistep" (times `gamma` at each of `milestones`, epochs
+    # counted from 1); `warmup_epochs` rise linearly from zero first (PyCIL's and DER's CIFAR protocols)
+    schedule: Literal["none", "cosine", "multistep"] = "none"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    # random crop (zero padding 4) and horizontal flip of training batches: "auto" where the benchmark's
+    # literature augments (CIFAR, TinyImageNet, ImageNet-100; not the digit benchmarks), "none", or always
+    augment: Literal["auto", "none", "crop-flip"] = "auto"
+    # on CUDA "auto" trains in bf16 autocast with channels-last inputs and cuDNN's autotuner; "fp32" never
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def validate(self, where: str) -> None:
         require(self.lr > 0, f"{where}.lr", f"expected a number > 0, got {self.lr}")
@@ -44,7 +56,15 @@ class TrainingConfig:
         require(
             self.batch_size >= 1, f"{where}.batch_size", f"expected an integer >= 1, got {self.batch_size}"
         )
+        require_at_most(self.batch_size, 2**31 - 1, f"{where}.batch_size", "a batch's largest size")
         require(self.epochs >= 1, f"{where}.epochs", f"expected an integer >= 1, got {self.epochs}")
+        require_at_most(self.epochs, 100_000, f"{where}.epochs", "every candidate trains so long")
+        require(self.gamma > 0, f"{where}.gamma", f"expected a number > 0, got {self.gamma}")
+        require(self.warmup_epochs >= 0, f"{where}.warmup_epochs", "expected an integer >= 0")
+        ordered = all(0 <= a < b for a, b in zip((0, *self.milestones), self.milestones, strict=False))
+        require(
+            ordered, f"{where}.milestones", f"expected increasing epochs >= 1, got {list(self.milestones)}"
+        )
         require(
             self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
             f"{where}.device",

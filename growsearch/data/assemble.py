@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from growsearch.data.base import BaseDataset, RawSplit
+from growsearch.data.normalize import Normalization
 from growsearch.data.scenarios import Scenario
 from growsearch.data.splitting import rng_for, stratified_cap
 from growsearch.data.streams import TaskPlan
@@ -21,13 +22,16 @@ def build_stream(
     *,
     seed: int,
     max_per_task: int | None = None,
+    normalization: Normalization | None = None,
 ) -> TaskStream:
-    """One Task per plan: the plan's classes from each split, transformed and labelled.
+    """One Task per plan: the plan's classes from each split, transformed, normalised and labelled.
 
     per-task / shared labels are the plan's local labels (n_outputs = classes in the task); disjoint
-    labels are the class's position in the stream's class order (n_outputs = classes in the stream).
+    labels are the class's position in the stream's class order, the order the tasks meet the classes
+    (n_outputs = classes in the stream); for sorted split plans and all-class streams that is the sorted
+    class ids. Inputs are stored / scale, then the plan's transform, then `normalization` if given.
     """
-    stream_classes = sorted({c for plan in plans for c in plan.classes})
+    stream_classes = list(dict.fromkeys(c for plan in plans for c in plan.classes))
     global_index = {c: i for i, c in enumerate(stream_classes)}
     tasks = []
     for plan in plans:
@@ -36,14 +40,21 @@ def build_stream(
         else:
             labels, n_outputs = list(plan.local_labels), len(plan.classes)
         cap = None if max_per_task is None else (max_per_task, rng_for(seed, plan.task_id, _CAP))
-        train = _task_split(base.train, base.scale, plan, labels, cap)
-        val = _task_split(base.val, base.scale, plan, labels, None)
-        test = _task_split(base.test, base.scale, plan, labels, None)
+        train = _task_split(base.train, base.scale, plan, labels, cap, normalization)
+        val = _task_split(base.val, base.scale, plan, labels, None, normalization)
+        test = _task_split(base.test, base.scale, plan, labels, None, normalization)
         tasks.append(Task(plan.task_id, plan.classes, train, val, test, n_outputs))
-    return TaskStream(benchmark, scenario, base.input_shape, tuple(tasks))
+    return TaskStream(benchmark, scenario, base.input_shape, tuple(tasks), normalization)
 
 
-def _task_split(raw: RawSplit, scale: float, plan: TaskPlan, labels: list[int], cap: tuple | None) -> Split:
+def _task_split(
+    raw: RawSplit,
+    scale: float,
+    plan: TaskPlan,
+    labels: list[int],
+    cap: tuple | None,
+    normalization: Normalization | None,
+) -> Split:
     classes = torch.tensor(plan.classes, dtype=torch.int64)
     idx = torch.nonzero(torch.isin(raw.y, classes)).flatten()
     if cap is not None:
@@ -51,6 +62,8 @@ def _task_split(raw: RawSplit, scale: float, plan: TaskPlan, labels: list[int], 
     x = raw.x[idx].to(torch.float32) / scale
     if plan.transform is not None and len(x):
         x = plan.transform(x)
+    if normalization is not None:
+        x = normalization.apply(x)
     size = int(max(classes.max(), raw.y.max() if len(raw) else 0)) + 1
     lookup = torch.full((size,), -1, dtype=torch.int64)
     lookup[classes] = torch.tensor(labels, dtype=torch.int64)

@@ -76,10 +76,11 @@ def require_root(benchmark: str, data_root: str | Path | None) -> Path:
     return Path(data_root).expanduser()
 
 
-def missing_data(benchmark: str, root: Path, expected: Path) -> DataError:
+def missing_data(
+    benchmark: str, root: Path, expected: Path, hint: str = "pass --download to fetch it"
+) -> DataError:
     """The error for a data root that lacks a file or folder the benchmark needs."""
     where = "does not exist" if not root.exists() else "does not hold the dataset"
     return DataError(
-        f"benchmark {benchmark!r}: data root {str(root)!r} {where}: expected {str(expected)!r}; "
-        "pass --download to fetch it"
+        f"benchmark {benchmark!r}: data root {str(root)!r} {where}: expected {str(expected)!r}; {hint}"
     )

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from growsearch.data.normalize import Normalization
     from growsearch.data.scenarios import Scenario
 
 
 @dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class Split:
-    """One split of one task: inputs scaled to [0, 1] and labels as the scenario presents them."""
+    """One split of one task: inputs scaled to [0, 1] (then normalised per channel where the stream's
+    `normalization` says so) and labels as the scenario presents them."""
 
     x: torch.Tensor  # float32 (n, C, H, W), or (n, T, F) for a sequence benchmark
     y: torch.Tensor  # int64 (n,)
@@ -42,6 +44,8 @@ class TaskStream:
     scenario: Scenario
     input_shape: tuple[int, ...]  # (C, H, W), or (T, F) for a sequence benchmark
     tasks: tuple[Task, ...]
+    # the per-channel (x - mean) / std the loader applied to every split's [0, 1] inputs; None: none
+    normalization: Normalization | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)

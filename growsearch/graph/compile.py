@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -28,7 +28,7 @@ from torch import nn
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
-from growsearch.graph.specs import Shape, feature_axis
+from growsearch.graph.specs import Shape, TaskNorm, feature_axis, norm_entries
 
 
 @dataclass
@@ -72,6 +72,7 @@ class CompiledView:
     masked: list[MaskedParameter]
     trainable_nodes: list[str]
     gates: dict[str, nn.Module]  # node id -> the module applied to its output (stored or being trained)
+    norm_nodes: list[str] = field(default_factory=list)  # nodes whose normalisation (the task's) trains
 
 
 @dataclass
@@ -121,10 +122,15 @@ def _build_module(graph: ModuleGraph, node_id: str, task: int, include_free: boo
 
 
 def _seen_weights(node: Node, task: int, include_free: bool) -> dict[str, torch.Tensor]:
-    """Copies of the node's weights as task `task` sees them (owner visibility, then its masks)."""
+    """Copies of the node's weights as task `task` sees them (owner visibility, then its masks; its own
+    normalisation where it keeps one)."""
     masks = node.masks.get(task, {})
+    own_norm = node.norms.get(task, {})
     state = {}
     for name, value in node.weights.items():
+        if name in own_norm:
+            state[name] = own_norm[name].clone()
+            continue
         if name in node.owners:
             value = value * visible_mask(node.owners[name], task, include_free)
         else:
@@ -232,6 +238,7 @@ def compile_view(
     built: dict[str, nn.Module] = {}
     masked: list[MaskedParameter] = []
     trainable: list[str] = []
+    norm_nodes: list[str] = []
     for node_id in _with_wrapped_nodes(graph, view):
         if node_id == INPUT:
             continue
@@ -243,8 +250,14 @@ def compile_view(
         else:
             module = _build_module(graph, node_id, task, include_free)
         learns = train and not node.frozen
+        norms = norm_entries(node.spec)
+        norm_learns = train and bool(norms) and _trains_norm(graph, node_id, task, learns)
+        _fix_norms(module, fixed=not norm_learns)
         node_masks = (train_masks or {}).get(node_id, {})
         for name, parameter in module.named_parameters():
+            if name in norms:  # the task's own normalisation trains, another task's never
+                parameter.requires_grad_(norm_learns)
+                continue
             parameter.requires_grad_(learns)
             if not learns:
                 continue
@@ -257,13 +270,30 @@ def compile_view(
             masked.append(MaskedParameter(parameter, own, parameter.detach().clone(), node_id, name))
         if learns:
             trainable.append(node_id)
+        if norm_learns:
+            norm_nodes.append(node_id)
         built[node_id] = module
-    if train and not trainable:
+    if train and not trainable and not norm_nodes:
         raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
     applied = _view_gates(graph, view, task, gates or {})
     module = _fx_module(graph, built, view, [INPUT], [output], applied)
     module.train(train)  # a view for inference evaluates (a module may compute differently in training)
-    return CompiledView(task, module, built, masked, trainable, applied)
+    return CompiledView(task, module, built, masked, trainable, applied, norm_nodes)
+
+
+def _trains_norm(graph: ModuleGraph, node_id: str, task: int, learns: bool) -> bool:
+    """Whether a node's normalisation trains in task `task`'s view: the task's own set always (on a frozen
+    node too); the node's creator's set only while the creator trains the node. Any other task's stays
+    fixed, so no task's normalisation changes for another."""
+    node = graph.node(node_id)
+    holder = graph.node(node.shares) if node.shares else node
+    return task in holder.norms or (learns and node.owner == task)
+
+
+def _fix_norms(module: nn.Module, fixed: bool) -> None:
+    for sub in module.modules():
+        if isinstance(sub, TaskNorm):
+            sub.fixed = fixed
 
 
 def _with_wrapped_nodes(graph: ModuleGraph, view: list[str]) -> list[str]:
@@ -337,7 +367,7 @@ def compile_for_training(
         gates=gates,
     )
     view = graph.view(task)
-    fixed = frozen_prefix(graph, view, {*changing, *(gates or {})})
+    fixed = frozen_prefix(graph, view, {*changing, *(gates or {}), *full.norm_nodes})
     rest = [n for n in view if n not in fixed]
     rest_set = set(rest)
     frontier = [n for n in view if n in fixed and any(s in rest_set for s in graph.successors(n))]
@@ -354,10 +384,20 @@ def write_back(graph: ModuleGraph, compiled: CompiledView, train_owner: int = FR
     owner-tracked weight only the entries that trained are copied (the compiled copy holds zeros where the
     task could not see); elsewhere masked entries were restored after every step, so the whole tensor is."""
     trained = {(m.node_id, m.name): m.trainable.cpu() for m in compiled.masked}
-    for node_id in compiled.trainable_nodes:
+    for node_id in dict.fromkeys([*compiled.trainable_nodes, *compiled.norm_nodes]):
         node = graph.node(node_id)
+        norms = norm_entries(node.spec)
+        holder = graph.node(node.shares) if node.shares else node
+        own_norm = holder.norms.get(compiled.task)
+        learns = node_id in compiled.trainable_nodes
         for name, value in compiled.node_modules[node_id].state_dict().items():
             value = value.detach().to("cpu", copy=True)  # graphs keep their weights on the CPU
+            if name in norms and own_norm is not None:  # the task's own normalisation
+                if node_id in compiled.norm_nodes:
+                    own_norm[name] = value
+                continue
+            if not learns:
+                continue
             if name in node.owners:
                 mask = trained.get((node_id, name), node.owners[name] == train_owner)
                 value = torch.where(mask, value, node.weights[name])

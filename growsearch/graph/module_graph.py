@@ -10,7 +10,8 @@ Unit- and weight-level methods keep per-task data on a node: `gates[t]`, one val
 or channel) multiplying the node's output in task t's view (HAT's attention, XdG's gating, CLNP's active
 units), and `masks[t][param]`, a tensor multiplying that parameter in task t's view (Piggyback's and CPG's
 picked weights). `state` holds tensors a method keeps with a node from task to task without computing with
-them (a synaptic stabiliser's importance and anchor weights).
+them (a synaptic stabiliser's importance and anchor weights). A node with batch norm keeps, per task that
+reuses it with a normalisation of its own, that task's set (`norms[t]`); the others evaluate with theirs.
 Edges are data flow; a node's `inputs` list fixes their order (it matters for concat and stack). A task's
 view is the sub-graph from the input to its head.
 """
@@ -50,10 +51,14 @@ class Node:
     state: dict[str, torch.Tensor] = field(
         default_factory=dict
     )  # a method's per-node memory, unused in forward
+    # task -> its own normalisation (batch norm's affine parameters and running statistics, named as in
+    # `weights`): a task that reuses the node normalises with its own set; `weights` holds the creator's
+    norms: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def n_parameters(self) -> int:
-        return sum(t.numel() for t in self.weights.values())
+        own = sum(t.numel() for t in self.weights.values())
+        return own + sum(t.numel() for norm in self.norms.values() for t in norm.values())
 
 
 class ModuleGraph:
@@ -298,6 +303,7 @@ class ModuleGraph:
                     gates={t: g.clone() for t, g in node.gates.items()},
                     masks={t: {k: v.clone() for k, v in m.items()} for t, m in node.masks.items()},
                     state={k: v.clone() for k, v in node.state.items()},
+                    norms={t: {k: v.clone() for k, v in n.items()} for t, n in node.norms.items()},
                 ),
             )
         new._nx.add_edges_from(self._nx.edges)

@@ -10,6 +10,7 @@ finders (`add_kind_finder`: the method registry imports the module that defines 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,36 @@ def _with_activation(module: nn.Module, activation: str | None) -> nn.Module:
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
+
+
+class TaskNorm(nn.BatchNorm2d):
+    """Batch norm whose statistics can be held fixed: `fixed` computes with the running statistics even in
+    training mode (a normalisation that belongs to another task, or to a frozen module: its outputs must
+    not depend on the batch, and nothing of it may change). Each task's set of it is kept apart
+    (`Node.norms`), so an old task evaluates with its own."""
+
+    fixed: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fixed:
+            return super().forward(x)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def norm_entries(spec: NodeSpec) -> frozenset[str]:
+    """The state-dict entries of a spec's normalisation (affine parameters and running statistics): what a
+    task keeps a set of its own of (`Node.norms`)."""
+    with torch.device("meta"):
+        module = spec.build()
+    return frozenset(
+        f"{prefix}.{name}" if prefix else name
+        for prefix, sub in module.named_modules()
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm)
+        for name in sub.state_dict()
+    )
 
 
 @dataclass(frozen=True)
@@ -172,7 +203,8 @@ class Head(Linear):
 @node_kind
 @dataclass(frozen=True)
 class Conv2d(NodeSpec):
-    """A convolution, its activation, and an optional max-pool of size `pool` after it."""
+    """A convolution, its activation, and an optional max-pool of size `pool` after it; with `norm`, batch
+    norm before the activation (per task: `Node.norms`)."""
 
     kind: ClassVar[str] = "Conv2d"
     in_channels: int = 0
@@ -182,9 +214,13 @@ class Conv2d(NodeSpec):
     padding: int = 1
     activation: str | None = "relu"
     pool: int = 1
+    norm: bool = False  # batch norm between the convolution (then without a bias) and the activation
 
     def build(self) -> nn.Module:
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        conv: nn.Module = nn.Conv2d(self.in_channels, self.out_channels, k, s, p, bias=not self.norm)
+        if self.norm:
+            conv = nn.Sequential(conv, TaskNorm(self.out_channels))
         layer = _with_activation(conv, self.activation)
         return nn.Sequential(layer, nn.MaxPool2d(self.pool)) if self.pool > 1 else layer
 
@@ -216,21 +252,44 @@ class _ResidualBlock(nn.Module):
         return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x))
 
 
+class _NormResidualBlock(nn.Module):
+    """The basic block of the CIFAR ResNets (He et al. 2016): conv-BN-ReLU-conv-BN plus the input (a 1x1
+    conv and BN where the shape changes), then ReLU; convolutions without biases."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = TaskNorm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = TaskNorm(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False), TaskNorm(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + self.shortcut(x))
+
+
 @node_kind
 @dataclass(frozen=True)
 class ResBlock(NodeSpec):
-    """Two 3x3 convolutions with a skip connection (a 1x1 projection when the shape changes).
-
-    No batch norm: running statistics would change a frozen block's outputs for old tasks.
-    """
+    """Two 3x3 convolutions with a skip connection (a 1x1 projection when the shape changes). With `norm`,
+    the CIFAR ResNets' basic block with batch norm after each convolution: each task keeps its own
+    normalisation (`Node.norms`), and a normalisation that is not the task's own runs on its fixed running
+    statistics, so old tasks' outputs stay exact."""
 
     kind: ClassVar[str] = "ResBlock"
     in_channels: int = 0
     out_channels: int = 0
     stride: int = 1
+    norm: bool = False
 
     def build(self) -> nn.Module:
-        return _ResidualBlock(self.in_channels, self.out_channels, self.stride)
+        block = _NormResidualBlock if self.norm else _ResidualBlock
+        return block(self.in_channels, self.out_channels, self.stride)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         self._expect_channels(input_shape, self.in_channels)
@@ -243,6 +302,26 @@ class ResBlock(NodeSpec):
         if self.stride != 1 or self.in_channels != self.out_channels:
             total += c * h * w * self.in_channels
         return total
+
+
+@node_kind
+@dataclass(frozen=True)
+class GlobalAvgPool(NodeSpec):
+    """The mean of each channel over its positions: (C, H, W) -> (C,), a ResNet's last step before its
+    classifier."""
+
+    kind: ClassVar[str] = "GlobalAvgPool"
+
+    def build(self) -> nn.Module:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise GraphError(f"GlobalAvgPool expects a (C, H, W) input, got shape {input_shape}")
+        return (input_shape[0],)
+
+    def macs(self, input_shape: Shape) -> int:
+        return math.prod(input_shape)
 
 
 @node_kind

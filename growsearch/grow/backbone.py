@@ -10,7 +10,17 @@ from dataclasses import replace
 
 from growsearch.config.network import LayerConfig
 from growsearch.errors import ConfigError
-from growsearch.graph.specs import LSTM, Activation, Conv2d, Head, Linear, NodeSpec, ResBlock, Shape
+from growsearch.graph.specs import (
+    LSTM,
+    Activation,
+    Conv2d,
+    GlobalAvgPool,
+    Head,
+    Linear,
+    NodeSpec,
+    ResBlock,
+    Shape,
+)
 
 
 def layer_specs(
@@ -29,18 +39,27 @@ def layer_specs(
             if len(shape) != 2:
                 raise ConfigError(
                     f"layer {i} (lstm) needs a (steps, features) sequence input; it follows shape {shape}: "
-                    "expected a benchmark of sequences (`growsearch list benchmarks`: the seq-* ones)"
+                    "expected a benchmark of sequences (seq-split-digits, seq-split-mnist5k)"
                 )
             feeds_recurrent = i + 1 < len(layers) and layers[i + 1].kind == "lstm"
             spec = LSTM(shape[1], width, return_sequence=feeds_recurrent)
         elif len(shape) != 3:
             raise ConfigError(f"layer {i} ({layer.kind}) needs a (C, H, W) input; it follows shape {shape}")
+        elif layer.kind == "globalpool":
+            spec = GlobalAvgPool()
         elif layer.kind == "conv":
             spec = Conv2d(
-                shape[0], width, layer.kernel, layer.stride, layer.padding, layer.activation, layer.pool
+                shape[0],
+                width,
+                layer.kernel,
+                layer.stride,
+                layer.padding,
+                layer.activation,
+                layer.pool,
+                layer.norm,
             )
         else:
-            spec = ResBlock(shape[0], width, layer.stride)
+            spec = ResBlock(shape[0], width, layer.stride, layer.norm)
         before, shape = shape, spec.output_shape(shape)
         if min(shape) < 1:
             raise ConfigError(
@@ -49,6 +68,21 @@ def layer_specs(
             )
         specs.append(spec)
     return specs
+
+
+BACKBONES = ("mlp", "conv", "resnet", "lstm")
+
+
+def backbone_kind(layers: Sequence[LayerConfig]) -> str:
+    """What a network is, as methods declare what they grow (`Method.backbones`): "lstm" (recurrent
+    layers), "resnet" (residual blocks, batch norm, a global pool: the presets), "conv" (convolutions,
+    dense layers after them), or "mlp" (dense layers only)."""
+    kinds = {layer.kind for layer in layers}
+    if "lstm" in kinds:
+        return "lstm"
+    if kinds & {"resblock", "globalpool"} or any(layer.norm for layer in layers):
+        return "resnet"
+    return "conv" if "conv" in kinds else "mlp"
 
 
 def reading(spec: NodeSpec, input_shape: Shape) -> NodeSpec:

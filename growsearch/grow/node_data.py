@@ -12,6 +12,7 @@ import torch
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import ModuleGraph
+from growsearch.graph.specs import norm_entries
 
 NodeTensors = Mapping[str, Mapping[str, torch.Tensor]]  # node id -> name -> tensor
 
@@ -89,4 +90,23 @@ def with_state(graph: ModuleGraph, state: NodeTensors) -> ModuleGraph:
         node = grown.node(node_id)
         for key, value in named.items():
             node.state[key] = value.detach().to("cpu", copy=True)
+    return grown
+
+
+def with_task_norms(
+    graph: ModuleGraph, task: int, node_ids: Iterable[str], start_from: int | None = None
+) -> ModuleGraph:
+    """`graph` with task `task`'s own normalisation on each node that has one (nodes without batch norm are
+    left as they are): a copy of the set task `start_from` uses there (the node's creator's when None),
+    which then trains with the task, even on a frozen node, while every other task keeps its own. A node
+    sharing another's weights keeps the set on the node it shares."""
+    grown = graph.copy()
+    for node_id in node_ids:
+        node = grown.node(node_id)
+        holder = grown.node(node.shares) if node.shares else node
+        names = norm_entries(holder.spec)
+        if not names or task in holder.norms:
+            continue
+        source = holder.norms.get(start_from, {}) if start_from is not None else {}
+        holder.norms[task] = {n: source.get(n, holder.weights[n]).detach().clone() for n in sorted(names)}
     return grown

@@ -132,4 +132,8 @@ def task_free_stream(stream: TaskStream, config: InferenceConfig, seed: int) -> 
         sources.append({j: int(counts[j]) for j in range(len(stream.tasks)) if counts[j] > 0})
     found = FoundTasks(tuple(starts), tuple(sources))
     # what the method learns is task-IL: the tasks it found, with the ids it gave them
-    return TaskStream(stream.benchmark, get_scenario("task-il"), stream.input_shape, tuple(tasks)), found
+    scenario = get_scenario("task-il")
+    found_stream = TaskStream(
+        stream.benchmark, scenario, stream.input_shape, tuple(tasks), normalization=stream.normalization
+    )
+    return found_stream, found

@@ -92,6 +92,8 @@ class AutoGrow(Method):
     paper = "a search over the survey's growth moves per task (MNTDP's task-driven prior orders the sources)"
     scenarios = ("task-il",)
     Options = AutoGrowOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its moves grow dense and conv layers"
 
     def specs_for(self, input_shape: tuple[int, ...]) -> tuple[NodeSpec, ...]:
         specs = super().specs_for(input_shape)

@@ -159,6 +159,13 @@ class Method(ABC):
     # the method infers a test sample's task itself where the scenario hides it (`infer_task`: CCGN's task
     # classifier), so the run trains no task-inference autoencoders for it
     infers_task: ClassVar[bool] = False
+    # the backbones it grows (`grow.backbone.backbone_kind`: mlp, conv, resnet, lstm), and why not another:
+    # a run on one it does not list is refused by name before anything is written
+    backbones: ClassVar[tuple[str, ...]] = ("mlp", "conv", "resnet")
+    backbone_note: ClassVar[str] = ""
+    # search.sampler names the method serves itself beyond Optuna's (MNTDP-D's "grid": every candidate in
+    # order); another method given one is refused before anything is written
+    own_samplers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, space: SearchSpace):
         self.space = space

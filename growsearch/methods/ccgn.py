@@ -135,6 +135,8 @@ class CCGN(Method):
     )
     scenarios = ("task-il",)
     Options = CCGNOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its channel gates wrap dense or conv layers"
     infers_task = True  # its task classifier, where the scenario hides the task
 
     def layers(self, ctx: TaskContext) -> list[str]:

@@ -40,6 +40,7 @@ from growsearch.methods.toolkit import (
     neurons,
     ops,
     require,
+    require_size,
 )
 
 REUSE = "reuse_L{}_{}"
@@ -55,10 +56,10 @@ class CLEASOptions:
     policy_lr: float = 0.01  # RMSProp
 
     def validate(self, where: str) -> None:
-        require(self.max_new_units >= 1, f"{where}.max_new_units", "expected an integer >= 1")
+        require_size(self.max_new_units, f"{where}.max_new_units", at_most=10_000)
         require(self.penalty >= 0, f"{where}.penalty", "expected a number >= 0")
-        require(self.controller_hidden >= 1, f"{where}.controller_hidden", "expected an integer >= 1")
-        require(self.controller_layers >= 1, f"{where}.controller_layers", "expected an integer >= 1")
+        require_size(self.controller_hidden, f"{where}.controller_hidden", at_most=10_000)
+        require_size(self.controller_layers, f"{where}.controller_layers", at_most=100)
         require(self.policy_lr > 0, f"{where}.policy_lr", "expected a number > 0")
 
 
@@ -67,6 +68,8 @@ class CLEAS(PolicySearchMethod):
     paper = "Gao, Luo & Klabjan 2020, Efficient Architecture Search for Continual Learning (arXiv:2006.04027)"
     scenarios = ("task-il",)
     Options = CLEASOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its neuron groups widen dense or conv layers"
     default_trials = 200
 
     def policy_config(self) -> PolicyConfig:

@@ -199,6 +199,8 @@ class CLNP(Method):
     paper = "Golkar, Kagan & Cho 2019, Continual Learning via Neural Pruning"
     scenarios = ("task-il",)
     Options = CLNPOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its unit pruning works on dense or conv units"
 
     def layers(self, ctx: TaskContext) -> list[str]:
         return ops.shared_layer_ids(PREFIX, len(ctx.specs))

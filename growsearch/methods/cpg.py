@@ -100,6 +100,8 @@ class CPG(Method):
     )
     scenarios = ("task-il",)
     Options = CPGOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its growth adds unit groups to dense or conv layers"
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)

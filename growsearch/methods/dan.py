@@ -79,6 +79,8 @@ class DAN(Method):
     )
     scenarios = ("task-il",)
     Options = DANOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its filter recombinations are of dense or conv layers"
 
     def specs_for(self, input_shape: tuple[int, ...]) -> tuple[NodeSpec, ...]:
         specs = super().specs_for(input_shape)

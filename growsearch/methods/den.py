@@ -131,6 +131,8 @@ class DEN(Method):
     paper = "Yoon, Yang, Lee & Hwang 2018, Lifelong Learning with Dynamically Expandable Networks (ICLR)"
     scenarios = ("task-il",)
     Options = DENOptions
+    backbones = ("mlp",)
+    backbone_note = "its selective retraining, expansion and split work on dense layers"
 
     def search_plan(self, ctx: TaskContext) -> SearchPlan:
         """One trial for the first task, which uses no threshold; then `search.n_trials`."""

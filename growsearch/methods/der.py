@@ -115,6 +115,8 @@ class DER(Method):
     paper = "Yan, Xie & He 2021, DER: Dynamically Expandable Representation for Class Incremental Learning"
     scenarios = ("class-il",)
     Options = DEROptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its pruning removes units of dense or conv layers"
     single_head = True
 
     # ---- the search ------------------------------------------------------------------------------------

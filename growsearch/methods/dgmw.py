@@ -127,6 +127,8 @@ class DGMw(Method):
     )
     scenarios = ("class-il",)
     Options = DGMwOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its solver is the network; its generator is an MLP: run it on dense or conv layers"
     single_head = True
 
     # ---- the search ------------------------------------------------------------------------------------

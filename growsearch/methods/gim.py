@@ -65,6 +65,8 @@ class GIM(Method):
     )
     scenarios = ("task-il",)
     Options = GIMOptions
+    backbones = ("lstm",)
+    backbone_note = "its modules are recurrent layers over sequences"
 
     def specs_for(self, input_shape: tuple[int, ...]) -> tuple[NodeSpec, ...]:
         first = self.space.layers[0].kind

@@ -78,6 +78,8 @@ class HAT(Method):
     )
     scenarios = ("task-il",)
     Options = HATOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its unit gates hold weights between dense or conv units"
 
     def layers(self, ctx: TaskContext) -> list[str]:
         return ops.shared_layer_ids(PREFIX, len(ctx.specs))

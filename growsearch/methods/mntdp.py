@@ -85,6 +85,7 @@ class MNTDPD(_MNTDP):
     name = "mntdp-d"
     paper = PAPER
     Options = MNTDPOptions
+    own_samplers = ("grid",)
 
     def _enumerates(self) -> bool:
         return (self.space.search.sampler or "grid") == "grid"

@@ -30,6 +30,7 @@ from growsearch.methods.toolkit import (
     ModuleGraph,
     Retrain,
     TaskContext,
+    node_data,
     ops,
     require,
 )
@@ -73,8 +74,13 @@ class PackNet(Method):
 
     def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id)
+        if ctx.task_id > 0:  # batch norm per task, as the paper's networks keep it (no-op without norm)
+            graph = node_data.with_task_norms(graph, ctx.task_id, self.shared(ctx))
         graph = ops.add_head(graph, ctx.task_id, SHARED.format(len(ctx.specs) - 1), ctx.n_outputs)
         return Candidate(graph, decisions={"prune_fraction": self.pruned_fraction(ctx, decisions)})
+
+    def shared(self, ctx: TaskContext) -> list[str]:
+        return [SHARED.format(i) for i in range(len(ctx.specs))]
 
     def pruned_fraction(self, ctx: TaskContext, decisions: Decisions | None = None) -> float:
         """The fraction of its free weights task t prunes: searched, or the schedule's (the stream's last

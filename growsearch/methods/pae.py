@@ -71,6 +71,8 @@ class PAE(Method):
     )
     scenarios = ("task-il",)
     Options = PAEOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its expansion adds unit groups to dense or conv layers"
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if not self.options.search:

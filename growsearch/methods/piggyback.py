@@ -32,6 +32,7 @@ from growsearch.methods.toolkit import (
     Retrain,
     TaskContext,
     Training,
+    node_data,
     ops,
     require,
 )
@@ -70,6 +71,8 @@ class Piggyback(Method):
         """The first task trains the backbone (and its head); a later one adds only its head, and learns its
         mask."""
         graph = ops.shared_stack(ctx.committed, PREFIX, ctx.specs, ctx.task_id, owners=False)
+        if ctx.task_id > 0:  # batch norm per task beside the mask (no-op on a network without norm)
+            graph = node_data.with_task_norms(graph, ctx.task_id, self.backbone(ctx))
         graph = ops.add_head(graph, ctx.task_id, self.backbone(ctx)[-1], ctx.n_outputs)
         return Candidate(graph, training=self.training(graph, ctx) if ctx.task_id > 0 else None)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from growsearch.methods.toolkit import Adapter, Candidate, Decisions, Method, TaskContext, ops, require
+from growsearch.methods.toolkit import Adapter, Candidate, Decisions, Method, TaskContext, ops, require_size
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,7 @@ class PNNOptions:
     adapter_hidden: int | None = None  # None: the paper's projection onto n_{i-1} units
 
     def validate(self, where: str) -> None:
-        hidden = self.adapter_hidden
-        require(hidden is None or hidden >= 1, f"{where}.adapter_hidden", "expected null or an integer >= 1")
+        require_size(self.adapter_hidden, f"{where}.adapter_hidden", null_allowed=True)
 
 
 class PNN(Method):
@@ -29,6 +28,8 @@ class PNN(Method):
     paper = "Rusu et al. 2016, Progressive Neural Networks, arXiv:1606.04671"
     scenarios = ("task-il",)
     Options = PNNOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its lateral adapters join dense or conv layers, not residual blocks"
 
     def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
         graph = ops.add_column(

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from growsearch.methods.algorithms.reinforce import ADD, Decision, PolicyConfig, PolicySearchMethod
-from growsearch.methods.toolkit import Candidate, Decisions, TaskContext, neurons, require
+from growsearch.methods.toolkit import Candidate, Decisions, TaskContext, neurons, require, require_size
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,10 @@ class RCLOptions:
     value_lr: float = 5e-3
 
     def validate(self, where: str) -> None:
-        require(self.max_units >= 2, f"{where}.max_units", "expected an integer >= 2")
+        require_size(self.max_units, f"{where}.max_units", at_least=2, at_most=10_000)
         require(self.penalty >= 0, f"{where}.penalty", "expected a number >= 0")
-        require(self.controller_hidden >= 1, f"{where}.controller_hidden", "expected an integer >= 1")
-        require(self.controller_layers >= 1, f"{where}.controller_layers", "expected an integer >= 1")
+        require_size(self.controller_hidden, f"{where}.controller_hidden", at_most=10_000)
+        require_size(self.controller_layers, f"{where}.controller_layers", at_most=100)
         require(self.policy_lr > 0 and self.value_lr > 0, f"{where}.policy_lr", "expected rates > 0")
 
 
@@ -51,6 +51,8 @@ class RCL(PolicySearchMethod):
     paper = "Xu & Zhu 2018, Reinforced Continual Learning, NeurIPS (arXiv:1805.12369)"
     scenarios = ("task-il",)
     Options = RCLOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its new unit groups widen dense or conv layers"
     default_trials = 50
 
     def policy_config(self) -> PolicyConfig:

@@ -38,6 +38,7 @@ class MethodInfo:
     paper: str
     scenarios: tuple[str, ...]
     module: str
+    backbones: tuple[str, ...] = ()
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -47,7 +48,7 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def _info(cls: type[Method]) -> MethodInfo:
-    return MethodInfo(cls.name, cls.paper, tuple(cls.scenarios), cls.__module__)
+    return MethodInfo(cls.name, cls.paper, tuple(cls.scenarios), cls.__module__, tuple(cls.backbones))
 
 
 def _modules() -> list[str]:
@@ -82,7 +83,10 @@ def _catalog() -> dict[str, MethodInfo] | None:
     try:
         entries = json.loads(CATALOG.read_text())["methods"]
         infos = {
-            e["name"]: MethodInfo(e["name"], e["paper"], tuple(e["scenarios"]), e["module"]) for e in entries
+            e["name"]: MethodInfo(
+                e["name"], e["paper"], tuple(e["scenarios"]), e["module"], tuple(e.get("backbones", ()))
+            )
+            for e in entries
         }
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -143,6 +143,8 @@ class RPSNet(Method):
     paper = "Rajasegaran et al. 2019, Random Path Selection for Incremental Learning (Adaptive RPS-Net)"
     scenarios = ("class-il",)
     Options = RPSNetOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its paths sum modules' pre-activations, which residual blocks do not expose"
     single_head = True
 
     def specs_for(self, input_shape: tuple[int, ...]) -> tuple[NodeSpec, ...]:

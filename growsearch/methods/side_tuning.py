@@ -152,10 +152,14 @@ class SideTuning(Method):
 
     # ---- the candidate ---------------------------------------------------------------------------------
     def side_specs(self, side_width: float, ctx: TaskContext) -> list[NodeSpec]:
-        """The backbone's layers at `side_width` of their widths (at least one unit), the last one as wide as
-        the base's last layer (the blend adds the two)."""
+        """The backbone's layers at `side_width` of their widths (at least one unit), the last one with units
+        as wide as the base's (the blend adds the two; a global pool after it has no width)."""
         layers = self.space.layers
-        widths = [max(1, round(side_width * layer.width)) for layer in layers[:-1]] + [layers[-1].width]
+        last = max(i for i, layer in enumerate(layers) if layer.width > 0)
+        widths = [
+            layer.width if i >= last else max(1, round(side_width * layer.width))
+            for i, layer in enumerate(layers)
+        ]
         return layer_specs(layers, ctx.committed.input_shape, widths)
 
     def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
@@ -170,7 +174,8 @@ class SideTuning(Method):
         graph = add_side_network(
             ctx.committed, ctx.task_id, base_output, specs, ctx.n_outputs, blend, blend.start(start)
         )
-        mechanism: dict[str, Any] = {"side_widths": [_width(spec) for spec in specs], "alpha_start": start}
+        widths = [_width(spec) for spec in specs if _width(spec)]  # a global pool has no width
+        mechanism: dict[str, Any] = {"side_widths": widths, "alpha_start": start}
         if self.options.side_init == "distilled":
             distillation = distil_features(
                 graph,
@@ -224,4 +229,4 @@ def _base_output(graph: ModuleGraph) -> str:
 
 
 def _width(spec: NodeSpec) -> int:
-    return int(getattr(spec, "out_features", None) or spec.out_channels)
+    return int(getattr(spec, "out_features", None) or getattr(spec, "out_channels", 0))

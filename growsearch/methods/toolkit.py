@@ -10,7 +10,7 @@ this module and `methods/algorithms/`; `tests/test_package_layers.py` enforces i
 
 from __future__ import annotations
 
-from growsearch.config.schema import from_mapping, require
+from growsearch.config.schema import from_mapping, require, require_size
 from growsearch.config.space import SearchSpace
 from growsearch.config.training import OptimizerSettings, TrainingConfig
 from growsearch.data.memory import ExemplarMemory, class_balanced
@@ -159,6 +159,7 @@ __all__ = [
     "relatedness",
     "remove_units",
     "require",
+    "require_size",
     "resolve_device",
     "run_in_batches",
     "spend_macs",

@@ -87,6 +87,8 @@ class XdG(Method):
     )
     scenarios = ("task-il",)
     Options = XdGOptions
+    backbones = ("mlp", "conv")
+    backbone_note = "its gates silence units of dense or conv layers"
 
     def layers(self, ctx: TaskContext) -> list[str]:
         return ops.shared_layer_ids(PREFIX, len(ctx.specs))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,13 @@ def load_metrics(run: RunFolder) -> dict[str, Any]:
         metrics = json.loads(path.read_text(encoding="utf-8"))
         if _well_formed(metrics):
             return metrics
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         pass
+    if not os.access(run.path, os.W_OK):  # rebuilding writes it: an archived run is only read
+        raise RunFolderError(
+            f"{path} is missing or unreadable and {run.path} is read-only, so it cannot be rebuilt there; "
+            "report a writable copy of the run folder (cp -r)"
+        )
     log.warning("%s was missing or unreadable: rebuilt from the committed tasks' records", path)
     return rebuild_metrics(run)
 
@@ -304,12 +310,16 @@ def _graph_section(run: RunFolder, records: list[TaskRecord], engine: str) -> st
     return "".join(parts)
 
 
-def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] = ("png",)) -> ReportFiles:
-    """Write the figures (PNG, and SVG or PDF too when asked), metrics.csv and report.html into the run
-    folder; return their paths."""
+def write_report(
+    run_path: Path, engine: str = "auto", formats: tuple[str, ...] = ("png",), output: Path | None = None
+) -> ReportFiles:
+    """Write the figures (PNG, and SVG or PDF too when asked), metrics.csv and report.html into `output`
+    (None: the run folder; a read-only run is read, never written); return their paths."""
     from growsearch.report.plots import plot_accuracy_matrix, plot_parameter_growth, plot_trial_history
 
     run = RunFolder.open(run_path)
+    folder = Path(output) if output is not None else run.path
+    folder.mkdir(parents=True, exist_ok=True)
     metrics = load_metrics(run)
     config = run.config()
     records = run.records()
@@ -325,12 +335,12 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
     written = []
     for kind in dict.fromkeys(("png", *formats)):  # the page embeds the PNGs
         written += [
-            plot_accuracy_matrix(matrix, run.path / f"{FIGURES[0]}.{kind}"),
-            plot_parameter_growth(parameters, run.path / f"{FIGURES[1]}.{kind}", per_task_added=added),
-            plot_trial_history(history, run.path / f"{FIGURES[2]}.{kind}"),
+            plot_accuracy_matrix(matrix, folder / f"{FIGURES[0]}.{kind}"),
+            plot_parameter_growth(parameters, folder / f"{FIGURES[1]}.{kind}", per_task_added=added),
+            plot_trial_history(history, folder / f"{FIGURES[2]}.{kind}"),
         ]
     pngs = written[:3]
-    csv_path = write_metrics_csv(metrics, run.path / CSV_FILE)
+    csv_path = write_metrics_csv(metrics, folder / CSV_FILE)
     space = config["space"]
     title = f"growsearch report: {run.path.name} ({space['method']} on {config['run']['benchmark']})"
     overview = html.table(
@@ -392,5 +402,5 @@ def write_report(run_path: Path, engine: str = "auto", formats: tuple[str, ...] 
             "elsewhere",
         ),
     ]
-    report = atomic_write_text(run.path / REPORT_FILE, html.page(title, body))
+    report = atomic_write_text(folder / REPORT_FILE, html.page(title, body))
     return ReportFiles(html=report, csv=csv_path, figures=written)

@@ -8,13 +8,13 @@ alone). A folder without independent.json (older runs, other benchmarks) has `tr
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 
-from growsearch.atomic_files import atomic_write_json
+from growsearch.atomic_files import atomic_write_json, read_json
+from growsearch.errors import CheckpointError
 from growsearch.report.metrics import RunRecord, compute_metrics
 from growsearch.store.run_folder import METRICS_FILE, RunFolder
 from growsearch.task_record import TaskRecord
@@ -107,10 +107,10 @@ def rebuild_metrics(run: RunFolder) -> dict[str, Any]:
     n_tasks = config["run"].get("n_tasks") or get_benchmark_info(config["run"]["benchmark"]).default_tasks
     baseline = None
     try:
-        kept = json.loads((run.path / "baseline.json").read_text(encoding="utf-8"))
+        kept = read_json(run.path / "baseline.json")
         if isinstance(kept, list) and len(kept) == n_tasks:
             baseline = [float(b) for b in kept]
-    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+    except (CheckpointError, ValueError, TypeError):
         pass
     epsilon = float((config["space"].get("metrics") or {}).get("epsilon", 1.0))
     return write_metrics(run, int(n_tasks), baseline, epsilon, read_independent(run, int(n_tasks)))
@@ -120,8 +120,8 @@ def read_independent(run: RunFolder, n_tasks: int) -> float | None:
     """The independent model's accuracy on task n_tasks - 1 from independent.json; None when the file is
     missing, torn, edited or about another task."""
     try:
-        kept = json.loads((run.path / INDEPENDENT_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        kept = read_json(run.path / INDEPENDENT_FILE)
+    except CheckpointError:
         return None
     if not isinstance(kept, dict) or kept.get("task") != n_tasks - 1:
         return None

@@ -17,10 +17,11 @@ from optuna.trial import FrozenTrial, TrialState
 from growsearch.data.task import Split
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.methods.base import Method, Retrain, TaskContext
+from growsearch.methods.base import Method, TaskContext
 from growsearch.seeds import derived_seed
 from growsearch.store.run_folder import RunFolder
 from growsearch.task_record import TaskRecord
+from growsearch.train.augment import Augmentation
 from growsearch.train.candidate import train_candidate
 from growsearch.trial_record import counts_toward_budget, read_record, spent_macs
 
@@ -33,6 +34,7 @@ class Retrainer:
     method: Method
     ctx: TaskContext
     seed: int
+    augmentation: Augmentation | None = None
     macs: int = 0
 
     def __call__(
@@ -55,6 +57,7 @@ class Retrainer:
                 epochs=epochs,
                 train_owner=train_owner,
                 lr_scale=lr_scale,
+                augmentation=self.augmentation,
             )
         except TrainingError as error:
             raise TrainingError(f"task {ctx.task_id}, commit's retraining: {error}") from None
@@ -63,14 +66,19 @@ class Retrainer:
 
 
 def commit_chosen(
-    method: Method, run: RunFolder, ctx: TaskContext, best: FrozenTrial, seed: int
+    method: Method,
+    run: RunFolder,
+    ctx: TaskContext,
+    best: FrozenTrial,
+    seed: int,
+    augmentation: Augmentation | None = None,
 ) -> tuple[ModuleGraph, TaskContext, int]:
     """The chosen trial's candidate after the method's commit policy, the context it committed in (with the
     trial's decisions), and the compute the policy's retraining spent."""
     chosen = run.load_trial(ctx.task_id, best.number)
     decided = read_record(best)
     commit_ctx = dataclasses.replace(ctx, decisions=dict(decided.decisions if decided else best.params))
-    retrain: Retrain = Retrainer(method, commit_ctx, seed)
+    retrain = Retrainer(method, commit_ctx, seed, augmentation)
     graph = method.commit(chosen, commit_ctx, retrain)
     return graph, commit_ctx, retrain.macs
 

@@ -34,6 +34,7 @@ from growsearch.search.trials import Backend, TaskTrials
 from growsearch.seeds import derived_seed
 from growsearch.store.run_folder import RunFolder
 from growsearch.task_record import TaskRecord
+from growsearch.train.augment import training_augmentation
 from growsearch.train.candidate import resolve_device
 from growsearch.train.pack_sizing import max_padding, pack_size
 from growsearch.train.trainer import EpochStats
@@ -75,6 +76,10 @@ class GrowthPipeline:
         self.services = TaskServices(self.method, self.stream, self.plan, self.run, self.seed)
         self.search = TaskSearch(space.search, self.run.storage(space.search.storage), self.backend)
         self.evaluation = Evaluation(self.method, self.stream, self.plan, self.seed)
+        normalized = self.stream.normalization is not None
+        self.augmentation = training_augmentation(
+            space.training.augment, self.stream.benchmark, normalized=normalized
+        )
 
     def run_all(self) -> list[TaskRecord]:
         graph = ModuleGraph(self.stream.input_shape)
@@ -98,9 +103,11 @@ class GrowthPipeline:
         plan = self.method.search_plan(ctx)
         study = self.search.open(ctx, plan)
         self.reporter.task_started(t, len(self.stream), plan.budget, self.search.done(study))
-        job = TrialJob(self.method, ctx, self.seed, self.method.space.search.objectives)
+        objectives = self.method.space.search.objectives
+        job = TrialJob(self.method, ctx, self.seed, objectives, self.augmentation)
         best = self.search.run(study, t, plan, functools.partial(self._trials, study, job, plan.pack_limit))
-        graph, commit_ctx, retrain_macs = commit_chosen(self.method, self.run, ctx, best, self.seed)
+        chosen = commit_chosen(self.method, self.run, ctx, best, self.seed, self.augmentation)
+        graph, commit_ctx, retrain_macs = chosen
         rows = self.evaluation.rows(graph, t, self.services.autoencoders)
         seconds = time.perf_counter() - started
         record = task_record(self.method, commit_ctx, graph, study, best, rows, retrain_macs, seconds)

@@ -23,6 +23,7 @@ from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
+from growsearch.train.augment import Augmentation
 from growsearch.train.candidate import TrainingResult, train_candidate
 from growsearch.train.extension import PLAIN
 from growsearch.train.packed import NotPackable, PackMember, train_packed
@@ -61,6 +62,7 @@ class TrialJob:
     ctx: TaskContext
     run_seed: int
     objectives: tuple[Objective, ...] = ("accuracy",)
+    augmentation: Augmentation | None = None  # what each training batch goes through (None: nothing)
 
     @property
     def task_id(self) -> int:
@@ -126,6 +128,8 @@ class TrialJob:
         try:
             if not built or (len(built) == 1 and layout is None):
                 raise NotPackable("a pack needs two candidates that train plainly, or a recorded layout")
+            if self.augmentation is not None and self.augmentation.active:
+                raise NotPackable("augmented batches differ per candidate: each trains alone")
             members = [PackMember(c.graph, seed, on_epochs[i]) for i, (c, seed, _) in built.items()]
             task = self.ctx.task
             config = self.training
@@ -189,6 +193,7 @@ class TrialJob:
             seed=seed,
             on_epoch=on_epoch,
             training=candidate.training or PLAIN,
+            augmentation=self.augmentation,
         )
 
     def _outcome(self, candidate: Candidate, result: TrainingResult, building_macs: int) -> TrialOutcome:

@@ -151,7 +151,7 @@ def next_trials(trials: TaskTrials, remaining: int) -> tuple[list[optuna.Trial],
         asked = [study.ask() for _ in range(size)]
     if trials.pack > 1:  # a sampler that learns per pack (REINFORCE) reads which trials it held
         for trial in asked:
-            write_attrs(trial, pack_attrs(asked[0].number))
+            write_attrs(trial, pack_attrs(asked[0].number, len(asked), trial.number))
     return asked, layout
 
 

@@ -14,7 +14,7 @@ Every file is written atomically; a committed task folder appears by one rename,
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -25,16 +25,23 @@ import optuna
 import torch
 import yaml
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from growsearch.atomic_files import atomic_write_text, sha256_of
-from growsearch.errors import CheckpointError, RunFolderError
+from growsearch.atomic_files import atomic_write_text, read_json, sha256_of
+from growsearch.config.yaml_input import read_yaml
+from growsearch.errors import CheckpointError, ConfigError, RunFolderError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
 from growsearch.methods import registry  # noqa: F401 - finds the node kinds methods define beside them
-from growsearch.store.journal import remove_stale_lock, repair_torn_tail
+from growsearch.store.journal import (
+    TrustedPrefix,
+    log,
+    remove_stale_lock,
+    repair_journal,
+    scan_journal,
+)
 from growsearch.store.lock import RunLock
 from growsearch.task_record import TaskRecord
 
@@ -93,6 +100,22 @@ def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+# the dtypes of the tensors kept with a task: the autoencoder's weights and statistics are float32; the
+# exemplar memory's samples float32, its capacity, tasks and strategy integers or booleans
+_KEPT_DTYPES = {
+    AUTOENCODER_FILE: lambda key, value: value.dtype == torch.float32,
+    MEMORY_FILE: lambda key, value: (
+        value.dtype == torch.float32 if key.endswith(".x") else not value.is_floating_point()
+    ),
+}
+_WARNED: set[Path] = set()  # damaged journals read as they stand, already warned of
+
+
+def _task_name(name: str) -> bool:
+    """A committed task's folder name: its number in ASCII digits (not '.0.partial', not '²')."""
+    return name.isascii() and name.isdigit()
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -101,6 +124,11 @@ class RunFolder:
     @classmethod
     def create(cls, path: Path, config: dict[str, Any]) -> RunFolder:
         path = Path(path)
+        if path.is_symlink() and not path.exists():
+            raise RunFolderError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; expected a folder "
+                "(or no file) there"
+            )
         if (path / CONFIG_FILE).exists():
             RunLock(path).acquire().release()  # a run still being written is named by its holder
             raise RunFolderError(
@@ -146,26 +174,35 @@ class RunFolder:
         return cls(path)
 
     def config(self) -> dict[str, Any]:
+        path = self.path / CONFIG_FILE
         try:
-            data = yaml.safe_load((self.path / CONFIG_FILE).read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise CheckpointError(
-                f"{self.path / CONFIG_FILE} is not text (not UTF-8): it is corrupted"
-            ) from None
-        except yaml.YAMLError as error:
-            raise CheckpointError(f"{self.path / CONFIG_FILE} is not valid YAML: {error}") from error
-        if not isinstance(data, dict) or "space" not in data or "run" not in data:
-            raise CheckpointError(f"{self.path / CONFIG_FILE}: expected the sections space and run")
+            raise CheckpointError(f"{path} is not text (not UTF-8): it is corrupted") from None
+        try:
+            data = read_yaml(text, str(path))
+        except ConfigError as error:
+            raise CheckpointError(str(error)) from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("space", "run")):
+            raise CheckpointError(f"{path}: expected the sections space and run, each a mapping")
         return _upgraded(data)
+
+    def _storage_kind(self) -> str:
+        search = self.config()["space"].get("search")
+        kind = search.get("storage", "journal") if isinstance(search, dict) else "journal"
+        if kind not in ("journal", "sqlite"):
+            raise CheckpointError(
+                f"{self.path / CONFIG_FILE}: space.search.storage: expected journal or sqlite, got {kind!r}"
+            )
+        return kind
 
     # ---- Optuna storage -----------------------------------------------------------------------------
     def storage(self, kind: str | None = None) -> optuna.storages.BaseStorage:
         """The run's Optuna storage (`kind` None: the one its config names): a journal file (the default:
         appends, no database round trips), or SQLite with heartbeats."""
-        kind = kind or self.config()["space"]["search"]["storage"]
+        kind = kind or self._storage_kind()
         if kind == "journal":
-            self._repair_journal()
-            return JournalStorage(JournalFileBackend(str(self.path / JOURNAL_FILE)))
+            return JournalStorage(self._journal_backend())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
@@ -174,26 +211,55 @@ class RunFolder:
                 grace_period=2 * HEARTBEAT_SECONDS,
             )
 
-    def _repair_journal(self) -> None:
-        """Cut a torn last record off the journal, but only with the folder's lock (held by this process,
-        or free): a writer's record in flight must not be mistaken for a torn one."""
+    def _journal_backend(self) -> BaseJournalBackend:
+        """The journal, repaired first where that is safe: with the folder's lock (held by this process, or
+        free), since a writer's record in flight must not be mistaken for a torn one. A folder that cannot
+        be written (archived read-only) or that another process writes is read as it stands, up to its
+        first damaged record."""
+        journal = self.path / JOURNAL_FILE
         if getattr(self, "_lock", None) is not None:
             self._repair_journal_alone()
-            return
+            return JournalFileBackend(str(journal))
+        if not os.access(self.path, os.W_OK):
+            return self._journal_as_it_stands("the run folder is read-only")
         try:
             probe = RunLock(self.path).acquire()
         except RunFolderError:
-            return  # a run or resume writes it now: read it as it stands
+            return self._journal_as_it_stands("another process writes the run")
+        except OSError as error:
+            return self._journal_as_it_stands(f"the run folder cannot be locked: {error.strerror}")
         try:
             self._repair_journal_alone()
         finally:
             probe.release()
+        return JournalFileBackend(str(journal))
 
     def _repair_journal_alone(self) -> None:
         """With no other writer possible (only the run's driver writes the journal): a lock file left
-        behind is stale, a torn tail is a killed writer's."""
+        behind is stale, a torn or damaged tail is moved aside."""
         remove_stale_lock(self.path / JOURNAL_FILE)
-        repair_torn_tail(self.path / JOURNAL_FILE)
+        repair_journal(self.path / JOURNAL_FILE)
+
+    def _journal_as_it_stands(self, why: str) -> BaseJournalBackend:
+        """The journal read without writing to it: whole (or with a writer's record in flight), as it is;
+        damaged, its trusted records, with a warning."""
+        journal = self.path / JOURNAL_FILE
+        if not journal.is_file():
+            return TrustedPrefix(journal, [])
+        scan = scan_journal(journal)
+        if scan.reason is None:
+            return JournalFileBackend(str(journal))
+        if journal not in _WARNED:
+            _WARNED.add(journal)
+            log.warning(
+                "%s is damaged at byte %d (record %d: %s); read up to there, not repaired (%s)",
+                journal,
+                scan.trusted,
+                len(scan.logs) + 1,
+                scan.reason,
+                why,
+            )
+        return TrustedPrefix(journal, scan.logs)
 
     # ---- trials -------------------------------------------------------------------------------------
     def trial_dir(self, task: int, number: int) -> Path:
@@ -218,7 +284,7 @@ class RunFolder:
     def committed_tasks(self) -> list[int]:
         """The tasks committed so far; they must be 0..k-1 with nothing missing."""
         root = self.path / "tasks"
-        found = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+        found = sorted(int(p.name) for p in root.iterdir() if _task_name(p.name)) if root.is_dir() else []
         if found != list(range(len(found))):
             raise CheckpointError(
                 f"{root} holds tasks {found}; expected 0..{len(found) - 1} with none missing"
@@ -267,6 +333,13 @@ class RunFolder:
         )
         if broken:
             raise CheckpointError(f"{folder / name}: {broken[0]} holds NaN or infinite values")
+        for key, value in sorted(tensors.items()):  # a checksum recomputed after a cast proves nothing
+            expected = _KEPT_DTYPES.get(name, lambda k, v: True)
+            if not expected(key, value):
+                raise CheckpointError(
+                    f"{folder / name}: {key} is {str(value.dtype).removeprefix('torch.')}; expected what "
+                    "growsearch writes there (float32 numbers, integer counts and labels)"
+                )
         return tensors
 
     def records(self) -> list[TaskRecord]:
@@ -279,10 +352,7 @@ class RunFolder:
     def _record(self, task: int) -> TaskRecord:
         """A committed task's record, its fields checked (checksums prove the bytes, not the meaning)."""
         path = self.task_dir(task) / RECORD_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise CheckpointError(f"{path} is not JSON ({error}); the checkpoint is corrupted") from None
+        data = read_json(path, constants=True)  # a NaN is named by its field
         try:
             return TaskRecord.from_json(data, task)
         except ValueError as error:

@@ -8,6 +8,7 @@ free, or where `train_owner` owns them (retraining after pruning).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -19,8 +20,10 @@ from growsearch.data.task import Split
 from growsearch.errors import TrainingError
 from growsearch.graph.compile import TrainingProgram, compile_for_training, compile_view, write_back
 from growsearch.graph.module_graph import FREE, ModuleGraph
+from growsearch.train.augment import Augmentation, batch_generator
 from growsearch.train.batches import Minibatches
 from growsearch.train.extension import PLAIN, Training, TrainingRun
+from growsearch.train.schedules import lr_schedule
 from growsearch.train.trainer import EpochCallback, EpochStats, count_macs, fit, spend_macs
 
 EVAL_BATCH = 2048
@@ -66,6 +69,27 @@ def accuracy(module: nn.Module, inputs: list[torch.Tensor], y: torch.Tensor) -> 
     return correct / len(y)
 
 
+def cache_limit(device: torch.device) -> int:
+    """How many bytes of frozen-prefix outputs a training keeps on `device`: at most MAX_CACHED_BYTES, and on
+    a GPU a quarter of its free memory (beyond that, each batch moves there and runs the prefix)."""
+    if device.type != "cuda":
+        return MAX_CACHED_BYTES
+    return min(MAX_CACHED_BYTES, torch.cuda.mem_get_info(device)[0] // 4)
+
+
+def on_device(program: TrainingProgram, config: TrainingConfig, device: torch.device) -> torch.dtype | None:
+    """Put the compiled candidate on `device` as the YAML's precision asks; the autocast dtype to train in.
+    On CUDA, "auto" (and "bf16") trains in bf16 autocast with channels-last convolutions and cuDNN's
+    autotuner; on a CPU only "bf16" asks for it."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if config.precision != "fp32":
+            program.full.module.to(device, memory_format=torch.channels_last)
+            return torch.bfloat16
+    program.full.module.to(device)
+    return torch.bfloat16 if config.precision == "bf16" else None
+
+
 def prefix_outputs(program: TrainingProgram, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     if program.prefix is None:
         return [x.to(device)]
@@ -85,9 +109,12 @@ def train_candidate(
     train_owner: int = FREE,
     lr_scale: float = 1.0,
     training: Training = PLAIN,
+    augmentation: Augmentation | None = None,
 ) -> TrainingResult:
     """Train `graph`'s view of `task` (a copy; `graph` is untouched) and return it with its accuracy.
-    `training`: what the method changes in this training (gates, masks, penalties, callbacks)."""
+    `training`: what the method changes in this training (gates, masks, penalties, callbacks);
+    `augmentation`: what each training batch goes through (seeded per step: the prefix then runs per
+    batch). The YAML's schedule, precision and device apply (`on_device`)."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     graph = graph.copy()
@@ -99,7 +126,7 @@ def train_candidate(
         gates=training.gates,
         changing=training.changing,
     )
-    program.full.module.to(device)
+    autocast = on_device(program, config, device)
     for masked in program.full.masked:
         masked.trainable, masked.frozen_values = masked.trainable.to(device), masked.frozen_values.to(device)
     view = graph.view(task)
@@ -107,15 +134,20 @@ def train_candidate(
     suffix_macs = all_macs - graph.macs([n for n in view if n not in program.suffix_nodes])
     prefix_macs = all_macs - suffix_macs  # one sample's forward pass through the frozen prefix
     prefix_bytes = sum(t.numel() * t.element_size() for t in prefix_outputs(program, train.x[:1], device))
+    augmenting = augmentation is not None and augmentation.active
     with count_macs() as spent:
-        if prefix_bytes * len(train) <= MAX_CACHED_BYTES:  # the prefix runs once per task
+        if prefix_bytes * len(train) <= cache_limit(device) and not augmenting:  # the prefix runs once
             train_inputs = prefix_outputs(program, train.x, device)
             spend_macs(prefix_macs * len(train))
             batches = Minibatches(train_inputs, train.y.to(device), config.batch_size, seed)
-        else:  # too large to cache: the prefix runs (forward only) for every batch
+        else:  # augmented, or too large to keep: each batch moves to the device and runs the prefix
+            steps = itertools.count()
 
             def prefix(x: torch.Tensor) -> list[torch.Tensor]:
                 spend_macs(prefix_macs * len(x))
+                x = x.to(device, non_blocking=True)
+                if augmenting:
+                    x = augmentation.apply(x, batch_generator(seed, next(steps)))
                 return prefix_outputs(program, x, device)
 
             batches = Minibatches([train.x], train.y.to(device), config.batch_size, seed, prefix)
@@ -135,6 +167,8 @@ def train_candidate(
             validate=lambda: accuracy(program.suffix, val_inputs, y_val),
             on_epoch=on_epoch,
             macs_per_sample=suffix_macs,
+            lr_schedule=lr_schedule(config, epochs, max(1, -(-len(train) // config.batch_size))),
+            autocast=autocast,
         )
         write_back(graph, program.full, train_owner)
         if training.finish is not None:  # counted: what it computes (a Fisher) is the trial's compute

@@ -13,6 +13,7 @@ Multiply-adds are counted per sample as forward + backward ~ 3 forward passes, a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -156,6 +157,8 @@ def fit(
     macs_per_sample: int | Callable[[], int] = 0,
     track_accuracy: bool = False,
     loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
+    lr_schedule: Callable[[int], float] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> FitResult:
     """Train `parameters` of `model` (called as `model(*batch.inputs)`, returning logits), and the
     `training`'s own parameters, on `batches` for `epochs` passes, or for `steps` minibatches continuing
@@ -164,11 +167,17 @@ def fit(
     called after each epoch. `macs_per_sample` is one sample's forward pass (a callable when it changes
     from step to step: MNTDP-S's candidates). `track_accuracy` measures the training accuracy of the
     batches as they train (PathNet's fitness). `loss` computes a step's loss from the logits and the batch
-    instead of their cross-entropy (a pack of candidates: the sum of each one's own)."""
+    instead of their cross-entropy (a pack of candidates: the sum of each one's own). `lr_schedule` maps a
+    0-based step to the factor of the learning rate (`train.schedules`); `autocast` runs the forward pass
+    and the loss in that precision (bf16 on CUDA)."""
     if (epochs is None) == (steps is None):
         raise ValueError("fit takes epochs or steps, not both")
     parameters = [*parameters, *training.parameters]
     optimizer = make_optimizer(parameters, settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule) if lr_schedule else None
+    precision = (
+        torch.autocast(batches.y.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+    )
     extra = [(phase, make_optimizer(phase.parameters, phase.settings)) for phase in training.phases]
     handles = [m.parameter.register_hook(lambda g, keep=m.trainable: g * keep) for m in masked]
     restorable = [*parameters, *(p for phase in training.phases for p in phase.parameters)]
@@ -197,8 +206,9 @@ def fit(
                     if training.before_step is not None:
                         training.before_step(step)
                     per_sample = macs_per_sample() if callable(macs_per_sample) else macs_per_sample
-                    logits = model(*batch.inputs)
-                    ce = F.cross_entropy(logits, batch.y) if loss is None else loss(logits, batch)
+                    with precision:
+                        logits = model(*batch.inputs)
+                        ce = F.cross_entropy(logits, batch.y) if loss is None else loss(logits, batch)
                     value = _finite(ce.item(), "training loss", epoch, step, training)
                     total = ce
                     if training.penalty is not None:
@@ -210,6 +220,8 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                     total.backward()
                     optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     for m in masked:
                         m.restore_frozen()
                     if training.after_step is not None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from growsearch import cli
 from growsearch.cli import app
 
 from tiny_runs import tiny_space
@@ -103,8 +104,10 @@ def test_inspect_refuses_a_torn_checkpoint(finished_run, tmp_path):
     assert result.exit_code == 2 and "does not match its checksum" in result.output
 
 
-def test_list_methods_shows_class_il_through_task_inference():
-    result = runner.invoke(app, ["list", "methods"], env={"COLUMNS": "320"})
+def test_list_methods_shows_class_il_through_task_inference(monkeypatch):
+    # rich fixes a console's width when it is made (pytest-xdist's workers set COLUMNS=80): widen it here
+    monkeypatch.setattr(cli.console, "_width", 320)
+    result = runner.invoke(app, ["list", "methods"])
     assert result.exit_code == 0
     assert "task-il, class-il (task inferred), domain-il (task inferred), task-agnostic (task inferred)" in (
         result.output

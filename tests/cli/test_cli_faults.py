@@ -92,11 +92,52 @@ def test_a_bad_space_is_one_line_and_leaves_no_folder(tmp_path, setting, expecte
     )
 
 
+def test_a_method_level_mistake_is_one_line_and_leaves_no_folder(tmp_path):
+    """Found once the method is known (its options' sizes, a sampler only another method serves), still
+    before the run folder exists: one process runs every case."""
+    cases = [
+        (
+            ["pnn", "--set", "options.adapter_hidden=10000000000"],
+            "options.adapter_hidden: expected null or an integer",
+        ),
+        (["rcl", "--set", "options.controller_hidden=0"], "options.controller_hidden: expected an integer"),
+        (
+            ["cleas", "--set", "options.max_new_units=1000000000"],
+            "options.max_new_units: expected an integer from 1 to 10,000",
+        ),
+        (["hat", "--set", "search.sampler=grid"], "search.sampler: 'grid' is mntdp-d's own"),
+    ]
+    script = (
+        "import contextlib, io, json\n"
+        "from growsearch.cli import app\n"
+        "out = []\n"
+        f"for args in {[args for args, _ in cases]!r}:\n"
+        f"    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        f"            app(['run', *args, '--runs-dir', {str(tmp_path / 'runs')!r}], prog_name='growsearch')\n"
+        "            code = 0\n"
+        "        except SystemExit as done:\n"
+        "            code = done.code\n"
+        "    out.append((code, err.getvalue()))\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for (args, expected), (code, stderr) in zip(cases, results, strict=True):
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and expected in lines[0], (args, stderr)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--tasks", "0"], "n_tasks=0 is not allowed"),
-        (["--max-per-task", "0"], "max_per_task=0 is not allowed"),
+        (["--tasks", "0"], "--tasks: expected an integer from 1 to"),
+        (["--max-per-task", "0"], "--max-per-task: expected an integer from 1 to"),
         (["--name", "../../x"], "expected one folder name"),
         (["--name", "/abs"], "expected one folder name"),
         (["--name", "."], "expected one folder name"),
@@ -345,7 +386,9 @@ def test_an_interrupt_that_breaks_a_library_clean_up_still_reads_as_an_interrupt
     import growsearch.runner
     from growsearch.cli import app
 
-    def interrupted_mid_release(*args, **kwargs):
+    def interrupted_mid_release(space, options, path, *args, **kwargs):
+        path.mkdir(parents=True)
+        (path / "config.yaml").write_text("run: {}\nspace: {}\n")  # the run folder exists by then
         try:
             raise KeyboardInterrupt
         except BaseException:

@@ -40,7 +40,7 @@ def test_a_resolved_space_round_trips(tmp_path):
         (BASE + "training: {lr: fast}\n", r"space.yaml: training.lr: expected a number, got 'fast'"),
         (BASE + "training: {lr: -1}\n", r"space.yaml: training.lr: expected a number > 0, got -1"),
         (BASE + "training: {epochs: 2.5}\n", r"training.epochs: expected an integer, got 2.5"),
-        (BASE + "training: {speed: 3}\n", r"training: unknown field 'speed'; expected some of: batch_size"),
+        (BASE + "training: {speed: 3}\n", r"training: unknown field 'speed'; expected some of: .*batch_size"),
         (BASE + "search: {pruner: sometimes}\n", r"search.pruner: expected one of 'none', 'median'"),
         (BASE + "search: {pack: 0}\n", r"search.pack: expected auto or an integer >= 1, got 0"),
         (BASE + "search: {pack: many}\n", r"search.pack: expected an integer or one of 'auto', got 'many'"),
@@ -62,7 +62,8 @@ def test_bad_files_are_refused_naming_file_field_and_expectation(tmp_path, text,
 def test_a_method_checks_its_own_options_naming_file_and_field(tmp_path):
     space = load_space(write(tmp_path, BASE + "options: {adapter_hidden: 0}\n"))  # loads: a plain mapping
     with pytest.raises(
-        ConfigError, match=r"space.yaml: options.adapter_hidden: expected null or an integer >= 1"
+        ConfigError,
+        match=r"space.yaml: options.adapter_hidden: expected null or an integer from 1 to 1,000,000, got 0",
     ):
         get_method(space.method)(space)
     with pytest.raises(ConfigError, match=r"space.yaml: options: unknown field 'colour'; expected some of"):

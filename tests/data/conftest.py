@@ -1,4 +1,5 @@
-"""Writers of tiny but real dataset files (MNIST idx, CIFAR python pickles) in torchvision's layout."""
+"""Writers of tiny but real dataset files in their standard layouts: MNIST idx, CIFAR python pickles,
+TinyImageNet's official folders and an ImageNet-100 ImageFolder (flat-coloured JPEGs)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,82 @@ def make_cifar_root():
 def _dump(path: Path, obj: object) -> None:
     with open(path, "wb") as f:
         pickle.dump(obj, f)
+
+
+def colour_of(label: int) -> tuple[int, int, int]:
+    """A flat colour that encodes a class id below 256 robustly through JPEG: 16-level steps in R and G."""
+    return (16 * (label // 16) + 8, 16 * (label % 16) + 8, 128)
+
+
+def _label_of_colour(x) -> list[int]:
+    pixel = (x[:, :2, x.shape[2] // 2, x.shape[3] // 2] * 255).round().long()  # centre, R and G
+    return [int(r) // 16 * 16 + int(g) // 16 for r, g in pixel.tolist()]
+
+
+@pytest.fixture
+def label_of_colour():
+    """label_of_colour(x): the class ids `colour_of` encoded in float RGB images scaled to [0, 1]."""
+    return _label_of_colour
+
+
+def write_image(path: Path, label: int, size: tuple[int, int] = (64, 64)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour_of(label)).save(path, format="JPEG", quality=95)
+
+
+def write_tinyimagenet(
+    root: Path, train_per_class: int = 4, val_per_class: int = 1, n_classes: int = 200
+) -> Path:
+    """TinyImageNet's official layout under root; wnids.txt lists made-up wnids in an unsorted order,
+    class i (line i) coloured colour_of(i)."""
+    folder = root / "tiny-imagenet-200"
+    wnids = [f"n{(i * 7919) % 100003:08d}" for i in range(n_classes)]  # not in sorted order
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
+    lines = []
+    for label, wnid in enumerate(wnids):
+        for i in range(train_per_class):
+            write_image(folder / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", label)
+        (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+        for i in range(val_per_class):
+            name = f"val_{label * val_per_class + i}.JPEG"
+            write_image(folder / "val" / "images" / name, label)
+            lines.append(f"{name}\t{wnid}\t0\t0\t63\t63\n")
+    (folder / "val" / "val_annotations.txt").write_text("".join(lines))
+    return root
+
+
+def write_imagenet100(
+    root: Path, train_per_class: int = 4, val_per_class: int = 1, n_classes: int = 100
+) -> Path:
+    """An ImageFolder under root/imagenet100/{train,val}/<class>/: class i (sorted folder i) coloured
+    colour_of(i), images of assorted sizes (landscape, portrait, square; one in a nested folder)."""
+    sizes = [(48, 40), (40, 56), (37, 37)]
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for label in range(n_classes):
+            folder = root / "imagenet100" / split / f"n{label:08d}"
+            for i in range(per_class):
+                sub = folder / "nested" if i == 2 else folder
+                write_image(sub / f"{split}_{label}_{i}.JPEG", label, sizes[i % len(sizes)])
+    return root
+
+
+@pytest.fixture
+def make_tinyimagenet_root():
+    """Call (root, train_per_class=4, val_per_class=1, n_classes=200): write_tinyimagenet."""
+    return write_tinyimagenet
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A data root with all 200 TinyImageNet classes, 4 training and 1 validation image each (read-only:
+    copy it to change it)."""
+    return write_tinyimagenet(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory) -> Path:
+    """A data root with an ImageNet-100 ImageFolder, 4 training and 1 validation image a class."""
+    return write_imagenet100(tmp_path_factory.mktemp("in100"))

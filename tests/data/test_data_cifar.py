@@ -19,7 +19,7 @@ class _Evil:
 
 def test_split_cifar10_from_pickled_batches(tmp_path, make_cifar_root, label_of):
     make_cifar_root(tmp_path, cifar.CIFAR10, train_per_class=4, test_per_class=1)
-    stream = load_benchmark("split-cifar10", data_root=tmp_path, scenario="class-il")
+    stream = load_benchmark("split-cifar10", data_root=tmp_path, scenario="class-il", normalize=False)
     assert stream.input_shape == (3, 32, 32) and len(stream) == 5
     for task in stream.tasks:
         assert len(task.train) == 6 and len(task.val) == 2 and len(task.test) == 2
@@ -31,7 +31,7 @@ def test_split_cifar10_from_pickled_batches(tmp_path, make_cifar_root, label_of)
 @pytest.mark.parametrize("n_tasks", [10, 20])
 def test_split_cifar100_fine_labels(tmp_path, make_cifar_root, label_of, n_tasks):
     make_cifar_root(tmp_path, cifar.CIFAR100, train_per_class=2, test_per_class=1)
-    stream = load_benchmark("split-cifar100", data_root=tmp_path, n_tasks=n_tasks)
+    stream = load_benchmark("split-cifar100", data_root=tmp_path, n_tasks=n_tasks, normalize=False)
     size = 100 // n_tasks
     assert len(stream) == n_tasks
     assert stream.tasks[1].classes == tuple(range(size, 2 * size))

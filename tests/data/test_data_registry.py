@@ -8,6 +8,8 @@ NAMES = {
     "split-mnist5k", "permuted-mnist5k", "rotated-mnist5k",
     "split-mnist", "permuted-mnist", "rotated-mnist", "label-permuted-mnist",
     "split-fashionmnist", "split-cifar10", "split-cifar100",
+    "split-cifar100-b0-10", "split-cifar100-b0-20", "split-cifar100-b50-5", "split-cifar100-b50-10",
+    "split-tinyimagenet", "split-imagenet100",
     "seq-split-digits", "seq-split-mnist5k",
     "ctrl-minus", "ctrl-plus", "ctrl-in", "ctrl-out", "ctrl-pl", "ctrl-long",
 }  # fmt: skip

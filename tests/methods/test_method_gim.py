@@ -111,7 +111,10 @@ def test_candidates_of_one_module_size_train_together_as_a_pack(tmp_path, one_th
 
 
 def test_a_network_or_benchmark_that_is_not_recurrent_is_refused_by_name():
-    with pytest.raises(ConfigError, match=r"network.layers\[0\]: gim's modules are recurrent.*got a linear"):
+    with pytest.raises(
+        ConfigError,
+        match=r"network: method gim does not grow mlp backbones \(its modules are recurrent.*it takes lstm",
+    ):
         start_run(tiny_space("gim"), sequences(), None)
     with pytest.raises(ConfigError, match=r"needs a \(steps, features\) sequence input.*seq-split-digits"):
         start_run(tiny_gim(), RunOptions(benchmark="split-digits", max_per_task=80), None)

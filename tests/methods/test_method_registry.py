@@ -17,7 +17,7 @@ def test_the_catalog_lists_every_method_as_its_class_declares_it():
     )
     listed = json.loads(CATALOG.read_text())["methods"]
     assert [tuple(e.values()) for e in listed] == [
-        (i.name, i.paper, list(i.scenarios), i.module) for i in builtin
+        (i.name, i.paper, list(i.scenarios), i.module, list(i.backbones)) for i in builtin
     ], "growsearch/methods/catalog.json is stale: run `python -m growsearch.methods`"
     assert [i.name for i in method_infos()] == [i.name for i in builtin]
     for info in builtin:
