@@ -1,4 +1,4 @@
-"""The `growsearch` command: run, resume, inspect, report, list.
+"""The `growsearch` command: run, resume, inspect, report, compare, list.
 
 Errors a user can cause are printed as one line naming what was wrong, with exit code 2; an interrupted
 run (Ctrl-C, or SIGTERM from a scheduler, Ray or `timeout`) says how to resume it and exits 130 (143 for
@@ -43,6 +43,7 @@ class _Signals:
         self.was_there = True  # `run`: the folder (or a link) was there before this command
         self.said = False  # whether the command printed its interrupt line
         self.nothing = "nothing was written"  # what an interrupt means where no run folder is written
+        self.group: Path | None = None  # `--seeds`: the group folder the runs belong to
 
     def install(self) -> None:
         if self.active:
@@ -91,11 +92,12 @@ if getattr(_main_spec, "name", None) == "growsearch.__main__" or Path(sys.argv[0
 
 import functools  # noqa: E402
 import logging  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
 import typer.core  # noqa: E402
+from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
@@ -142,6 +144,34 @@ console = Console(markup=False, soft_wrap=True)  # printed as they are: no marku
 errors = Console(stderr=True, markup=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 SET_HELP = "section.key=value, read as YAML (repeatable): e.g. --set training.lr=0.01 --set search.n_trials=8"
+
+
+def _print_version(asked: bool) -> None:
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    parts = ", ".join(f"{p} {installed(p)}" for p in ("torch", "optuna", "ray"))
+    console.print(f"growsearch {installed('growsearch')} (python {sys.version.split()[0]}, {parts})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the versions and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def friendly_errors(command: F) -> F:
@@ -233,6 +263,8 @@ def interrupt_line(number: int) -> str:
     """What a signal at this moment means for the run: how to resume it, or that there is nothing to."""
     what = "terminated" if number == signal.SIGTERM else "interrupted"
     run = SIGNALS.run
+    if SIGNALS.group is not None:
+        return f"{what}: resume the seeds' runs with `growsearch resume {SIGNALS.group}`"
     if run is None:
         return f"{what}: {SIGNALS.nothing}"
     run = Path(run)
@@ -362,7 +394,14 @@ def run(
     max_per_task: Annotated[int | None, typer.Option(help="cap each task's training split")] = None,
     data_root: Annotated[str | None, typer.Option(help="folder of datasets in their standard layout")] = None,
     download: Annotated[bool, typer.Option(help="fetch a missing dataset into --data-root")] = False,
-    seed: int = 0,
+    seed: Annotated[int | None, typer.Option(help="the run's seed (default 0)")] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="several seeds, e.g. 0,1,2 or 0-4: a group folder holding one run per seed"),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(help="--seeds: how many of the seeds' runs go at once, each in its own process")
+    ] = 1,
     backend: Annotated[str, typer.Option(help="where trials run: optuna (this process) or ray")] = "optuna",
     address: Annotated[
         str | None,
@@ -384,7 +423,7 @@ def run(
     ] = None,
     logger: Annotated[
         list[str] | None,
-        typer.Option(help="also log curves to tensorboard or wandb (repeatable; curves.csv always)"),
+        typer.Option(help="also log curves to tensorboard, wandb or mlflow (repeatable; curves.csv always)"),
     ] = None,
 ) -> None:
     """Run a growth search over a task stream (default: MNTDP-D on split digits)."""
@@ -395,9 +434,15 @@ def run(
     # every check that needs neither torch nor data comes first: a mistake is one line in well under a
     # second, and nothing is written
     overrides = [*shortcut_overrides(epochs, trials, lr, device, network), *(set_ or [])]
-    loaded = apply_overrides(load_space(space), overrides)
+    base = load_space(space)
+    loaded = apply_overrides(base, overrides)
     if data_root is not None and not data_root.strip():
         raise_config("--data-root '': expected a folder")
+    if seeds is not None and seed is not None:
+        raise_config("--seed and --seeds: give one (--seeds runs each of its seeds)")
+    seed_list = _parse_seeds(seeds) if seeds is not None else None
+    if not 1 <= parallel <= 64:
+        raise_config(f"--parallel {parallel}: expected an integer from 1 to 64")
     options = RunOptions(
         benchmark=benchmark,
         scenario=scenario,
@@ -405,13 +450,32 @@ def run(
         max_per_task=max_per_task,
         data_root=str(Path(data_root).expanduser().resolve()) if data_root is not None else None,
         download=download,
-        seed=seed,
+        seed=seed if seed is not None else (seed_list[0] if seed_list else 0),
         backend=backend,
         loggers=tuple(logger or ()),
     )
     check_run_options(options, lambda field: CLI_OPTIONS.get(field, f"--{field}"))
     shown = _check_names(loaded, options)
     path = runs_dir / check_run_name(name if name is not None else _default_name(loaded.method, shown))
+    if seed_list is not None:
+        from growsearch.backends.ray_options import RayOptions
+        from growsearch.run_group import RunGroup, write_group
+
+        group = RunGroup(
+            path,
+            seed_list,
+            base.to_dict(),
+            base.source,
+            tuple(overrides),
+            options,
+            RayOptions(address, shared_fs),
+        )
+        console.print(
+            f"growsearch: {loaded.method} on {shown} ({loaded.source}), seeds {seeds}, group {path}"
+        )
+        write_group(group)
+        _run_group(group, seed_list, parallel)
+        return
     SIGNALS.run, SIGNALS.creating = path, True
     SIGNALS.was_there, SIGNALS.existed = path.exists() or path.is_symlink(), (path / "config.yaml").exists()
     console.print(f"growsearch: {loaded.method} on {shown} ({loaded.source}), run folder {path}{_link(path)}")
@@ -488,13 +552,36 @@ def resume(
     force: Annotated[
         bool, typer.Option(help="continue although config.yaml was edited or --set changes it")
     ] = False,
+    seeds: Annotated[
+        str | None, typer.Option(help="a group of seeds: resume only these of its seeds, e.g. 1,2")
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(help="a group of seeds: how many seeds' runs go at once, each in its own process")
+    ] = 1,
 ) -> None:
-    """Continue an interrupted run: committed tasks and finished trials are not redone."""
+    """Continue an interrupted run, or a group of seeds' runs: finished work is not redone.
+
+    Committed tasks and finished trials are kept; the trial a stop cut is retried with its seed."""
     from growsearch.config.overrides import parse_override, shortcut_overrides
 
     overrides = [*shortcut_overrides(device=device), *(set_ or [])]
     for text in overrides:
         parse_override(text)  # a malformed --set is refused before torch is imported
+    if _is_group(run_path):
+        if overrides or force:
+            raise_config("--set, --device and --force resume one run: give a seed's folder (GROUP/seed-S)")
+        from growsearch.run_group import read_group
+
+        group = read_group(run_path)
+        chosen = _parse_seeds(seeds, at_least=1) if seeds is not None else group.seeds
+        if address is not None:
+            from dataclasses import replace
+
+            group = replace(group, ray=replace(group.ray, address=address))
+        _run_group(group, chosen, parallel)
+        return
+    if seeds is not None or parallel != 1:
+        raise_config(f"--seeds and --parallel resume a group of seeds; {run_path} is one run")
     _check_run_folder(run_path)
     SIGNALS.run = run_path
     from growsearch.runner import resume_run
@@ -513,6 +600,164 @@ def resume(
         )
     SIGNALS.after = f"the run in {run_path} is complete; nothing to resume"
     _print_summary(result)
+
+
+def _parse_seeds(text: str, at_least: int = 2) -> tuple[int, ...]:
+    from growsearch.run_group import parse_seeds
+
+    return parse_seeds(text, at_least=at_least)
+
+
+def _is_group(path: Path) -> bool:
+    from growsearch.run_group import is_group
+
+    return is_group(path)
+
+
+def _run_group(group: Any, seeds: Sequence[int], parallel: int) -> None:
+    """Each seed's run of the group, started, resumed or kept by its state; here one after another, or
+    `parallel` at once as `growsearch resume GROUP --seeds S` processes (each writing GROUP/seed-S.log);
+    then the group's mean ± std."""
+    from growsearch.run_group import run_members
+
+    SIGNALS.group = group.path
+    if parallel > 1:
+        _run_in_processes(group, seeds, parallel)
+    else:
+        run_members(group, seeds, lambda seed, state: _run_member(group, seed, state))
+    SIGNALS.after = f"the seeds' runs in {group.path} are complete; nothing to resume"
+    _print_group_summary(group)
+
+
+def _run_member(group: Any, seed: int, state: str) -> None:
+    from growsearch.runner import resume_run, start_run
+
+    path = group.member(seed)
+    SIGNALS.run, SIGNALS.creating = path, state == "new"
+    SIGNALS.was_there, SIGNALS.existed = path.exists() or path.is_symlink(), False
+    if state == "complete":
+        console.print(f"seed {seed}: {path} is complete; kept", highlight=False)
+        return
+    console.print(
+        f"seed {seed}: {'resuming' if state == 'started' else 'run folder'} {path}", highlight=False
+    )
+    with _progress() as progress:
+        reporter = ProgressReporter(progress)
+        if state == "started":
+            announce = lambda kept: progress.console.print(f"  kept: {kept}", highlight=False)  # noqa: E731
+            result = resume_run(path, reporter, address=group.ray.address, announce=announce)
+        else:
+            space, options = group.member_space(), group.member_options(seed)
+            result = start_run(space, options, path, reporter, group.overrides, group.ray)
+    _print_summary(result)
+
+
+def _run_in_processes(group: Any, seeds: Sequence[int], parallel: int) -> None:
+    """The seeds' runs in child processes, `parallel` at a time; a signal here stops them all (each then
+    resumes exactly). A child that fails is named with the last line of its log."""
+    import subprocess
+    import time
+
+    from growsearch.errors import TrainingError
+    from growsearch.run_group import check_members
+
+    check_members(group, seeds)
+    waiting, running, failed = list(seeds), {}, []
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                seed = waiting.pop(0)
+                log = group.path / f"seed-{seed}.log"
+                command = [
+                    sys.executable,
+                    "-m",
+                    "growsearch",
+                    "resume",
+                    str(group.path),
+                    "--seeds",
+                    str(seed),
+                    *(["--address", group.ray.address] if group.ray.address else []),
+                ]
+                with open(log, "ab") as out:
+                    # its own session: a Ctrl-C at the terminal reaches this process, which stops each
+                    # child once (SIGTERM), rather than every process at once
+                    running[seed] = subprocess.Popen(
+                        command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                console.print(
+                    f"seed {seed}: started in process {running[seed].pid}, log {log}", highlight=False
+                )
+            for seed, child in list(running.items()):
+                if child.poll() is not None:
+                    del running[seed]
+                    if child.returncode:
+                        failed.append(f"seed {seed}: {_last_line(group.path / f'seed-{seed}.log')}")
+                    console.print(f"seed {seed}: exit {child.returncode}", highlight=False)
+            time.sleep(0.2)
+    finally:
+        for child in running.values():
+            child.terminate()  # SIGTERM: the child stops as Ctrl-C stops it, resumable
+        for child in running.values():
+            child.wait()
+    if failed:
+        raise TrainingError(f"{len(failed)} of the seeds' runs failed: {'; '.join(failed)}")
+
+
+def _runs_of(paths: Sequence[Path]) -> list[Path]:
+    """Run folders, a group of seeds standing for its runs that are complete."""
+    from growsearch.run_group import read_group
+
+    runs: list[Path] = []
+    for path in paths:
+        if _is_group(path):
+            group = read_group(path)
+            runs += [group.member(s) for s in group.seeds if group.state(s) == "complete"]
+        else:
+            runs.append(path)
+    return runs
+
+
+def _report_group(path: Path, output: Path | None) -> None:
+    from growsearch.report.compare import load_summaries, write_compare
+    from growsearch.report.seed_group import group_section
+    from growsearch.run_group import read_group
+
+    group = read_group(path)
+    done = [group.member(s) for s in group.seeds if group.state(s) == "complete"]
+    if len(done) < 2:
+        raise_config(f"{path}: {len(done)} of its seeds' runs complete; a group's report needs two")
+    _print_group_summary(group)
+    folder = output if output is not None else _writable_or_elsewhere(path, "report", folder=True)
+    summaries = load_summaries(done)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    html_path, csv_path = write_compare(summaries, Path(folder) / "report.html", (group_section(summaries),))
+    console.print(f"wrote {html_path}\nwrote {csv_path}", highlight=False)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"{log} cannot be read"
+    return lines[-1] if lines else f"{log} is empty"
+
+
+def _print_group_summary(group: Any) -> None:
+    from growsearch.report.compare import load_summaries
+    from growsearch.report.seed_group import group_rows
+
+    done = [s for s in group.seeds if group.state(s) == "complete"]
+    if len(done) < 2:
+        console.print(f"{len(done)} of {len(group.seeds)} seeds complete in {group.path}", highlight=False)
+        return
+    headers, rows = group_rows(load_summaries([group.member(s) for s in done]))
+    table = Table(title=f"{group.path}: {len(done)} of {len(group.seeds)} seeds complete")
+    table.add_column(headers[0], no_wrap=True)
+    for header in headers[1:]:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _check_run_folder(run_path: Path) -> None:
@@ -548,7 +793,7 @@ def _committed_graph(run_path: Path, task: int | None) -> tuple[Any, int, dict[i
     task = committed[-1] if task is None else task
     if task not in committed:
         raise RunFolderError(f"task {task} is not committed in {run_path}; committed: {committed}")
-    graph, _ = run.load_task(task)
+    graph, _ = run.read_task(task)  # without torch: a graph to describe
     moves = recorded_moves([r for r in run.records() if r.task <= task])
     return graph, task, moves
 
@@ -569,8 +814,9 @@ def inspect(
 ) -> None:
     """Show the grown graph: layers, owner tasks, frozen and pruned nodes, parameters, a task's path.
 
-    svg, png and html go to --output (default: graph-task-T.EXT or graph-diff-T1-T2.EXT in the run folder);
-    the other formats go to the terminal unless --output is given.
+    svg, png and html go to --output (default: graph-task-T.EXT or graph-diff-T1-T2.EXT in the run folder,
+    graph-task-T-matplotlib.EXT when matplotlib draws it); the other formats go to the terminal unless
+    --output is given.
     """
     from growsearch.atomic_files import atomic_write_bytes
     from growsearch.errors import ConfigError
@@ -581,7 +827,8 @@ def inspect(
     _check_run_folder(run_path)
     if _link(run_path):
         console.print(f"note: {run_path}{_link(run_path)}", highlight=False)
-    resolve_engine(engine)
+    # each engine's picture keeps its own default name: one never overwrites the other's
+    drawn_by = "" if resolve_engine(engine) == "graphviz" else "-matplotlib"
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}; expected one of {', '.join(FORMATS)}")
     if diff is not None:
@@ -598,11 +845,11 @@ def inspect(
             if format == "text"
             else render_picture_as(diff_picture(changes, after, moves), format, engine)
         )
-        default_name = f"graph-diff-{first}-{second}.{format}"
+        default_name = f"graph-diff-{first}-{second}{drawn_by}.{format}"
     else:
         graph, task, moves = _committed_graph(run_path, task)
         rendered = render_inspect(graph, task, format, engine, moves)
-        default_name = f"graph-task-{task}.{format}"
+        default_name = f"graph-task-{task}{drawn_by}.{format}"
     if output is None and format in ("svg", "png", "html"):
         output = _writable_or_elsewhere(run_path, default_name)
     if output:
@@ -627,12 +874,20 @@ def report(
         typer.Option(help="the folder to write into (default: the run folder; ./NAME-report when read-only)"),
     ] = None,
 ) -> None:
-    """Print the metrics; write the figures, metrics.csv and a self-contained report.html."""
+    """Print the metrics; write the figures, metrics.csv and a self-contained report.html.
+
+    A group of seeds (`run --seeds`): each metric and each task's accuracy as mean ± std over its seeds, and
+    GROUP/report.html with the seeds side by side (each seed's own report: `report GROUP/seed-S`)."""
+    from types import SimpleNamespace
+
+    if _is_group(run_path):
+        _report_group(run_path, output)
+        return
+
     from growsearch.errors import ConfigError
     from growsearch.report.graph.render import resolve_engine
     from growsearch.report.html_report import load_metrics, open_elsewhere, write_report
     from growsearch.report.search_history import task_searches
-    from growsearch.runner import RunResult
     from growsearch.store.run_folder import RunFolder
 
     SIGNALS.nothing = "the files written so far are whole; run the command again"
@@ -648,7 +903,7 @@ def report(
     run = RunFolder.open(run_path)
     metrics = load_metrics(run)
     files = write_report(run.path, engine, tuple(figures or ()), output=output)
-    _print_summary(RunResult(run.path, [], metrics))
+    _print_summary(SimpleNamespace(path=run.path, metrics=metrics))  # a RunResult's fields, without torch
     for path in (*files.figures, files.csv, run.path / "metrics.json", files.html):
         console.print(f"wrote {path}" if path != run.path / "metrics.json" else f"metrics as JSON: {path}")
     for tool, command in open_elsewhere(run, run.config()):
@@ -662,15 +917,20 @@ def report(
 @app.command()
 @friendly_errors
 def compare(
-    run_paths: Annotated[list[Path], typer.Argument(help="two or more run folders")],
+    run_paths: Annotated[
+        list[Path], typer.Argument(help="two or more run folders; a group of seeds stands for its runs")
+    ],
     output: Annotated[Path, typer.Option(help="the HTML page to write; a CSV goes beside it")] = Path(
         "compare.html"
     ),
 ) -> None:
-    """Compare runs side by side: a table of their metrics, and plots of accuracy and parameters per task."""
+    """Compare runs side by side: a table of their metrics, and plots of accuracy and parameters per task.
+
+    Runs of one method on one benchmark with different seeds (a `--seeds` group, or runs named one by one)
+    also get a row of mean ± standard deviation."""
     from growsearch.report.compare import compare_rows, load_summaries, write_compare
 
-    summaries = load_summaries(run_paths)
+    summaries = load_summaries(_runs_of(run_paths))
     headers, rows = compare_rows(summaries)
     table = Table(title=f"{len(summaries)} runs side by side")  # one column per run fits a terminal
     table.add_column("")
@@ -698,13 +958,15 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
         rows = [
             (i.name, scenarios_shown(i.scenarios), ", ".join(i.backbones), i.paper) for i in method_infos()
         ]
-    elif what == "benchmarks":
+    elif what == "benchmarks":  # scenarios as letters, so a row fits a line or two of 80 columns
+        letters = {"task-il": "T", "class-il": "C", "domain-il": "D", "task-agnostic": "A"}
+        caption = "scenarios: " + ", ".join(f"{c} {s}" for s, c in letters.items()) + " (first: default)"
         headers = ("benchmark", "tasks", "scenarios", "data", "description")
         rows = [
             (
                 i.name,
                 str(i.default_tasks),
-                ", ".join(i.scenarios),
+                "".join(letters[s] for s in i.scenarios),
                 "--data-root" if i.needs_data_root else "embedded",
                 i.description,
             )
@@ -718,7 +980,12 @@ def list_(what: Annotated[str, typer.Argument(help="methods, benchmarks or scena
         ]
     else:
         raise UnknownNameError("list", what, ["methods", "benchmarks", "scenarios"])
-    table = Table()
+    table = Table(
+        caption=caption if what == "benchmarks" else None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     names = [row[0] for row in rows]  # a name is what a user types: never wrapped or cut
     table.add_column(headers[0], no_wrap=True, min_width=max(len(n) for n in [headers[0], *names]))
     for header in headers[1:]:

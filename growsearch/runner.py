@@ -281,7 +281,10 @@ def resume_summary(folder: Path | RunFolder) -> str:
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     finished = sum(counts_toward_budget(t) for t in trials)
     retry = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    return f"{kept}; task {len(committed)}: {finished} trial(s) finished and kept, {retry} to retry"
+    again = ""
+    if retry:  # a retried trial gets a new number: said, or "trials 3 and 4" of 3 candidates puzzles
+        again = f"; {retry} interrupted, run again with their seeds as trials {len(trials)} on"
+    return f"{kept}; task {len(committed)}: {finished} trial(s) finished and kept{again}"
 
 
 def _complete(run: RunFolder, committed: int) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -220,6 +221,13 @@ def _loopback_only() -> Iterator[None]:
         os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
 
 
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _token_auth_enabled_note(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 class RayBackend:
     """Runs trials as Ray Tune trials on the cluster at `address` (None: a local Ray instance)."""
 
@@ -235,8 +243,16 @@ class RayBackend:
         address = self.options.address or os.environ.get("RAY_ADDRESS")
         # Ray's usage statistics stay off unless the user turned them on themselves
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # growsearch prints its own progress: Tune's new console output prints its experiment table (a
+        # trial count of 2**63 - 1 for a search that ends when the study does) and a TensorBoard hint into
+        # /tmp/ray whatever `verbose` says; the legacy one is silent at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "wrote the experiment state" per task
+        # a new local instance turns on token authentication, Ray's default, and warns it did so each run;
+        # a warning that authentication is off still shows
+        logging.getLogger(_AUTH_LOGGER).addFilter(_token_auth_enabled_note)
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:  # a local instance: no dashboard, every port on 127.0.0.1 (see the README)
             with _loopback_only():
                 ray.init(
@@ -244,6 +260,7 @@ class RayBackend:
                     include_dashboard=False,
                     dashboard_host="127.0.0.1",
                     log_to_driver=False,
+                    logging_level=logging.WARNING,
                 )
         alive = [n for n in ray.nodes() if n.get("Alive")]
         if len(alive) > 1 and not self.options.shared_fs:

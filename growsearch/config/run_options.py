@@ -3,11 +3,13 @@ the checks of what a user typed for them, cheap enough to run before torch is im
 
 The names of backends and loggers are listed here as plain strings (`growsearch.backends.BACKENDS` and
 `growsearch.search.loggers.LOGGERS` build them; a test keeps the lists equal), so that a misspelt
-`--backend` is refused in well under a second, before anything is written.
+`--backend`, or a logger whose extra is not installed, is refused in well under a second, before anything
+is printed or written.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from growsearch.config.schema import require, shown
 from growsearch.errors import ConfigError, UnknownNameError
 
 BACKEND_NAMES = ("optuna", "ray")
-LOGGER_NAMES = ("csv", "tensorboard", "wandb")
+LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # what each extra adds
 MAX_SEED = 2**63 - 1  # a 64-bit signed integer: what torch, numpy and config.yaml hold
 MAX_TASKS = 10_000  # a stream's tasks (a benchmark checks its own number too)
 MAX_SAMPLES = 2**31 - 1
@@ -35,7 +38,7 @@ class RunOptions:
     download: bool = False
     seed: int = 0
     backend: str = "optuna"
-    loggers: tuple[str, ...] = ()  # beside curves.csv: tensorboard, wandb
+    loggers: tuple[str, ...] = ()  # beside curves.csv: tensorboard, wandb, mlflow
 
     def validate(self, where: str) -> None:
         check_run_options(self, lambda name: f"{where}.{name}")
@@ -44,7 +47,7 @@ class RunOptions:
 def check_run_options(options: RunOptions, label: Callable[[str], str]) -> None:
     """Refuse a value no run can use, naming it by `label(field)` (`--seed` on the command line,
     `config.yaml: run.seed` on resume): an empty name, a count below 1 or past a sane bound, a seed that
-    is not 64 bits, an unknown backend or logger."""
+    is not 64 bits, an unknown backend or logger, a logger whose package is not installed."""
     for name in ("benchmark", "scenario", "data_root"):
         value = getattr(options, name)
         require(value is None or bool(value.strip()), label(name), f"expected a name, got {shown(value)}")
@@ -59,8 +62,16 @@ def check_run_options(options: RunOptions, label: Callable[[str], str]) -> None:
     if options.backend not in BACKEND_NAMES:
         raise UnknownNameError("backend", options.backend, BACKEND_NAMES)
     for logger in options.loggers:
-        if logger not in LOGGER_NAMES:
-            raise UnknownNameError("logger", logger, LOGGER_NAMES)
+        check_logger(logger)
+
+
+def check_logger(name: str) -> None:
+    """Refuse an unknown logger, or one whose extra is not installed (finding a package imports nothing)."""
+    if name not in LOGGER_NAMES:
+        raise UnknownNameError("logger", name, LOGGER_NAMES)
+    package = LOGGER_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--logger {name} needs the {package} package: pip install 'growsearch[{name}]'")
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")

@@ -28,7 +28,8 @@ from torch import nn
 
 from growsearch.errors import GraphError
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
-from growsearch.graph.specs import Shape, TaskNorm, feature_axis, norm_entries
+from growsearch.graph.modules import TaskNorm
+from growsearch.graph.specs import Shape, feature_axis, norm_entries
 
 
 @dataclass

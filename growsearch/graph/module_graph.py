@@ -13,20 +13,25 @@ picked weights). `state` holds tensors a method keeps with a node from task to t
 them (a synaptic stabiliser's importance and anchor weights). A node with batch norm keeps, per task that
 reuses it with a normalisation of its own, that task's set (`norms[t]`); the others evaluate with theirs.
 Edges are data flow; a node's `inputs` list fixes their order (it matters for concat and stack). A task's
-view is the sub-graph from the input to its head.
+view is the sub-graph from the input to its head. A graph read to be described (`growsearch inspect`,
+`checkpoint.read_graph`) holds numpy arrays in place of tensors, and this module imports no torch.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import networkx as nx
-import torch
 
 from growsearch.errors import GraphError
 from growsearch.graph.specs import Input, NodeSpec, Shape, feature_axis
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT = "input"
 FREE = -1  # owner value of a weight that no task has claimed yet
@@ -57,8 +62,10 @@ class Node:
 
     @property
     def n_parameters(self) -> int:
-        own = sum(t.numel() for t in self.weights.values())
-        return own + sum(t.numel() for norm in self.norms.values() for t in norm.values())
+        """Its weights' entries and those of each task's own normalisation (counted from their shapes: a
+        graph read for a report holds numpy arrays, `checkpoint.read_graph`)."""
+        tensors = [*self.weights.values(), *(t for norm in self.norms.values() for t in norm.values())]
+        return sum(math.prod(t.shape) for t in tensors)
 
 
 class ModuleGraph:

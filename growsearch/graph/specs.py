@@ -1,10 +1,12 @@
 """Declarative node specs: what a module is, as plain data.
 
-A spec knows how to build its `torch.nn.Module`, the shape it outputs for a given input shape, and the
-multiply-adds one sample costs. Specs serialise to small dicts (`{"kind": "Linear", ...}`) so a graph is
-readable JSON. The general kinds are here; a kind that serves one method is a frozen dataclass beside that
-method, registered with `@node_kind` like these. A graph naming a kind not registered yet asks the kind
-finders (`add_kind_finder`: the method registry imports the module that defines it) before refusing it.
+A spec knows how to build its `torch.nn.Module`, the shape it outputs for a given input shape, the
+multiply-adds one sample costs, and the entries (shapes and dtypes) of the state dict its module has. Specs
+serialise to small dicts (`{"kind": "Linear", ...}`) so a graph is readable JSON. The general kinds are
+here, their modules in `graph.modules`: this module imports no torch, so reading and describing a graph
+needs none. A kind that serves one method is a frozen dataclass beside that method, registered with
+`@node_kind` like these. A graph naming a kind not registered yet asks the kind finders (`add_kind_finder`:
+the method registry imports the module that defines it) before refusing it.
 """
 
 from __future__ import annotations
@@ -12,22 +14,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
-from torch.nn import functional as F
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from growsearch.errors import GraphError, UnknownNameError
 from growsearch.graph.kind_finders import KIND_FINDERS
 
+if TYPE_CHECKING:
+    from torch import nn
+
 Shape = tuple[int, ...]  # per-sample shape, without the batch dimension: (F,), (C, H, W) or a (T, F) sequence
+# a module's state-dict entries: name -> (shape, dtype name as torch and numpy spell it: "float32")
+StateLayout = dict[str, tuple[Shape, str]]
 
 NODE_KINDS: dict[str, type[NodeSpec]] = {}
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+ACTIVATIONS = ("relu", "tanh", "sigmoid")  # graph.modules.ACTIVATION_MODULES builds them
+FLOAT, COUNT = "float32", "int64"  # a module's parameters and statistics; batch norm's batch counter
 
 
 def feature_axis(shape: Shape) -> int:
@@ -52,38 +55,17 @@ def node_kind_class(kind: str) -> type[NodeSpec]:
     return NODE_KINDS[kind]
 
 
-def _with_activation(module: nn.Module, activation: str | None) -> nn.Module:
-    if activation is None:
-        return module
-    if activation not in ACTIVATIONS:
-        raise UnknownNameError("activation", activation, list(ACTIVATIONS))
-    return nn.Sequential(module, ACTIVATIONS[activation]())
-
-
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
-
-
-class TaskNorm(nn.BatchNorm2d):
-    """Batch norm whose statistics can be held fixed: `fixed` computes with the running statistics even in
-    training mode (a normalisation that belongs to another task, or to a frozen module: its outputs must
-    not depend on the batch, and nothing of it may change). Each task's set of it is kept apart
-    (`Node.norms`), so an old task evaluates with its own."""
-
-    fixed: bool = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fixed:
-            return super().forward(x)
-        return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-        )
 
 
 @functools.lru_cache(maxsize=256)
 def norm_entries(spec: NodeSpec) -> frozenset[str]:
     """The state-dict entries of a spec's normalisation (affine parameters and running statistics): what a
     task keeps a set of its own of (`Node.norms`)."""
+    import torch
+    from torch import nn
+
     with torch.device("meta"):
         module = spec.build()
     return frozenset(
@@ -92,6 +74,37 @@ def norm_entries(spec: NodeSpec) -> frozenset[str]:
         if isinstance(sub, nn.modules.batchnorm._BatchNorm)
         for name in sub.state_dict()
     )
+
+
+# ---- the state dicts of the general kinds' modules, without building them (a test checks each kind's
+# against its module's)
+def _within(layout: StateLayout, prefix: str) -> StateLayout:
+    """The entries of a submodule at `prefix` of its parent (an `nn.Sequential` index, an attribute)."""
+    return {f"{prefix}.{name}": entry for name, entry in layout.items()}
+
+
+def _activated(layout: StateLayout, activation: str | None) -> StateLayout:
+    """A module followed by its activation (`modules.with_activation`: a Sequential, the module first)."""
+    if activation is None:
+        return layout
+    if activation not in ACTIVATIONS:
+        raise UnknownNameError("activation", activation, list(ACTIVATIONS))
+    return _within(layout, "0")
+
+
+def _dense(out_features: int, in_features: int, bias: bool = True) -> StateLayout:
+    layout = {"weight": ((out_features, in_features), FLOAT)}
+    return {**layout, "bias": ((out_features,), FLOAT)} if bias else layout
+
+
+def _conv(out_channels: int, in_channels: int, kernel: int, bias: bool = True) -> StateLayout:
+    layout = {"weight": ((out_channels, in_channels, kernel, kernel), FLOAT)}
+    return {**layout, "bias": ((out_channels,), FLOAT)} if bias else layout
+
+
+def _batch_norm(channels: int) -> StateLayout:
+    stats = {name: ((channels,), FLOAT) for name in ("weight", "bias", "running_mean", "running_var")}
+    return {**stats, "num_batches_tracked": ((), COUNT)}
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,17 @@ class NodeSpec:
 
     def build(self) -> nn.Module:
         raise NotImplementedError
+
+    def state_layout(self) -> StateLayout:
+        """The entries of the state dict of the module this spec builds, with their shapes and dtypes: what
+        its weights must be. This default builds the module on the meta device (no initialisation, but
+        torch); a kind that can say it from its fields overrides it (`growsearch inspect` then reads its
+        graphs without torch)."""
+        import torch
+
+        with torch.device("meta"):
+            state = self.build().state_dict()
+        return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
 
     def can_share(self, other: NodeSpec) -> bool:
         """Whether a node of this spec may compute with the weights of a node of spec `other`."""
@@ -158,7 +182,12 @@ class Input(NodeSpec):
     shape: Shape = ()
 
     def build(self) -> nn.Module:
+        from torch import nn
+
         return nn.Identity()
+
+    def state_layout(self) -> StateLayout:
+        return {}
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return self.shape
@@ -177,10 +206,18 @@ class Linear(NodeSpec):
     flatten: bool = False
 
     def build(self) -> nn.Module:
-        layer = _with_activation(
+        from torch import nn
+
+        from growsearch.graph.modules import with_activation
+
+        layer = with_activation(
             nn.Linear(self.in_features, self.out_features, bias=self.bias), self.activation
         )
         return nn.Sequential(nn.Flatten(), layer) if self.flatten else layer
+
+    def state_layout(self) -> StateLayout:
+        layer = _activated(_dense(self.out_features, self.in_features, self.bias), self.activation)
+        return _within(layer, "1") if self.flatten else layer
 
     def output_shape(self, input_shape: Shape) -> Shape:
         features = (math.prod(input_shape),) if self.flatten else input_shape
@@ -217,12 +254,23 @@ class Conv2d(NodeSpec):
     norm: bool = False  # batch norm between the convolution (then without a bias) and the activation
 
     def build(self) -> nn.Module:
+        from torch import nn
+
+        from growsearch.graph.modules import TaskNorm, with_activation
+
         k, s, p = self.kernel_size, self.stride, self.padding
         conv: nn.Module = nn.Conv2d(self.in_channels, self.out_channels, k, s, p, bias=not self.norm)
         if self.norm:
             conv = nn.Sequential(conv, TaskNorm(self.out_channels))
-        layer = _with_activation(conv, self.activation)
+        layer = with_activation(conv, self.activation)
         return nn.Sequential(layer, nn.MaxPool2d(self.pool)) if self.pool > 1 else layer
+
+    def state_layout(self) -> StateLayout:
+        conv = _conv(self.out_channels, self.in_channels, self.kernel_size, bias=not self.norm)
+        if self.norm:
+            conv = {**_within(conv, "0"), **_within(_batch_norm(self.out_channels), "1")}
+        layer = _activated(conv, self.activation)
+        return _within(layer, "0") if self.pool > 1 else layer
 
     def _conv_shape(self, input_shape: Shape) -> Shape:
         self._expect_channels(input_shape, self.in_channels)
@@ -237,40 +285,6 @@ class Conv2d(NodeSpec):
     def macs(self, input_shape: Shape) -> int:
         c, h, w = self._conv_shape(input_shape)
         return c * h * w * self.in_channels * self.kernel_size**2
-
-
-class _ResidualBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x))
-
-
-class _NormResidualBlock(nn.Module):
-    """The basic block of the CIFAR ResNets (He et al. 2016): conv-BN-ReLU-conv-BN plus the input (a 1x1
-    conv and BN where the shape changes), then ReLU; convolutions without biases."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = TaskNorm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = TaskNorm(out_channels)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False), TaskNorm(out_channels)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        return torch.relu(y + self.shortcut(x))
 
 
 @node_kind
@@ -288,8 +302,22 @@ class ResBlock(NodeSpec):
     norm: bool = False
 
     def build(self) -> nn.Module:
-        block = _NormResidualBlock if self.norm else _ResidualBlock
+        from growsearch.graph.modules import NormResidualBlock, ResidualBlock
+
+        block = NormResidualBlock if self.norm else ResidualBlock
         return block(self.in_channels, self.out_channels, self.stride)
+
+    def state_layout(self) -> StateLayout:
+        c_in, c_out, bias = self.in_channels, self.out_channels, not self.norm
+        layout = {
+            **_within(_conv(c_out, c_in, 3, bias), "conv1"),
+            **_within(_conv(c_out, c_out, 3, bias), "conv2"),
+        }
+        shortcut = _conv(c_out, c_in, 1, bias) if self.stride != 1 or c_in != c_out else {}
+        if self.norm:
+            layout |= {**_within(_batch_norm(c_out), "bn1"), **_within(_batch_norm(c_out), "bn2")}
+            shortcut = {**_within(shortcut, "0"), **_within(_batch_norm(c_out), "1")} if shortcut else {}
+        return layout | _within(shortcut, "shortcut")
 
     def output_shape(self, input_shape: Shape) -> Shape:
         self._expect_channels(input_shape, self.in_channels)
@@ -313,7 +341,12 @@ class GlobalAvgPool(NodeSpec):
     kind: ClassVar[str] = "GlobalAvgPool"
 
     def build(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def state_layout(self) -> StateLayout:
+        return {}
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 3:
@@ -330,7 +363,12 @@ class Flatten(NodeSpec):
     kind: ClassVar[str] = "Flatten"
 
     def build(self) -> nn.Module:
+        from torch import nn
+
         return nn.Flatten()
+
+    def state_layout(self) -> StateLayout:
+        return {}
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (math.prod(input_shape),)
@@ -349,30 +387,21 @@ class Activation(NodeSpec):
     pool: int = 1
 
     def build(self) -> nn.Module:
-        module = _with_activation(nn.Identity(), self.activation)
+        from torch import nn
+
+        from growsearch.graph.modules import with_activation
+
+        module = with_activation(nn.Identity(), self.activation)
         return nn.Sequential(module, nn.MaxPool2d(self.pool)) if self.pool > 1 else module
+
+    def state_layout(self) -> StateLayout:
+        return _activated({}, self.activation)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if self.pool > 1:
             c, h, w = input_shape
             return (c, h // self.pool, w // self.pool)
         return input_shape
-
-
-class _ScaledAdapter(nn.Module):
-    """PNN lateral: U sigma(V (alpha * h)), with a learned scalar alpha "initialised by a random small
-    value" (Rusu et al. 2016, sec. 2): uniform in [0, alpha_scale)."""
-
-    def __init__(self, reduce: nn.Module, project: nn.Module, alpha_scale: float, flatten: bool):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.rand(()) * alpha_scale)
-        self.flatten = flatten
-        self.reduce, self.project = reduce, project
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.flatten:
-            h = h.flatten(1)
-        return self.project(torch.relu(self.reduce(self.alpha * h)))
 
 
 @node_kind
@@ -401,8 +430,12 @@ class Adapter(NodeSpec):
         return self.conv_kernel > 0
 
     def build(self) -> nn.Module:
+        from torch import nn
+
+        from growsearch.graph.modules import ScaledAdapter
+
         if not self.is_conv:
-            return _ScaledAdapter(
+            return ScaledAdapter(
                 nn.Linear(self.in_features, self.hidden),
                 nn.Linear(self.hidden, self.out_features),
                 self.alpha_scale,
@@ -413,7 +446,17 @@ class Adapter(NodeSpec):
         )
         if self.pool > 1:
             project = nn.Sequential(project, nn.MaxPool2d(self.pool))
-        return _ScaledAdapter(nn.Conv2d(self.in_features, self.hidden, 1), project, self.alpha_scale, False)
+        return ScaledAdapter(nn.Conv2d(self.in_features, self.hidden, 1), project, self.alpha_scale, False)
+
+    def state_layout(self) -> StateLayout:
+        alpha: StateLayout = {"alpha": ((), FLOAT)}
+        if not self.is_conv:
+            reduce, project = _dense(self.hidden, self.in_features), _dense(self.out_features, self.hidden)
+        else:
+            reduce = _conv(self.hidden, self.in_features, 1)
+            project = _conv(self.out_features, self.hidden, self.conv_kernel)
+            project = _within(project, "0") if self.pool > 1 else project
+        return alpha | _within(reduce, "reduce") | _within(project, "project")
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if not self.is_conv:
@@ -474,33 +517,6 @@ def dense_or_conv(spec: Any) -> NodeSpec:
     )
 
 
-class _LSTMLayer(nn.Module):
-    """An LSTM layer over a batch-first (B, T, F) sequence, from zero initial states; one bias (nn.LSTM's two
-    add up to one). Written out step by step (no fused kernel) so that `torch.func.vmap` batches it in a
-    pack like any dense layer; the gates' input projection runs for all steps at once."""
-
-    def __init__(self, input_size: int, hidden_size: int, return_sequence: bool):
-        super().__init__()
-        self.hidden_size, self.return_sequence = hidden_size, return_sequence
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))  # gates i, f, g, o
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
-        bound = 1.0 / math.sqrt(hidden_size)  # nn.LSTM's initialisation
-        for parameter in (self.weight_ih, self.weight_hh, self.bias):
-            nn.init.uniform_(parameter, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        projected = F.linear(x, self.weight_ih, self.bias)  # (B, T, 4H)
-        h = projected.new_zeros(projected.shape[0], self.hidden_size)
-        c, states = h, []
-        for step in range(projected.shape[1]):
-            i, f, g, o = (projected[:, step] + F.linear(h, self.weight_hh)).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            states.append(h)
-        return torch.stack(states, 1) if self.return_sequence else h
-
-
 @node_kind
 @dataclass(frozen=True)
 class LSTM(NodeSpec):
@@ -514,7 +530,17 @@ class LSTM(NodeSpec):
     return_sequence: bool = False
 
     def build(self) -> nn.Module:
-        return _LSTMLayer(self.input_size, self.hidden_size, self.return_sequence)
+        from growsearch.graph.modules import LSTMLayer
+
+        return LSTMLayer(self.input_size, self.hidden_size, self.return_sequence)
+
+    def state_layout(self) -> StateLayout:
+        gates = 4 * self.hidden_size  # i, f, g, o
+        return {
+            "weight_ih": ((gates, self.input_size), FLOAT),
+            "weight_hh": ((gates, self.hidden_size), FLOAT),
+            "bias": ((gates,), FLOAT),
+        }
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2 or input_shape[1] != self.input_size:
@@ -538,14 +564,14 @@ class LastStep(NodeSpec):
     kind: ClassVar[str] = "LastStep"
 
     def build(self) -> nn.Module:
-        return _LastStep()
+        from growsearch.graph.modules import LastStepModule
+
+        return LastStepModule()
+
+    def state_layout(self) -> StateLayout:
+        return {}
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
             raise GraphError(f"LastStep expects a (steps, features) sequence, got shape {input_shape}")
         return input_shape[1:]
-
-
-class _LastStep(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, -1]

@@ -103,7 +103,7 @@ def load_summaries(paths: list[Path]) -> list[RunSummary]:
     return summaries
 
 
-def _mean_std(values: list[float | None], digits: int = 4) -> str:
+def mean_std(values: list[float | None], digits: int = 4) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "n/a"
@@ -134,8 +134,8 @@ def compare_rows(summaries: list[RunSummary]) -> tuple[list[str], list[list[obje
         rows.append(
             [f"{method}: mean ± std of {len(runs)} runs (seeds {seeds})", method, benchmark, scenario]
             + [f"{min(r.tasks_committed for r in runs)}/{n_tasks}"]
-            + [_mean_std([r.metrics.get(key) for r in runs]) for key, _ in METRIC_COLUMNS]
-            + [_mean_std([r.parameters[-1] for r in runs], 0), _mean_std([r.seconds for r in runs], 1)]
+            + [mean_std([r.metrics.get(key) for r in runs]) for key, _ in METRIC_COLUMNS]
+            + [mean_std([r.parameters[-1] for r in runs], 0), mean_std([r.seconds for r in runs], 1)]
         )
     return headers, rows
 
@@ -171,8 +171,11 @@ def _matrix_figures(summaries: list[RunSummary]) -> list[str]:
     return parts
 
 
-def write_compare(summaries: list[RunSummary], output: Path) -> tuple[Path, Path]:
-    """Write the comparison page to `output` and its table to `output` with the suffix .csv."""
+def write_compare(
+    summaries: list[RunSummary], output: Path, sections: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """Write the comparison page to `output` (`sections`, HTML, after its table) and its table to `output`
+    with the suffix .csv."""
     output = Path(output)
     headers, rows = compare_rows(summaries)
     benchmarks = sorted({(s.benchmark, s.scenario, s.n_tasks) for s in summaries})
@@ -209,6 +212,7 @@ def write_compare(summaries: list[RunSummary], output: Path) -> tuple[Path, Path
     title = "growsearch compare: " + ", ".join(s.label for s in summaries)
     body = [
         html.section("Runs", note + html.table(headers, rows, "compare", text_columns=5), "runs"),
+        *sections,
         html.section("Plots", f'<div class="grid">{"".join(plots)}</div>', "plots"),
         html.section(
             "Accuracy matrices", f'<div class="grid">{"".join(_matrix_figures(summaries))}</div>', "matrices"

@@ -5,8 +5,10 @@ committed graphs, and writes into the run folder: accuracy_matrix.png, parameter
 trial_history.png, metrics.csv and report.html. The page needs no network: its style is inline and every
 figure is embedded (PNG, or the grown graphs as SVG) as a data URI. It shows the config, every metric,
 one row per task, the accuracy heat-map, accuracy per task over time, forgetting and backward transfer,
-parameter growth, each task's search (trials, objective, pruned, chosen, Pareto front) and the grown graph
-after each task, plus the commands that open the run in optuna-dashboard and TensorBoard.
+parameter growth, each task's search (trials, objective, pruned, chosen, Pareto front) with its learning
+curves (the committed trial's training loss and accuracy and validation accuracy per epoch, from curves.csv,
+the other trials faint) and the grown graph after each task, plus the commands that open the run in
+optuna-dashboard, TensorBoard and MLflow.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,10 @@ from growsearch.report.inspect import recorded_moves
 from growsearch.report.metrics_export import CSV_FILE, write_metrics_csv
 from growsearch.report.run_metrics import rebuild_metrics
 from growsearch.report.search_history import TaskSearch, task_searches, trials_for_plot
+from growsearch.search.loggers import CURVES_FILE, read_curves
 from growsearch.store.run_folder import METRICS_FILE, RunFolder
 from growsearch.task_record import TaskRecord
+from growsearch.train.epoch_stats import EpochStats
 
 REPORT_FILE = "report.html"
 log = logging.getLogger("growsearch")
@@ -112,6 +117,12 @@ def open_elsewhere(run: RunFolder, config: dict[str, Any]) -> list[tuple[str, st
         commands.append(
             ("TensorBoard (Ray Tune results)", f"pip install tensorboard && tensorboard --logdir {ray}")
         )
+    curves = run.path / "tensorboard"  # --logger tensorboard
+    if curves.is_dir():
+        commands.append(("TensorBoard (curves)", f"pip install tensorboard && tensorboard --logdir {curves}"))
+    store = run.path / "mlruns" / "mlflow.db"  # --logger mlflow (the UI is in mlflow, not mlflow-skinny)
+    if store.is_file():
+        commands.append(("MLflow", f"pip install mlflow && mlflow ui --backend-store-uri sqlite:///{store}"))
     return commands
 
 
@@ -185,7 +196,11 @@ def _objective(value: float | None) -> str:
     return html.fmt_number(value)
 
 
-def _search_section(search: TaskSearch) -> str:
+def _search_section(
+    search: TaskSearch, chosen: int | None = None, curves: Mapping[int, list[EpochStats]] | None = None
+) -> str:
+    """A task's search: its trials as a figure and a table, and its learning curves (`curves`: curves.csv's
+    epochs of its trials) with the committed trial `chosen` (None: none yet) bold."""
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(search.objectives, search.directions, strict=True))
     summary = (
         f"<p>{len(search.trials)} trials: {search.count('COMPLETE')} complete, "
@@ -226,8 +241,11 @@ def _search_section(search: TaskSearch) -> str:
     figure = html.figure(
         figures.search_figure(search), "png", f"task {search.task}'s search", f"search-{search.task}"
     )
+    caption = f"task {search.task}'s learning curves" + (
+        "" if chosen is None else f" (committed trial {chosen})"
+    )
     figure += html.figure(
-        figures.curves_figure(search), "png", f"task {search.task}'s learning curves", f"curves-{search.task}"
+        figures.curves_figure(search.task, chosen, curves or {}), "png", caption, f"curves-{search.task}"
     )
     trials = html.table(headers, rows, f"trials-{search.task}", text_columns=2)
     body = f'{summary}<div class="grid">{figure}<div>{trials}</div></div>'
@@ -303,7 +321,7 @@ def _graph_section(run: RunFolder, records: list[TaskRecord], engine: str) -> st
 
     parts, moves = [], recorded_moves(records)
     for task in (r.task for r in records):
-        graph, _ = run.load_task(task)
+        graph, _ = run.read_task(task)  # described, never trained: no torch
         picture = graph_picture(graph, task, moves={t: m for t, m in moves.items() if t <= task})
         title = f"after task {task}: {picture.total_parameters:,} parameters, task {task}'s path highlighted"
         parts.append(html.figure(render_picture(picture, "svg", engine), "svg", title, f"graph-{task}"))
@@ -332,6 +350,7 @@ def write_report(
     parameters = np.array(metrics["parameters"], dtype=float)
     added = np.diff(parameters, prepend=0.0)
     history = trials_for_plot(searches)
+    curves, chosen = read_curves(run.path), {r.task: r.chosen_trial for r in records}
     written = []
     for kind in dict.fromkeys(("png", *formats)):  # the page embeds the PNGs
         written += [
@@ -391,14 +410,15 @@ def write_report(
         html.section(
             "Search per task",
             "".join(f'<p class="warning">{html.esc(gap)}.</p>' for gap in gaps)
-            + "".join(_search_section(s) for s in searches),
+            + "".join(_search_section(s, chosen.get(s.task), curves.get(s.task, {})) for s in searches),
             "search",
         ),
         html.section("Grown graph per task", _graph_section(run, records, engine), "graphs"),
         html.section("Config", f"<pre>{html.esc(yaml.safe_dump(config, sort_keys=False))}</pre>", "config"),
         html.section(
             "Open elsewhere",
-            elsewhere + f"<p>Data for notebooks: {METRICS_FILE} and {CSV_FILE} in the run folder.</p>",
+            elsewhere
+            + f"<p>Data for notebooks: {METRICS_FILE}, {CSV_FILE} and {CURVES_FILE} in the run folder.</p>",
             "elsewhere",
         ),
     ]

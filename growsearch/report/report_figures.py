@@ -2,7 +2,8 @@
 
 Accuracy on each task over the run, forgetting and backward transfer per task, the summary metrics as bars,
 and one task's search: objective per trial (pruned, failed and chosen trials marked, the best so far as a
-line) or, for a multi-objective search, the first two objectives against each other with the Pareto front.
+line) or, for a multi-objective search, the first two objectives against each other with the Pareto front;
+and its learning curves, the committed trial's against the others'.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from growsearch.report.plots import DPI
 from growsearch.report.search_history import TaskSearch
+from growsearch.train.epoch_stats import EpochStats
 
 SUMMARY_METRICS = (
     ("average_accuracy", "A_T"),
@@ -175,27 +177,56 @@ def _objective_plot(ax, search: TaskSearch) -> None:
     ax.set_title(f"Task {search.task}: {len(search.trials)} trials")
 
 
-def curves_figure(search: TaskSearch) -> bytes:
-    """One task's learning curves: every completed trial's validation accuracy and training loss per epoch
-    (the chosen trial drawn bold)."""
+def curves_figure(task: int, chosen: int | None, trials: Mapping[int, Sequence[EpochStats]]) -> bytes:
+    """One task's learning curves per epoch (curves.csv's rows, `trials`: trial -> epochs): the committed
+    trial `chosen` bold, its validation and training accuracy and its training loss; every other trial's
+    validation accuracy and training loss faint."""
     fig = new_figure((7.0, 3.6))
     accuracy, loss = fig.subplots(1, 2)
-    drawn = [t for t in search.trials if t.record and t.record.curve]
-    for trial in drawn:
-        epochs = [e["epoch"] + 1 for e in trial.record.curve]
-        style = {"linewidth": 2.5, "color": "black", "zorder": 3} if trial.chosen else {"alpha": 0.35}
-        label = f"trial {trial.number} (chosen)" if trial.chosen else None
-        accuracy.plot(epochs, [e["val_accuracy"] for e in trial.record.curve], label=label, **style)
-        loss.plot(epochs, [e["train_loss"] for e in trial.record.curve], **style)
-    for ax, name in ((accuracy, "validation accuracy"), (loss, "training loss")):
+    others = [n for n in trials if n != chosen]
+    for index, number in enumerate(others):
+        epochs = [e.epoch + 1 for e in trials[number]]
+        faint = {"color": "grey", "alpha": 0.3}
+        label = "other trials (validation)" if index == 0 else None
+        accuracy.plot(epochs, [_value(e.val_accuracy) for e in trials[number]], label=label, **faint)
+        loss.plot(epochs, [e.train_loss for e in trials[number]], **faint)
+    committed = trials.get(chosen, [])
+    if committed:
+        epochs = [e.epoch + 1 for e in committed]
+        bold = {"linewidth": 2.5, "zorder": 3, "marker": "o", "markersize": 3}
+        accuracy.plot(
+            epochs, [_value(e.val_accuracy) for e in committed], color="tab:blue", label="validation", **bold
+        )
+        accuracy.plot(
+            epochs,
+            [_value(e.train_accuracy) for e in committed],
+            color="tab:orange",
+            linestyle="--",
+            label="training",
+            **bold,
+        )
+        loss.plot(epochs, [e.train_loss for e in committed], color="black", **bold)
+    if trials:
+        accuracy.legend(fontsize=8, loc="best")
+    for ax, name in ((accuracy, "accuracy"), (loss, "training loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    if any(t.chosen for t in drawn):
-        accuracy.legend(fontsize=8, loc="lower right")
-    accuracy.set_title(f"Task {search.task}: {len(drawn)} trials' curves", fontsize=10)
+    if chosen is None:
+        title = f"Task {task}: no trial committed yet"
+    elif committed:
+        title = f"Task {task}: trial {chosen} committed" + (
+            f", {len(others)} other trials faint" if others else ""
+        )
+    else:
+        title = f"Task {task}: curves.csv holds no epoch of trial {chosen}"
+    fig.suptitle(title, fontsize=10)
     return png_bytes(fig)
+
+
+def _value(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _pareto_plot(ax, search: TaskSearch) -> None:

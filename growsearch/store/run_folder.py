@@ -10,6 +10,8 @@
       metrics.json                 accuracy matrix and the survey's metrics, rebuilt from tasks/*/record.json
 
 Every file is written atomically; a committed task folder appears by one rename, so it is whole or absent.
+Opening a run folder imports neither torch nor Optuna: a command that only reads it (`growsearch inspect`,
+`compare`) reads the committed graphs without torch (`read_task`), and never opens the Optuna storage.
 """
 
 from __future__ import annotations
@@ -19,31 +21,23 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-import torch
 import yaml
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from growsearch.atomic_files import atomic_write_text, read_json, sha256_of
 from growsearch.config.yaml_input import read_yaml
 from growsearch.errors import CheckpointError, ConfigError, RunFolderError
+from growsearch.graph.checkpoint import dtype_name, read_graph, verify_checksums
 from growsearch.graph.module_graph import ModuleGraph
-from growsearch.graph.serialize import load_graph, save_graph, verify_checksums
 from growsearch.methods import registry  # noqa: F401 - finds the node kinds methods define beside them
-from growsearch.store.journal import (
-    TrustedPrefix,
-    log,
-    remove_stale_lock,
-    repair_journal,
-    scan_journal,
-)
 from growsearch.store.lock import RunLock
 from growsearch.task_record import TaskRecord
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from optuna.storages.journal import BaseJournalBackend
 
 CONFIG_FILE, METRICS_FILE, RECORD_FILE = "config.yaml", "metrics.json", "record.json"
 # a committed task's task-inference autoencoder (the task inferred, or ExpertGate's relatedness); the file
@@ -103,9 +97,9 @@ def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
 # the dtypes of the tensors kept with a task: the autoencoder's weights and statistics are float32; the
 # exemplar memory's samples float32, its capacity, tasks and strategy integers or booleans
 _KEPT_DTYPES = {
-    AUTOENCODER_FILE: lambda key, value: value.dtype == torch.float32,
-    MEMORY_FILE: lambda key, value: (
-        value.dtype == torch.float32 if key.endswith(".x") else not value.is_floating_point()
+    AUTOENCODER_FILE: lambda key, dtype: dtype == "float32",
+    MEMORY_FILE: lambda key, dtype: (
+        dtype == "float32" if key.endswith(".x") else not dtype.startswith(("float", "bfloat"))
     ),
 }
 _WARNED: set[Path] = set()  # damaged journals read as they stand, already warned of
@@ -200,6 +194,9 @@ class RunFolder:
     def storage(self, kind: str | None = None) -> optuna.storages.BaseStorage:
         """The run's Optuna storage (`kind` None: the one its config names): a journal file (the default:
         appends, no database round trips), or SQLite with heartbeats."""
+        import optuna
+        from optuna.storages import JournalStorage, RDBStorage
+
         kind = kind or self._storage_kind()
         if kind == "journal":
             return JournalStorage(self._journal_backend())
@@ -216,6 +213,8 @@ class RunFolder:
         free), since a writer's record in flight must not be mistaken for a torn one. A folder that cannot
         be written (archived read-only) or that another process writes is read as it stands, up to its
         first damaged record."""
+        from optuna.storages.journal import JournalFileBackend
+
         journal = self.path / JOURNAL_FILE
         if getattr(self, "_lock", None) is not None:
             self._repair_journal_alone()
@@ -237,12 +236,18 @@ class RunFolder:
     def _repair_journal_alone(self) -> None:
         """With no other writer possible (only the run's driver writes the journal): a lock file left
         behind is stale, a torn or damaged tail is moved aside."""
+        from growsearch.store.journal import remove_stale_lock, repair_journal
+
         remove_stale_lock(self.path / JOURNAL_FILE)
         repair_journal(self.path / JOURNAL_FILE)
 
     def _journal_as_it_stands(self, why: str) -> BaseJournalBackend:
         """The journal read without writing to it: whole (or with a writer's record in flight), as it is;
         damaged, its trusted records, with a warning."""
+        from optuna.storages.journal import JournalFileBackend
+
+        from growsearch.store.journal import TrustedPrefix, log, scan_journal
+
         journal = self.path / JOURNAL_FILE
         if not journal.is_file():
             return TrustedPrefix(journal, [])
@@ -269,12 +274,16 @@ class RunFolder:
         return TrialSaver(self.path.resolve())
 
     def save_trial(self, task: int, number: int, graph: ModuleGraph) -> Path:
+        from growsearch.graph.serialize import save_graph
+
         return save_graph(graph, self.trial_dir(task, number))
 
     def load_trial(self, task: int, number: int) -> ModuleGraph:
         folder = self.trial_dir(task, number)
         if not folder.is_dir():
             raise CheckpointError(f"{folder} is missing: the chosen trial's trained weights were not kept")
+        from growsearch.graph.serialize import load_graph
+
         return load_graph(folder)
 
     # ---- committed tasks ----------------------------------------------------------------------------
@@ -301,6 +310,8 @@ class RunFolder:
         """Write the task's checkpoint beside its final place, then move it there in one rename. `tensors`:
         safetensors files kept with it under its checksums (file name -> tensors: AUTOENCODER_FILE,
         MEMORY_FILE)."""
+        from growsearch.graph.serialize import save_graph
+
         final = self.task_dir(task)
         staging = final.parent / f".{task}.partial"
         shutil.rmtree(staging, ignore_errors=True)
@@ -311,9 +322,18 @@ class RunFolder:
             (self.path / "trials").rmdir()
 
     def load_task(self, task: int) -> tuple[ModuleGraph, TaskRecord]:
+        from growsearch.graph.serialize import load_graph
+
         folder = self.task_dir(task)
         verify_checksums(folder, extra=(RECORD_FILE,))
         return load_graph(folder, verify=False), self._record(task)
+
+    def read_task(self, task: int) -> tuple[ModuleGraph, TaskRecord]:
+        """What `load_task` gives, checked alike, read without torch: the graph's tensors are numpy arrays
+        (a graph to describe, never to train)."""
+        folder = self.task_dir(task)
+        verify_checksums(folder, extra=(RECORD_FILE,))
+        return read_graph(folder, verify=False), self._record(task)
 
     def load_task_tensors(self, task: int, name: str) -> dict[str, torch.Tensor] | None:
         """A safetensors file kept with a committed task (its gate, its exemplar memory), checked against
@@ -322,6 +342,10 @@ class RunFolder:
         if not (folder / name).is_file():
             return None
         verify_checksums(folder, extra=(RECORD_FILE, name))
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
             tensors = load_file(str(folder / name))
         except (OSError, SafetensorError) as error:
@@ -334,10 +358,10 @@ class RunFolder:
         if broken:
             raise CheckpointError(f"{folder / name}: {broken[0]} holds NaN or infinite values")
         for key, value in sorted(tensors.items()):  # a checksum recomputed after a cast proves nothing
-            expected = _KEPT_DTYPES.get(name, lambda k, v: True)
-            if not expected(key, value):
+            expected = _KEPT_DTYPES.get(name, lambda k, dtype: True)
+            if not expected(key, dtype_name(value)):
                 raise CheckpointError(
-                    f"{folder / name}: {key} is {str(value.dtype).removeprefix('torch.')}; expected what "
+                    f"{folder / name}: {key} is {dtype_name(value)}; expected what "
                     "growsearch writes there (float32 numbers, integer counts and labels)"
                 )
         return tensors

@@ -172,6 +172,7 @@ def train_packed(
     errors: list[BaseException | None] = [None] * k_count
     histories: list[list[EpochStats]] = [[] for _ in members]
     epoch_losses, seen, step = [0.0] * k_count, [0], [0]
+    correct = torch.zeros(k_count, dtype=torch.long, device=device)  # read once per epoch, not per batch
 
     def live() -> list[int]:
         return [k for k in range(k_count) if errors[k] is None]
@@ -196,13 +197,16 @@ def train_packed(
             epoch_losses[k] += values[k] * n
             macs[k] += 3 * per_sample[k][1] * n
         seen[0] += n
+        correct.add_((logits.detach().argmax(-1) == batch.y).sum(1))
         return ce[live()].sum()
 
     def end_epoch(_: EpochStats) -> None:
         """Each live candidate's epoch, told to its own callback (which may stop it alone)."""
         accuracies = _accuracies(model, val_inputs, y_val, k_count)
+        trained = [c / max(seen[0], 1) for c in correct.tolist()]  # exact, not float32
         for k in live():
-            stats = EpochStats(len(histories[k]), epoch_losses[k] / max(seen[0], 1), None, accuracies[k])
+            loss = epoch_losses[k] / max(seen[0], 1)
+            stats = EpochStats(len(histories[k]), loss, trained[k], accuracies[k])
             histories[k].append(stats)
             if members[k].on_epoch is not None:
                 try:
@@ -211,6 +215,7 @@ def train_packed(
                     errors[k] = error
         epoch_losses[:] = [0.0] * k_count
         seen[0] = 0
+        correct.zero_()
 
     handles = stack.mask_gradients()
     try:

@@ -28,6 +28,7 @@ from growsearch.config.training import OptimizerSettings
 from growsearch.errors import TrainingError
 from growsearch.graph.compile import MaskedParameter
 from growsearch.train.batches import Batch, Minibatches
+from growsearch.train.epoch_stats import EpochStats
 from growsearch.train.extension import PLAIN, Phase, StepOutcome, Training
 from growsearch.train.optim import make_optimizer
 
@@ -61,22 +62,6 @@ def spend_macs(macs: int) -> None:
 
 
 # ---- results -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int  # 0-based
-    train_loss: float  # mean cross-entropy of the epoch's batches
-    train_accuracy: float | None  # on those batches, as they were trained (None: not tracked)
-    val_accuracy: float | None = None
-
-    def to_json(self) -> dict[str, float | int | None]:
-        return {
-            "epoch": self.epoch,
-            "train_loss": self.train_loss,
-            "train_accuracy": self.train_accuracy,
-            "val_accuracy": self.val_accuracy,
-        }
-
-
 EpochCallback = Callable[[EpochStats], None]  # may raise (a pruner stopping the trial)
 
 
@@ -165,8 +150,10 @@ def fit(
     the batch stream. `masked` parameters train only where their mask allows: their gradient is masked
     and their other entries are put back after every step, whatever the optimiser does. `validate` is
     called after each epoch. `macs_per_sample` is one sample's forward pass (a callable when it changes
-    from step to step: MNTDP-S's candidates). `track_accuracy` measures the training accuracy of the
-    batches as they train (PathNet's fitness). `loss` computes a step's loss from the logits and the batch
+    from step to step: MNTDP-S's candidates). The training accuracy of the batches as they train is
+    measured whenever the loss is the cross-entropy with class labels (curves.csv's train_accuracy), and
+    with `track_accuracy` whatever the loss (PathNet's fitness); the correct predictions are counted on
+    the device and read once per epoch. `loss` computes a step's loss from the logits and the batch
     instead of their cross-entropy (a pack of candidates: the sum of each one's own). `lr_schedule` maps a
     0-based step to the factor of the learning rate (`train.schedules`); `autocast` runs the forward pass
     and the loss in that precision (bf16 on CUDA)."""
@@ -182,6 +169,7 @@ def fit(
     handles = [m.parameter.register_hook(lambda g, keep=m.trainable: g * keep) for m in masked]
     restorable = [*parameters, *(p for phase in training.phases for p in phase.parameters)]
     snapshot = [p.detach().clone() for p in restorable] if training.on_divergence == "restore" else []
+    tracked = track_accuracy or (loss is None and batches.y.dtype == torch.long)
     history: list[EpochStats] = []
     step = samples = correct_total = spent = 0
     diverged = stopped = False
@@ -230,7 +218,7 @@ def fit(
                     n = len(batch.y)
                     last_loss = value
                     loss_sum += value * n
-                    if track_accuracy:
+                    if tracked:
                         correct += (logits.detach().argmax(1) == batch.y).sum()
                     seen += n
                     charge(3 * per_sample * n)
@@ -250,7 +238,7 @@ def fit(
                 break
             model.eval()
             val = validate() if validate is not None else None
-            accuracy = int(correct) / max(seen, 1) if track_accuracy else None
+            accuracy = int(correct) / max(seen, 1) if tracked else None
             stats = EpochStats(epoch, loss_sum / max(seen, 1), accuracy, val)
             history.append(stats)
             if on_epoch is not None:
@@ -260,5 +248,5 @@ def fit(
     finally:
         for handle in handles:
             handle.remove()
-    accuracy = correct_total / max(samples, 1) if track_accuracy else None
+    accuracy = correct_total / max(samples, 1) if tracked else None
     return FitResult(tuple(history), step, samples, accuracy, spent, diverged, stopped, last_loss)

@@ -97,7 +97,7 @@ def _one_thread_run(space, run_options, path):
         torch.set_num_threads(threads)
 
 
-def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(cluster, tmp_path):
+def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(cluster, tmp_path, capfd):
     # one pack at a time, so each pack is sampled after the previous one taught the controller, as in
     # the in-process search
     space = tiny_space(
@@ -112,6 +112,9 @@ def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(
     assert [t.user_attrs["pack"] for t in trials] == [0, 0, 0, 3, 3, 3]
     assert len({worker_node(t) for t in trials[:3]}) == 1  # a pack trains on one worker
     assert_same_commits(result, reference, 1)
+    printed = "".join(capfd.readouterr())  # Tune's own console output stays off: growsearch prints its own
+    assert "Number of trials" not in printed and "tensorboard --logdir" not in printed, printed[-2000:]
+    assert "Wrote the latest version" not in printed and "Token authentication is enabled" not in printed
 
 
 def test_a_multi_node_cluster_needs_a_shared_run_folder(cluster, tmp_path):

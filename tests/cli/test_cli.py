@@ -113,3 +113,18 @@ def test_list_methods_shows_class_il_through_task_inference(monkeypatch):
         result.output
     )
     assert "der" in result.output and "class-il" in result.output
+
+
+def test_list_benchmarks_reads_at_80_columns(monkeypatch):
+    from growsearch.data.benchmarks import list_benchmarks
+
+    monkeypatch.setattr(cli.console, "_width", 80)
+    result = runner.invoke(app, ["list", "benchmarks"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    names = [info.name for info in list_benchmarks()]
+    starts = [i for i, line in enumerate(lines) if line.split() and line.split()[0] in names]
+    assert [lines[i].split()[0] for i in starts] == names  # every name whole, one row each, in order
+    assert max(b - a for a, b in zip(starts, starts[1:], strict=False)) <= 3  # a row: three lines at most
+    assert "T task-il, C class-il, D domain-il, A task-agnostic" in result.output

@@ -198,7 +198,12 @@ def test_inspect_writes_every_format(tmp_path_factory, tmp_path):
     png = runner.invoke(
         app, ["inspect", str(run), "--diff", "0", "4", "--format", "png", "--engine", "matplotlib"]
     )
-    assert png.exit_code == 0 and (run / "graph-diff-0-4.png").read_bytes()[:4] == b"\x89PNG"
+    assert png.exit_code == 0 and (run / "graph-diff-0-4-matplotlib.png").read_bytes()[:4] == b"\x89PNG"
+    drawn = runner.invoke(
+        app, ["inspect", str(run), "--task", "1", "--format", "svg", "--engine", "matplotlib"]
+    )
+    assert drawn.exit_code == 0 and (run / "graph-task-1-matplotlib.svg").is_file()
+    assert b"graphviz" in (run / "graph-task-1.svg").read_bytes().lower()  # Graphviz's picture is kept
     for args, message in [
         (["--diff", "3", "1"], "must come before"),
         (["--format", "jpeg"], "expected one of text, dot, svg"),

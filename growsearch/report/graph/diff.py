@@ -7,11 +7,13 @@ same nodes), heads added, and the parameter counts before and after.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from growsearch.graph.module_graph import FREE, ModuleGraph
-from growsearch.report.graph.picture import GraphPicture, graph_picture
+from growsearch.report.graph.picture import GraphPicture, as_array, graph_picture
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,8 @@ def graph_diff(before: ModuleGraph, after: ModuleGraph, t1: int, t2: int) -> Gra
     old, new = set(before.node_ids()), set(after.node_ids())
     claimed = {}
     for node_id in sorted(old & new):
-        was, now = before.node(node_id).owners, after.node(node_id).owners
-        count = sum(int(((was[k] == FREE) & (now[k] != FREE)).sum()) for k in now if k in was)
-        count += sum(int((now[k] != FREE).sum()) for k in now if k not in was)
+        was = before.node(node_id).owners
+        count = sum(_claimed(was.get(k), v) for k, v in after.node(node_id).owners.items())
         if count:
             claimed[node_id] = count
     return GraphDiff(
@@ -56,6 +57,16 @@ def graph_diff(before: ModuleGraph, after: ModuleGraph, t1: int, t2: int) -> Gra
         parameters_before=before.n_parameters(),
         parameters_after=after.n_parameters(),
     )
+
+
+def _claimed(was: Any, now: Any) -> int:
+    """Entries of an owner tensor owned by a task now that were FREE before, or did not exist (a widened
+    node's new units: `grow.operators.widen` keeps the old entries first along every axis)."""
+    taken = as_array(now) != FREE
+    if was is None:
+        return int(taken.sum())
+    old = tuple(slice(0, size) for size in was.shape)
+    return int(taken.sum()) - int((taken[old] & (as_array(was) != FREE)).sum())
 
 
 def diff_picture(diff: GraphDiff, after: ModuleGraph, moves: Mapping[int, str] | None = None) -> GraphPicture:
@@ -84,7 +95,7 @@ def render_diff_text(diff: GraphDiff, after: ModuleGraph) -> str:
     for node_id in diff.newly_frozen:
         lines.append(f"  * {node_id}: frozen since task {diff.before}")
     for node_id, count in diff.claimed.items():
-        total = sum(o.numel() for o in after.node(node_id).owners.values())
+        total = sum(math.prod(o.shape) for o in after.node(node_id).owners.values())
         lines.append(
             f"  * {node_id}: {count:,} of {total:,} weights ({100 * count / total:.0f}%) "
             "claimed from the free pool"

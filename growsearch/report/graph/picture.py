@@ -7,16 +7,19 @@ whose gate opens it), for masked nodes the share of weights the task's mask keep
 highlighted (on the task's view, or added by a later task in a diff), the growth move that added it where
 the run records one (auto-grow: the node is then coloured by the move), and where the layout puts it. It
 also counts the parameters each task owns, so every renderer (DOT, SVG/PNG, GraphML, JSON, HTML) shows the
-same facts.
+same facts. It reads a node's tensors as numpy arrays: a graph held in memory (torch tensors) and one read
+for a report without torch (`graph.checkpoint.read_graph`) give the same picture.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-import torch
+import numpy as np
 
 from growsearch.graph.module_graph import FREE, INPUT, ModuleGraph, Node
 from growsearch.report.graph.layout import Layout, layout_graph
@@ -119,34 +122,44 @@ class Capacity:
     shares: tuple[tuple[int, float], ...]  # (owner task or FREE, share), tasks in order, FREE last
 
 
-def unit_owners(node: Node) -> torch.Tensor | None:
+def as_array(tensor: Any) -> np.ndarray:
+    """A node's tensor as a numpy array: a torch tensor's values (on the CPU, without its gradient), or the
+    numpy array a graph read without torch holds."""
+    return tensor.numpy(force=True) if hasattr(tensor, "numpy") else np.asarray(tensor)
+
+
+def _counts(values: np.ndarray) -> dict[int, int]:
+    found, amounts = np.unique(values, return_counts=True)
+    return dict(zip(found.tolist(), amounts.tolist(), strict=True))
+
+
+def unit_owners(node: Node) -> np.ndarray | None:
     """Per output unit of a gated node, the first task whose gate opens it (FREE: none); None: no gates."""
     if not node.gates:
         return None
     first = next(iter(node.gates.values()))
-    owners = torch.full(first.shape, FREE, dtype=torch.int16)
+    owners = np.full(tuple(first.shape), FREE, dtype=np.int16)
     for task in sorted(node.gates):
-        owners[(node.gates[task] > 0.5) & (owners == FREE)] = task
+        owners[(as_array(node.gates[task]) > 0.5) & (owners == FREE)] = task
     return owners
 
 
 def node_capacity(graph: ModuleGraph, node_id: str, task: int) -> Capacity | None:
     node = graph.node(node_id)
     if node.owners:
-        tensors, granularity = list(node.owners.values()), "weights"
-        total = sum(o.numel() for o in tensors)
+        tensors, granularity = [as_array(o) for o in node.owners.values()], "weights"
+        total = sum(o.size for o in tensors)
         used: float | None = sum(int(((o >= 0) & (o <= task)).sum()) for o in tensors) / total
     else:
         owners = unit_owners(node)
         if owners is None:
             return None
-        tensors, granularity, total = [owners], "units", owners.numel()
+        tensors, granularity, total = [owners], "units", owners.size
         gate = node.gates.get(task)
-        used = None if gate is None else int((gate > 0.5).sum()) / total
+        used = None if gate is None else int((as_array(gate) > 0.5).sum()) / total
     counts: Counter[int] = Counter()
     for tensor in tensors:
-        values, amounts = tensor.unique(return_counts=True)
-        counts.update(dict(zip(values.tolist(), amounts.tolist(), strict=True)))
+        counts.update(_counts(tensor))
     order = sorted(counts, key=lambda owner: (owner == FREE, owner))
     shares = tuple((int(owner), counts[owner] / total) for owner in order)
     return Capacity(granularity, used, counts.get(task, 0) / total, counts.get(FREE, 0) / total, shares)
@@ -157,7 +170,8 @@ def mask_kept(graph: ModuleGraph, node_id: str, task: int) -> float | None:
     masks = graph.node(node_id).masks.get(task)
     if not masks:
         return None
-    return sum(float((m != 0).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    kept = sum(float((as_array(m) != 0).sum()) for m in masks.values())
+    return kept / sum(math.prod(m.shape) for m in masks.values())
 
 
 def parameters_by_owner(graph: ModuleGraph) -> Counter[int]:
@@ -167,10 +181,9 @@ def parameters_by_owner(graph: ModuleGraph) -> Counter[int]:
         for name, tensor in node.weights.items():
             owners = node.owners.get(name)
             if owners is None:
-                counts[node.owner] += tensor.numel()
+                counts[node.owner] += math.prod(tensor.shape)
                 continue
-            values, amounts = owners.unique(return_counts=True)
-            for value, amount in zip(values.tolist(), amounts.tolist(), strict=True):
+            for value, amount in _counts(as_array(owners)).items():
                 counts[int(value)] += int(amount)
     return counts
 
