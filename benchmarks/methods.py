@@ -282,7 +282,8 @@ def avalanche_packnet(stream: TaskStream, epochs: int, seed: int) -> Row:
     from avalanche.models.packnet import PackNetModel, PackNetPlugin
     from avalanche.training import Naive
 
-    options = load_space("packnet").options  # growsearch's PackNet settings, so both prune alike
+    # growsearch's PackNet settings (the method reads its YAML's options mapping), so both prune alike
+    options = get_method("packnet")(load_space("packnet")).options
     retrain = max(1, int(options.retrain_epochs))  # Avalanche needs at least one post-pruning epoch
     fractions = [options.fraction(t) for t in range(len(stream))]
     total = epochs + retrain
