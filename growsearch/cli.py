@@ -644,7 +644,10 @@ def _run_member(group: Any, seed: int, state: str) -> None:
     with _progress() as progress:
         reporter = ProgressReporter(progress)
         if state == "started":
-            announce = lambda kept: progress.console.print(f"  kept: {kept}", highlight=False)  # noqa: E731
+
+            def announce(kept: str) -> None:
+                progress.console.print(f"  kept: {kept}", highlight=False)
+
             result = resume_run(path, reporter, address=group.ray.address, announce=announce)
         else:
             space, options = group.member_space(), group.member_options(seed)

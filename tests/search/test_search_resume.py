@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 
-from growsearch.runner import resume_run, start_run
+from growsearch.runner import resume_run, resume_summary, start_run
 from growsearch.store.run_folder import RunFolder
 
 from tiny_runs import kill, start_cli_run, tiny_options, tiny_space, wait_for
@@ -40,6 +40,17 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     assert (
         not (run / "metrics.json").exists()
         or json.loads((run / "metrics.json").read_text())["tasks_committed"] == KILL_TASK
+    )
+
+    # what resume says it keeps: interrupted trials are run again under new numbers, and it says so
+    killed = optuna.load_study(study_name=f"task-{KILL_TASK}", storage=RunFolder.open(run).storage())
+    trials = killed.get_trials()
+    cut = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    kept = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    summary = resume_summary(run)
+    assert f"task {KILL_TASK}: {kept} trial(s) finished and kept" in summary
+    assert (f"{cut} interrupted, run again with their seeds as trials {len(trials)} on" in summary) == bool(
+        cut
     )
 
     resumed = resume_run(run)
