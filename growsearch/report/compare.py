@@ -30,7 +30,7 @@ METRIC_COLUMNS = (
     ("average_accuracy", "A_T"),
     ("accuracy_whole_run", "A"),
     ("forgetting", "F_T"),
-    ("fwt", "FWT"),
+    ("fwt_baseline", "FWT"),  # eq. 10 against the random-init baseline
     ("bwt", "BWT"),
     ("model_size_efficiency", "MS"),
     ("computational_efficiency", "CE"),

@@ -124,6 +124,9 @@ class Metrics:
     computational_efficiency: float  # CE, eq. 13
     transfer: float = math.nan  # CTrL: a[T-1][T-1] - the independent model's accuracy on task T-1
     tasks: int = 0  # number of leading task rows the metrics cover (k of a partial run)
+    # the headline FWT: eq. 10 against the random-init baseline, sum_{i<j} (a[i][j] - b_j) / (T(T-1)/2); eq.
+    # 10 as printed counts an untrained head's chance accuracy as transfer (about 0.5 on two-class task-IL)
+    fwt_baseline: float = math.nan
 
     def as_dict(self) -> dict[str, float | int | list[float | None] | None]:
         """JSON-friendly dict: tuples become lists, NaN becomes None."""
@@ -198,6 +201,9 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
       was learned, as Chaudhry et al. intend: a task cannot be forgotten before it is learned, and
       scores of an untrained head are not knowledge), ``F_T = mean_j f_j`` (eq. 9).
     - ``FWT = sum_{i<j} a[i][j] / (T(T-1)/2)`` (eq. 10 as printed; NaN if any of those entries is unknown).
+    - ``FWT_b = sum_{i<j} (a[i][j] - b_j) / (T(T-1)/2)`` (eq. 10 against the random-init baseline the
+      survey's section 4.2 defines, the headline FWT: a task's accuracy before it is learned counts only
+      above what a random network scores on it; NaN without ``b`` or with an unknown upper entry).
     - ``FWT_LP = (1/(T-1)) sum_{j>=1} (a[j-1][j] - b_j)`` (GEM; NaN without ``b`` or ``a[j-1][j]``).
     - ``BWT = sum_{i>j} (a[i][j] - a[j][j]) / (T(T-1)/2)`` (eq. 11).
     - ``BWT_LP = (1/(T-1)) sum_{j<T-1} (a[T-1][j] - a[j][j])`` (GEM).
@@ -227,6 +233,11 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
 
     upper = a[np.triu_indices(k, 1)]
     fwt = float(upper.sum() / pairs) if k > 1 and np.isfinite(upper).all() else math.nan
+
+    fwt_baseline = math.nan
+    if record.random_init_accuracy is not None and k > 1 and np.isfinite(upper).all():
+        baseline = np.asarray(record.random_init_accuracy[:k], dtype=float)
+        fwt_baseline = float((upper - baseline[np.triu_indices(k, 1)[1]]).sum() / pairs)
 
     fwt_lopez_paz = math.nan
     if record.random_init_accuracy is not None and k > 1:
@@ -265,6 +276,7 @@ def compute_metrics(record: RunRecord, *, epsilon: float = 1.0) -> Metrics:
         computational_efficiency=computational_efficiency,
         transfer=transfer,
         tasks=k,
+        fwt_baseline=fwt_baseline,
     )
 
 
@@ -274,8 +286,9 @@ _TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("accuracy_whole_run", "A    accuracy over the whole run"),
     ("forgetting", "F_T  average forgetting"),
     ("forgetting_per_task", "f_j  forgetting per task"),
-    ("fwt", "FWT  forward transfer (eq. 10)"),
-    ("fwt_lopez_paz", "FWT  forward transfer (Lopez-Paz)"),
+    ("fwt_baseline", "FWT  forward transfer (eq. 10 - b_j)"),
+    ("fwt", "     eq. 10 as printed (chance counts)"),
+    ("fwt_lopez_paz", "     Lopez-Paz form (a[j-1][j] - b_j)"),
     ("bwt", "BWT  backward transfer (eq. 11)"),
     ("bwt_lopez_paz", "BWT  backward transfer (Lopez-Paz)"),
     ("model_size_efficiency", "MS   model size efficiency"),

@@ -53,6 +53,8 @@ def test_full_3x3_by_hand() -> None:
     assert m.fwt == pytest.approx(0.2)
     # FWT_LP = ((a01 - b1) + (a12 - b2)) / 2 = ((0.20 - 0.10) + (0.30 - 0.20)) / 2
     assert m.fwt_lopez_paz == pytest.approx(0.1)
+    # FWT_b, the headline = ((a01 - b1) + (a02 - b2) + (a12 - b2)) / 3 = (0.10 - 0.10 + 0.10) / 3
+    assert m.fwt_baseline == pytest.approx(0.1 / 3)
     # BWT (eq. 11) = ((a10 - a00) + (a20 - a00) + (a21 - a11)) / 3 = (-0.10 - 0.20 - 0.10) / 3
     assert m.bwt == pytest.approx(-0.4 / 3)
     # BWT_LP = ((a20 - a00) + (a21 - a11)) / 2 = (-0.20 - 0.10) / 2
@@ -253,3 +255,24 @@ def test_bad_epsilon_raises(epsilon: object) -> None:
 
 def test_errors_are_growsearch_errors() -> None:
     assert issubclass(MetricsError, GrowsearchError)
+
+
+def test_the_headline_fwt_reads_no_transfer_where_untrained_heads_score_chance(tmp_path) -> None:
+    """Task-IL on split digits: before task j is learned its head is untrained, so a[i][j] is chance (about
+    0.5 on two classes), as is the random-init baseline b_j. Eq. 10 as printed reads that as transfer; the
+    headline FWT, against b_j, reads about none."""
+    from growsearch.runner import RunOptions, start_run
+
+    from tiny_runs import tiny_space
+
+    options = RunOptions(benchmark="split-digits", max_per_task=80, seed=0)
+    metrics = start_run(tiny_space("pnn", training={"epochs": 1}), options, tmp_path / "run").metrics[
+        "metrics"
+    ]
+    assert metrics["fwt"] > 0.3  # chance, counted as transfer
+    assert abs(metrics["fwt_baseline"]) < 0.1
+    assert ("FWT  forward transfer (eq. 10 - b_j)", f"{metrics['fwt_baseline']:.4f}") in metrics_table(
+        Metrics(
+            **{k: tuple(v) if isinstance(v, list) else (NAN if v is None else v) for k, v in metrics.items()}
+        )
+    )
