@@ -69,7 +69,7 @@ def run_one(stream: str, method: str, seed: int, max_per_task: int | None) -> di
         "accuracy": float(metrics["metrics"]["average_accuracy"]),
         "parameters": int(metrics["parameters"][-1]),
         "seconds": seconds,
-        "transfer": metrics.get("transfer"),
+        "transfer": metrics["metrics"].get("transfer"),
     }
     if method == GIVEN:
         mechanism = last.mechanism

@@ -348,9 +348,20 @@ class ProgressReporter:
         accuracies = " ".join(f"{a:.3f}" for a in row)
         detail = (
             f": trial {record.chosen_trial} {record.decisions}, {record.parameters:,} parameters, "
-            f"test accuracy on tasks 0..{task}: {accuracies}"
+            f"test accuracy on tasks 0..{task}: {accuracies}{_margin_note(record.decision)}"
         )
         self.progress.console.print(f"[bold]task {task} committed[/]{escape(detail)}", markup=True)
+
+
+def _margin_note(decision: dict | None) -> str:
+    """How clear the commit was, where another candidate competed: in validation samples, ties said."""
+    if not decision or decision.get("samples") is None:
+        return ""
+    samples, of = decision["samples"], decision["validation_samples"]
+    runner_up = decision["runner_up_trial"]
+    if decision["tie"]:
+        return f" (a tie with trial {runner_up}: {samples:+d} of {of} validation samples; size broke it)"
+    return f" ({samples:+d} of {of} validation samples over trial {runner_up})"
 
 
 def _progress() -> Progress:

@@ -37,6 +37,9 @@ class TaskRecord:
     task_il_accuracy_row: list[float] | None = None
     task_inference_row: list[float] | None = None
     task_inference: str | None = None
+    # how clear the commit was (`decision_margin`): the runner-up, the validation accuracy gap, the same in
+    # validation samples, and whether it was a tie (one sample or less) that size broke
+    decision: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of an older or newer growsearch, kept
 
     @property
@@ -67,6 +70,8 @@ class TaskRecord:
             trials=self.trials,
             seconds=self.seconds,
         )
+        if self.decision is not None:
+            data["decision"] = self.decision
         return {**data, **self.extra}
 
     @classmethod
@@ -155,6 +160,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "task_il_accuracy_row": (_optional(_accuracies), "null or accuracies in [0, 1]"),
     "task_inference_row": (_optional(_accuracies), "null or a list of shares in [0, 1]"),
     "task_inference": (_optional(lambda v: isinstance(v, str)), "null or what inferred the task"),
+    "decision": (_optional(lambda v: isinstance(v, dict)), "null or a mapping of the commit's margin"),
 }
 _REQUIRED = ("task", "chosen_trial", "decisions", "accuracy_row", "parameters", "train_macs", "pass_macs")
 
@@ -176,3 +182,28 @@ def _not_finite(value: Any, where: str) -> str | None:
 def _shown(value: Any) -> str:
     text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a very large integer"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def decision_margin(chosen_accuracy: float, others: list[tuple[int, float]], validation_samples: int) -> dict:
+    """How clear a commit was: the best other candidate (`others`: trial number and validation accuracy), the
+    committed one's validation accuracy minus it, that gap in validation samples, and `tie`: one sample or
+    less apart, so the commit rule's preference for the smaller candidate decided. No other candidate: no
+    runner-up, no tie."""
+    if not others:
+        return {
+            "runner_up_trial": None,
+            "accuracy_gap": None,
+            "samples": None,
+            "tie": False,
+            "validation_samples": validation_samples,
+        }
+    trial, accuracy = max(others, key=lambda other: (other[1], -other[0]))
+    gap = chosen_accuracy - accuracy
+    samples = round(gap * validation_samples)
+    return {
+        "runner_up_trial": trial,
+        "accuracy_gap": gap,
+        "samples": samples,
+        "tie": abs(samples) <= 1,
+        "validation_samples": validation_samples,
+    }

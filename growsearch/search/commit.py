@@ -20,7 +20,7 @@ from growsearch.graph.module_graph import FREE, ModuleGraph
 from growsearch.methods.base import Method, TaskContext
 from growsearch.seeds import derived_seed
 from growsearch.store.run_folder import RunFolder
-from growsearch.task_record import TaskRecord
+from growsearch.task_record import TaskRecord, decision_margin
 from growsearch.train.augment import Augmentation
 from growsearch.train.candidate import train_candidate
 from growsearch.trial_record import counts_toward_budget, read_record, spent_macs
@@ -114,6 +114,15 @@ def task_record(
         pass_macs=3 * graph.macs(graph.view(t)) * len(task.train),
         trials={state.name.lower(): sum(tr.state == state for tr in trials) for state in TrialState},
         seconds=seconds,
+        decision=decision_margin(
+            best.values[0],
+            [
+                (tr.number, tr.values[0])
+                for tr in trials
+                if tr.state == TrialState.COMPLETE and tr.number != best.number
+            ],
+            len(task.val),
+        ),
         **rows,
     )
 
