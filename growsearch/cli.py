@@ -403,6 +403,10 @@ def run(
     ] = None,
     tasks: Annotated[int | None, typer.Option(help="number of tasks in the stream")] = None,
     max_per_task: Annotated[int | None, typer.Option(help="cap each task's training split")] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="share of each task's training pool held out for validation (default 0.15)"),
+    ] = None,
     data_root: Annotated[str | None, typer.Option(help="folder of datasets in their standard layout")] = None,
     download: Annotated[bool, typer.Option(help="fetch a missing dataset into --data-root")] = False,
     seed: Annotated[int | None, typer.Option(help="the run's seed (default 0)")] = None,
@@ -459,6 +463,7 @@ def run(
         scenario=scenario,
         n_tasks=tasks,
         max_per_task=max_per_task,
+        val_fraction=val_fraction,
         data_root=str(Path(data_root).expanduser().resolve()) if data_root is not None else None,
         download=download,
         seed=seed if seed is not None else (seed_list[0] if seed_list else 0),
@@ -510,6 +515,7 @@ CLI_OPTIONS = {
     "scenario": "--scenario",
     "n_tasks": "--tasks",
     "max_per_task": "--max-per-task",
+    "val_fraction": "--val-fraction",
     "data_root": "--data-root",
     "seed": "--seed",
 }

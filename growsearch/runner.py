@@ -58,6 +58,7 @@ def resolve_options(space: SearchSpace, options: RunOptions) -> RunOptions:
         scenario=options.scenario if options.scenario is not None else defaults.scenario,
         n_tasks=options.n_tasks if options.n_tasks is not None else defaults.n_tasks,
         max_per_task=options.max_per_task if options.max_per_task is not None else defaults.max_per_task,
+        val_fraction=options.val_fraction if options.val_fraction is not None else defaults.val_fraction,
     )
 
 
@@ -68,6 +69,7 @@ def _versions() -> dict[str, str]:
 
 def load_stream(options: RunOptions) -> TaskStream:
     """The stream `options` name (the default benchmark when they name none)."""
+    held_out = {} if options.val_fraction is None else {"val_fraction": options.val_fraction}
     return load_benchmark(
         options.benchmark or DEFAULT_BENCHMARK,
         scenario=options.scenario,
@@ -76,6 +78,7 @@ def load_stream(options: RunOptions) -> TaskStream:
         seed=options.seed,
         n_tasks=options.n_tasks,
         max_per_task=options.max_per_task,
+        **held_out,  # none given: the loader's share
     )
 
 

@@ -34,6 +34,7 @@ class RunOptions:
     scenario: str | None = None
     n_tasks: int | None = None
     max_per_task: int | None = None
+    val_fraction: float | None = None  # None: the YAML's benchmark.val_fraction
     data_root: str | None = None
     download: bool = False
     seed: int = 0
@@ -56,6 +57,8 @@ def check_run_options(options: RunOptions, label: Callable[[str], str]) -> None:
         if value is not None:
             expected = f"expected an integer from 1 to {bound:,}, got {shown(value)}"
             require(1 <= value <= bound, label(name), expected)
+    if options.val_fraction is not None:
+        check_val_fraction(options.val_fraction, label("val_fraction"))
     seed = options.seed
     expected = f"expected an integer from 0 to 2**63 - 1, got {shown(seed)}"
     require(0 <= seed <= MAX_SEED, label("seed"), expected)
@@ -63,6 +66,15 @@ def check_run_options(options: RunOptions, label: Callable[[str], str]) -> None:
         raise UnknownNameError("backend", options.backend, BACKEND_NAMES)
     for logger in options.loggers:
         check_logger(logger)
+
+
+def check_val_fraction(value: float, where: str) -> None:
+    """A validation share a split can hold: above 0 (every commit is decided on it) and at most 0.5."""
+    require(
+        0 < value <= 0.5,
+        where,
+        f"expected a share of the training pool above 0 and at most 0.5, got {shown(value)}",
+    )
 
 
 def check_logger(name: str) -> None:

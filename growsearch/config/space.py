@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from growsearch.config.network import DEFAULT_MAX_PARAMETERS, LayerConfig, parse_layers, preset_layers
+from growsearch.config.run_options import check_val_fraction
 from growsearch.config.schema import INT64, check_keys, from_mapping, require, require_at_most, shown
 from growsearch.config.training import TrainingConfig
 from growsearch.config.yaml_input import read_yaml
@@ -210,9 +211,14 @@ class BenchmarkDefaults:
     scenario: str | None = None
     n_tasks: int | None = None
     max_per_task: int | None = None
+    # the share of each task's training pool held out for validation, what every commit is decided on
+    # (null: the loader's, 0.15)
+    val_fraction: float | None = None
 
     def validate(self, where: str) -> None:
         require(bool(self.name.strip()), f"{where}.name", "expected a benchmark name, got ''")
+        if self.val_fraction is not None:
+            check_val_fraction(self.val_fraction, f"{where}.val_fraction")
         require(self.scenario is None or bool(self.scenario.strip()), f"{where}.scenario", "expected a name")
         for name in ("n_tasks", "max_per_task"):
             value = getattr(self, name)

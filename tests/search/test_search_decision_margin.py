@@ -55,3 +55,24 @@ def test_a_space_with_one_candidate_has_no_runner_up(tmp_path):
     options = RunOptions(benchmark="split-digits", n_tasks=2, max_per_task=80)
     result = start_run(tiny_space("pnn", training={"epochs": 1}), options, tmp_path / "r")
     assert [r.decision["runner_up_trial"] for r in RunFolder.open(result.path).records()] == [None, None]
+
+
+def test_the_validation_share_is_a_setting_recorded_and_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from growsearch.cli import app
+    from growsearch.runner import RunOptions, load_stream, start_run
+
+    space = tiny_space("pnn", training={"epochs": 1}, benchmark={"val_fraction": 0.3})  # the YAML's
+    options = RunOptions(benchmark="split-digits", n_tasks=2, max_per_task=80)
+    result = start_run(space, options, tmp_path / "yaml")
+    held_out = [r.decision["validation_samples"] for r in RunFolder.open(result.path).records()]
+    default = [len(task.val) for task in load_stream(options).tasks]  # the loader's 0.15 of each pool
+    assert all(2 * d - 2 <= h <= 2 * d + 2 for h, d in zip(held_out, default, strict=True)), (
+        held_out,
+        default,
+    )
+    assert RunFolder.open(result.path).config()["run"]["val_fraction"] == 0.3  # resolved and recorded
+    refused = CliRunner().invoke(app, ["run", "pnn", "--val-fraction", "0.9", "--runs-dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "--val-fraction: expected a share" in refused.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yaml"]  # nothing written for the refusal
