@@ -13,13 +13,10 @@ a stratified part of the training images.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
-import torch
-
-from growsearch.data.base import BaseDataset, RawSplit, from_official, missing_data, require_root
-from growsearch.data.images import decode, images_under
+from growsearch.data.base import BaseDataset, missing_data, require_root
+from growsearch.data.images import folder_dataset, images_under
 from growsearch.errors import DataError
 
 FOLDER = "imagenet100"
@@ -43,16 +40,9 @@ def load(benchmark: str, data_root: str | Path | None, download: bool, val_fract
             raise DataError(f"{str(train_dir)!r} holds no class folders; expected train/<class>/*.JPEG")
         train, test = _scan(train_dir, classes), _scan(val_dir, classes)
         stamp = tuple(d.stat().st_mtime_ns for top in (train_dir, val_dir) for d in (top, *top.iterdir()))
-        train_x, test_x = _read(train[0], test[0], stamp)
+        return folder_dataset("imagenet100", train, test, stamp, SIZE, False, val_fraction)
     except DataError as exc:
         raise DataError(f"benchmark {benchmark!r}: {exc}") from exc
-    return from_official(
-        "imagenet100",
-        RawSplit(train_x, torch.tensor(train[1], dtype=torch.int64)),
-        RawSplit(test_x, torch.tensor(test[1], dtype=torch.int64)),
-        255.0,
-        val_fraction,
-    )
 
 
 def _scan(top: Path, classes: list[str]) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -69,11 +59,3 @@ def _scan(top: Path, classes: list[str]) -> tuple[tuple[str, ...], tuple[int, ..
         paths += [str(p) for p in files]
         labels += [label] * len(files)
     return tuple(paths), tuple(labels)
-
-
-@lru_cache(maxsize=1)
-def _read(train: tuple[str, ...], test: tuple[str, ...], stamp: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    return (
-        decode([Path(p) for p in train], SIZE, exact=False),
-        decode([Path(p) for p in test], SIZE, exact=False),
-    )

@@ -13,12 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from growsearch.data.base import BaseDataset, RawSplit, from_official
 from growsearch.errors import DataError
+
+Labelled = tuple[tuple[str, ...], tuple[int, ...]]  # (image paths, their labels)
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -42,6 +46,31 @@ def is_image(path: Path) -> bool:
 def images_under(folder: Path) -> list[Path]:
     """The image files under `folder`, at any depth, sorted (ImageFolder's walk, made deterministic)."""
     return sorted(p for p in folder.rglob("*") if is_image(p))
+
+
+def folder_dataset(
+    name: str, train: Labelled, test: Labelled, stamp: tuple, size: int, exact: bool, val_fraction: float
+) -> BaseDataset:
+    """An image-folder benchmark's base dataset: `train` (minus a stratified validation part) and `test`
+    decoded at `size` (`exact` or resized), kept decoded while the files' `stamp` is unchanged."""
+    train_x, test_x = _decoded(train[0], test[0], size, exact, stamp)
+    return from_official(
+        name,
+        RawSplit(train_x, torch.tensor(train[1], dtype=torch.int64)),
+        RawSplit(test_x, torch.tensor(test[1], dtype=torch.int64)),
+        255.0,
+        val_fraction,
+    )
+
+
+@lru_cache(maxsize=1)  # the last data set read: a second run in one process decodes nothing again
+def _decoded(
+    train: tuple[str, ...], test: tuple[str, ...], size: int, exact: bool, stamp: tuple
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        decode([Path(p) for p in train], size, exact=exact),
+        decode([Path(p) for p in test], size, exact=exact),
+    )
 
 
 def decode(paths: Sequence[Path], size: int, *, exact: bool, workers: int | None = None) -> torch.Tensor:

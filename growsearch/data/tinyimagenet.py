@@ -14,13 +14,10 @@ a stratified part of the training images. Images are read with PIL and kept as u
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
-import torch
-
-from growsearch.data.base import BaseDataset, RawSplit, from_official, missing_data, require_root
-from growsearch.data.images import decode, is_image
+from growsearch.data.base import BaseDataset, missing_data, require_root
+from growsearch.data.images import folder_dataset, is_image
 from growsearch.errors import DataError
 
 FOLDER = "tiny-imagenet-200"
@@ -43,16 +40,9 @@ def load(benchmark: str, data_root: str | Path | None, download: bool, val_fract
     try:
         train, test = _scan(folder, wnids_file, annotations)
         stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (wnids_file, annotations))
-        train_x, test_x = _read(train[0], test[0], stamp)
+        return folder_dataset("tinyimagenet", train, test, stamp, SIZE, True, val_fraction)
     except DataError as exc:
         raise DataError(f"benchmark {benchmark!r}: {exc}") from exc
-    return from_official(
-        "tinyimagenet",
-        RawSplit(train_x, torch.tensor(train[1], dtype=torch.int64)),
-        RawSplit(test_x, torch.tensor(test[1], dtype=torch.int64)),
-        255.0,
-        val_fraction,
-    )
 
 
 def _scan(folder: Path, wnids_file: Path, annotations: Path) -> tuple[tuple, tuple]:
@@ -86,11 +76,3 @@ def _scan(folder: Path, wnids_file: Path, annotations: Path) -> tuple[tuple, tup
         raise DataError(f"{str(annotations)!r} lists no validation images")
     val.sort()
     return (tuple(train_paths), tuple(train_labels)), (tuple(p for p, _ in val), tuple(c for _, c in val))
-
-
-@lru_cache(maxsize=1)
-def _read(train: tuple[str, ...], test: tuple[str, ...], stamp: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    return (
-        decode([Path(p) for p in train], SIZE, exact=True),
-        decode([Path(p) for p in test], SIZE, exact=True),
-    )
