@@ -107,7 +107,7 @@ def mean_std(values: list[float | None], digits: int = 4) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "n/a"
-    return f"{np.mean(known):.{digits}f} ± {np.std(known, ddof=1) if len(known) > 1 else 0.0:.{digits}f}"
+    return f"{np.mean(known):,.{digits}f} ± {np.std(known, ddof=1) if len(known) > 1 else 0.0:,.{digits}f}"
 
 
 def seed_groups(summaries: list[RunSummary]) -> dict[tuple[str, str, str, int], list[RunSummary]]:
