@@ -498,7 +498,9 @@ def run(
     console.print(f"commit rule: {loaded.search.commit_rule()} (search.accuracy_tolerance)", highlight=False)
 
     from growsearch.backends.ray_options import RayOptions
-    from growsearch.runner import scenario_plan, start_run
+
+    runner = _runner()
+    scenario_plan, start_run = runner.scenario_plan, runner.start_run
 
     note = scenario_plan(loaded, options).note
     if note is not None:
@@ -519,6 +521,19 @@ CLI_OPTIONS = {
     "data_root": "--data-root",
     "seed": "--seed",
 }
+
+
+def _runner() -> Any:
+    """growsearch.runner, imported with SIGINT and SIGTERM held: importing torch runs C++ (pybind11) that
+    aborts the process (SIGABRT, no line) when a Python handler raises inside it. A signal held here
+    arrives as soon as the import is over, and stops the command with its one line like any other."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        import growsearch.runner as runner
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    return runner
 
 
 def raise_config(message: str) -> None:
@@ -601,7 +616,7 @@ def resume(
         raise_config(f"--seeds and --parallel resume a group of seeds; {run_path} is one run")
     _check_run_folder(run_path)
     SIGNALS.run = run_path
-    from growsearch.runner import resume_run
+    resume_run = _runner().resume_run
 
     link = _link(run_path)
     with _progress() as progress:
@@ -647,7 +662,8 @@ def _run_group(group: Any, seeds: Sequence[int], parallel: int) -> None:
 
 
 def _run_member(group: Any, seed: int, state: str) -> None:
-    from growsearch.runner import resume_run, start_run
+    runner = _runner()
+    resume_run, start_run = runner.resume_run, runner.start_run
 
     path = group.member(seed)
     SIGNALS.run, SIGNALS.creating = path, state == "new"
