@@ -7,7 +7,7 @@ from typing import Literal
 
 from growsearch.config.schema import require, require_at_most
 
-MAX_RATE = 1_000_000  # a learning rate, weight decay or schedule factor: float32 steps overflow far past it
+FLOAT32_MAX = 3.4028234663852886e38  # an optimiser step computes in float32: a rate past it cannot be held
 
 OptimizerName = Literal["sgd", "adam", "rmsprop"]
 
@@ -51,13 +51,14 @@ class TrainingConfig:
 
     def validate(self, where: str) -> None:
         require(self.lr > 0, f"{where}.lr", f"expected a number > 0, got {self.lr}")
-        # an optimiser step multiplies in float32: a rate or decay past these overflows it, and none means
-        # anything there
-        require_at_most(self.lr, MAX_RATE, f"{where}.lr", "a learning rate float32 steps can take")
-        require_at_most(
-            self.weight_decay, MAX_RATE, f"{where}.weight_decay", "a decay float32 steps can take"
-        )
-        require_at_most(self.gamma, MAX_RATE, f"{where}.gamma", "a learning-rate factor float32 can hold")
+        # a step computes in float32: a larger rate overflows on conversion (a traceback, not a NaN loss)
+        for name in ("lr", "weight_decay", "gamma"):
+            value = getattr(self, name)
+            require(
+                value <= FLOAT32_MAX,
+                f"{where}.{name}",
+                f"expected at most 3.4e38 (the largest float32, which an optimiser step uses), got {value:g}",
+            )
         require(
             0 <= self.momentum < 1, f"{where}.momentum", f"expected a number in [0, 1), got {self.momentum}"
         )
