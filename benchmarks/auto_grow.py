@@ -12,7 +12,12 @@ committed for the last task with the best candidate of every other move. Last li
 `auto-grow: dominated on N of M streams`.
 
 Run:  python benchmarks/auto_grow.py [--streams ctrl-minus,ctrl-in] [--methods pnn,packnet]
-      [--max-per-task N] [--seed 0]
+      [--max-per-task N] [--seed 0] [--jobs 2] [--cache DIR]
+
+`--jobs` runs that many fresh processes at once (wall times then share the machine: auto-grow and MNTDP-D
+always run side by side, so their ratio stays fair). `--cache DIR` keeps each fixed method's row as JSON in
+DIR and reads it back on the next call with the same stream, seed and cap (a fixed method's row does not
+depend on auto-grow); auto-grow and MNTDP-D always run afresh.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -79,7 +85,13 @@ def run_one(stream: str, method: str, seed: int, max_per_task: int | None) -> di
     return row
 
 
-def measure(stream: str, method: str, seed: int, max_per_task: int | None) -> dict:
+def measure(stream: str, method: str, seed: int, max_per_task: int | None, cache: Path | None = None) -> dict:
+    """One run in a fresh process (or a fixed method's cached row)."""
+    cached = None
+    if cache is not None and method not in (GIVEN, REFERENCE):
+        cached = cache / stream / f"{method}-seed{seed}-cap{max_per_task}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
     command = [sys.executable, str(Path(__file__)), "--one", stream, method, "--seed", str(seed)]
     if max_per_task is not None:
         command += ["--max-per-task", str(max_per_task)]
@@ -87,7 +99,11 @@ def measure(stream: str, method: str, seed: int, max_per_task: int | None) -> di
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         return {"method": method, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(row))
+    return row
 
 
 def dominates(row: dict, given: dict) -> bool:
@@ -136,6 +152,8 @@ def main() -> int:
     parser.add_argument("--methods", default=None, help="the fixed methods (default: every task-IL one)")
     parser.add_argument("--max-per-task", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each a fresh process")
+    parser.add_argument("--cache", type=Path, default=None, help="a folder keeping fixed methods' rows")
     parser.add_argument("--one", nargs=2, metavar=("STREAM", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -150,10 +168,13 @@ def main() -> int:
         f"auto-grow vs {len(methods)} fixed methods on {len(streams)} streams, seed {args.seed}, one thread, "
         "a fresh process per run"
     )
+    order = [GIVEN, *sorted(methods, key=lambda m: m != REFERENCE)]  # auto-grow and MNTDP-D side by side
+    runs = [(stream, m) for stream in streams for m in order]
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # threads wait on the fresh processes
+        rows = list(pool.map(lambda run: measure(*run, args.seed, args.max_per_task, args.cache), runs))
     dominated = 0
     for stream in streams:
-        rows = [measure(stream, m, args.seed, args.max_per_task) for m in [GIVEN, *methods]]
-        dominated += report(stream, rows)
+        dominated += report(stream, [row for (s, _), row in zip(runs, rows, strict=True) if s == stream])
     print(f"\nauto-grow: dominated on {dominated} of {len(streams)} streams")
     return 0
 

@@ -229,7 +229,9 @@ class ModuleGraph:
         """Add a node. With `shares`, the node applies that frozen node's weights (it must have the same
         spec) to its own inputs; it is frozen and holds no weights; a spec that `combines_shared` instead
         computes with the shared weights and weights of its own, and one that `wraps_shared` (it runs the
-        shared node, then itself) may share a trainable node. `weights` (None: a fresh initialisation,
+        shared node, then itself) may share a trainable node. An owner-tracked node (every weight owned
+        entry by entry) may be shared while it trains: a task sees only entries owned by tasks up to it
+        (times its masks), and an owned entry never changes. `weights` (None: a fresh initialisation,
         drawn from torch's global random stream)."""
         inputs = tuple(inputs)
         if node_id in self._nx:
@@ -246,6 +248,7 @@ class ModuleGraph:
         if shares is not None:
             target = self.node(shares)
             trainable_ok = spec.wraps_shared  # it trains the shared weights through itself
+            trainable_ok |= bool(target.weights) and set(target.owners) == set(target.weights)
             if (
                 not spec.can_share(target.spec)
                 or target.shares is not None
@@ -253,8 +256,8 @@ class ModuleGraph:
             ):
                 raise GraphError(
                     f"node {node_id!r} ({spec}) may share only a frozen node of a matching spec that holds "
-                    f"its own weights; {shares!r} is {'frozen' if target.frozen else 'trainable'}, a "
-                    f"{target.spec}"
+                    f"its own weights (or an owner-tracked one); {shares!r} is "
+                    f"{'frozen' if target.frozen else 'trainable'}, a {target.spec}"
                 )
             if not spec.combines_shared:
                 weights, frozen = {}, True

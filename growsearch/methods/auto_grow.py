@@ -9,20 +9,32 @@ run: first the move, then its own parameters (`decide`):
 - `column` (PNN): `column_laterals` (adapters from the earlier frozen paths, where there are any);
 - `widen` (RCL, DEN): `widen_source`, `widen_units` per layer;
 - `backbone` (PackNet): `prune_fraction` of the weights it trained, pruned at the commit;
+- `compact` (CPG): the backbone with a mask picking the earlier backbone tasks' weights, its own weights
+  pruned gradually to `compact_sparsity` while it trains (at least CPG's must-prune ratio);
 - `mask` (Piggyback): `mask_source`;
 - `adapt` (Learn to Grow): `adapt_source`.
-A move's source is one of the earlier tasks with frozen paths, in the order of MNTDP's task-driven prior
-(a kNN on each path's features of the new task, `algorithms.task_prior`; at most `options.sources` of
-them). The search is multi-objective by default (validation accuracy against added parameters, TPE; the
-YAML may name NSGA-II or add multiply-adds), with the commit rule every method has: among the Pareto points
-within `search.accuracy_tolerance` of the best accuracy, the cheapest. Its first trials are enqueued: each
-move's default from the prior's best source, and the move the most similar earlier task committed, taken
-from that task. The task's record says what was chosen (`mechanism`: the move, its parameters, the source)
-and the best candidate of every other move with its accuracy and size (`alternatives`).
+A move's source is one of the earlier tasks, in the order of MNTDP's task-driven prior (a kNN on each path's
+features of the new task, `algorithms.task_prior`; at most `options.sources` of them): a frozen path for every
+sourced move, a backbone task's view for `reuse_below` and `reuse_above`. The search is multi-objective by
+default (validation accuracy against added parameters, TPE; the YAML may name NSGA-II or add multiply-adds),
+with the commit rule every method has: among the Pareto points within `search.accuracy_tolerance` of the best
+accuracy, the cheapest. Its first trials are enqueued: each move's default from the prior's best source, and
+the move the most similar earlier task committed, taken from that task. The first task has no earlier path and
+every first move builds the same network there: it starts the compacting backbone when `compact` is open (its
+pruned share leaves the rest of the width to later tasks, where a column would give all of it to one task),
+else it tries each first move once. The task's record says what was chosen (`mechanism`: the move, its
+parameters, the source; a compaction's stages) and the best candidate of every other move with its accuracy
+and size (`alternatives`).
 
 A combination of moves of the survey's methods, not a method of the survey: its parts follow their papers
 as the methods here do (the backbone retrains at a tenth of the rate after pruning, PackNet's; masks start
-at 1e-2 against a 5e-3 threshold, Piggyback's; adapters are a tenth of their layer, Learn to Grow's).
+at 1e-2 against a 5e-3 threshold, Piggyback's and CPG's; adapters are a tenth of their layer, Learn to
+Grow's). Departures in `compact`: CPG prunes in stages after training, keeping the sparsest stage that meets
+an individual model's accuracy; here the sparsity is the search's decision and the pruning ramps inside the
+candidate's own training (so the search scores the compacted candidate at the cost of any other); the
+backbone does not grow, so the sparsity is at least CPG's must-prune ratio (the authors' rule at the widest
+network: room for the remaining tasks), and a task that finds it full takes another move; the free weights a
+task trains are drawn afresh (pruning left them zero).
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ import optuna
 from optuna.trial import TrialState
 
 from growsearch.methods import _auto_grow_moves as moves
+from growsearch.methods.algorithms import compacting
+from growsearch.methods.algorithms.compacting import MaskSettings
 from growsearch.methods.algorithms.task_prior import PriorChoice, choose_source
 from growsearch.methods.toolkit import (
     Candidate,
@@ -63,16 +77,23 @@ class AutoGrowOptions:
     prune_default: float = 0.5  # PackNet's first fraction
     retrain_epochs: int = 2  # the backbone's retraining after pruning (PackNet's)
     retrain_lr_scale: float = 0.1
-    mask_init: float = 1e-2  # Piggyback's
+    mask_init: float = 1e-2  # Piggyback's and CPG's picking mask
     mask_threshold: float = 5e-3
+    compact_range: tuple[float, float] = (0.5, 0.95)  # the share of its trained weights a task prunes
+    compact_default: float = 0.9
+    compact_every: int = 2  # steps between pruning updates (CPG's authors: 10 iterations)
     adapter_hidden: int | None = None  # None: a tenth of the layer's units (Learn to Grow's)
 
     def validate(self, where: str) -> None:
         unknown = sorted(set(self.moves) - set(moves.MOVES))
         known = ", ".join(moves.MOVES)
         require(not unknown, f"{where}.moves", f"expected moves among {known}; got {unknown}")
-        first = "column" in self.moves or "backbone" in self.moves  # the first task has no earlier path
-        require(first, f"{where}.moves", "expected column or backbone among them, for the first task")
+        first = set(self.moves) & {"column", "backbone", "compact"}  # the first task has no earlier path
+        require(
+            bool(first),
+            f"{where}.moves",
+            "expected column, backbone or compact among them, for the first task",
+        )
         require(self.sources >= 1, f"{where}.sources", "expected an integer >= 1")
         low, high = self.widen_units
         fits = 1 <= low <= self.widen_default <= high
@@ -83,6 +104,10 @@ class AutoGrowOptions:
         require(self.retrain_epochs >= 0, f"{where}.retrain_epochs", "expected an integer >= 0")
         require(self.retrain_lr_scale > 0, f"{where}.retrain_lr_scale", "expected a number > 0")
         require(self.mask_init > self.mask_threshold >= 0, f"{where}.mask_init", "expected init > threshold")
+        low_c, high_c = self.compact_range
+        fits = 0 <= low_c <= self.compact_default <= high_c < 1
+        require(fits, f"{where}.compact_range", "expected 0 <= low <= compact_default <= high < 1")
+        require(self.compact_every >= 1, f"{where}.compact_every", "expected an integer >= 1")
         hidden = self.adapter_hidden
         require(hidden is None or hidden >= 1, f"{where}.adapter_hidden", "expected null or an integer >= 1")
 
@@ -108,12 +133,12 @@ class AutoGrow(Method):
     # ---- the task's space ------------------------------------------------------------------------------
     def prior(self, ctx: TaskContext) -> PriorChoice | None:
         """MNTDP's prior over the earlier frozen paths (the same for every trial of a task)."""
-        frozen = moves.frozen_paths(ctx.committed, ctx.task_id)
-        if not frozen:
+        earlier = moves.source_paths(ctx.committed, ctx.task_id)
+        if not earlier:
             return None
         cache = self.__dict__.setdefault("_prior", {})
         if ctx.task_id not in cache:
-            cache[ctx.task_id] = choose_source(ctx.committed, ctx.task, frozen, ctx.seed)
+            cache[ctx.task_id] = choose_source(ctx.committed, ctx.task, earlier, ctx.seed)
         return cache[ctx.task_id]
 
     def sources(self, ctx: TaskContext, move: str) -> list[int]:
@@ -146,7 +171,14 @@ class AutoGrow(Method):
             decisions["widen_units"] = trial.suggest_int("widen_units", *options.widen_units, log=True)
         elif move == "backbone":
             decisions["prune_fraction"] = trial.suggest_float("prune_fraction", *options.prune_range)
+        elif move == "compact":
+            decisions["compact_sparsity"] = trial.suggest_float("compact_sparsity", *self.compact_range(ctx))
         return decisions
+
+    def compact_range(self, ctx: TaskContext) -> tuple[float, float]:
+        """The sparsities a compacting task may take: the YAML's range, from CPG's must-prune ratio up."""
+        low, high = self.options.compact_range
+        return min(max(low, compacting.must_prune_ratio(ctx)), high), high
 
     # ---- the candidate ---------------------------------------------------------------------------------
     def build(self, decisions: Decisions, ctx: TaskContext) -> Candidate:
@@ -157,7 +189,7 @@ class AutoGrow(Method):
         chosen: dict[str, Any] = {}
         if move == "reuse_below":
             chosen["depth"] = int(decisions["reuse_below_depth"])
-            graph = moves.reuse_below(ctx, source, chosen["depth"])
+            graph, training = moves.reuse_below(ctx, source, chosen["depth"])
         elif move == "reuse_above":
             chosen["depth"] = int(decisions["reuse_above_depth"])
             chosen["share_head"] = bool(decisions["reuse_above_head"]) and moves.shares_head(ctx, source)
@@ -171,6 +203,11 @@ class AutoGrow(Method):
         elif move == "backbone":
             chosen["prune_fraction"] = float(decisions["prune_fraction"])
             graph = moves.backbone(ctx)
+        elif move == "compact":
+            chosen["sparsity"] = float(decisions["compact_sparsity"])
+            masks = MaskSettings(options.mask_init, options.mask_threshold)
+            epochs = self.space.training.epochs
+            graph, training = moves.compact(ctx, chosen["sparsity"], epochs, masks, options.compact_every)
         elif move == "mask":
             graph, training = moves.mask(ctx, source, options.mask_init, options.mask_threshold)
         else:
@@ -181,8 +218,12 @@ class AutoGrow(Method):
     # ---- the commit ------------------------------------------------------------------------------------
     def commit(self, chosen: ModuleGraph, ctx: TaskContext, retrain: Retrain) -> ModuleGraph:
         """The backbone's share: what the task trained pruned by its fraction, the rest claimed and retrained
-        (PackNet's); any other move: its new nodes frozen."""
-        if ctx.decisions.get("move") != "backbone":
+        (PackNet's); compacted and claimed while it trained (CPG's): its head frozen; any other move: its new
+        nodes frozen."""
+        move = ctx.decisions.get("move")
+        if move == "compact":
+            return ops.freeze(chosen, [chosen.head(ctx.task_id)])
+        if move != "backbone":
             return super().commit(chosen, ctx, retrain)
         t, shared = ctx.task_id, moves.backbone_nodes(len(ctx.specs))
         graph = ops.prune(chosen, t, float(ctx.decisions["prune_fraction"]), shared)
@@ -195,7 +236,9 @@ class AutoGrow(Method):
     # ---- what the search chose, and what it passed over -------------------------------------------------
     def search_plan(self, ctx: TaskContext) -> SearchPlan:
         initial = tuple(self.first_trials(ctx))
-        if ctx.task_id == 0:  # no earlier path: each first move once, as its paper sets it
+        if ctx.task_id == 0:  # no earlier path: the compacting backbone, else each first move once
+            if "compact" in self.options.moves:
+                initial = tuple(t for t in initial if t["move"] == "compact")
             return SearchPlan(budget=len(initial), initial=initial)
         return SearchPlan(budget=max(self.space.search.n_trials or 10, 1), initial=initial)
 
@@ -204,7 +247,7 @@ class AutoGrow(Method):
         task committed, started from that task."""
         options, depth, open_moves = self.options, len(ctx.specs), self.moves(ctx)
         best = {m: self.sources(ctx, m)[0] for m in open_moves if m in moves.SOURCED}
-        laterals = bool(moves.frozen_paths(ctx.committed, ctx.task_id))
+        laterals = bool(moves.frozen_paths(ctx.committed, ctx.task_id))  # a column's laterals read those
         defaults: dict[str, list[Decisions]] = {
             # a new head on the whole source path, then new upper layers from the last one
             "reuse_below": [
@@ -214,6 +257,9 @@ class AutoGrow(Method):
             "column": [{"column_laterals": True}] if laterals else [{}],
             "widen": [{"widen_units": options.widen_default}],
             "backbone": [{"prune_fraction": options.prune_default}],
+            "compact": [
+                {"compact_sparsity": max(options.compact_default, self.compact_range(ctx)[0])}
+            ],
             "mask": [{}],
             "adapt": [{}],
         }
@@ -256,7 +302,10 @@ class AutoGrow(Method):
                 -(kept["added_parameters"] or 0),
             ):
                 best[move] = {**entry, "decisions": dict(trial.params)}
-        return {"alternatives": dict(sorted(best.items()))}
+        capacity = {}  # on the backbone: per layer, the share each task owns, picks and leaves free
+        if moves.on_backbone(committed, ctx.task_id):
+            capacity = {"capacity": compacting.capacity(committed, ctx)}
+        return {**capacity, "alternatives": dict(sorted(best.items()))}
 
 
 def _prior_record(choice: PriorChoice | None) -> dict[str, Any]:

@@ -75,14 +75,14 @@ def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_co
         "auto-grow",
         training={"epochs": 3},
         backend={"reuse_workers": False},
-        search={"pack": 1, "n_trials": 2},
+        search={"pack": 1, "n_trials": 3},
     )
     reference = _one_thread_run(space, options(), tmp_path / "optuna")
     result = start_run(
         space, options(backend="ray"), tmp_path / "ray", ray=RayOptions(cluster.address, shared_fs=True)
     )
     trials = trials_of(result.path, 0) + trials_of(result.path, 1)
-    assert [t.state for t in trials] == [COMPLETE] * 4  # column and backbone, then two moves
+    assert [t.state for t in trials] == [COMPLETE] * 4  # the compacting backbone, then three moves
     assert len({worker_node(t) for t in trials}) == 2, "every trial ran on the same node"
     # same seeds and budget: the same decisions, accuracies and committed graph as the optuna backend
     assert_same_commits(result, reference, 1)

@@ -9,6 +9,7 @@ from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
 from growsearch.graph.specs import Activation, Head, Linear
+from growsearch.grow import operators as ops
 from growsearch.methods._learn_to_grow_mix import Mix
 
 
@@ -46,6 +47,19 @@ def test_only_a_frozen_node_of_the_same_spec_can_be_shared():
         graph.add("b", Linear(4, 4), [INPUT], 2, shares="a/new")  # trainable
     with pytest.raises(GraphError, match="may share only a frozen node of a matching spec"):
         graph.add("c", Linear(4, 4, activation=None), [INPUT], 2, shares="z/old")
+
+
+def test_a_trainable_owner_tracked_node_can_be_shared_and_a_task_sees_only_what_tasks_up_to_it_own():
+    graph = _graph()
+    graph = ops.track_owners(graph, ["a/new"])
+    graph = ops.claim_free(graph, 1, ["a/new"])  # task 1 owns every entry; the node still trains
+    graph.add("b", Linear(4, 4), [INPUT], 2, shares="a/new")
+    graph.set_head(2, "b")
+    x = torch.randn(3, 4)
+    seen = compile_view(graph, 2, output="b").module(x)
+    assert torch.equal(seen, compile_view(graph, 1, output="a/new").module(x))
+    graph.add("c", Linear(4, 4), [INPUT], 0, shares="a/new")  # task 0 sees none of task 1's entries
+    assert torch.equal(compile_view(graph, 0, output="c").module(x), torch.zeros(3, 4))
 
 
 def test_a_mix_node_weights_its_stacked_inputs_by_the_softmax_of_its_alpha():

@@ -3,8 +3,9 @@
 Over a stage, the sparsity of the task's prunable entries rises along the cubic schedule of the authors'
 `SparsePruner._adjust_sparsity`:
     s(step) = s_f + (s_i - s_f) (1 - p)^3,   p = clip((step - begin) / (end - begin), 0, 1),
-from the stage's initial s_i to its final s_f over its first `ramp_epochs` epochs, the rest of the stage
-fine-tuning at s_f. Every `every` steps of the ramp (and at its last step) each weight tensor is pruned to
+from the stage's initial s_i to its final s_f over `ramp_epochs` epochs after its first `delay_epochs` (0 for
+CPG's and PAE's stages; auto-grow's compact move trains dense first), the rest of the stage fine-tuning at
+s_f. Every `every` steps of the ramp (and at its last step) each weight tensor is pruned to
 round(s n) of its n prunable entries, smallest magnitude first: a pruned entry is set to zero and leaves the
 tensor's trainable entries, so the trainer masks its gradient and restores its zero after every step,
 whatever the optimiser does (the reference re-zeroes pruned weights only when it validates, so momentum
@@ -54,13 +55,14 @@ class GradualPruner:
     ramp_epochs: int
     every: int
     pruned: Entries = field(default_factory=dict)
+    delay_epochs: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for key, prunable in self.prunable.items():
             self.pruned[key] = self.pruned.get(key, torch.zeros_like(prunable)).clone()
         self._masked: dict[tuple[str, str], MaskedParameter] = {}
-        self._end = 1
+        self._begin, self._end = 0, 1
 
     def train_masks(self) -> dict[str, dict[str, torch.Tensor]]:
         """What trains of the prunable tensors: their prunable entries not pruned yet."""
@@ -73,12 +75,13 @@ class GradualPruner:
         """Bind to the compiled candidate's prunable parameters; the ramp's length in steps."""
         found = {(m.node_id, m.name): m for m in run.program.full.masked}
         self._masked = {key: found[key] for key in self.prunable}
-        self._end = max(1, self.ramp_epochs * run.steps_per_epoch)
+        self._begin = self.delay_epochs * run.steps_per_epoch
+        self._end = self._begin + max(1, self.ramp_epochs * run.steps_per_epoch)
 
     def after_step(self, outcome: StepOutcome) -> None:
-        step = outcome.step
-        if step <= self._end and (step % self.every == 0 or step == self._end):
-            target = cubic_sparsity(step, 0, self._end, self.initial, self.final)
+        step, begin = outcome.step, self._begin
+        if begin < step <= self._end and ((step - begin) % self.every == 0 or step == self._end):
+            target = cubic_sparsity(step, begin, self._end, self.initial, self.final)
             self.prune_to(target)
             self.history.append((step, target))
 

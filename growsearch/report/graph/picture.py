@@ -33,6 +33,7 @@ MOVE_COLOURS = {
     "column": "#f28e2b",
     "widen": "#e15759",
     "backbone": "#59a14f",
+    "compact": "#8cd17d",
     "mask": "#edc948",
     "adapt": "#b07aa1",
 }
