@@ -1,6 +1,8 @@
 """Side-Tuning (Zhang et al., ECCV 2020): a frozen base network, and per later task a smaller side network
-blended with it, alpha B(x) + (1 - alpha) S(x), and a head; alpha learned or annealed by the curriculum; the
-blend node kind; the search's first trial is the paper's configuration; kill -9 and resume."""
+blended with it, alpha B(x) + (1 - alpha) S(x), and a head; alpha learned or annealed by the curriculum; a
+learned alpha leaves a base of little use for the side and keeps one that fits; the record's accuracy of
+the base alone, the side alone and the blend; the blend node kind; the search's first trial is the paper's
+configuration; kill -9 and resume."""
 
 import math
 from pathlib import Path
@@ -9,18 +11,21 @@ import optuna
 import pytest
 import torch
 
+from growsearch.data.benchmarks import load_benchmark
 from growsearch.errors import ConfigError, GraphError
 from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.graph.serialize import load_graph, save_graph
 from growsearch.graph.specs import Head, Linear, spec_from_dict
-from growsearch.methods._side_tuning_blend import Blend
+from growsearch.methods._side_tuning_blend import Blend, alone_and_blended
 from growsearch.methods.base import TaskContext
 from growsearch.methods.side_tuning import SideTuning, curriculum_alpha
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.store.run_folder import RunFolder
 from growsearch.train.batches import Minibatches
+from growsearch.train.candidate import accuracy, train_candidate
 from growsearch.train.extension import TrainingRun
+from growsearch.train.optim import make_optimizer
 
 from tiny_runs import (
     assert_old_tasks_unchanged,
@@ -90,7 +95,10 @@ def test_each_later_task_adds_a_smaller_distilled_side_network_a_blend_and_a_hea
         side = final.n_parameters([f"t{task}/side0", f"t{task}/side1"])
         assert mechanism["side_parameters"] == side < base_parameters
         assert mechanism["side_fraction_of_base"] == side / base_parameters
-        assert mechanism["alpha"] == blend.spec.alpha(blend.weights)
+        assert mechanism["alpha_end"] == blend.spec.alpha(blend.weights)
+        assert mechanism["alpha_start"] == (0.5 if mode == "learned" else 1.0)
+        assert set(mechanism["accuracy"]) == {"base_alone", "side_alone", "blend"}
+        assert mechanism["accuracy"]["blend"]["test"] == records[task].accuracy_row[task]
         distillation = mechanism["distillation"]
         assert distillation["steps"] == 2 * 3  # two epochs of 80 samples in batches of 32
         assert distillation["mse_after"] < distillation["mse_before"]  # the side learnt the base's features
@@ -100,21 +108,69 @@ def test_each_later_task_adds_a_smaller_distilled_side_network_a_blend_and_a_hea
 
 def test_a_learned_alpha_trains_inside_its_range_and_each_task_keeps_its_own(runs):
     final, records = _final(runs["learned"].path), RunFolder.open(runs["learned"].path).records()
-    alphas = [records[t].mechanism["alpha"] for t in range(1, 5)]
-    assert all(0 < a < 1 for a in alphas)
-    assert all(abs(a - 0.5) > 1e-4 for a in alphas)  # training moved it from sigmoid(0)
-    assert len(set(alphas)) == 4
-    for t in range(1, 5):  # stored in the graph as its logit: the committed value is the one recorded
-        assert torch.sigmoid(final.node(f"t{t}/blend").weights["logit"]).item() == pytest.approx(
-            alphas[t - 1]
-        )
+    alphas = [records[t].mechanism["alpha_end"] for t in range(1, 5)]
+    assert all(0 < a < 1 for a in alphas) and len(set(alphas)) == 4
+    assert all(abs(a - 0.5) > 0.05 for a in alphas)  # training moved it from sigmoid(0)
+    # stored as its logit over the shipped scale: the committed value is the one recorded
+    for t in range(1, 5):
+        blend = final.node(f"t{t}/blend")
+        assert blend.spec.logit_scale == 10
+        assert torch.sigmoid(10 * blend.weights["logit"]).item() == pytest.approx(alphas[t - 1])
+
+
+def _force_alpha(view, node: str, alpha: float) -> None:
+    """Set a compiled learned blend's alpha to exactly 0 or 1 through its logit (not `forced`)."""
+    with torch.no_grad():
+        view.node_modules[node].logit.fill_(math.inf if alpha == 1 else -math.inf)
+
+
+def test_a_learned_alpha_leaves_a_base_of_little_use_for_the_side_and_keeps_one_that_fits(tmp_path):
+    """permuted-digits: task 0's digits train the base; task 1's pixels are permuted, so the base's features
+    tell it little. The shipped training (Adam 1e-3, 15 epochs) and network, on 300 samples a task."""
+    space = tiny_space(
+        "side-tuning",
+        network={"layers": [{"linear": 100}, {"linear": 100}]},
+        training={"epochs": 15, "lr": 0.001},
+        options=FAST,
+    )
+    options = RunOptions(benchmark="permuted-digits", n_tasks=2, max_per_task=300, seed=0)
+    result = start_run(space, options, tmp_path / "permuted")
+    mechanism = RunFolder.open(result.path).records()[1].mechanism
+    assert mechanism["alpha_start"] == 0.5
+    assert mechanism["alpha_end"] < 0.4  # a real move toward the side (the authors' rate: about 0.48)
+    measured = mechanism["accuracy"]
+    assert measured["side_alone"]["val"] > measured["base_alone"]["val"] + 0.2
+    # the record is what probing the saved run folder finds: alpha forced through the committed logit
+    graph = _final(result.path)
+    stream = load_benchmark("permuted-digits", n_tasks=2, max_per_task=300, seed=0)
+    permuted = stream.tasks[1]
+    for name, alpha in (("base_alone", 1.0), ("side_alone", 0.0), ("blend", None)):
+        view = compile_view(graph, 1)
+        if alpha is not None:
+            _force_alpha(view, "t1/blend", alpha)
+        for split in ("val", "test"):
+            data = getattr(permuted, split)
+            assert accuracy(view.module, [data.x], data.y) == measured[name][split], (name, split)
+    before = compile_view(graph, 1).module(permuted.test.x)
+    alone_and_blended(graph, 1, {"test": permuted.test}, torch.device("cpu"))
+    assert torch.equal(compile_view(graph, 1).module(permuted.test.x), before)  # the probe changed nothing
+    # the same candidate on the base's own digits: the base fits them, and alpha moves toward it
+    method, base = SideTuning(space), RunFolder.open(result.path).load_task(0)[0]
+    torch.manual_seed(0)
+    same = stream.tasks[0]
+    ctx = TaskContext(1, same, base, method.specs_for(stream.input_shape), (), 0, 2)
+    trained = train_candidate(
+        method.build(method.defaults(), ctx).graph, 1, same.train, same.val, space.training, seed=0
+    ).graph
+    blend = trained.node("t1/blend")
+    assert blend.spec.alpha(blend.weights) > 0.6
 
 
 def test_the_curriculum_anneals_alpha_from_the_base_alone_to_the_side_alone(runs, digits_stream):
     assert [curriculum_alpha(s, 5, 1.0, 0.0) for s in range(1, 6)] == [1.0, 0.75, 0.5, 0.25, 0.0]
     assert curriculum_alpha(7, 5, 1.0, 0.0) == 0.0 and curriculum_alpha(1, 1, 0.8, 0.2) == 0.2
     records = RunFolder.open(runs["curriculum"].path).records()
-    assert [records[t].mechanism["alpha"] for t in range(1, 5)] == [0.0] * 4  # where training ended
+    assert [records[t].mechanism["alpha_end"] for t in range(1, 5)] == [0.0] * 4  # where training ended
     # the candidate's training over a real training program: alpha steps from 1 to 0
     space = _space(alpha="curriculum")
     method, base = SideTuning(space), RunFolder.open(runs["curriculum"].path).load_task(0)[0]
@@ -163,6 +219,29 @@ def test_a_blend_node_weights_base_and_side_and_round_trips_through_a_checkpoint
         assert torch.equal(compile_view(loaded, 1).module(x), compile_view(graph, 1).module(x))
     with pytest.raises(GraphError, match=r"inside \(0, 1\)"):
         Blend(learned=True).start(1.0)
+    # a graph saved before `logit_scale` existed blends at scale 1
+    assert spec_from_dict({"kind": "Blend", "learned": True}) == Blend(learned=True, logit_scale=1.0)
+    scaled = Blend(learned=True, logit_scale=10)
+    assert spec_from_dict(scaled.to_dict()) == scaled
+    assert scaled.alpha(scaled.start(0.3)) == pytest.approx(0.3)
+
+
+def test_the_logit_scale_multiplies_the_step_adam_takes_on_alpha():
+    """Adam's step does not depend on the gradient's scale: alpha's logit moves `logit_scale` times as far."""
+    torch.manual_seed(0)
+    stacked, target = torch.randn(16, 2, 5), torch.randn(16, 5)
+    settings = _space().training.optimizer_settings()  # the YAML's Adam
+    moved = {}
+    for scale in (1.0, 10.0):
+        spec = Blend(learned=True, logit_scale=scale)
+        module = spec.build()
+        module.load_state_dict(spec.start(0.5))
+        optimizer = make_optimizer(module.parameters(), settings)
+        ((module(stacked) - target) ** 2).mean().backward()
+        optimizer.step()
+        moved[scale] = scale * module.logit.item()  # alpha's logit after one step, from 0
+    assert abs(moved[1.0]) == pytest.approx(settings.lr, rel=1e-4)
+    assert moved[10.0] == pytest.approx(10 * moved[1.0], rel=1e-4)
 
 
 def test_the_search_decides_width_and_alpha_with_the_papers_configuration_first(digits_stream):
@@ -184,13 +263,15 @@ def test_the_search_decides_width_and_alpha_with_the_papers_configuration_first(
         SideTuning(tiny_space("side-tuning", options={"side_width_range": [0.3, 0.5]}))
     with pytest.raises(ConfigError, match="alpha_start"):
         SideTuning(tiny_space("side-tuning", options={"alpha_start": 1.5}))
+    with pytest.raises(ConfigError, match="alpha_logit_scale"):
+        SideTuning(tiny_space("side-tuning", options={"alpha_logit_scale": 0}))
 
 
 def test_side_tuning_runs_class_il_with_the_task_inferred(tmp_path):
     options = RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0)
     result = start_run(_space(), options, tmp_path / "run")
     final = result.records[-1]
-    assert final.task_inference == "expert-gate"
+    assert final.task_inference == "task-classifier"  # inference: auto's pick in class-IL
     assert all(0 <= a <= t for a, t in zip(final.accuracy_row, final.task_il_accuracy_row, strict=True))
     assert sum(final.task_il_accuracy_row) / 5 > 0.8
 
