@@ -34,6 +34,19 @@ class GateFiring:
         rates = self.rates(node_id)
         return float(((rates > 0) & (rates < 1)).float().mean())
 
+    def patterns(self, node_id: str) -> int:
+        """How many distinct sets of open units the samples have."""
+        return len(self.gates[node_id].unique(dim=0)) if len(self.gates[node_id]) else 0
+
+    def class_mask_share(self, node_id: str, labels: torch.Tensor) -> float:
+        """The share of samples whose gates are their class's most common set: 1 when the gates are one mask
+        per class (they depend on the input only through its class)."""
+        gates, typical = self.gates[node_id], 0
+        for label in labels.unique():
+            _, counts = gates[labels == label].unique(dim=0, return_counts=True)
+            typical += int(counts.max())
+        return typical / len(gates) if len(gates) else 1.0
+
 
 def gate_firing(graph: ModuleGraph, task: int, gate_ids: Sequence[str], x: torch.Tensor) -> GateFiring:
     """The gates task `task`'s view opens on each of `x`'s samples, at the nodes `gate_ids`."""

@@ -3,11 +3,13 @@ Calderara, Cucchiara & Ehteshami Bejnordi, CVPR 2020, arXiv:2004.00070).
 
 One network shared by every task, and per task a head and, on every hidden layer, a gating module that
 decides per input which of the layer's output channels (dense: units) fire (sec. 3.1): the layer's input,
-global-average-pooled for a conv layer, goes through an MLP with one hidden layer of `gate_hidden` units to
-a logit pair per channel; training samples binary gates by Gumbel-softmax (temperature `temperature`) with
-the straight-through estimator, evaluation takes the larger logit (hard 0/1). In the graph a task's gated
-path is one `ConditionalGate` node per shared layer (`t{task}/gate{i}`, see `_ccgn_channel_gates.py`): it
-runs the shared layer and gates its output, its gating module stored as its weights. The sparsity objective
+average-pooled for a conv layer (globally, as in the paper, once it has `gate_summary` channels), goes
+through an MLP with one hidden layer of `gate_hidden` units, batch-normalised (`gate_batch_norm`), to a
+logit pair per channel; training samples binary gates by Gumbel-softmax (temperature `temperature`) with
+the straight-through estimator, evaluation takes the larger logit (hard 0/1); the record gives per layer
+how far the gates depend on the input (`input_dependent`, `patterns`, `class_mask`). In the graph a task's
+gated path is one `ConditionalGate` node per shared layer (`t{task}/gate{i}`, see `_ccgn_channel_gates.py`):
+it runs the shared layer and gates its output, its gating module stored as its weights. The sparsity objective
 (sec. 3.2) adds lambda_s times the share of open gates (per layer, averaged over the batch, then over the
 layers) to the cross-entropy. After a task (sec. 3.2), its gates' firing on its validation data picks its
 important channels (fired for more than `firing_threshold` of the samples); these are frozen in the shared
@@ -30,8 +32,16 @@ Departures, each for a reason: once a task is committed its gates may open only 
 (`allowed` on its gate nodes; the paper leaves a gate free to open a re-initialised channel), so an old
 task's outputs are bit-identical after later tasks, for every input, not only the validation samples that
 picked the channels; the default threshold is 0 (any firing is important), so the restriction changes no
-validation prediction. The gating MLP has no batch norm (its statistics would tie a sample's gates to its
-batch). Dense layers are gated like conv layers (the paper gates convolutions; growsearch's backbones may
+validation prediction. A conv input with fewer than `gate_summary` (16) channels, the one-channel image
+before the first layer, is average-pooled to the smallest square grid giving that many features (an 8x8
+digit: 4x4 cells) instead of to one number a channel: globally pooled, the first gate reads the image's mean
+ink alone and cannot tell one digit from another. The gating MLP's hidden units are batch-normalised, as in
+the reimplementation (`USE_BATCHNORM_GATES`, on there; whether the paper does could not be read), but with
+running statistics at test and in a frozen module (the reimplementation keeps none: a test sample's gates
+would depend on its batch). Without the normalisation the hidden layer's bias carries a constant to the
+logits, which saturate (|logit gap| 4-23, its spread over samples 0.04-1.5) and the gates open one
+mask for every input (13-15 of split digits' 15 task-layer gates); with both changes none does (README).
+Dense layers are gated like conv layers (the paper gates convolutions; growsearch's backbones may
 end with dense layers). No validation-driven schedule: `training.epochs` fixed; `sparsity_warmup` (the
 reimplementation's `sparsity_patience_epochs`) is off by default.
 """
@@ -76,6 +86,8 @@ PREFIX = "shared"
 class CCGNOptions:
     sparsity: float = 0.5  # lambda_s, the sparsity objective's weight
     gate_hidden: int = 16  # the gating MLP's hidden units
+    gate_summary: int = 16  # the gating MLP reads at least this many features (a conv input: a pooled grid)
+    gate_batch_norm: bool = True  # batch norm on the gating MLP's hidden units (the reimplementation's)
     temperature: float = 2 / 3  # the Gumbel-softmax temperature
     sparsity_warmup: int = 0  # epochs at the start of each task without the sparsity objective
     firing_threshold: float = 0.0  # a channel is important when it fires for more of the validation samples
@@ -92,6 +104,7 @@ class CCGNOptions:
         require(self.sparsity >= 0, f"{where}.sparsity", "expected a number >= 0")
         require(self.sparsity_warmup >= 0, f"{where}.sparsity_warmup", "expected an integer >= 0")
         require(self.gate_hidden >= 1, f"{where}.gate_hidden", "expected an integer >= 1")
+        require(self.gate_summary >= 1, f"{where}.gate_summary", "expected an integer >= 1")
         require(self.temperature > 0, f"{where}.temperature", "expected a number > 0")
         require(0 <= self.firing_threshold < 1, f"{where}.firing_threshold", "expected a number in [0, 1)")
         require(self.memory_size >= 1, f"{where}.memory_size", "expected an integer >= 1")
@@ -166,7 +179,13 @@ class CCGN(Method):
         unit_gates.gated_layers(graph, layers)
         options = self.options
         graph = channel_gates.add_gated_path(
-            graph, ctx.task_id, layers, options.gate_hidden, options.temperature
+            graph,
+            ctx.task_id,
+            layers,
+            options.gate_hidden,
+            options.temperature,
+            options.gate_summary,
+            options.gate_batch_norm,
         )
         graph = ops.add_head(graph, ctx.task_id, self.path(ctx)[-1], ctx.n_outputs)
         chosen = {**self.defaults(), **decisions}
@@ -208,10 +227,13 @@ class CCGN(Method):
         return infer_tasks(graph, graph.node(graph.head(t)).state, last, x)
 
     # ---- after the search ------------------------------------------------------------------------------
+    def firing_split(self, ctx: TaskContext) -> Split:
+        """The samples whose gates pick the task's channels: its validation samples (else its training)."""
+        return ctx.task.val if len(ctx.task.val) else ctx.task.train
+
     def firing(self, graph: ModuleGraph, ctx: TaskContext) -> GateFiring:
         """The task's gates on its validation samples (its training samples where it has none)."""
-        split = ctx.task.val if len(ctx.task.val) else ctx.task.train
-        return gate_firing(graph, ctx.task_id, self.path(ctx), split.x)
+        return gate_firing(graph, ctx.task_id, self.path(ctx), self.firing_split(ctx).x)
 
     def important(self, graph: ModuleGraph, ctx: TaskContext) -> dict[str, torch.Tensor]:
         """Per gate node of the task, the channels it fires for on more than `firing_threshold` of its
@@ -258,10 +280,13 @@ class CCGN(Method):
         return newly / free if free else 0.0
 
     def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
-        """Per layer: the share of channels a validation sample opens on average, the share whose gate
-        depends on the sample, the task's frozen (important) channels, those it froze first, and the
+        """Per layer, from the committed graph's gates on the validation samples: the share of channels a
+        sample opens on average, the share whose gate depends on the sample (open for some, closed for
+        others), the distinct sets of open channels, the share of samples opening their class's most common
+        set (1: a mask per class); the task's frozen (important) channels, those it froze first, and the
         channels frozen and free after it; and the share of the free channels the task froze."""
         firing, layers = self.firing(committed, ctx), self.layers(ctx)
+        labels = self.firing_split(ctx).y
         before = channel_gates.frozen_units(committed, layers, ctx.task_id)
         after = channel_gates.frozen_units(committed, layers, ctx.task_id + 1)
         records = []
@@ -274,6 +299,8 @@ class CCGN(Method):
                     "channels": units,
                     "open": firing.open_share(gate_id),
                     "input_dependent": firing.conditional_share(gate_id),
+                    "patterns": firing.patterns(gate_id),
+                    "class_mask": firing.class_mask_share(gate_id, labels),
                     "important": int(kept.sum()) / units,
                     "newly_frozen": int((kept & ~before[layer_id]).sum()) / units,
                     "frozen": int(after[layer_id].sum()) / units,

@@ -1,7 +1,10 @@
 """CCGN (Abati et al., CVPR 2020): per task and layer an input-conditional gating module over a shared layer
-(binary at test, Gumbel straight-through while training); the sparsity objective closes gates; the channels a
-task fires for are frozen (old tasks bit-identical), the rest stay free; the conditional-gate node kind;
-class-IL through task inference; the search's first trial is the paper's configuration; kill -9 and resume."""
+(binary at test, Gumbel straight-through while training; on real digits a real share of every layer's
+channels open for some samples and not others, in the record as in the run folder; the module reads a grid
+of a one-channel image and batch-normalises apart from the test batch); the sparsity objective closes gates;
+the channels a task fires for are frozen (old tasks bit-identical), the rest stay free; the conditional-gate
+node kind; class-IL through task inference; the search's first trial is the paper's configuration; kill -9
+and resume."""
 
 import optuna
 import pytest
@@ -128,11 +131,44 @@ def test_gates_are_binary_at_test_and_depend_on_the_input(ccgn_run, digits_strea
     loaded = load_graph(save_graph(graph, tmp_path / "gated"))  # JSON + safetensors, gates included
     assert loaded.node("t0/gate0").spec == spec_from_dict(graph.node("t0/gate0").spec.to_dict())
     assert torch.equal(compile_view(loaded, 0).module(x), compile_view(graph, 0).module(x))
-    # a trained run's gates on real digits: binary, and some samples open different channels than others
+    # a trained run's gates on real digits: binary, and in every task and layer a real share of the channels
+    # open for some of the task's test digits and stay closed for others (not one mask for every sample)
     final, _ = RunFolder.open(ccgn_run.path).load_task(4)
-    test = digits_stream.tasks[0].test.x
-    trained = gate_firing(final, 0, ["t0/gate0", "t0/gate1"], test).gates
-    assert all(set(g.unique().tolist()) <= {0.0, 1.0} for g in trained.values())
+    for task in range(5):
+        test = digits_stream.tasks[task].test.x
+        trained = gate_firing(final, task, channel_gates.path_ids(task, 2), test).gates
+        for node_id, gates in trained.items():
+            assert set(gates.unique().tolist()) <= {0.0, 1.0}
+            rates = gates.mean(0)  # the share of the test digits each channel opens for
+            varying = (rates >= 0.05) & (rates <= 0.95)
+            assert varying.float().mean() >= 0.2, (node_id, rates)
+
+
+def test_the_gating_module_reads_a_grid_of_a_thin_input_and_gates_a_test_sample_apart_from_its_batch():
+    """A one-channel image is pooled to a grid (two digits with the same ink read the same globally pooled);
+    batch norm on the hidden units: the batch's statistics while the module learns, the running ones at test
+    and in a frozen module, whose running statistics never move."""
+    image = ConditionalGate.over(Conv2d(1, 6, 3, 1, 1), (1, 8, 8), hidden=4, min_summary=16, batch_norm=True)
+    assert (image.grid, image.summary_features) == (4, 16)
+    assert ConditionalGate.over(Conv2d(32, 6, 3, 1, 1), (32, 4, 4), min_summary=16).grid == 1  # the paper's
+    assert ConditionalGate.over(Conv2d(3, 6, 3, 1, 1), (3, 8, 8), min_summary=16).summary_features == 27
+    torch.manual_seed(0)
+    module = image.build()
+    left, right = torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    left[:, :, :, :4], right[:, :, :, 4:] = 1.0, 1.0
+    assert not torch.equal(module.summary(left[:1]), module.summary(right[:1]))
+    x = torch.rand(32, 1, 8, 8)
+    module.train()
+    module.gates(x)
+    assert not torch.equal(module.running_mean, torch.zeros(4))  # the batch's statistics, followed
+    module.eval()
+    assert torch.equal(module.gates(x)[:1], module.gates(x[:1]))  # a test sample's gates: its own
+    module.train()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)  # a frozen gating module, as a committed task's
+    statistics = module.running_mean.clone(), module.running_var.clone()
+    module.gates(x)
+    assert torch.equal(module.running_mean, statistics[0]) and torch.equal(module.running_var, statistics[1])
 
 
 def test_training_samples_gates_by_gumbel_straight_through():
@@ -164,11 +200,25 @@ def test_a_higher_sparsity_weight_opens_fewer_gates(digits_stream):
     assert shares[5.0] < shares[0.0] - 0.2, shares
 
 
-def test_the_record_shows_per_layer_the_open_frozen_and_free_channels(ccgn_run):
+def test_the_record_shows_per_layer_the_open_frozen_and_free_channels(ccgn_run, digits_stream):
     free_before = {0: 1.0, 1: 1.0}
+    run = RunFolder.open(ccgn_run.path)
     for record in ccgn_run.records:
         mechanism = record.mechanism
         assert 0 <= mechanism["capacity_used"] <= 1
+        # how far the gates depend on the input: what the committed graph in the run folder does on the
+        # task's validation digits
+        committed, _ = run.load_task(record.task)
+        val = digits_stream.tasks[record.task].val
+        firing = gate_firing(committed, record.task, channel_gates.path_ids(record.task, 2), val.x)
+        for layer, node_id in zip(mechanism["gates"], channel_gates.path_ids(record.task, 2), strict=True):
+            gates = firing.gates[node_id]
+            rates = gates.mean(0)
+            assert layer["input_dependent"] == pytest.approx(
+                float(((rates > 0) & (rates < 1)).float().mean())
+            )
+            assert layer["input_dependent"] > 0 and layer["patterns"] == len(gates.unique(dim=0)) > 1
+            assert 0 < layer["class_mask"] <= 1
         for layer in mechanism["gates"]:
             i = layer["layer"]
             assert layer["frozen"] + layer["free"] == pytest.approx(1.0)
