@@ -275,6 +275,8 @@ def resume_summary(folder: Path | RunFolder) -> str:
     records = run.records()
     if any(r.task_inference == "expert-gate" for r in records):
         kept += " with their task-inference autoencoders"
+    elif any(r.task_inference == "task-classifier" for r in records):
+        kept += " with the task classifier and its memory"
     if records and _complete(run, len(records)):
         return f"{kept}: the run is complete, nothing to redo"
     storage = run.storage()

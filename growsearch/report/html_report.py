@@ -285,11 +285,15 @@ def _task_inference_section(metrics: dict[str, Any]) -> list[str]:
         for j in range(last + 1)
     ]
     headers = ("task", "routed to it", "class-IL accuracy", "task-IL accuracy")
-    note = (
-        f"<p>The task of a test sample is inferred ({html.esc(str(metrics.get('task_inference')))}): "
-        "ExpertGate's gate, an autoencoder per task, routes each sample to the task whose autoencoder "
-        "reconstructs it best. After the last committed task:</p>"
-    )
+    kind = metrics.get("task_inference")
+    how = {
+        "expert-gate": "ExpertGate's gate, an autoencoder per task, routes each sample to the task whose "
+        "autoencoder reconstructs it best",
+        "task-classifier": "a task classifier, trained as each task is learnt on its samples and an exemplar "
+        "memory of the earlier tasks', routes each sample to its most likely task",
+    }.get(str(kind), "the method routes each sample itself")
+    inferred = f"The task of a test sample is inferred ({html.esc(str(kind))}): {html.esc(how)}."
+    note = f"<p>{inferred} After the last committed task:</p>"
     return [html.section("Task inference", note + html.table(headers, rows, "task-inference"), "inference")]
 
 

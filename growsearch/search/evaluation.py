@@ -7,15 +7,16 @@ transfer, an independent network trained on the last task alone.
   it before training (the upper triangle of the accuracy matrix); a one-classifier method (class-IL)
   scores every task through the newest head;
 - the task inferred (class-IL, domain-IL, task-agnostic): a test sample's task is picked by the task-
-  inference autoencoders (or the method), then that task's head names the label. Class-IL: right only when
-  routed to its own task and right there, a task not yet learned scores 0. Domain-IL (shared labels): right
-  whatever head names its label, so tasks not yet learned are scored too. The task-IL row and the share of
-  each task's samples routed to it are kept beside the row the metrics read.
+  inference autoencoders, the task classifier (or the method), then that task's head names the label.
+  Class-IL: right only when routed to its own task and right there, a task not yet learned scores 0.
+  Domain-IL (shared labels): right whatever head names its label, so tasks not yet learned are scored too.
+  The task-IL row and the share of each task's samples routed to it are kept beside the row the metrics
+  read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +29,12 @@ from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.graph.specs import NodeSpec
 from growsearch.grow import operators as ops
-from growsearch.inference.autoencoders import TaskAutoencoder, route
 from growsearch.methods.base import Method
 from growsearch.search.scenario_plan import ScenarioPlan
 from growsearch.seeds import derived_seed
 from growsearch.train.candidate import evaluate, resolve_device, train_candidate
+
+Router = Callable[[torch.Tensor], torch.Tensor]  # test inputs -> the task each goes to (0..t after task t)
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,13 @@ class Evaluation:
     def device(self) -> torch.device:
         return resolve_device(self.method.space.training.device)
 
-    def rows(self, graph: ModuleGraph, t: int, autoencoders: Sequence[TaskAutoencoder]) -> dict[str, Any]:
+    def rows(self, graph: ModuleGraph, t: int, router: Router | None) -> dict[str, Any]:
         """After committing task t: `accuracy_row` (what the metrics read) and, with the task inferred, the
-        task-IL row, the routing row and what inferred the task."""
+        task-IL row, the routing row and what inferred the task (`router`, or the method itself)."""
         task_il = self.task_il_row(graph, t)
         if not self.plan.infers_task:
             return {"accuracy_row": task_il}
-        inferred, routed = self.inferred_rows(graph, t, autoencoders)
+        inferred, routed = self.inferred_rows(graph, t, router)
         return {
             "accuracy_row": inferred,
             "task_il_accuracy_row": task_il,
@@ -77,7 +79,7 @@ class Evaluation:
         return ops.add_head(graph, j, last_layer, task.n_outputs)
 
     def inferred_rows(
-        self, graph: ModuleGraph, t: int, autoencoders: Sequence[TaskAutoencoder]
+        self, graph: ModuleGraph, t: int, router: Router | None
     ) -> tuple[list[float], list[float]]:
         """After task t, per task: test accuracy with the task inferred, and the share of its test samples
         routed to it."""
@@ -95,8 +97,10 @@ class Evaluation:
                 continue
             if self.plan.inference == "method":
                 routed = self.method.infer_task(graph, t, task.test.x).cpu()
+            elif router is not None:
+                routed = router(task.test.x).cpu()
             else:
-                routed = route(autoencoders[: t + 1], task.test.x, self.method.space.inference.temperature)
+                raise ValueError(f"the task is inferred by {self.plan.inference}, but no router was given")
             predicted = torch.full((len(task.test),), -1, dtype=torch.long)
             for r in routed.unique().tolist():
                 chosen = routed == r

@@ -1,7 +1,8 @@
 """The growth pipeline: the per-task loop of a continual-learning run whose growth is a search.
 
 For each task of the stream, in order (a committed task is loaded, not redone):
-  1. task services: the task's task-inference autoencoder where the run keeps them (`task_services`);
+  1. task services: the task's task-inference autoencoder where the run keeps them, the task classifier
+     where it infers the task (`task_services`);
   2. search: the task's study runs its trials through the backend, each trial building a candidate from
      the method's decisions and training it; the commit rule picks one (`task_search`);
   3. commit: the chosen candidate goes through the method's commit policy (`commit`);
@@ -12,6 +13,7 @@ Resuming is the same call: finished trials of the open task are kept, interrupte
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -108,9 +110,12 @@ class GrowthPipeline:
         best = self.search.run(study, t, plan, functools.partial(self._trials, study, job, plan.pack_limit))
         chosen = commit_chosen(self.method, self.run, ctx, best, self.seed, self.augmentation)
         graph, commit_ctx, retrain_macs = chosen
-        rows = self.evaluation.rows(graph, t, self.services.autoencoders)
+        rows = self.evaluation.rows(graph, t, self.services.router(t))
         seconds = time.perf_counter() - started
         record = task_record(self.method, commit_ctx, graph, study, best, rows, retrain_macs, seconds)
+        cost = self.services.inference_cost()
+        if cost is not None:  # what task inference keeps beside the network, in the record with it
+            record = dataclasses.replace(record, mechanism={**record.mechanism, "task_classifier": cost})
         self.services.remember(t, graph, commit_ctx)
         write_task(self.run, record, graph, self.services.saved(t))
         for logger in self.loggers:

@@ -3,15 +3,19 @@
 - The task-inference autoencoders (`inference.autoencoders`): one per task, trained on the task's inputs
   before its search (a method may read them: ExpertGate's relatedness), where the scenario plan infers
   the task or the method reads them; saved as `tasks/T/gate.safetensors`.
+- The task classifier (`inference.task_classifier`): where it infers the task, its exemplar memory takes
+  each task's samples and it is trained again over every task seen, before the task's search (it reads
+  the inputs only); saved with its memory as `tasks/T/task_classifier.safetensors`.
 - The exemplar memory (`Method.rehearsal`): joined to each task's training split (rehearsal) or handed to
   the method labelled with tasks; after each commit it takes the task's exemplars; saved as
   `tasks/T/memory.safetensors`.
-Both are seeded from the run's seed and the task, so a resumed run trains and chooses the same ones.
+All are seeded from the run's seed and the task, so a resumed run trains and chooses the same ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 
@@ -19,28 +23,38 @@ from growsearch.data.memory import ExemplarMemory
 from growsearch.data.task import Split, Task, TaskStream
 from growsearch.errors import CheckpointError
 from growsearch.graph.module_graph import ModuleGraph
-from growsearch.inference.autoencoders import TaskAutoencoder, train_autoencoder
+from growsearch.inference import task_classifier
+from growsearch.inference.autoencoders import TaskAutoencoder, route, train_autoencoder
+from growsearch.inference.task_classifier import TaskClassifier
 from growsearch.methods.base import Method, TaskContext
 from growsearch.search.scenario_plan import ScenarioPlan
 from growsearch.seeds import derived_seed
 from growsearch.store.run_folder import AUTOENCODER_FILE, MEMORY_FILE, RunFolder
 
 Tensors = dict[str, torch.Tensor]
+TASK_CLASSIFIER_FILE = "task_classifier.safetensors"  # the task classifier and its memory after a task
 
 
 class TaskServices:
     def __init__(self, method: Method, stream: TaskStream, plan: ScenarioPlan, run: RunFolder, seed: int):
         self.method, self.stream, self.plan, self.run, self.seed = method, stream, plan, run, seed
         self.autoencoders: list[TaskAutoencoder] = []  # one per task learnt so far, in order
+        self.task_classifier: TaskClassifier | None = None  # over the tasks learnt so far
         self.rehearsal = method.rehearsal()
 
     # ---- before a task's search ---------------------------------------------------------------------
     def prepare(self, t: int) -> None:
         """Train task t's autoencoder where the run keeps them (before the search: a method may build from
-        it); seeded, so a resumed task trains the same one."""
+        it), and the task classifier over tasks 0..t where it infers the task; seeded, so a resumed task
+        trains the same ones."""
+        x = self.stream.tasks[t].train.x
+        if self.plan.task_classifier is not None:  # over the tasks before t (restored on resume), and t
+            seed = derived_seed(self.seed, t, "task-classifier")
+            self.task_classifier = task_classifier.learn_task(
+                self.task_classifier, t, x, self.plan.task_classifier, seed
+            )
         if self.plan.autoencoders is None:
             return
-        x = self.stream.tasks[t].train.x
         seed = derived_seed(self.seed, t, "gate")  # the seed's tag from when the autoencoders were "gates"
         autoencoder = train_autoencoder(x, self.plan.autoencoders, seed)
         del self.autoencoders[t:]
@@ -57,6 +71,20 @@ class TaskServices:
             return dataclasses.replace(task, train=memory.joined(task.train)), len(memory), None
         xs, _, tasks = memory.samples()
         return task, 0, Split(xs, tasks)
+
+    def router(self, t: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """After task t: what picks each test sample's task among tasks 0..t (None: the method itself or
+        the oracle)."""
+        if self.plan.inference == "task-classifier" and self.task_classifier is not None:
+            return self.task_classifier.route
+        if self.plan.inference == "autoencoders" and self.plan.autoencoders is not None:
+            gates, temperature = self.autoencoders[: t + 1], self.plan.autoencoders.temperature
+            return lambda x: route(gates, x, temperature)
+        return None
+
+    def inference_cost(self) -> dict[str, int] | None:
+        """What the task classifier keeps beside the method's network (None where there is none)."""
+        return self.task_classifier.cost() if self.task_classifier is not None else None
 
     # ---- after a task's commit ----------------------------------------------------------------------
     def remember(self, t: int, graph: ModuleGraph, ctx: TaskContext) -> None:
@@ -75,19 +103,32 @@ class TaskServices:
         kept: dict[str, Tensors] = {}
         if self.plan.autoencoders is not None:
             kept[AUTOENCODER_FILE] = self.autoencoders[t].tensors()
+        if self.task_classifier is not None:
+            kept[TASK_CLASSIFIER_FILE] = self.task_classifier.tensors()
         if self.rehearsal is not None:
             kept[MEMORY_FILE] = self.rehearsal.memory.tensors()
         return kept
 
     # ---- a committed task, on resume ----------------------------------------------------------------
     def restore(self, t: int) -> None:
-        """What committed task t kept (its autoencoder, the memory after it), loaded from its folder."""
+        """What committed task t kept (its autoencoder, the task classifier and the memories after it),
+        loaded from its folder."""
+        if self.plan.task_classifier is not None:
+            tensors = self.run.load_task_tensors(t, TASK_CLASSIFIER_FILE)
+            if tensors is None:
+                raise CheckpointError(
+                    f"{self.run.task_dir(t)} holds no task classifier: the run was started with the task "
+                    "given at test time or ExpertGate's gate picking it (before the task classifier was "
+                    "class-IL's default); resume it with --set inference.kind=expert-gate --force"
+                )
+            self.task_classifier = TaskClassifier.from_tensors(tensors)
         if self.plan.autoencoders is not None:
             tensors = self.run.load_task_tensors(t, AUTOENCODER_FILE)
             if tensors is None:
                 raise CheckpointError(
                     f"{self.run.task_dir(t)} holds no task-inference autoencoder: the run was started with "
-                    "the task id given at test time; resume it under its own scenario"
+                    "the task id given at test time, or the task classifier picking it; resume it under its "
+                    "own scenario and inference.kind"
                 )
             self.autoencoders.append(TaskAutoencoder.from_tensors(tensors))
         if self.rehearsal is not None:

@@ -1,6 +1,8 @@
-"""A task-IL method in class-IL: the run says it infers the task, trains ExpertGate's gate per task beside
-the method, scores every task class-IL (the task inferred) with the task-IL score and the gate's routing
-accuracy beside it, keeps each gate in the task's checkpoint, and resumes with them."""
+"""A task-IL method in class-IL with ExpertGate's gate (`inference.kind: expert-gate`; class-IL's default
+is the task classifier, tests/inference/test_task_classifier.py): the run says it infers the task, trains
+the gate per task beside the method, scores every task class-IL (the task inferred) with the task-IL score
+and the gate's routing accuracy beside it, keeps each gate in the task's checkpoint, and resumes with
+them."""
 
 from __future__ import annotations
 
@@ -22,13 +24,17 @@ def class_il(**extra) -> RunOptions:
     return RunOptions(benchmark="split-digits", scenario="class-il", max_per_task=80, seed=0, **extra)
 
 
+def gated_pnn():
+    return tiny_space("pnn", inference={"kind": "expert-gate"})
+
+
 @pytest.fixture(scope="module")
 def pnn_class_il(tmp_path_factory):
-    return start_run(tiny_space("pnn"), class_il(), tmp_path_factory.mktemp("cil") / "run")
+    return start_run(gated_pnn(), class_il(), tmp_path_factory.mktemp("cil") / "run")
 
 
 def test_a_task_il_method_runs_class_il_with_the_task_inferred(pnn_class_il):
-    assert "ExpertGate" in scenario_plan(tiny_space("pnn"), class_il()).note
+    assert "ExpertGate" in scenario_plan(gated_pnn(), class_il()).note
     for record in pnn_class_il.records:
         t = record.task
         assert record.task_inference == "expert-gate"
@@ -50,7 +56,7 @@ def test_an_interrupted_class_il_run_resumes_with_its_gates(pnn_class_il, tmp_pa
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        start_run(tiny_space("pnn"), class_il(), tmp_path / "run", reporter=StopAfterTaskOne())
+        start_run(gated_pnn(), class_il(), tmp_path / "run", reporter=StopAfterTaskOne())
     said = []
     resumed = resume_run(tmp_path / "run", announce=said.append)
     assert said == ["2 task(s) committed (0..1) with their task-inference autoencoders; task 2 starts afresh"]
@@ -72,7 +78,8 @@ def test_a_torn_gate_is_refused_on_resume(pnn_class_il, tmp_path):
 def test_what_the_scenario_cannot_honour_is_refused_by_name():
     oracle = tiny_space("pnn", inference={"kind": "oracle"})
     with pytest.raises(
-        ConfigError, match="inference.kind: class-il hides the task id.*expected auto or expert-gate"
+        ConfigError,
+        match="inference.kind: class-il hides the task id.*expected auto, expert-gate or task-classifier",
     ):
         start_run(oracle, class_il(), None)
     with pytest.raises(ScenarioError, match=r"method der supports the scenarios class-il; .* task-il"):
