@@ -40,6 +40,9 @@ class TaskRecord:
     # how clear the commit was (`decision_margin`): the runner-up, the validation accuracy gap, the same in
     # validation samples, and whether it was a tie (one sample or less) that size broke
     decision: dict[str, Any] | None = None
+    # what the run keeps to answer after the task, counted whole (`search.kept_size`): the graph's weights,
+    # the methods' state, gates, masks and owners (in bits), task inference; its exemplar memories apart
+    kept: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of an older or newer growsearch, kept
 
     @property
@@ -72,7 +75,14 @@ class TaskRecord:
         )
         if self.decision is not None:
             data["decision"] = self.decision
+        if self.kept is not None:
+            data["kept"] = self.kept
         return {**data, **self.extra}
+
+    @property
+    def kept_parameters(self) -> int:
+        """Everything the run keeps to answer after this task (the graph's weights for an older record)."""
+        return int(self.kept["kept_parameters"]) if self.kept else self.parameters
 
     @classmethod
     def from_json(cls, data: Any, task: int | None = None) -> TaskRecord:
@@ -161,6 +171,10 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "task_inference_row": (_optional(_accuracies), "null or a list of shares in [0, 1]"),
     "task_inference": (_optional(lambda v: isinstance(v, str)), "null or what inferred the task"),
     "decision": (_optional(lambda v: isinstance(v, dict)), "null or a mapping of the commit's margin"),
+    "kept": (
+        _optional(lambda v: isinstance(v, dict) and _count(v.get("kept_parameters"))),
+        "null or a mapping of what the run keeps, with its kept_parameters count",
+    ),
 }
 _REQUIRED = ("task", "chosen_trial", "decisions", "accuracy_row", "parameters", "train_macs", "pass_macs")
 

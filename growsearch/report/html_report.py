@@ -163,6 +163,7 @@ def _task_table(records: list[TaskRecord]) -> tuple[tuple[str, ...], list[tuple[
                 record.parameters,
                 record.parameters - previous,
                 "" if record.view_parameters is None else record.view_parameters,
+                _kept(record),
                 record.train_macs,
                 f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{trials.get('fail', 0)}",
                 html.fmt_number(record.seconds, 1),
@@ -183,10 +184,27 @@ TASK_HEADERS = (
     "parameters",
     "added",
     "in view",
+    "kept whole (parts; memory)",
     "train MACs",
     "complete/pruned/failed",
     "seconds",
 )
+
+
+def _kept(record: TaskRecord) -> str:
+    """Everything the run keeps to answer after the task, its parts and its exemplar memory."""
+    kept = record.kept
+    if not kept:
+        return ""
+    names = ("weights", "state", "gates", "mask_bits", "owner_bits", "task_inference")
+    parts = ", ".join(
+        f"{name.removesuffix('_bits').replace('_', ' ')} {kept[name]:,}{' bits' * name.endswith('_bits')}"
+        for name in names
+        if kept.get(name)
+    )
+    memory = kept.get("memory") or {}
+    held = f"; {memory['samples']:,} samples, {memory['bytes']:,} bytes" if memory.get("samples") else ""
+    return f"{kept['kept_parameters']:,} ({parts}{held})"
 
 
 def _objective(value: float | None) -> str:

@@ -46,7 +46,7 @@ def run_record(
     return RunRecord(
         accuracy=accuracy,
         random_init_accuracy=None if baseline is None else np.asarray(baseline, dtype=float),
-        parameters=column("parameters"),
+        parameters=column("kept_parameters"),  # MS counts everything a method keeps to answer
         train_ops=column("train_macs"),
         pass_ops=column("pass_macs"),
         independent_accuracy=independent,
@@ -83,6 +83,8 @@ def write_metrics(
         "random_init_accuracy": baseline,
         "independent_accuracy": independent,
         "parameters": [r.parameters for r in records],
+        "kept_parameters": [r.kept_parameters for r in records],
+        "memory_samples": [(r.kept or {}).get("memory", {}).get("samples") for r in records],
         "train_macs": [r.train_macs for r in records],
         "pass_macs": [r.pass_macs for r in records],
         "decisions": [r.decisions for r in records],

@@ -27,6 +27,7 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import Method, TaskContext
 from growsearch.search.commit import commit_chosen, task_record, write_task
 from growsearch.search.evaluation import Evaluation
+from growsearch.search.kept_size import kept_size
 from growsearch.search.loggers import Logger
 from growsearch.search.scenario_plan import ScenarioPlan
 from growsearch.search.task_search import TaskSearch
@@ -117,7 +118,11 @@ class GrowthPipeline:
         if cost is not None:  # what task inference keeps beside the network, in the record with it
             record = dataclasses.replace(record, mechanism={**record.mechanism, "task_classifier": cost})
         self.services.remember(t, graph, commit_ctx)
-        write_task(self.run, record, graph, self.services.saved(t))
+        saved = self.services.saved(t)
+        inference = [a.tensors() for a in self.services.autoencoders[:t]]  # the earlier tasks' gates too
+        kept = kept_size(graph, t + 1, [*inference, *saved.values()])
+        record = dataclasses.replace(record, kept=kept)
+        write_task(self.run, record, graph, saved)
         for logger in self.loggers:
             logger.task(t, record)
         self.reporter.task_committed(t, record)
