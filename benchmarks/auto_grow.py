@@ -2,14 +2,15 @@
 beaten on both accuracy and size?
 
 For each stream (split-mnist5k, permuted-digits with 20 tasks, CTrL's S^-, S_in and S_out built from the
-embedded data), auto-grow and every fixed method that runs task-IL run under one protocol (`methods.py`'s:
-a 2x100 MLP, 5 epochs, SGD 0.1 momentum 0.9, batch 32; DEN, XdG and CCGN keep their YAMLs' optimisers),
-each in a fresh process, one torch thread, the same seed. Printed per stream: A_T, parameters after the
-last task, wall time and CTrL's transfer (last task's accuracy minus an independent model's, where the
-stream measures it) of every method; the fixed methods whose (A_T, parameters) point dominates auto-grow's
-(at least as accurate and at least as small); auto-grow's wall time over MNTDP-D's; and the move auto-grow
-committed for the last task with the best candidate of every other move. Last line:
-`auto-grow: dominated on N of M streams`.
+embedded data), auto-grow and every fixed method that runs task-IL run under one protocol (`methods.py`'s: a
+2x100 MLP, 5 epochs, SGD 0.1 momentum 0.9, batch 32; DEN, XdG and CCGN keep their YAMLs' optimisers), each in
+a fresh process, one torch thread, the same seed. Printed per stream: A_T, parameters after the last task,
+wall time and CTrL's transfer (last task's accuracy minus an independent model's, where the stream measures
+it) of every method, and what it keeps counted whole (metrics' `kept_parameters`: masks and owners in bits,
+state, gates; blank for a row cached before it was counted); the fixed methods whose (A_T, parameters) point
+dominates auto-grow's (at least as accurate and at least as small); auto-grow's wall time over MNTDP-D's; and
+the move auto-grow committed for the last task with the best candidate of every other move. Last line: `auto-
+grow: dominated on N of M streams`.
 
 Run:  python benchmarks/auto_grow.py [--streams ctrl-minus,ctrl-in] [--methods pnn,packnet]
       [--max-per-task N] [--seed 0] [--jobs 2] [--cache DIR]
@@ -74,6 +75,7 @@ def run_one(stream: str, method: str, seed: int, max_per_task: int | None) -> di
         "method": method,
         "accuracy": float(metrics["metrics"]["average_accuracy"]),
         "parameters": int(metrics["parameters"][-1]),
+        "kept_parameters": (metrics.get("kept_parameters") or [None])[-1],
         "seconds": seconds,
         "transfer": metrics["metrics"].get("transfer"),
     }
@@ -113,15 +115,16 @@ def dominates(row: dict, given: dict) -> bool:
 def report(stream: str, rows: list[dict]) -> bool:
     """Print one stream's table; whether a fixed method dominates auto-grow on it."""
     print(f"\n== {stream} ==")
-    print(f"{'method':<28} {'A_T':>7} {'parameters':>11} {'seconds':>8} {'transfer':>9}")
+    print(f"{'method':<28} {'A_T':>7} {'parameters':>11} {'kept whole':>11} {'seconds':>8} {'transfer':>9}")
     for row in sorted(rows, key=lambda r: (r["method"] != GIVEN, r["method"])):
         if "error" in row:
             print(f"{row['method']:<28} failed: {row['error']}")
             continue
         transfer = "" if row["transfer"] is None else f"{row['transfer']:+.4f}"
+        kept = "" if row.get("kept_parameters") is None else f"{row['kept_parameters']:,}"
         print(
-            f"{row['method']:<28} {row['accuracy']:>7.4f} {row['parameters']:>11,} {row['seconds']:>8.1f} "
-            f"{transfer:>9}"
+            f"{row['method']:<28} {row['accuracy']:>7.4f} {row['parameters']:>11,} {kept:>11} "
+            f"{row['seconds']:>8.1f} {transfer:>9}"
         )
     given = next((r for r in rows if r["method"] == GIVEN and "error" not in r), None)
     if given is None:
