@@ -48,7 +48,7 @@ def kept_size(
     parts = {
         "weights": graph.n_parameters(),
         "state": sum(_entries(node.state.values()) for node in nodes),
-        "gates": sum(_entries(g.values()) for node in nodes for g in node.gates.values()),
+        "gates": sum(_entries(node.gates.values()) for node in nodes),  # a tensor per task
         "mask_bits": sum(_entries(m.values()) for node in nodes for m in node.masks.values()),
         "owner_bits": owner_bits * sum(_entries(node.owners.values()) for node in nodes),
         "task_inference": 0,

@@ -4,6 +4,7 @@ whole count, so a method that keeps a generator or masks beside its weights is n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -42,6 +43,15 @@ def test_a_records_kept_size_is_what_its_saved_folder_holds_and_ms_reads_it(pigg
     assert metrics.model_size_efficiency < sum(records[0].parameters / r.parameters for r in records) / 5
     saved = json.loads((piggyback_run.path / "metrics.json").read_text())
     assert saved["kept_parameters"] == whole
+
+
+def test_gates_count_a_value_per_unit_and_task(tmp_path, one_thread):
+    space = tiny_space("xdg", training={"epochs": 1})
+    run = start_run(space, dataclasses.replace(tiny_options(), n_tasks=2), tmp_path / "run")
+    for record in run.records:
+        graph, _ = RunFolder.open(run.path).load_task(record.task)
+        gates = sum(g.numel() for n in graph.node_ids() for g in graph.node(n).gates.values())
+        assert record.kept["gates"] == gates > 0
 
 
 def test_memory_samples_are_counted_apart_and_task_inference_models_as_parameters(digits_stream):
