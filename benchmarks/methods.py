@@ -2,8 +2,8 @@
 
 What is measured, in this run: for each method in ``--methods`` (default PNN, PackNet, MNTDP-D), its
 shipped search space (``search_spaces/<method>.yaml``) with the ``network`` and ``training`` sections
-overridden to one protocol (a 2x100 MLP, ``--epochs`` epochs, SGD lr 0.1 momentum 0.9, batch 32, CPU; DEN
-and XdG keep their YAML's optimiser, see OWN_OPTIMISER) is run with
+overridden to one protocol (a 2x100 MLP, ``--epochs`` epochs, SGD lr 0.1 momentum 0.9, batch 32, CPU; DEN,
+XdG, CCGN, RPS-Net, DGMw and DER keep their YAML's optimiser, see OWN_OPTIMISER) is run with
 `growsearch.runner.start_run` on ``--benchmark`` (default split-mnist5k), task-IL, ``--seed``. The table
 shows wall time (``start_run`` end to end: data loading, the random-init baseline, every trial with its
 per-epoch validation, the accuracy matrix and the run folder with Optuna storage and checkpoints), the
@@ -36,10 +36,13 @@ YAMLs' Optuna storage (sqlite or journal) to see what the run folder's storage c
 With ``--scenario class-il`` every method runs class-IL: a task-IL method with the task of a test sample
 inferred by ExpertGate's gate (growsearch's task inference; CCGN by its own task classifier), a class-IL
 method (DER, RPS-Net, DGMw) with its one classifier; a method that does not run in the scenario asked for
-(DER in task-IL) is named and left out. Two reference rows frame the numbers: the protocol's MLP with one
-head over all classes trained on every task's data jointly (the upper bound) and the same network
-fine-tuned on the tasks one after another (the lower bound). Avalanche's rows are task-IL and are
-not run then.
+(DER in task-IL) is named and left out. Three reference rows frame the numbers: the protocol's MLP with one
+head over all classes trained on every task's data jointly (the upper bound), the same network fine-tuned
+on the tasks one after another (the lower bound), and between them experience replay (Chaudhry et al.
+2019): the same network fine-tuned task by task, every batch joined by as many exemplars drawn from a
+class-balanced random memory of DER's shipped ``memory_size`` (``--replay-memory`` sets another): what a
+rehearsal method should beat at equal memory.
+Avalanche's rows are task-IL and are not run then.
 
 Adding a method as a row: add its name to METHODS (its YAML must exist); an Avalanche counterpart is a
 function in AVALANCHE_RUNNERS.
@@ -47,7 +50,7 @@ function in AVALANCHE_RUNNERS.
 Run:  python benchmarks/methods.py [--methods pnn,packnet,mntdp-d] [--seed 0] [--epochs 5]
       [--scenario task-il|class-il]
       [--benchmark split-mnist5k] [--no-avalanche] [--max-per-task N] [--repeats 1]
-      [--threads N] [--no-warmup] [--storage sqlite|journal]
+      [--threads N] [--no-warmup] [--storage sqlite|journal] [--replay-memory N]
 For the comparison, use an environment with avalanche-lib installed (e.g. a separate venv with
 ``pip install -e . avalanche-lib mlxtend``).
 """
@@ -62,7 +65,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,10 +73,15 @@ from typing import Any
 import torch
 
 from growsearch.config.space import SearchSpace, load_space, space_from_dict
+from growsearch.config.training import OptimizerSettings
+from growsearch.data.memory import ExemplarMemory
 from growsearch.data.scenarios import INFERABLE
-from growsearch.data.task import TaskStream
+from growsearch.data.task import Split, TaskStream
 from growsearch.methods import get_method, method_names
 from growsearch.runner import RunOptions, load_stream, start_run
+from growsearch.seeds import derived_seed
+from growsearch.train.batches import Batch, Minibatches
+from growsearch.train.trainer import fit
 
 METHODS = [  # the default rows, in order: the foundation, then the growth searches
     "pnn",
@@ -108,8 +116,10 @@ LR, MOMENTUM, BATCH = 0.1, 0.9, 32
 # (the network and epochs still follow the protocol): DEN's penalties and stage lengths are the reference's
 # for Adam at 1e-3; under SGD 0.1 with momentum 0.9 its drift term diverges on split-mnist5k. XdG's SI
 # strength is set for Adam (the paper's optimiser): with SGD 0.1 and momentum its penalty is too stiff.
-# CCGN's gates, RPS-Net's distillation and DGMw's solver are set for Adam (their YAMLs' rates) too.
-OWN_OPTIMISER = {"den", "xdg", "ccgn", "rps-net", "dgmw"}
+# CCGN's gates, RPS-Net's distillation and DGMw's solver are set for Adam (their YAMLs' rates) too. DER's
+# paper trains batch-normalised ResNets at 0.1; on the BN-less MLP that rate kills its new extractors' units
+# (frozen dead after their task), so its YAML trains at 0.05 with the paper's momentum and weight decay.
+OWN_OPTIMISER = {"den", "xdg", "ccgn", "rps-net", "dgmw", "der"}
 EVAL_BATCH = 2048
 
 
@@ -426,27 +436,60 @@ def _class_il_accuracy(model: torch.nn.Module, stream: TaskStream) -> list[float
         return [float((model(t.test.x).argmax(1) == t.test.y).double().mean()) for t in stream.tasks]
 
 
-def reference_rows(stream: TaskStream, epochs: int, seed: int) -> list[Row]:
-    """The bounds every class-IL number is read between: one network trained on all tasks' data jointly
-    (upper), and the same network fine-tuned on the tasks one after another (lower), with the protocol's
-    optimiser through growsearch's trainer, on the class-IL stream (one head over all classes)."""
-    from growsearch.config.training import OptimizerSettings
-    from growsearch.train.trainer import Minibatches, fit
+class ReplayBatches(Minibatches):
+    """Experience replay's minibatches (Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual
+    Learning"): each batch of the task's own samples comes with as many exemplars drawn at random from the
+    memory, so old classes are in every step whatever the memory's size."""
 
+    def __init__(self, split: Split, memory: ExemplarMemory, batch_size: int, seed: int):
+        super().__init__([split.x], split.y, batch_size, seed)
+        self.memory_x, self.memory_y, _ = memory.samples()
+
+    def epoch(self) -> Iterator[Batch]:
+        for batch in super().epoch():
+            if not len(self.memory_y):
+                yield batch
+                continue
+            drawn = torch.randint(len(self.memory_y), (len(batch.y),), generator=self.generator)
+            inputs = torch.cat([batch.inputs[0], self.memory_x[drawn].to(batch.inputs[0].dtype)])
+            yield Batch((inputs,), torch.cat([batch.y, self.memory_y[drawn]]))
+
+
+def reference_rows(stream: TaskStream, epochs: int, seed: int, memory_size: int) -> list[Row]:
+    """The rows every class-IL number is read against, with the protocol's optimiser through growsearch's
+    trainer, on the class-IL stream (one head over all classes): one network trained on all tasks' data
+    jointly (upper), the same network fine-tuned on the tasks one after another (lower), and between them
+    experience replay: the same network fine-tuned task by task with every batch joined by as many
+    exemplars from a memory of `memory_size` samples in all, class-balanced and drawn at random
+    (growsearch's `ExemplarMemory`, as the rehearsal methods keep it; it takes each task's exemplars after
+    the task trains)."""
     settings = OptimizerSettings("sgd", LR, MOMENTUM, 0.0)
+    labels = {
+        "joint": "joint (upper bound)",
+        "replay": f"replay ({memory_size} ex.)",
+        "naive": "fine-tune (lower)",
+    }
     rows = []
-    for name in ("joint", "naive"):
+    for name, label in labels.items():
         torch.manual_seed(seed)
         model = _reference_mlp(stream)
+        memory = ExemplarMemory(memory_size, "random")
         started, cpu = time.perf_counter(), time.process_time()
         parts = [stream.tasks] if name == "joint" else [[task] for task in stream.tasks]
-        for tasks in parts:
-            x = torch.cat([t.train.x for t in tasks])
-            y = torch.cat([t.train.y for t in tasks])
-            fit(model, Minibatches([x], y, BATCH, seed), list(model.parameters()), settings, epochs=epochs)
+        for t, tasks in enumerate(parts):
+            x = torch.cat([task.train.x for task in tasks])
+            y = torch.cat([task.train.y for task in tasks])
+            replay = name == "replay"
+            batches = (
+                ReplayBatches(Split(x, y), memory, BATCH, seed)
+                if replay
+                else Minibatches([x], y, BATCH, seed)
+            )
+            fit(model, batches, list(model.parameters()), settings, epochs=epochs)
+            if replay:
+                memory.add_task(t, x, y, seed=derived_seed(seed, t, "memory"))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         accuracy = _class_il_accuracy(model, stream)
-        label = "joint (upper bound)" if name == "joint" else "fine-tune (lower)"
         parameters = sum(p.numel() for p in model.parameters())
         row = Row(label, "reference", seconds, sum(accuracy) / len(accuracy), parameters, None, accuracy)
         rows.append(dataclasses.replace(row, cpu_seconds=cpu, repeats=[seconds], task_seconds=[seconds]))
@@ -478,6 +521,12 @@ def main() -> int:
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
     parser.add_argument(
+        "--replay-memory",
+        type=int,
+        default=None,
+        help="class-il: exemplars of the replay row (default: DER's shipped memory_size, equal memory)",
+    )
+    parser.add_argument(
         "--storage",
         choices=("sqlite", "journal"),
         default=None,
@@ -492,6 +541,8 @@ def main() -> int:
         parser.error(f"unknown methods {unknown}; known: {', '.join(method_names())}")
     if args.epochs < 1 or args.repeats < 1:
         parser.error("--epochs and --repeats must be >= 1")
+    if args.replay_memory is not None and args.replay_memory < 1:
+        parser.error("--replay-memory must be >= 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     refused = [m for m in methods if not runs_in(m, args.scenario)]
@@ -530,7 +581,10 @@ def main() -> int:
                     run_avalanche(method, warm_stream, 1, args.seed)
                 except Exception:
                     pass  # reported by the timed run below
-    rows: list[Row] = reference_rows(stream, args.epochs, args.seed) if class_il else []
+    memory = args.replay_memory
+    if memory is None:  # equal memory: DER's shipped exemplars
+        memory = int(load_space("der").options.get("memory_size", 200))
+    rows: list[Row] = reference_rows(stream, args.epochs, args.seed, memory) if class_il else []
     for method in methods:
         rows.extend(
             measure(method, options, stream, args.epochs, args.repeats, avalanche is not None, args.storage)
