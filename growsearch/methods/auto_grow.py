@@ -257,9 +257,7 @@ class AutoGrow(Method):
             "column": [{"column_laterals": True}] if laterals else [{}],
             "widen": [{"widen_units": options.widen_default}],
             "backbone": [{"prune_fraction": options.prune_default}],
-            "compact": [
-                {"compact_sparsity": max(options.compact_default, self.compact_range(ctx)[0])}
-            ],
+            "compact": [{"compact_sparsity": max(options.compact_default, self.compact_range(ctx)[0])}],
             "mask": [{}],
             "adapt": [{}],
         }
