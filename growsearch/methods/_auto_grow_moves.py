@@ -193,7 +193,8 @@ def compact(
         picking = Training()
 
     def start(run: TrainingRun) -> None:
-        picking.start is None or picking.start(run)
+        if picking.start is not None:  # the masks attach first: the pruner binds to the weights beneath
+            picking.start(run)
         pruning.start(run)
 
     def finish(trained: ModuleGraph, program: TrainingProgram) -> ModuleGraph:
