@@ -2,23 +2,31 @@
 
 What is measured, in this run: for each method in ``--methods`` (default RCL, CLEAS, MNTDP-D, PathNet),
 its shipped search space with the network and training sections set to the methods benchmark's protocol
-(``benchmarks/methods.py``: a 2x100 MLP, SGD 0.1, momentum 0.9, batch 32, ``--epochs`` epochs, CPU) is run
-on ``--benchmark`` (default split-mnist5k, task-IL, ``--seed``) twice: with ``search.pack: 1`` (one trial at a
-time, as before packing) and with ``search.pack`` = ``--pack`` (default ``auto``: the method's limit, see
-`Method.pack_limit`, and the memory a candidate needs). The two runs alternate, ``--repeats`` times, each
-in a fresh process that first runs the method once, untimed, on a tiny stream (so one-off costs such as
-torch's lazy imports are charged to neither); the timed span is `growsearch.runner.start_run` end to end.
-Each row shows the median repeat's wall seconds, trials run and trials per minute, final average
-accuracy A_T, and the process's peak resident memory; the ratios compare unpacked / packed wall time
-(speed-up) and packed / unpacked peak memory. ``--trials N`` sets RCL's and CLEAS's architectures per
-task (shipped: 50 and 200; MNTDP-D trains its L + 1 candidates, PathNet one tournament per task).
-``--threads`` is torch's intra-op threads (default 2, the two cores the targets are set for).
+(``benchmarks/methods.py``: a 2x100 MLP, SGD 0.1, momentum 0.9, batch 32, ``--epochs`` epochs, CPU;
+PathNet: see below) is run on ``--benchmark`` (default split-mnist5k, task-IL, ``--seed``) twice: with
+``search.pack: 1`` (one trial at a time, as before packing) and with ``search.pack`` = ``--pack``
+(default ``auto``: the method's limit, see `Method.pack_limit`, and the memory a candidate needs). The
+two runs alternate, ``--repeats`` times, each in a fresh process that first runs the method once,
+untimed, on a tiny stream (so one-off costs such as torch's lazy imports are charged to neither); the
+timed span is `growsearch.runner.start_run` end to end. Each row shows the median repeat's wall seconds,
+trials run and trials per minute, final average accuracy A_T, and the process's peak resident memory;
+the ratios compare unpacked / packed wall time (speed-up) and packed / unpacked peak memory.
+``--trials N`` sets RCL's and CLEAS's architectures per task (shipped: 50 and 200; MNTDP-D trains its
+L + 1 candidates, PathNet one GA per task). ``--threads`` is torch's intra-op threads (default 2, the two
+cores the targets are set for).
 
-A search whose candidates do not train through the pipeline's trainer (PathNet's tournament trains
-its contestants while building the one candidate of a task) has nothing to pack: its row shows so, with
-a ratio near 1. The packed RCL and CLEAS searches sample each pack from one REINFORCE policy and update
-it once per pack, so their decisions (and A_T) may differ from the unpacked ones; MNTDP-D's search is
-deterministic and commits the same decisions. The last line prints the smallest speed-up as
+PathNet trains inside its tournaments, not trial by trial: its rows run its shipped YAML as it stands
+(its network, training and GA options; ``search.pack``, set as above, has nothing to pack in its one
+trial a task) with ``options.pack_contestants: false`` (each contestant in turn: the serial GA) and
+``true`` (a wave of tournaments' contestants trained as one computation: `_pathnet_workers`). The packed
+GA meets the same pairs and mutates the same genes for the same seed, but a wave's contestants train
+from the pool as the wave found it, so their fitnesses may differ, and with them, from the first
+tournament whose winner changes, the GA: the PathNet line says, per task, how many tournaments the two
+runs share before a winner differs (``=``: all of them, and the same committed path).
+
+The packed RCL and CLEAS searches sample each pack from one REINFORCE policy and update it once per
+pack, so their decisions (and A_T) may differ from the unpacked ones; MNTDP-D's search is deterministic
+and commits the same decisions. The last line prints the smallest speed-up as
 ``packing speed-up: X``.
 
 Run:  python benchmarks/packing.py [--methods rcl,cleas,mntdp-d,pathnet] [--epochs 5] [--trials N]
@@ -50,11 +58,16 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from methods import protocol_space
 
-    from growsearch.config.space import space_from_dict
+    from growsearch.config.space import load_space, space_from_dict
     from growsearch.runner import RunOptions, start_run
 
     torch.set_num_threads(spec["threads"])
-    raw = copy.deepcopy(protocol_space(spec["method"], spec["epochs"]).to_dict())
+    pathnet = spec["method"] == "pathnet"
+    if pathnet:  # its shipped YAML, contestants trained one after another or together
+        raw = copy.deepcopy(load_space("pathnet").to_dict())
+        raw["options"] = {**raw.get("options", {}), "pack_contestants": spec["pack"] != 1}
+    else:
+        raw = copy.deepcopy(protocol_space(spec["method"], spec["epochs"]).to_dict())
     raw["search"] = {**raw.get("search", {}), "pack": spec["pack"]}
     if spec["trials"] is not None and spec["method"] in SAMPLED:
         raw["search"]["n_trials"] = spec["trials"]
@@ -64,6 +77,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     warm["training"]["epochs"] = 1
     if spec["pack"] != 1:  # warm the packed trainer's code paths too
         warm["search"]["pack"] = 2
+    if pathnet:  # a few tournaments warm its code paths
+        warm["options"]["generations"] = 4
     with tempfile.TemporaryDirectory(prefix="bench-pack-") as folder:
         tiny = RunOptions(benchmark="split-digits", n_tasks=2, max_per_task=40, seed=spec["seed"])
         start_run(space_from_dict(warm, "warm-up"), tiny, Path(folder) / "warm")
@@ -78,7 +93,23 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         "average_accuracy": float(result.metrics["metrics"]["average_accuracy"]),
         "decisions": result.metrics["decisions"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # PathNet: each task's tournament winners (the committed trial's GA)
+        "winners": [[t["winner"] for t in record.mechanism["tournaments"]] for record in result.records]
+        if pathnet
+        else [],
     }
+
+
+def _shared_tournaments(unpacked: dict[str, Any], packed: dict[str, Any]) -> str:
+    """Per task: how many tournaments both GAs ran before a winner differs ("=": all, the same path)."""
+    shares = []
+    for task, (one, other) in enumerate(zip(unpacked["winners"], packed["winners"], strict=True)):
+        same = 0
+        while same < min(len(one), len(other)) and one[same] == other[same]:
+            same += 1
+        path = unpacked["decisions"][task]["path"] == packed["decisions"][task]["path"]
+        shares.append("=" if same == len(one) == len(other) and path else f"{same}/{len(one)}")
+    return " ".join(shares)
 
 
 def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +180,9 @@ def main() -> None:
         memory = packed["peak_rss_mb"] / unpacked["peak_rss_mb"]
         accuracy = packed["average_accuracy"] - unpacked["average_accuracy"]
         print(f"{method:<10} speed-up {slow / fast:.2f}x, memory {memory:.2f}x, A_T {accuracy:+.4f} ({same})")
+        if method == "pathnet":
+            print(f"{method:<10} tournaments shared before a winner differs, per task: ", end="")
+            print(_shared_tournaments(unpacked, packed))
     print(f"packing speed-up: {min(speedups.values()):.2f}")
 
 

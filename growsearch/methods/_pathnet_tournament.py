@@ -8,9 +8,14 @@ with `fitness`; the loser is overwritten by a copy of the winner in which every 
 probability 1 / (N x L) by a random shift in [-shift, shift], wrapped into [0, M).
 
 In PathNet, `fitness` trains the path for a short budget first, on module weights the whole population
-shares, so fitness calls have side effects and run one after the other (a tournament is not a pure
-function of the genomes). This module is pure Python and knows nothing of modules or torch: the caller's
-`fitness` does the training.
+shares, so fitness calls have side effects (a tournament is not a pure function of the genomes). They run
+one contestant after the other (a `fitness` function: the paper's serial algorithm), or a wave of
+tournaments at a time (`Workers`: the paper's parallel workers). A wave is a run of consecutive
+tournaments whose contestants' population slots are all distinct: none of them reads a slot another one
+overwrites, so none depends on another's outcome, and the GA draws exactly what the serial GA draws (a
+tournament's pair and its mutation plan take the same random numbers whatever the fitnesses turn out to
+be): the same seed meets the same pairs and mutates the same genes; only the fitnesses may differ. This
+module is pure Python and knows nothing of modules or torch: the caller's `fitness` or `Workers` trains.
 """
 
 from __future__ import annotations
@@ -18,10 +23,23 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Genome = tuple[tuple[int, ...], ...]  # genome[layer][slot]: a module index in [0, M)
 Fitness = Callable[[Genome], float]
+
+
+class Workers(Protocol):
+    """Contestants trained together on the shared weights (the paper's parallel workers)."""
+
+    def train(self, genomes: Sequence[Genome]) -> list[float]:
+        """Train every genome's path at once, each on its own minibatches; their fitnesses, in order."""
+        ...
+
+    def land(self, count: int) -> None:
+        """Put the training of the first `count` contestants of the last `train` into the shared weights
+        (the others' is dropped: they come after the tournament that ended the GA)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,12 @@ class TournamentRecord:
     loser: int
     child: Genome  # the mutated copy of the winner now in the loser's slot
     mutations: tuple[Mutation, ...]
+    wave: int = 0  # tournaments of one wave trained together (serially: one tournament a wave)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
+            "wave": self.wave,
             "contestants": list(self.contestants),
             "genomes": [genome_to_json(g) for g in self.genomes],
             "fitness": list(self.fitness),
@@ -80,24 +100,76 @@ def random_population(
     return [random_genome(rng, n_layers, n_modules, n_active) for _ in range(size)]
 
 
+MutationPlan = tuple[tuple[int, int, int], ...]  # (layer, slot, shift) of each gene that mutates
+
+
+def mutation_plan(
+    shape: Sequence[int], rng: random.Random, *, shift: int = 2, rate: float | None = None
+) -> MutationPlan:
+    """Which genes of a genome with `shape[layer]` genes per layer mutate, and by how much: each with
+    probability `rate` (default 1 / (N x L), the paper's), by a shift drawn uniformly from [-shift, shift]
+    (zero included). The random numbers it takes do not depend on the genome, only on its shape."""
+    rate = 1.0 / sum(shape) if rate is None else rate
+    return tuple(
+        (layer, slot, rng.randint(-shift, shift))
+        for layer, n_genes in enumerate(shape)
+        for slot in range(n_genes)
+        if rng.random() < rate
+    )
+
+
+def apply_mutations(
+    genome: Genome, plan: MutationPlan, n_modules: int
+) -> tuple[Genome, tuple[Mutation, ...]]:
+    """A copy of `genome` with the plan's genes shifted, wrapped into [0, n_modules)."""
+    layers = [list(layer) for layer in genome]
+    mutations = []
+    for layer, slot, delta in plan:
+        old = genome[layer][slot]
+        layers[layer][slot] = (old + delta) % n_modules
+        mutations.append(Mutation(layer, slot, old, layers[layer][slot], delta))
+    return tuple(tuple(layer) for layer in layers), tuple(mutations)
+
+
 def mutate(
     genome: Genome, n_modules: int, rng: random.Random, *, shift: int = 2, rate: float | None = None
 ) -> tuple[Genome, tuple[Mutation, ...]]:
     """A copy of `genome` where each gene mutates with probability `rate` (default 1 / (N x L), the paper's)
     by a shift drawn uniformly from [-shift, shift] (zero included), wrapped into [0, n_modules)."""
-    n_genes = sum(len(layer) for layer in genome)
-    rate = 1.0 / n_genes if rate is None else rate
-    mutations = []
-    layers = []
-    for index, layer in enumerate(genome):
-        genes = list(layer)
-        for slot, old in enumerate(layer):
-            if rng.random() < rate:
-                delta = rng.randint(-shift, shift)
-                genes[slot] = (old + delta) % n_modules
-                mutations.append(Mutation(index, slot, old, genes[slot], delta))
-        layers.append(tuple(genes))
-    return tuple(layers), tuple(mutations)
+    plan = mutation_plan([len(layer) for layer in genome], rng, shift=shift, rate=rate)
+    return apply_mutations(genome, plan, n_modules)
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """A tournament's random part: the pair of slots it meets and how the winner's copy mutates."""
+
+    pair: tuple[int, int]
+    plan: MutationPlan
+
+
+def _draw(population: Sequence[Genome], rng: random.Random, shift: int) -> _Draw:
+    if len(population) < 2:
+        raise ValueError(f"a binary tournament needs a population of at least 2, got {len(population)}")
+    a, b = rng.sample(range(len(population)), 2)
+    return _Draw((a, b), mutation_plan([len(layer) for layer in population[a]], rng, shift=shift))
+
+
+def _settle(
+    population: list[Genome],
+    draw: _Draw,
+    scores: tuple[float, float],
+    n_modules: int,
+    generation: int,
+    wave: int,
+) -> TournamentRecord:
+    """The tournament's outcome: the loser's slot gets the mutated winner (`population` changes in place)."""
+    a, b = draw.pair
+    genomes = (population[a], population[b])
+    winner, loser = (a, b) if scores[0] >= scores[1] else (b, a)
+    child, mutations = apply_mutations(population[winner], draw.plan, n_modules)
+    population[loser] = child
+    return TournamentRecord(generation, (a, b), genomes, scores, winner, loser, child, mutations, wave)
 
 
 def tournament(
@@ -110,15 +182,10 @@ def tournament(
     shift: int = 2,
 ) -> TournamentRecord:
     """One binary tournament on `population` (changed in place: the loser's slot gets the mutated winner)."""
-    if len(population) < 2:
-        raise ValueError(f"a binary tournament needs a population of at least 2, got {len(population)}")
-    a, b = rng.sample(range(len(population)), 2)
-    genomes = (population[a], population[b])
-    scores = (float(fitness(genomes[0])), float(fitness(genomes[1])))
-    winner, loser = (a, b) if scores[0] >= scores[1] else (b, a)
-    child, mutations = mutate(population[winner], n_modules, rng, shift=shift)
-    population[loser] = child
-    return TournamentRecord(generation, (a, b), genomes, scores, winner, loser, child, mutations)
+    draw = _draw(population, rng, shift)
+    a, b = draw.pair
+    scores = (float(fitness(population[a])), float(fitness(population[b])))
+    return _settle(population, draw, scores, n_modules, generation, generation)
 
 
 @dataclass
@@ -143,27 +210,64 @@ class Evolution:
     def best_fitness(self) -> float:
         return self.scores[self.best_slot()][0]
 
+    @property
+    def waves(self) -> int:
+        return len({record.wave for record in self.history})
+
 
 def evolve(
     population: Sequence[Genome],
-    fitness: Fitness,
+    fitness: Fitness | Workers,
     rng: random.Random,
     n_modules: int,
     generations: int,
     *,
     target: float | None = None,
     shift: int = 2,
+    parallel: int = 1,
 ) -> Evolution:
     """Run `generations` tournaments (one generation = one binary tournament), stopping early once a
-    contestant's fitness reaches `target` (PathNet's "until the task is learned" criterion)."""
+    contestant's fitness reaches `target` (PathNet's "until the task is learned" criterion).
+
+    With a `fitness` function, each contestant trains and is scored in turn. With `Workers`, a wave of up
+    to `parallel` consecutive tournaments with distinct slots trains at once (the next tournament, when it
+    meets a slot of the wave, starts the next wave); the tournaments of a wave are then settled in order,
+    and when one of them reaches the target the ones after it are dropped, their training with them."""
     evolution = Evolution(list(population))
-    for generation in range(generations):
-        record = tournament(evolution.population, fitness, rng, n_modules, generation=generation, shift=shift)
-        evolution.history.append(record)
-        for slot, score in zip(record.contestants, record.fitness, strict=True):
-            evolution.scores[slot] = (score, generation)
-        evolution.scores.pop(record.loser)  # the child in its slot has not been scored yet
-        if target is not None and max(record.fitness) >= target:
-            evolution.reached_target = True
-            break
+    serial = callable(fitness)
+    per_wave = 1 if serial else max(parallel, 1)
+    pending: _Draw | None = None
+    generation = wave = 0
+    while generation < generations and not evolution.reached_target:
+        draws: list[_Draw] = []
+        taken: set[int] = set()
+        while generation + len(draws) < generations and len(draws) < per_wave:
+            draw = pending or _draw(evolution.population, rng, shift)
+            pending = None
+            if taken & set(draw.pair):
+                pending = draw  # it meets a slot this wave overwrites: it starts the next wave
+                break
+            draws.append(draw)
+            taken.update(draw.pair)
+        genomes = [evolution.population[slot] for draw in draws for slot in draw.pair]
+        if serial:
+            scores = [float(fitness(genome)) for genome in genomes]
+        else:
+            scores = [float(score) for score in fitness.train(genomes)]
+        settled = 0
+        for index, draw in enumerate(draws):
+            pair = (scores[2 * index], scores[2 * index + 1])
+            record = _settle(evolution.population, draw, pair, n_modules, generation, wave)
+            evolution.history.append(record)
+            for slot, score in zip(record.contestants, record.fitness, strict=True):
+                evolution.scores[slot] = (score, generation)
+            evolution.scores.pop(record.loser)  # the child in its slot has not been scored yet
+            generation += 1
+            settled += 1
+            if target is not None and max(record.fitness) >= target:
+                evolution.reached_target = True
+                break
+        if not serial:
+            fitness.land(2 * settled)
+        wave += 1
     return evolution

@@ -14,9 +14,22 @@ seed gives the GA seed, the population and the fresh modules), then returns the 
 best path (its new modules, sum joins, head) with the weights the tournaments gave them; the search
 trains that path for `training.epochs` more. Trials of a task are therefore independent restarts: they
 run in parallel on Ray, one GA per worker, and the best on validation is committed. `decide` samples
-nothing, so a Ray driver never runs a GA. Each contestant is its path compiled as a graph over the pool's
-module objects and trained for T minibatches by the one trainer; a contestant whose loss diverges loses
-with fitness 0 and the pool gets back its weights from before its turn.
+nothing, so a Ray driver never runs a GA.
+
+Training the contestants. By default (`options.pack_contestants`) a wave of consecutive tournaments whose
+contestants are distinct population slots trains as one vectorised computation (`_pathnet_workers`): each
+contestant a worker with its own copy of its path's weights, taken from the pool as the wave found it,
+and its own T minibatches; every worker's update lands on the pool when the wave ends. Departure: the
+paper evolves its supervised tasks serially, and its parallel workers (the A3C runs) update the shared
+pool asynchronously; here a wave's later contestants do not see the earlier ones' training (the head,
+which every path trains, and any module two paths share), as serially they would. The GA itself is the
+serial one: for the same seed it meets the same pairs and mutates the same genes
+(`_pathnet_tournament.evolve`), only the fitnesses differ, so the committed path is the serial one's
+for as long as the tournaments are won by the same contestants. With `pack_contestants: false` each
+contestant is its path compiled as a graph over the pool's module objects and trained for T minibatches
+by the one trainer in turn (the paper's serial algorithm). Either way a contestant whose loss diverges
+loses with fitness 0 and its training is undone (serially: the pool gets back its weights from before
+its turn; in a wave: its update is dropped).
 
 The graph. The pool module (l, m) is the node `pool/L{l}/M{m}`, added by the task that first trained it;
 a path's layer l is a parameter-free sum join `t{task}/L{l}` over its modules. Only modules on committed
@@ -42,6 +55,7 @@ from growsearch.methods._pathnet_tournament import (
     genome_to_json,
     random_population,
 )
+from growsearch.methods._pathnet_workers import PoolWorkers, packable
 from growsearch.methods.toolkit import (
     INPUT,
     Activation,
@@ -75,9 +89,19 @@ class PathNetOptions:
     minibatches: int = 50  # T: minibatches (of training.batch_size) each contestant trains before scoring
     mutation_shift: int = 2  # a mutated gene moves by a random integer in [-shift, shift]
     target_fitness: float | None = 0.998  # stop once a contestant's training accuracy reaches it; null: never
+    # train a wave of consecutive tournaments with distinct contestants as one vectorised computation (the
+    # paper's parallel workers, `_pathnet_workers`); false: each contestant in turn (its serial algorithm)
+    pack_contestants: bool = True
+    parallel_tournaments: int = 32  # at most this many tournaments a wave (32: the paper's 64 workers)
 
     def validate(self, where: str) -> None:
-        for name in ("modules_per_layer", "active_per_layer", "generations", "minibatches"):
+        for name in (
+            "modules_per_layer",
+            "active_per_layer",
+            "generations",
+            "minibatches",
+            "parallel_tournaments",
+        ):
             require(getattr(self, name) >= 1, f"{where}.{name}", "expected an integer >= 1")
         require(
             self.active_per_layer <= self.modules_per_layer,
@@ -99,6 +123,8 @@ class PathNetSearch:
     best_fitness: float  # the committed path's fitness at its last tournament
     best_fitness_per_generation: list[float]
     diverged_contestants: int  # contestants whose loss diverged: they lost with fitness 0
+    trained_together: bool  # a wave's contestants trained as one computation (else: one after another)
+    waves: int  # how many times contestants trained (serially: once a tournament)
     shared_modules: list[str]  # nodes sharing a frozen module's weights behind a new input
     tournaments: list[dict[str, Any]]
 
@@ -271,15 +297,22 @@ class PathNet(Method):
             diverged[0] += result.diverged
             return 0.0 if result.diverged else result.train_accuracy
 
+        together = options.pack_contestants and packable(pool)
+        workers = (
+            PoolWorkers(pool, batches, settings, options.minibatches, active_modules) if together else None
+        )
         evolution = evolve(
             population,
-            fitness,
+            workers or fitness,
             rng,
             options.modules_per_layer,
             options.generations,
             target=options.target_fitness,
             shift=options.mutation_shift,
+            parallel=options.parallel_tournaments,
         )
+        if workers is not None:
+            diverged[0] += workers.diverged
         best = evolution.best()
         active = active_modules(best)
         graph = add_path(ctx.committed, ctx.task_id, pool.to("cpu"), active)
@@ -296,6 +329,8 @@ class PathNet(Method):
             best_fitness=evolution.best_fitness(),
             best_fitness_per_generation=[max(r.fitness) for r in evolution.history],
             diverged_contestants=diverged[0],
+            trained_together=together,
+            waves=evolution.waves,
             shared_modules=sorted(
                 n for n, node in graph.nodes() if n not in ctx.committed and node.shares is not None
             ),

@@ -1,3 +1,4 @@
+import copy
 import random
 
 import optuna
@@ -8,9 +9,10 @@ from growsearch.errors import ConfigError
 from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.grow import operators as ops
-from growsearch.methods._pathnet_tournament import active_modules, tournament
+from growsearch.methods._pathnet_tournament import active_modules, evolve, random_population, tournament
+from growsearch.methods._pathnet_workers import PoolWorkers
 from growsearch.methods.base import TaskContext
-from growsearch.methods.pathnet import ModulePool, PathNet, add_path, pool_id
+from growsearch.methods.pathnet import ModulePool, PathNet, PathNetOptions, add_path, pool_id
 from growsearch.store.run_folder import RunFolder
 from growsearch.train.batches import Minibatches
 from growsearch.train.extension import Training
@@ -32,7 +34,7 @@ def committed_task0(stream, specs) -> ModuleGraph:
 
 
 def train_contestant(pool, active, batches, steps, config):
-    """What PathNet's fitness does: the path trained for `steps` minibatches by the one trainer."""
+    """What PathNet's serial fitness does: the path trained for `steps` minibatches by the one trainer."""
     return fit(
         pool.path_module(active),
         batches,
@@ -40,6 +42,7 @@ def train_contestant(pool, active, batches, steps, config):
         config.optimizer_settings(),
         steps=steps,
         training=Training(on_divergence="restore"),
+        macs_per_sample=pool.macs(active),
         track_accuracy=True,
     )
 
@@ -163,6 +166,10 @@ def test_pathnet_runs_end_to_end_and_old_tasks_stay_bit_identical(run_tiny, digi
         for trial, trial_record in zip(trials, records, strict=True):
             history = trial_record.mechanism["tournaments"]
             assert len(history) == trial_record.mechanism["generations_run"] <= 3 and trial.params == {}
+            assert trial_record.mechanism["trained_together"]  # the shipped default: waves of workers
+            waves = [[s for t in history if t["wave"] == w for s in t["contestants"]] for w in range(3)]
+            assert all(len(set(slots)) == len(slots) for slots in waves)  # a wave's slots are distinct
+            assert trial_record.mechanism["waves"] == len([w for w in waves if w])
             for step in history:
                 winner = step["genomes"][step["contestants"].index(step["winner"])]
                 for layer, slot, old, new in step["mutations"]:
@@ -213,3 +220,169 @@ def test_the_tournaments_improve_the_fitness_of_the_best_path(digits_stream):
     assert search.generations_run == 40 and len(curve) == 40
     assert sum(curve[-10:]) / 10 > sum(curve[:10]) / 10 + 0.2  # later tournaments are won by fitter paths
     assert search.best_fitness >= max(curve[:10])
+
+
+def contestants_alone(start, genomes, batches, steps, config):
+    """Each contestant trained by the one trainer on its own copy of `start`, taking `batches`' next
+    minibatches in turn: its fitness, and what it changed."""
+    before = start.state_dict()
+    scores, changes = [], []
+    for genome in genomes:
+        alone = copy.deepcopy(start)
+        scores.append(train_contestant(alone, active_modules(genome), batches, steps, config).train_accuracy)
+        changes.append({k: v - before[k] for k, v in alone.state_dict().items()})
+    return scores, changes
+
+
+def test_a_waves_contestants_trained_together_score_what_each_scores_alone_from_the_waves_pool(
+    digits_stream,
+):
+    space = tiny_space("pathnet", options=TINY)
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    torch.manual_seed(1)
+    pool = ModulePool(committed_task0(digits_stream, specs), specs, 3, 2)  # L0/M0, L0/M1, L1/M2 frozen
+    start = copy.deepcopy(pool)
+    # two tournaments' contestants: overlapping trainable modules (L0/M2, L1/M0, L1/M1) and frozen ones;
+    # a path using one module at a layer (its other slot padded)
+    genomes = [((0, 2), (0, 1)), ((2, 2), (0, 2)), ((1, 0), (1, 1)), ((2, 1), (2, 0))]
+    train = digits_stream.tasks[1].train
+    size = 12
+    assert len(train) % size  # a pass ends on a short minibatch, which a contestant meets
+    steps, config = 6, space.training
+    workers = PoolWorkers(pool, stream_of(train, size), config.optimizer_settings(), steps, active_modules)
+    with count_macs() as packed:
+        together = workers.train(genomes)
+    workers.land(len(genomes))
+    with count_macs() as serial:
+        alone, changes = contestants_alone(start, genomes, stream_of(train, size), steps, config)
+    assert together == pytest.approx(alone, abs=1e-12) and len(set(alone)) > 1
+    assert packed.macs == serial.macs > 0  # each contestant's own compute, as if trained alone
+    # every update lands: a module (or the head) moves by the sum of its trainers' changes
+    after, before = pool.state_dict(), start.state_dict()
+    for name, value in before.items():
+        assert torch.allclose(after[name], value + sum(c[name] for c in changes), atol=1e-6), name
+    for layer, m in ((0, 0), (0, 1), (1, 2)):  # frozen modules: bit-identical
+        names = [k for k in before if k.startswith(f"layers.{layer}.{m}.")]
+        assert names and all(torch.equal(after[k], before[k]) for k in names)
+
+    # serially, the second contestant trains on what the first left: the first scores the same, and
+    # where they share weights (the head, L1/M0) the pool ends elsewhere
+    one_after_another = copy.deepcopy(start)
+    batches = stream_of(train, size)
+    first = train_contestant(one_after_another, active_modules(genomes[0]), batches, steps, config)
+    train_contestant(one_after_another, active_modules(genomes[1]), batches, steps, config)
+    pair = PoolWorkers(
+        copy.deepcopy(start), stream_of(train, size), config.optimizer_settings(), steps, active_modules
+    )
+    assert pair.train(genomes[:2])[0] == pytest.approx(first.train_accuracy, abs=1e-12)
+    pair.land(2)
+    assert not torch.allclose(pair.pool.head.weight, one_after_another.head.weight, atol=1e-4)
+
+
+def test_a_diverging_contestant_of_a_wave_scores_0_and_its_update_is_dropped_while_the_others_train(
+    digits_stream,
+):
+    space = tiny_space("pathnet", options=TINY)
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    with torch.no_grad():
+        for p in pool.layers[1][2].parameters():
+            p.fill_(1e38)  # L1/M2's outputs overflow: its path's loss is not finite from the first step
+    start = copy.deepcopy(pool)
+    genomes = [((0, 1), (2, 2)), ((0, 1), (0, 1))]  # they share L0/M0, L0/M1 and the head
+    steps, config, train = 4, space.training, digits_stream.tasks[0].train
+    workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), steps, active_modules)
+    scores = workers.train(genomes)
+    workers.land(2)
+    batches = stream_of(train, 16)
+    for _ in range(steps):  # the diverging contestant's minibatches
+        batches.next()
+    alone, (change,) = contestants_alone(start, genomes[1:], batches, steps, config)
+    assert scores[0] == 0.0 and alone[0] > 0 and scores[1] == pytest.approx(alone[0], abs=1e-12)
+    assert workers.diverged == 1
+    after, before = pool.state_dict(), start.state_dict()
+    for name, value in before.items():  # only the second contestant's training landed
+        assert torch.allclose(after[name], value + change[name], atol=1e-6), name
+
+
+class ScriptedWorkers:
+    """Workers scoring each genome by a fixed function, recording what they were asked."""
+
+    def __init__(self, score):
+        self.score, self.trained, self.landed = score, [], []
+
+    def train(self, genomes):
+        self.trained.append(len(genomes))
+        return [self.score(genome) for genome in genomes]
+
+    def land(self, count):
+        self.landed.append(count)
+
+
+def test_waves_meet_the_pairs_and_mutate_the_genes_the_serial_ga_does_and_stop_where_it_stops():
+    def score(genome):
+        return sum(map(sum, genome)) / 81  # 3 layers x 3 genes x 9 at most: 1.0
+
+    population = random_population(random.Random(0), 64, n_layers=3, n_modules=10, n_active=3)
+    for target, parallel in ((None, 32), (0.8, 32), (None, 2)):
+        serial = evolve(population, score, random.Random(1), 10, 200, target=target)
+        workers = ScriptedWorkers(score)
+        packed = evolve(population, workers, random.Random(1), 10, 200, target=target, parallel=parallel)
+        strip = [{k: v for k, v in r.to_json().items() if k != "wave"} for r in serial.history]
+        assert [{k: v for k, v in r.to_json().items() if k != "wave"} for r in packed.history] == strip
+        assert packed.population == serial.population and packed.best() == serial.best()
+        assert serial.waves == len(serial.history)  # serially, one tournament at a time
+        sizes = [sum(r.wave == w for r in packed.history) for w in range(packed.waves)]
+        assert max(sizes) == parallel if parallel == 2 else max(sizes) > 2
+        for wave in range(packed.waves):
+            slots = [s for r in packed.history if r.wave == wave for s in r.contestants]
+            assert len(set(slots)) == len(slots)
+        assert sum(workers.landed) == 2 * len(packed.history) and len(workers.trained) == packed.waves
+        if target is not None:  # it stopped inside a wave: the tournaments after the stop never landed
+            assert packed.reached_target and len(packed.history) < 200
+            assert workers.trained[-1] > workers.landed[-1]
+
+
+def test_packed_and_serial_gas_meet_the_same_pairs_and_the_first_contestant_scores_the_same(digits_stream):
+    runs = {}
+    for together in (True, False):
+        method = PathNet(
+            tiny_space("pathnet", options={**TINY, "generations": 6, "pack_contestants": together})
+        )
+        specs = method.specs_for(digits_stream.input_shape)
+        ctx = TaskContext(
+            0, digits_stream.tasks[0], ModuleGraph(digits_stream.input_shape), specs, (), seed=0
+        )
+        torch.manual_seed(0)
+        runs[together] = method.build({}, ctx).mechanism
+    packed, serial = runs[True], runs[False]
+    assert packed.trained_together and not serial.trained_together
+    assert serial.waves == serial.generations_run and packed.waves < packed.generations_run
+    shared = min(packed.generations_run, serial.generations_run)
+    assert [t["contestants"] for t in packed.tournaments[:shared]] == [
+        t["contestants"] for t in serial.tournaments[:shared]
+    ]
+    assert packed.tournaments[0]["fitness"][0] == pytest.approx(
+        serial.tournaments[0]["fitness"][0], abs=1e-12
+    )
+    assert PathNetOptions().pack_contestants  # the shipped default
+
+
+def test_modules_other_than_dense_layers_train_together_through_vmap_to_the_same_fitnesses(digits_stream):
+    conv = {"conv": {"channels": 4, "kernel": 3, "padding": 1}}
+    space = tiny_space("pathnet", network={"layers": [conv, conv]}, options=TINY)
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    start = copy.deepcopy(pool)
+    genomes = [((0, 2), (0, 1)), ((2, 2), (0, 2)), ((1, 0), (1, 1))]
+    steps, config, train = 5, space.training, digits_stream.tasks[0].train
+    workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), steps, active_modules)
+    together = workers.train(genomes)
+    workers.land(len(genomes))
+    alone, changes = contestants_alone(start, genomes, stream_of(train, 16), steps, config)
+    assert together == pytest.approx(alone, abs=1e-12) and len(set(alone)) > 1
+    after, before = pool.state_dict(), start.state_dict()
+    for name, value in before.items():
+        assert torch.allclose(after[name], value + sum(c[name] for c in changes), atol=1e-6), name
