@@ -12,7 +12,7 @@ from growsearch.graph.compile import compile_for_training, compile_view
 from growsearch.graph.module_graph import FREE, ModuleGraph
 from growsearch.grow import operators as ops
 from growsearch.methods.algorithms import growing_stack
-from growsearch.methods.algorithms.gradual_pruning import GradualPruner, cubic_sparsity
+from growsearch.methods.algorithms.gradual_pruning import GradualPruner, _smallest, cubic_sparsity
 from growsearch.methods.base import TaskContext
 from growsearch.store.run_folder import RunFolder
 from growsearch.train.batches import Minibatches
@@ -221,3 +221,18 @@ def _fresh(method, stream) -> ModuleGraph:
 
 def _context(method, committed, stream, task):
     return TaskContext(task, stream.tasks[task], committed, method.specs_for(stream.input_shape), (), 0, 5)
+
+
+def test_pruning_selects_what_a_stable_sort_would_with_ties_to_the_lower_index():
+    """The linear-time selection prunes exactly the entries a stable argsort picks (magnitude, then index),
+    with pruned entries (-1) first and entries that may not be pruned (inf) last, ties and all."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        n = int(torch.randint(1, 200, (1,), generator=generator))
+        score = torch.randint(0, 4, (n,), generator=generator).float()  # many ties
+        score[torch.rand(n, generator=generator) < 0.2] = math.inf
+        score[torch.rand(n, generator=generator) < 0.2] = -1.0
+        wanted = int(torch.randint(1, n + 1, (1,), generator=generator))
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[score.argsort(stable=True)[:wanted]] = True
+        assert torch.equal(_smallest(score, wanted), expected)

@@ -99,10 +99,7 @@ class GradualPruner:
                 pruned, torch.full_like(score, -1.0), score
             )  # pruned first: the set only grows
             score = torch.where(prunable, score, torch.full_like(score, math.inf))
-            order = score.flatten().argsort(stable=True)
-            now = torch.zeros(prunable.numel(), dtype=torch.bool)
-            now[order[:wanted]] = True
-            pruned |= now.view(prunable.shape)
+            pruned |= _smallest(score.flatten(), wanted).view(prunable.shape)
             on_device = pruned.to(device)
             masked.trainable.masked_fill_(on_device, False)
             masked.frozen_values.masked_fill_(on_device, 0.0)
@@ -124,6 +121,16 @@ class GradualPruner:
     def sparsity(self) -> dict[tuple[str, str], float]:
         """The pruned share of each tensor's prunable entries."""
         return {k: int(self.pruned[k].sum()) / max(1, int(p.sum())) for k, p in self.prunable.items()}
+
+
+def _smallest(score: torch.Tensor, wanted: int) -> torch.Tensor:
+    """The `wanted` smallest entries of a flat tensor, ties to the lower index: what a stable argsort's first
+    `wanted` select, found in linear time (a full sort at every pruning update dominated compact trials)."""
+    kth = torch.kthvalue(score, wanted).values
+    chosen = score < kth
+    ties = (score == kth).nonzero().flatten()[: wanted - int(chosen.sum())]
+    chosen[ties] = True
+    return chosen
 
 
 def pruned_fraction(prunable: Mapping[tuple[str, str], torch.Tensor], pruned: Entries) -> float:
