@@ -110,33 +110,41 @@ class TaskServices:
         return kept
 
     # ---- a committed task, on resume ----------------------------------------------------------------
+    def _kept(self, t: int, name: str, missing: str) -> dict[str, torch.Tensor]:
+        """The tensors committed task t kept in `name`; a CheckpointError (the folder, then `missing`) when
+        it holds none."""
+        tensors = self.run.load_task_tensors(t, name)
+        if tensors is None:
+            raise CheckpointError(f"{self.run.task_dir(t)} {missing}")
+        return tensors
+
     def restore(self, t: int) -> None:
         """What committed task t kept (its autoencoder, the task classifier and the memories after it),
         loaded from its folder."""
         if self.plan.task_classifier is not None:
-            tensors = self.run.load_task_tensors(t, TASK_CLASSIFIER_FILE)
-            if tensors is None:
-                raise CheckpointError(
-                    f"{self.run.task_dir(t)} holds no task classifier: the run was started with the task "
-                    "given at test time or ExpertGate's gate picking it (before the task classifier was "
-                    "class-IL's default); resume it with --set inference.kind=expert-gate --force"
-                )
+            tensors = self._kept(
+                t,
+                TASK_CLASSIFIER_FILE,
+                "holds no task classifier: the run was started with the task given at test time or "
+                "ExpertGate's gate picking it (before the task classifier was class-IL's default); resume it "
+                "with --set inference.kind=expert-gate --force",
+            )
             self.task_classifier = TaskClassifier.from_tensors(tensors)
         if self.plan.autoencoders is not None:
-            tensors = self.run.load_task_tensors(t, AUTOENCODER_FILE)
-            if tensors is None:
-                raise CheckpointError(
-                    f"{self.run.task_dir(t)} holds no task-inference autoencoder: the run was started with "
-                    "the task id given at test time, or the task classifier picking it; resume it under its "
-                    "own scenario and inference.kind"
-                )
+            tensors = self._kept(
+                t,
+                AUTOENCODER_FILE,
+                "holds no task-inference autoencoder: the run was started with the task id given at test "
+                "time, or the task classifier picking it; resume it under its own scenario and "
+                "inference.kind",
+            )
             self.autoencoders.append(TaskAutoencoder.from_tensors(tensors))
         if self.rehearsal is not None:
-            tensors = self.run.load_task_tensors(t, MEMORY_FILE)
-            if tensors is None:
-                raise CheckpointError(
-                    f"{self.run.task_dir(t)} holds no exemplar memory, which method {self.method.name} keeps "
-                    "after every task; the run folder was not written by this method"
-                )
+            tensors = self._kept(
+                t,
+                MEMORY_FILE,
+                f"holds no exemplar memory, which method {self.method.name} keeps after every task; the run "
+                "folder was not written by this method",
+            )
             restored = ExemplarMemory.from_tensors(tensors)
             self.rehearsal = dataclasses.replace(self.rehearsal, memory=restored)
