@@ -250,11 +250,17 @@ def compile_view(
             module = built[node.shares]  # the same frozen function twice in one view: one module
         else:
             module = _build_module(graph, node_id, task, include_free)
-        learns = train and not node.frozen
         norms = norm_entries(node.spec)
+        node_masks = (train_masks or {}).get(node_id, {})
+        # a node whose every parameter's train mask is empty trains nothing: no gradient is computed for it
+        idle = (
+            bool(node.weights)
+            and not norms
+            and all(name in node_masks and not bool(node_masks[name].any()) for name in node.weights)
+        )
+        learns = train and not node.frozen and not idle
         norm_learns = train and bool(norms) and _trains_norm(graph, node_id, task, learns)
         _fix_norms(module, fixed=not norm_learns)
-        node_masks = (train_masks or {}).get(node_id, {})
         for name, parameter in module.named_parameters():
             if name in norms:  # the task's own normalisation trains, another task's never
                 parameter.requires_grad_(norm_learns)
