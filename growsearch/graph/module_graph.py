@@ -75,6 +75,7 @@ class ModuleGraph:
         self._nx = nx.DiGraph()
         self.input_shape = tuple(input_shape)
         self.heads: dict[int, str] = {}
+        self._forget_order()
         self._nx.add_node(INPUT, node=Node(spec=Input(self.input_shape), owner=FREE, inputs=(), frozen=True))
 
     # ---- reading -------------------------------------------------------------------------------------
@@ -82,7 +83,18 @@ class ModuleGraph:
         return node_id in self._nx
 
     def __iter__(self) -> Iterator[str]:
-        return iter(nx.lexicographical_topological_sort(self._nx))
+        return iter(self._order())
+
+    def _order(self) -> list[str]:
+        """Every node in lexicographical topological order, kept until a node is added (a search reads the
+        same graph's views thousands of times; only `add` changes the structure)."""
+        if self._topological is None:
+            self._topological = list(nx.lexicographical_topological_sort(self._nx))
+        return self._topological
+
+    def _forget_order(self) -> None:
+        self._topological: list[str] | None = None
+        self._upstream: dict[str, list[str]] = {}
 
     def node_ids(self) -> list[str]:
         """Every node id, in insertion order (cheaper than iterating the topological order)."""
@@ -133,8 +145,11 @@ class ModuleGraph:
 
     def upstream(self, node_id: str) -> list[str]:
         """`node_id` and every node it depends on, input first, in topological order."""
-        members = self.ancestors(node_id) | {node_id}
-        return [n for n in nx.lexicographical_topological_sort(self._nx.subgraph(members))]
+        # an ancestor-closed set's own lexicographical order is the whole graph's order filtered to it
+        if node_id not in self._upstream:
+            members = self.ancestors(node_id) | {node_id}
+            self._upstream[node_id] = [n for n in self._order() if n in members]
+        return list(self._upstream[node_id])
 
     def shapes(self, node_ids: Iterable[str] | None = None) -> dict[str, Shape]:
         """Output shape of every node (of `node_ids` and their ancestors), checking every merge."""
@@ -142,7 +157,7 @@ class ModuleGraph:
         for n in list(wanted):
             wanted |= nx.ancestors(self._nx, n)
         shapes: dict[str, Shape] = {}
-        for node_id in nx.lexicographical_topological_sort(self._nx.subgraph(wanted)):
+        for node_id in [n for n in self._order() if n in wanted]:
             node = self.node(node_id)
             merged = self.merged_input_shape(node_id, shapes)
             try:
@@ -276,10 +291,12 @@ class ModuleGraph:
         self._nx.add_node(node_id, node=node)
         for source in inputs:
             self._nx.add_edge(source, node_id)
+        self._forget_order()
         try:
             self.shapes([node_id])  # refuse a shape mismatch now, naming the node
         except GraphError:
             self._nx.remove_node(node_id)
+            self._forget_order()
             raise
         return node
 
@@ -295,6 +312,7 @@ class ModuleGraph:
         new = ModuleGraph.__new__(ModuleGraph)
         new.input_shape = self.input_shape
         new.heads = dict(self.heads)
+        new._forget_order()
         new._nx = nx.DiGraph()
         for node_id in self._nx:
             node = self.node(node_id)
