@@ -153,8 +153,10 @@ def report(stream: str, rows: list[dict]) -> bool:
     print(f"auto-grow's moves per task: {', '.join(str(m) for m in given['moves'])}")
     print(f"last task committed: {last['move']} from task {last['source']} {last['parameters']}")
     for move, best in given["alternatives"].items():
+        stopped = best.get("stopped_after_epochs")
+        where = "" if stopped is None else f" (stopped by halving after {stopped} epoch{'s' * (stopped > 1)})"
         print(
-            f"  best {move:<12} trial {best['trial']:>2}: val acc {best['val_accuracy']:.4f}, "
+            f"  best {move:<12} trial {best['trial']:>2}: val acc {best['val_accuracy']:.4f}{where}, "
             f"{best['added_parameters']:,} parameters added"
         )
     return bool(winners)

@@ -26,6 +26,8 @@ PACK = "pack"  # a trial trained in a pack: the number of the pack's first trial
 PACK_SIZE = "pack_size"  # on a pack's first trial, its first record: how many trials the pack asked
 PACK_LAYOUT = "pack_layout"  # on a pack's first trial: the template it trained in (before any is told)
 COMMITTED = "committed"  # on a study: the number of the trial growsearch committed
+RUNG = "halving_rung_"  # + a rung's epochs: a trial's point there (successive halving), [accuracy, *costs]
+HALVING_STOPPED = "halving_stopped_after"  # the epochs a trial trained before successive halving stopped it
 
 
 class AttributeSink(Protocol):
@@ -79,6 +81,20 @@ def failure_attrs(message: str, spent_macs: int) -> dict[str, Any]:
 def stopped_attrs(spent_macs: int) -> dict[str, Any]:
     """A trial a pruner stopped early."""
     return {SPENT_MACS: int(spent_macs)}
+
+
+def rung_point(trial: FrozenTrial, rung: int) -> tuple[float, ...] | None:
+    """Trial's point at a successive-halving rung ([accuracy, *costs]), or None where it was not judged."""
+    point = trial.user_attrs.get(f"{RUNG}{rung}")
+    return None if point is None else tuple(float(v) for v in point)
+
+
+def halving_stop(trial: FrozenTrial) -> tuple[int, tuple[float, ...]] | None:
+    """Where successive halving stopped a trial: the epochs it trained and its point there (None: it did
+    not stop it)."""
+    rung = trial.user_attrs.get(HALVING_STOPPED)
+    point = None if rung is None else rung_point(trial, int(rung))
+    return None if point is None else (int(rung), point)
 
 
 def failure(trial: FrozenTrial) -> str | None:

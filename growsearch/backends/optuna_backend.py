@@ -10,6 +10,7 @@ without an error of their own: the pipeline retries each with its decisions and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import optuna
@@ -25,6 +26,11 @@ def epoch_reporter(trials: TaskTrials, trial: optuna.Trial) -> Callable[[EpochSt
 
     def on_epoch(stats: EpochStats) -> None:
         trials.on_epoch(trial.number, stats)
+        if trials.halving is not None:
+            point = (stats.val_accuracy if stats.val_accuracy is not None else math.nan, *stats.costs)
+            reason = trials.halving.judge(trial.number, stats.epoch + 1, point)
+            if reason is not None:
+                raise optuna.TrialPruned(reason)
         if trials.multi_objective:
             return  # Optuna reports and prunes single-objective trials only
         trial.report(stats.val_accuracy, stats.epoch)
@@ -56,7 +62,8 @@ class OptunaBackend:
                     record_layout(asked[0], pack.layout)
                     results = pack.results
                 for trial, result in zip(asked, results, strict=True):
-                    report = report_of(trials.save_trial, job.task_id, trial.number, result)
+                    rungs = trials.halving.attrs(trial.number) if trials.halving is not None else None
+                    report = report_of(trials.save_trial, job.task_id, trial.number, result, rungs)
                     tell(trials, trial, report)
                     told.add(trial.number)
             except BaseException:  # Ctrl-C, or a bug: the untold trials are interrupted, not lost

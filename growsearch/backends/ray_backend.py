@@ -34,6 +34,7 @@ from ray.tune.search import Searcher
 from growsearch.backends.ray_options import RayOptions
 from growsearch.config.space import BackendConfig
 from growsearch.errors import ConfigError, TrainingError
+from growsearch.search.halving import SuccessiveHalving
 from growsearch.search.trial_job import TrialFailure, TrialJob, TrialOutcome
 from growsearch.search.trials import (
     SaveTrial,
@@ -54,6 +55,7 @@ REPORT = (
 )
 PACK_REPORTS = "pack_reports_json"  # a pack's TrialReport per trial number
 LAYOUT = "layout_json"  # the template a pack trained in
+HALVING = "halving"  # a trial's config: the rungs it is judged against (SuccessiveHalving.snapshot)
 
 
 def trial_resources(config: BackendConfig) -> dict[str, float]:
@@ -84,9 +86,13 @@ class StudySearcher(Searcher):
         members = [
             {"decisions": job.decide(t), "number": t.number, "seed_number": job.seed_number(t)} for t in asked
         ]
+        rungs = {}
+        if self.trials.halving is not None:  # the worker judges against the rungs as the study holds them now
+            known = self.trials.halving.reseeded(self.trials.study.get_trials(deepcopy=False))
+            rungs = {HALVING: known.snapshot()}
         if self.trials.pack == 1:
-            return members[0]
-        return {"pack": members, "layout": layout, "max_padding": self.trials.max_padding}
+            return {**members[0], **rungs}
+        return {"pack": members, "layout": layout, "max_padding": self.trials.max_padding, **rungs}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id not in self.live or EPOCH not in result:
@@ -145,22 +151,27 @@ def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTria
     if "pack" in config:
         _train_pack_on_worker(config, job, save_trial, where)
         return
-    last_epoch = job.training.epochs - 1
+    last_epoch, number = job.training.epochs - 1, config["number"]
+    halving = _halving(config)
     with count_macs() as spent:
 
         def on_epoch(stats: EpochStats) -> None:
+            reason = _judged(halving, number, stats)
             if stats.epoch < last_epoch:  # each report carries the compute so far: a stopped trial keeps it
-                stopped = TrialReport("pruned", {**stopped_attrs(spent.macs), **where})
+                attrs = {**stopped_attrs(spent.macs), **where, **_rungs(halving, number)}
+                stopped = TrialReport("pruned", attrs)
                 epoch = json.dumps(stats.to_json())
                 tune.report({METRIC: stats.val_accuracy, EPOCH: epoch, REPORT: json.dumps(stopped.to_json())})
+            if reason is not None:
+                raise optuna.TrialPruned(reason)
 
         try:
             result: TrialOutcome | TrialFailure = job.run(
-                config["decisions"], config["number"], config["seed_number"], on_epoch
+                config["decisions"], number, config["seed_number"], on_epoch
             )
-        except TrainingError as error:
+        except (TrainingError, optuna.TrialPruned) as error:
             result = TrialFailure(error, spent.macs)
-    report = report_of(save_trial, job.task_id, config["number"], result, where)
+    report = report_of(save_trial, job.task_id, number, result, {**where, **_rungs(halving, number)})
     accuracy = result.accuracy if isinstance(result, TrialOutcome) else math.nan
     tune.report({METRIC: accuracy, REPORT: json.dumps(report.to_json())})
 
@@ -169,10 +180,14 @@ def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: Sav
     """A pack of trials on one worker (`TrialJob.run_pack`): each epoch of each trial is reported as it
     ends (with the trial's number), then one report carries every trial's outcome and the pack's layout."""
     members = config["pack"]
+    halving = _halving(config)  # its members judge after their earlier mates
 
     def reporter(number: int) -> Any:
         def on_epoch(stats: EpochStats) -> None:
+            reason = _judged(halving, number, stats)
             tune.report({METRIC: stats.val_accuracy, EPOCH: json.dumps(stats.to_json()), "number": number})
+            if reason is not None:
+                raise optuna.TrialPruned(reason)
 
         return on_epoch
 
@@ -185,7 +200,9 @@ def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: Sav
         config["max_padding"],
     )
     reports = {
-        str(member["number"]): report_of(save_trial, job.task_id, member["number"], result, where).to_json()
+        str(member["number"]): report_of(
+            save_trial, job.task_id, member["number"], result, {**where, **_rungs(halving, member["number"])}
+        ).to_json()
         for member, result in zip(members, pack.results, strict=True)
     }
     accuracies = [r.accuracy for r in pack.results if isinstance(r, TrialOutcome)]
@@ -196,6 +213,23 @@ def _train_pack_on_worker(config: dict[str, Any], job: TrialJob, save_trial: Sav
             LAYOUT: json.dumps(pack.layout) if pack.layout is not None else "",
         }
     )
+
+
+def _halving(config: dict[str, Any]) -> SuccessiveHalving | None:
+    """The rungs the driver handed a trial (`search.fidelity: halving`), or None."""
+    return SuccessiveHalving.from_snapshot(config[HALVING]) if HALVING in config else None
+
+
+def _judged(halving: SuccessiveHalving | None, number: int, stats: EpochStats) -> str | None:
+    """Why successive halving stops trial `number` after this epoch, or None."""
+    if halving is None:
+        return None
+    point = (stats.val_accuracy if stats.val_accuracy is not None else math.nan, *stats.costs)
+    return halving.judge(number, stats.epoch + 1, point)
+
+
+def _rungs(halving: SuccessiveHalving | None, number: int) -> dict[str, Any]:
+    return halving.attrs(number) if halving is not None else {}
 
 
 @contextlib.contextmanager

@@ -56,6 +56,12 @@ class SearchConfig:
     n_trials: int | None = None  # None: the method's own budget (e.g. every MNTDP candidate)
     sampler: str | None = None  # None: the method's own sampler
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
+    # full: every trial trains its epochs (the papers' protocol); halving: successive halving over epochs
+    # (search.halving): a trial is judged after min_epochs * eta**k epochs and goes on only when it ranks
+    # in the top 1/eta of the trials judged there, on every objective
+    fidelity: Literal["full", "halving"] = "full"
+    min_epochs: int = 1
+    eta: int = 3
     storage: Literal["journal", "sqlite"] = "journal"
     # more than one objective: a multi-objective search (NSGA-II by default)
     objectives: tuple[Objective, ...] = ("accuracy",)
@@ -102,6 +108,23 @@ class SearchConfig:
             "expected none with several objectives (Optuna prunes single-objective searches only)",
         )
         require(self.accuracy_tolerance >= 0, f"{where}.accuracy_tolerance", "expected a number >= 0")
+        require(
+            self.min_epochs >= 1, f"{where}.min_epochs", f"expected an integer >= 1, got {self.min_epochs}"
+        )
+        require_at_most(
+            self.min_epochs, MAX_EPOCHS, f"{where}.min_epochs", "a rung is some of a trial's epochs"
+        )
+        require(
+            self.eta >= 2,
+            f"{where}.eta",
+            f"expected an integer >= 2 (keep 1/eta at each rung), got {self.eta}",
+        )
+        require_at_most(self.eta, MAX_TRIALS, f"{where}.eta", "1/eta of a rung's trials go on")
+        require(
+            self.fidelity == "full" or self.pruner == "none",
+            f"{where}.pruner",
+            "expected none with fidelity: halving (successive halving already stops trials; pick one)",
+        )
 
     @property
     def multi_objective(self) -> bool:

@@ -61,6 +61,7 @@ from growsearch.methods.toolkit import (
     Retrain,
     SearchPlan,
     TaskContext,
+    halving_stop,
     ops,
     read_record,
     require,
@@ -288,18 +289,28 @@ class AutoGrow(Method):
         return decided
 
     def record(self, committed: ModuleGraph, ctx: TaskContext, study: optuna.Study) -> dict[str, Any]:
-        """Per move, the best candidate the search trained: its trial, accuracy, size and decisions."""
+        """Per move, the best candidate the search trained: its trial, accuracy, size and decisions. A
+        trained candidate ranks above one successive halving stopped (`stopped_after_epochs`: its accuracy
+        is the one it had there)."""
         best: dict[str, dict[str, Any]] = {}
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            move, record = trial.params.get("move"), read_record(trial)
-            added = record.added_parameters if record else None
-            entry = {"trial": trial.number, "val_accuracy": trial.values[0], "added_parameters": added}
-            kept = best.get(move)
-            if kept is None or (entry["val_accuracy"], -(added or 0)) > (
-                kept["val_accuracy"],
-                -(kept["added_parameters"] or 0),
-            ):
-                best[move] = {**entry, "decisions": dict(trial.params)}
+        ranks: dict[str, tuple[bool, float, int]] = {}
+        costs = self.space.search.objectives[1:]
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            move, stop = trial.params.get("move"), halving_stop(trial)
+            if trial.state == TrialState.COMPLETE:
+                record = read_record(trial)
+                added = record.added_parameters if record else None
+                entry = {"trial": trial.number, "val_accuracy": trial.values[0], "added_parameters": added}
+            elif stop is not None:
+                epochs, point = stop
+                added = int(point[1]) if costs[:1] == ("added_parameters",) else None
+                entry = {"trial": trial.number, "val_accuracy": point[0], "added_parameters": added}
+                entry["stopped_after_epochs"] = epochs
+            else:
+                continue
+            rank = (stop is None, entry["val_accuracy"], -(entry["added_parameters"] or 0))
+            if move not in best or rank > ranks[move]:
+                best[move], ranks[move] = {**entry, "decisions": dict(trial.params)}, rank
         capacity = {}  # on the backbone: per layer, the share each task owns, picks and leaves free
         if moves.on_backbone(committed, ctx.task_id):
             capacity = {"capacity": compacting.capacity(committed, ctx)}

@@ -75,7 +75,7 @@ from growsearch.train.extension import (
 from growsearch.train.optim import make_optimizer
 from growsearch.train.stabilisers import IMPORTANCE, KINDS, Stabiliser, fisher_information
 from growsearch.train.trainer import FitResult, count_macs, fit, input_gradients, spend_macs
-from growsearch.trial_record import is_interrupted, learning_pack, pack_of, read_record
+from growsearch.trial_record import halving_stop, is_interrupted, learning_pack, pack_of, read_record
 
 __all__ = [
     "FREE",
@@ -139,6 +139,7 @@ __all__ = [
     "fisher_information",
     "fit",
     "from_mapping",
+    "halving_stop",
     "head_node",
     "head_spec",
     "input_gradients",
@@ -163,8 +164,8 @@ __all__ = [
     "resolve_device",
     "run_in_batches",
     "spend_macs",
-    "task_node",
     "split_activation",
+    "task_node",
     "train_candidate",
     "unit_gates",
     "units",

@@ -27,6 +27,7 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import Method, TaskContext
 from growsearch.search.commit import commit_chosen, task_record, write_task
 from growsearch.search.evaluation import Evaluation
+from growsearch.search.halving import halving_for
 from growsearch.search.kept_size import kept_size
 from growsearch.search.loggers import Logger
 from growsearch.search.scenario_plan import ScenarioPlan
@@ -157,6 +158,13 @@ class GrowthPipeline:
             early_stopping=pruning and not search.multi_objective,
             pack=pack_size(search.pack, pack_limit, pruning, device, self.specs),
             max_padding=max_padding(search.pack, device),
+            halving=(
+                halving_for(
+                    search.min_epochs, search.eta, job.training.epochs, study.get_trials(deepcopy=False)
+                )
+                if search.fidelity == "halving"
+                else None
+            ),
         )
 
     def _log_epoch(self, task: int, trial: int, stats: EpochStats) -> None:

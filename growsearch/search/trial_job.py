@@ -130,7 +130,10 @@ class TrialJob:
                 raise NotPackable("a pack needs two candidates that train plainly, or a recorded layout")
             if self.augmentation is not None and self.augmentation.active:
                 raise NotPackable("augmented batches differ per candidate: each trains alone")
-            members = [PackMember(c.graph, seed, on_epochs[i]) for i, (c, seed, _) in built.items()]
+            members = [
+                PackMember(c.graph, seed, self._with_costs(on_epochs[i], c))
+                for i, (c, seed, _) in built.items()
+            ]
             task = self.ctx.task
             config = self.training
             packed = train_packed(
@@ -191,10 +194,27 @@ class TrialJob:
             task.val,
             self.training,
             seed=seed,
-            on_epoch=on_epoch,
+            on_epoch=self._with_costs(on_epoch, candidate),
             training=candidate.training or PLAIN,
             augmentation=self.augmentation,
         )
+
+    def _with_costs(self, on_epoch: EpochCallback | None, candidate: Candidate) -> EpochCallback | None:
+        """`on_epoch`, told with each epoch the candidate's costs among the objectives that are known before
+        it trains (added parameters, forward multiply-adds; `capacity_used` is measured after)."""
+        if on_epoch is None:
+            return None
+        costs = tuple(float(v) for v in self._static_costs(candidate))
+        return lambda stats: on_epoch(dataclasses.replace(stats, costs=costs))
+
+    def _static_costs(self, candidate: Candidate) -> list[int]:
+        graph, costs = candidate.graph, []
+        for name in self.objectives[1:]:
+            if name == "added_parameters":
+                costs.append(graph.n_parameters() - self.ctx.committed.n_parameters())
+            elif name == "forward_macs":
+                costs.append(graph.macs(graph.view(self.task_id)))
+        return costs
 
     def _outcome(self, candidate: Candidate, result: TrainingResult, building_macs: int) -> TrialOutcome:
         view = candidate.graph.view(self.task_id)

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.graph.module_graph import ModuleGraph
+from growsearch.search.halving import SuccessiveHalving
 from growsearch.search.trial_job import TrialFailure, TrialJob, TrialOutcome
 from growsearch.train.trainer import EpochStats
 from growsearch.trial_record import (
@@ -46,8 +47,10 @@ class TaskTrials:
     """`n_trials` more trials of `job` in `study`. Each trained candidate is kept with `save_trial`;
     `on_trial` is called after each trial is told, `on_epoch` after each of its epochs (in this process,
     whichever backend trains it). With `early_stopping` a backend stops losing trials after an epoch
-    (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only. With `pack` > 1 a backend
-    asks the study for that many trials at a time and trains them as one pack (`TrialJob.run_pack`)."""
+    (Optuna's pruner, or Ray's ASHA scheduler), a single-objective search only; with `halving` a trial stops
+    at a rung where it ranks below the top 1/eta on every objective (`search.halving`; packs too). With
+    `pack` > 1 a backend asks the study for that many trials at a time and trains them as one pack
+    (`TrialJob.run_pack`)."""
 
     study: optuna.Study
     job: TrialJob
@@ -58,6 +61,7 @@ class TaskTrials:
     early_stopping: bool = False
     pack: int = 1  # trials trained together (`search.pack`); 1: one at a time
     max_padding: float | None = None  # a pack whose padding multiplies compute by more trains one by one
+    halving: SuccessiveHalving | None = None  # `search.fidelity: halving`: the task's rungs so far
 
     @property
     def multi_objective(self) -> bool:
@@ -104,7 +108,7 @@ def report_of(
     where: dict[str, Any] | None = None,
 ) -> TrialReport:
     """Keep a trained candidate (trial `number` of `task`) and say what the study is told of it (`where`:
-    the Ray worker it ran on)."""
+    attributes kept with it besides its record: the Ray worker it ran on, its successive-halving rungs)."""
     where = where or {}
     if isinstance(result, TrialFailure):
         if isinstance(result.error, optuna.TrialPruned):

@@ -12,6 +12,9 @@ class EpochStats:
     train_loss: float  # mean cross-entropy of the epoch's batches
     train_accuracy: float | None  # on those batches, as they were trained (None: not tracked)
     val_accuracy: float | None = None
+    # the candidate's costs among the search's objectives, known once it is built (added parameters,
+    # forward multiply-adds): what successive halving ranks a trial on beside its accuracy; not logged
+    costs: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, float | int | None]:
         return {

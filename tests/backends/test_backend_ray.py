@@ -14,7 +14,7 @@ from growsearch.backends import RayOptions
 from growsearch.errors import ConfigError
 from growsearch.runner import RunOptions, resume_run, start_run
 from growsearch.store.run_folder import RunFolder
-from growsearch.trial_record import worker_node
+from growsearch.trial_record import halving_stop, worker_node
 
 from ray_cluster import start_cluster
 from tiny_runs import assert_same_commits, kill, start_cli_run, tiny_space, wait_for
@@ -75,7 +75,8 @@ def test_a_search_spreads_over_both_nodes_and_commits_what_the_optuna_backend_co
         "auto-grow",
         training={"epochs": 3},
         backend={"reuse_workers": False},
-        search={"pack": 1, "n_trials": 3},
+        # trials run at once, so halving would judge them by timing: the papers' full fidelity here
+        search={"pack": 1, "n_trials": 3, "fidelity": "full"},
     )
     reference = _one_thread_run(space, options(), tmp_path / "optuna")
     result = start_run(
@@ -115,6 +116,26 @@ def test_a_ray_trial_carries_a_pack_and_commits_what_the_optuna_backend_commits(
     printed = "".join(capfd.readouterr())  # Tune's own console output stays off: growsearch prints its own
     assert "Number of trials" not in printed and "tensorboard --logdir" not in printed, printed[-2000:]
     assert "Wrote the latest version" not in printed and "Token authentication is enabled" not in printed
+
+
+def test_halving_on_ray_stops_the_trials_the_optuna_backend_stops(cluster, tmp_path):
+    """A worker judges its trial against the rungs the study held when the trial started: one trial at a
+    time, the same ones as in process."""
+    space = tiny_space(
+        "mntdp-d",
+        training={"epochs": 3},
+        search={"pack": 1, "fidelity": "halving"},
+        backend={"max_concurrent_trials": 1},
+    )
+    reference = _one_thread_run(space, options(), tmp_path / "optuna")
+    result = start_run(
+        space, options(backend="ray"), tmp_path / "ray", ray=RayOptions(cluster.address, shared_fs=True)
+    )
+    on_ray, in_process = trials_of(result.path, 1), trials_of(reference.path, 1)
+    assert optuna.trial.TrialState.PRUNED in [t.state for t in on_ray]
+    assert [t.state for t in on_ray] == [t.state for t in in_process]
+    assert [halving_stop(t) for t in on_ray] == [halving_stop(t) for t in in_process]
+    assert_same_commits(result, reference, 1)
 
 
 def test_a_multi_node_cluster_needs_a_shared_run_folder(cluster, tmp_path):

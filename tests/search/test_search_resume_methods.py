@@ -17,9 +17,8 @@ from tiny_runs import kill, start_cli_run, tiny_options, tiny_space, wait_for
 TINY = {
     "pnn": {},
     "packnet": {},
-    "auto-grow": {  # after its enqueued first trials, one the TPE sampler draws
+    "auto-grow": {  # after its enqueued first trials, one the TPE sampler draws; halving after epoch 1 of 2
         "search": {"n_trials": 5},
-        "training": {"epochs": 1},
         "options": {"moves": ["compact", "column", "reuse_below", "mask"]},
     },
     "mntdp-s": {"options": {"sampler_epochs": 1}},

@@ -46,6 +46,7 @@ from growsearch.methods.toolkit import (
     SeededRandomSampler,
     TaskContext,
     derived_seed,
+    halving_stop,
     is_interrupted,
     learning_pack,
     make_optimizer,
@@ -370,13 +371,18 @@ class PolicySearchMethod(Method):
         return {"units_added": sum(added), "complexity_penalty": self.options.penalty * sum(added)}
 
     def reward(self, trial: FrozenTrial) -> float | None:
-        """Validation accuracy minus the penalty on the units added (accuracy 0 when the child failed)."""
+        """Validation accuracy minus the penalty on the units added (accuracy 0 when the child failed; a child
+        successive halving stopped: its accuracy where it stopped, a departure from RCL's and CLEAS's papers,
+        which train every child fully)."""
         units = _units(trial)
         if trial.state == TrialState.COMPLETE and trial.values:
             return trial.values[0] - self.options.penalty * units  # values[0]: accuracy, in any search
         if trial.state == TrialState.FAIL:
             return -self.options.penalty * units
-        return None  # pruned: no final accuracy
+        stop = halving_stop(trial)  # successive halving stopped it: its accuracy there (not the papers')
+        if trial.state == TrialState.PRUNED and stop is not None:
+            return stop[1][0] - self.options.penalty * units
+        return None  # pruned by a pruner: no accuracy of its own
 
     def score(self, trial: FrozenTrial) -> float:
         """How the commit ranks completed trials: by reward."""
