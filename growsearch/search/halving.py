@@ -114,6 +114,8 @@ class SuccessiveHalving:
 
 def _points_ahead(point: Point, points: Sequence[Point]) -> int:
     """How many of `points` lie in non-dominated fronts ahead of `point`'s (accuracy up, costs down)."""
+    if len(point) == 1:  # one objective: the fronts are the accuracies, best first
+        return sum(1 for other in points if other[0] > point[0])
     fronts = _fronts(points)
     mine = fronts[points.index(point)]
     return sum(1 for f in fronts if f < mine)

@@ -172,20 +172,21 @@ def train_packed(
     errors: list[BaseException | None] = [None] * k_count
     histories: list[list[EpochStats]] = [[] for _ in members]
     epoch_losses, seen, step = [0.0] * k_count, [0], [0]
-    correct = torch.zeros(k_count, dtype=torch.long, device=device)  # read once per epoch, not per batch
+    rows = list(range(k_count))  # the member each row of the stacked tensors holds (the pack shrinks)
+    correct = [torch.zeros(k_count, dtype=torch.long, device=device)]  # per row; read once per epoch
 
     def live() -> list[int]:
-        return [k for k in range(k_count) if errors[k] is None]
+        return [k for k in rows if errors[k] is None]
 
     def pack_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The sum of the live candidates' own mean cross-entropies; a non-finite one fails its candidate."""
         step[0] += 1
         ce = (
             F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), reduction="none")
-            .view(k_count, -1)
+            .view(len(rows), -1)
             .mean(1)
         )
-        values = ce.detach().tolist()
+        values = dict(zip(rows, ce.detach().tolist(), strict=True))
         n = batch.y.shape[1]
         for k in live():
             if not math.isfinite(values[k]):
@@ -197,13 +198,13 @@ def train_packed(
             epoch_losses[k] += values[k] * n
             macs[k] += 3 * per_sample[k][1] * n
         seen[0] += n
-        correct.add_((logits.detach().argmax(-1) == batch.y).sum(1))
-        return ce[live()].sum()
+        correct[0].add_((logits.detach().argmax(-1) == batch.y).sum(1))
+        return ce[[rows.index(k) for k in live()]].sum()
 
     def end_epoch(_: EpochStats) -> None:
         """Each live candidate's epoch, told to its own callback (which may stop it alone)."""
-        accuracies = _accuracies(model, val_inputs, y_val, k_count)
-        trained = [c / max(seen[0], 1) for c in correct.tolist()]  # exact, not float32
+        accuracies = dict(zip(rows, _accuracies(model, val_inputs, y_val, len(rows)), strict=True))
+        trained = dict(zip(rows, (c / max(seen[0], 1) for c in correct[0].tolist()), strict=True))  # exact
         for k in live():
             loss = epoch_losses[k] / max(seen[0], 1)
             stats = EpochStats(len(histories[k]), loss, trained[k], accuracies[k])
@@ -215,7 +216,13 @@ def train_packed(
                     errors[k] = error
         epoch_losses[:] = [0.0] * k_count
         seen[0] = 0
-        correct.zero_()
+        # the candidates that stopped or failed leave the pack: the rest train on without their compute
+        kept = [r for r, k in enumerate(rows) if errors[k] is None]
+        if kept and len(kept) < len(rows):
+            batches.keep(kept)
+            rows[:] = [rows[r] for r in kept]
+            model.select(torch.tensor(rows, device=device))
+        correct[0] = torch.zeros(len(rows), dtype=torch.long, device=device)
 
     handles = stack.mask_gradients()
     try:
@@ -249,23 +256,34 @@ def train_packed(
 
 
 class _StackedModel(nn.Module):
-    """The template's suffix over the stacked weights: inputs (K, batch, ...) to logits (K, batch, C)."""
+    """The template's suffix over the stacked weights: inputs (K, batch, ...) to logits (K, batch, C), for
+    the K rows still training (`select`: a pack sheds the candidates that stop; their rows stay in the
+    stacked tensors, with no gradient, and cost only the optimiser's elementwise step)."""
 
     def __init__(self, suffix: nn.Module, params: dict[str, torch.Tensor], n_inputs: int):
         super().__init__()
         self.suffix, self.params = suffix, params
+        self.rows: torch.Tensor | None = None  # None: every row
         self.per_candidate = vmap(self._logits)
         self.shared_inputs = vmap(self._logits, in_dims=(0, *([None] * n_inputs)))
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.rows = rows
+
+    def _live(self) -> dict[str, torch.Tensor]:
+        if self.rows is None:
+            return self.params
+        return {name: value.index_select(0, self.rows) for name, value in self.params.items()}
 
     def _logits(self, params: dict[str, torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(self.suffix, params, inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.per_candidate(self.params, *inputs)
+        return self.per_candidate(self._live(), *inputs)
 
     def on_shared(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Every candidate's logits for the same samples (batch, ...)."""
-        return self.shared_inputs(self.params, *inputs)
+        """Every training candidate's logits for the same samples (batch, ...)."""
+        return self.shared_inputs(self._live(), *inputs)
 
 
 class _PackBatches(Minibatches):
@@ -276,6 +294,10 @@ class _PackBatches(Minibatches):
         first = streams[0]
         super().__init__(first.inputs, first.y, first.batch_size, 0)
         self.streams = streams
+
+    def keep(self, kept: Sequence[int]) -> None:
+        """Only these streams go on (each keeps its own order)."""
+        self.streams = [self.streams[r] for r in kept]
 
     def epoch(self) -> Iterator[Batch]:
         for indices in zip(*(s.epoch_indices() for s in self.streams), strict=True):

@@ -19,6 +19,7 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods import get_method
 from growsearch.methods.base import TaskContext
 from growsearch.train.candidate import train_candidate
+from growsearch.train import packed as packed_module
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 
 from tiny_runs import tiny_space
@@ -98,8 +99,17 @@ def test_a_packed_candidate_ends_where_it_would_end_alone(method, sections, digi
                 assert torch.equal(value, before.node(node_id).weights[name])
 
 
-def test_a_diverging_candidate_fails_alone_and_a_stopped_one_stops_alone(digits_stream):
+def test_a_diverging_candidate_fails_alone_and_a_stopped_one_stops_alone(digits_stream, monkeypatch):
+    """...and the pack sheds them: after the epoch they stop in, only the live candidate computes."""
     space, graphs = _task_one("rcl", digits_stream, 3)
+    rows_per_batch = []
+    forward = packed_module._StackedModel.forward
+
+    def counted(model, *inputs):
+        rows_per_batch.append(inputs[0].shape[0])
+        return forward(model, *inputs)
+
+    monkeypatch.setattr(packed_module._StackedModel, "forward", counted)
     graphs[1].node("t1/head").weights["weight"].fill_(float("inf"))  # its loss is not finite at once
 
     class Stop(Exception):
@@ -123,6 +133,8 @@ def test_a_diverging_candidate_fails_alone_and_a_stopped_one_stops_alone(digits_
     assert "at epoch 1, step 1" in str(packed[1].error)
     assert isinstance(packed[2].error, Stop) and packed[2].result is None
     assert packed[2].train_macs > 0
+    per_epoch = len(rows_per_batch) // space.training.epochs
+    assert set(rows_per_batch[:per_epoch]) == {3} and set(rows_per_batch[per_epoch:]) == {1}
 
 
 def test_weights_a_candidate_does_not_own_stay_bit_identical(digits_stream):
