@@ -3,12 +3,14 @@ per trial over the optuna backend, measured side by side in one run.
 
 The search: MNTDP-D on split-mnist5k (2 tasks), task 1 searched with `--trials` random candidates of a
 2x100 MLP, each trained `--epochs` epochs so a trial lasts several seconds (the target applies to trials
-of >= 5 s). Throughput is trials per minute over task 1's search (first trial started to last trial
+of >= 5 s). `--method rcl --pack 5` (or cleas, or `--pack auto`) measures packed trials instead: each Ray
+trial carries a pack of candidates its worker trains together, so the per-trial overhead is paid per
+pack. Throughput is trials per minute over task 1's search (first trial started to last trial
 finished, from the Optuna storage). Every run uses one CPU thread per trial, as Ray gives a 1-CPU
 worker, so the optuna backend's in-process trials are comparable.
 
 Ray must bind to loopback on these machines:
-    ../shared/tools/loopback-only python benchmarks/scaling.py [--epochs 40 --trials 6]
+    tools/loopback-only python benchmarks/scaling.py [--epochs 40 --trials 6] [--method rcl --pack 5]
 With a GPU, `--gpus-per-trial 0.5` runs the same with fractional GPUs per trial (training.device cuda).
 Targets: >= 1.7x trials per minute with 2 workers; ray overhead per trial <= 10%.
 """
@@ -29,11 +31,15 @@ from growsearch.runner import RunOptions, start_run
 from growsearch.store.run_folder import RunFolder
 
 
-def search_space(epochs: int, trials: int, gpus: float):
-    raw = load_space("mntdp-d").to_dict()
-    raw["training"] = {**raw["training"], "epochs": epochs, "device": "cuda" if gpus else "cpu"}
-    raw["search"] = {**raw["search"], "sampler": "random", "n_trials": trials}
-    raw["backend"] = {**raw["backend"], "gpus_per_trial": gpus}
+def search_space(args: argparse.Namespace):
+    raw = load_space(args.method).to_dict()
+    device = "cuda" if args.gpus_per_trial else "cpu"
+    raw["network"] = {"layers": [{"linear": 100}, {"linear": 100}]}
+    raw["training"] = {**raw["training"], "epochs": args.epochs, "device": device}
+    raw["search"] = {**raw["search"], "n_trials": args.trials, "pack": args.pack}
+    if args.method == "mntdp-d":  # random candidates (its grid has only L + 1)
+        raw["search"]["sampler"] = "random"
+    raw["backend"] = {**raw["backend"], "gpus_per_trial": args.gpus_per_trial}
     return space_from_dict(raw, "benchmarks/scaling.py")
 
 
@@ -49,7 +55,7 @@ def trials_per_minute(run: Path, task: int = 1) -> tuple[float, int]:
 def run_search(
     root: Path, name: str, backend: str, workers: int, args: argparse.Namespace
 ) -> tuple[float, int]:
-    space = search_space(args.epochs, args.trials, args.gpus_per_trial)
+    space = search_space(args)
     options = RunOptions(benchmark="split-mnist5k", n_tasks=2, seed=0, backend=backend)
     start_run(space, options, root / name, ray=RayOptions(local_cpus=workers))
     return trials_per_minute(root / name)
@@ -60,7 +66,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+    parser.add_argument("--method", default="mntdp-d", help="mntdp-d (random candidates) or rcl, cleas")
+    parser.add_argument("--pack", default="1", help="trials a Ray trial carries: 1, K or auto")
     args = parser.parse_args()
+    args.pack = args.pack if args.pack == "auto" else int(args.pack)
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +78,9 @@ def main() -> None:
         one_rate, _ = run_search(root, "ray-1", "ray", 1, args)
         two_rate, _ = run_search(root, "ray-2", "ray", 2, args)
     seconds = 60 / optuna_rate
-    print(f"one growth search: {n} trials of ~{seconds:.1f} s each (MNTDP-D, split-mnist5k task 1)")
+    packed = f", packs of {args.pack}" if args.pack != 1 else ""
+    search = f"{args.method}, split-mnist5k task 1{packed}"
+    print(f"one growth search: {n} trials of ~{seconds:.1f} s each ({search})")
     print(f"{'backend':<22}{'trials/min':>12}")
     for label, rate in (
         ("optuna (in-process)", optuna_rate),

@@ -43,6 +43,9 @@ class TaskRecord:
     # what the run keeps to answer after the task, counted whole (`search.kept_size`): the graph's weights,
     # the methods' state, gates, masks and owners (in bits), task inference; its exemplar memories apart
     kept: dict[str, Any] | None = None
+    # the part of train_macs spent training the task inference before the search (autoencoders, the task
+    # classifier); None where the run infers no task
+    inference_macs: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of an older or newer growsearch, kept
 
     @property
@@ -70,6 +73,7 @@ class TaskRecord:
             view_parameters=self.view_parameters,
             train_macs=self.train_macs,
             pass_macs=self.pass_macs,
+            **({} if self.inference_macs is None else {"inference_macs": self.inference_macs}),
             trials=self.trials,
             seconds=self.seconds,
         )
@@ -157,6 +161,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "parameters": (_count, "a count of parameters >= 0"),
     "train_macs": (_count, "a count of multiply-adds >= 0"),
     "pass_macs": (_count, "a count of multiply-adds >= 0"),
+    "inference_macs": (_optional(_count), "null or a count of multiply-adds >= 0"),
     "classes": (lambda v: isinstance(v, list) and all(_count(c) for c in v), "a list of class numbers >= 0"),
     "mechanism": (lambda v: isinstance(v, dict), "a mapping of what the method did"),
     "val_accuracy": (_optional(_accuracy), "null or an accuracy in [0, 1]"),

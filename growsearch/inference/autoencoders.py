@@ -27,6 +27,7 @@ from growsearch.config.space import InferenceConfig
 from growsearch.config.training import OptimizerSettings
 from growsearch.errors import ConfigError
 from growsearch.train.batches import Batch, Minibatches
+from growsearch.train.module_macs import module_macs
 from growsearch.train.trainer import fit
 
 EVAL_BATCH = 4096
@@ -139,6 +140,7 @@ def train_autoencoder(x: torch.Tensor, config: InferenceConfig, seed: int) -> Ta
         OptimizerSettings("adam", config.lr),
         epochs=config.epochs,
         loss=reconstruction,
+        macs_per_sample=module_macs(network, x.shape[1] if recurrent else 1),
     )
     return autoencoder
 

@@ -36,6 +36,7 @@ from growsearch.config.training import OptimizerSettings
 from growsearch.data.memory import ExemplarMemory
 from growsearch.errors import ConfigError
 from growsearch.train.batches import Batch, Minibatches
+from growsearch.train.module_macs import module_macs
 from growsearch.train.trainer import fit
 
 EVAL_BATCH = 4096
@@ -127,6 +128,7 @@ def learn_task(
             OptimizerSettings("adam", config.lr),
             epochs=config.classifier_epochs,
             loss=balanced,
+            macs_per_sample=module_macs(network),
         )
     memory.add_task(task, x.float(), new_tasks, seed=seed)
     return TaskClassifier(memory, network)

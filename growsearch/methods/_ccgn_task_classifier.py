@@ -26,7 +26,9 @@ from growsearch.methods.toolkit import (
     class_balanced,
     compile_view,
     fit,
+    module_macs,
     run_in_batches,
+    spend_macs,
 )
 
 STATE_PREFIX = "task_classifier."
@@ -38,6 +40,7 @@ def path_features(graph: ModuleGraph, last_nodes: Sequence[str], x: torch.Tensor
     ends at `last_nodes[j]`."""
     parts = []
     for task, node_id in enumerate(last_nodes):
+        spend_macs(graph.macs(graph.upstream(node_id)) * len(x))  # each task's path, once per sample
         module = compile_view(graph, task, output=node_id).module.eval()
         out = run_in_batches(module, [x])[0]
         parts.append(out.flatten(2).mean(2) if out.dim() > 2 else out)
@@ -62,7 +65,15 @@ def train_task_classifier(
         torch.manual_seed(seed)
         classifier = _classifier(features.shape[1], hidden, len(last_nodes))
     batches = Minibatches([features], balanced.y, BATCH, seed)
-    fit(classifier, batches, list(classifier.parameters()), OptimizerSettings("adam", lr), epochs=epochs)
+    settings = OptimizerSettings("adam", lr)
+    fit(
+        classifier,
+        batches,
+        list(classifier.parameters()),
+        settings,
+        epochs=epochs,
+        macs_per_sample=module_macs(classifier),
+    )
     with torch.no_grad():
         accuracy = float((classifier(features).argmax(1) == balanced.y).double().mean())
     weights = {STATE_PREFIX + k: v.detach().clone() for k, v in classifier.state_dict().items()}

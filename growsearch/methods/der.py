@@ -82,6 +82,7 @@ from growsearch.methods.toolkit import (
     remove_units,
     require,
     run_in_batches,
+    spend_macs,
     task_node,
     unit_gates,
 )
@@ -305,6 +306,7 @@ class _AuxiliaryClassifier:
         self.features = output
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        spend_macs(3 * self.head.in_features * self.head.out_features * len(batch.y))  # its head's passes
         return self.weight * F.cross_entropy(self.head(self.features.flatten(1)), self.labels[batch.y])
 
     def stop(self) -> None:

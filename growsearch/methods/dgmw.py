@@ -68,6 +68,7 @@ from growsearch.methods.toolkit import (
     prefix_outputs,
     require,
     resolve_device,
+    spend_macs,
 )
 
 PREFIX, GENERATOR = "solver", "generator"
@@ -205,7 +206,7 @@ class DGMw(Method):
         replay = replay_set(graph, ctx, self.options.replay)
         if len(replay) == 0:
             return Training()
-        replayed = _Replay(replay, derived_seed(ctx.seed, "replay-batches"))
+        replayed = _Replay(replay, derived_seed(ctx.seed, "replay-batches"), graph, ctx.task_id)
         return Training(start=replayed.start, batch_penalty=replayed.loss)
 
     # ---- the commit ------------------------------------------------------------------------------------
@@ -280,10 +281,12 @@ class _Replay:
     """The generated samples of the old classes, in batches of their share of each real batch: each step's
     loss adds their cross-entropy, weighted by their share of the step's samples."""
 
-    def __init__(self, samples: Split, seed: int):
+    def __init__(self, samples: Split, seed: int, graph: ModuleGraph, task: int):
         self.samples, self.seed = samples, seed
         self.batches: Minibatches | None = None
         self.suffix: torch.nn.Module | None = None
+        self.view, self.graph = graph.view(task), graph
+        self.suffix_macs = 0  # one replayed sample's pass through the trainable suffix
 
     def start(self, run: TrainingRun) -> None:
         device = run.batches.y.device
@@ -292,7 +295,11 @@ class _Replay:
         inputs = prefix_outputs(run.program, self.samples.x, device)
         self.batches = Minibatches(inputs, self.samples.y.to(device), size, self.seed)
         self.suffix = run.program.suffix
+        total = self.graph.macs(self.view)
+        self.suffix_macs = self.graph.macs([n for n in self.view if n in run.program.suffix_nodes])
+        spend_macs((total - self.suffix_macs) * len(self.samples))  # the frozen prefix, once
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         old = self.batches.next()
+        spend_macs(3 * self.suffix_macs * len(old.y))  # forward and backward, as the real batch's
         return len(old.y) / len(batch.y) * F.cross_entropy(self.suffix(*old.inputs), old.y)

@@ -48,6 +48,7 @@ from growsearch.methods.toolkit import (
     ops,
     relatedness,
     require,
+    spend_macs,
 )
 
 SCRATCH = "scratch"
@@ -160,6 +161,9 @@ class _LwF:
         self.head.load_state_dict(old_head.weights)
         self.old_expert: nn.Module | None = None
         self.seen: dict[str, torch.Tensor] = {}  # the batch's inputs and the new expert's features
+        # per sample: the old expert's pass, and the head copy's forward and backward
+        head_macs = committed.macs([committed.head(source)])
+        self.macs = committed.macs(committed.view(source)) + 3 * head_macs
 
     def training(self) -> Training:
         return Training(start=self.start, penalty=self.distillation, parameters=tuple(self.head.parameters()))
@@ -182,6 +186,7 @@ class _LwF:
     def distillation(self) -> torch.Tensor:
         with torch.no_grad():
             recorded = F.softmax(self.old_expert(self.seen["x"]) / LWF_TEMPERATURE, dim=1)
+        spend_macs(self.macs * len(self.seen["x"]))
         return self.weight * F.cross_entropy(self.head(self.seen["features"]) / LWF_TEMPERATURE, recorded)
 
 

@@ -74,6 +74,7 @@ from growsearch.methods.toolkit import (
     ops,
     require,
     run_in_batches,
+    spend_macs,
     split_activation,
 )
 
@@ -280,6 +281,7 @@ class _Distillation:
             temperature,
         )
         self.model: torch.nn.Module | None = None
+        self.macs = committed.macs(committed.view(previous))  # the previous model's pass, per sample
 
     def start(self, run: TrainingRun) -> None:
         self.model = compile_view(self.committed, self.previous).module.to(run.batches.y.device).eval()
@@ -287,4 +289,5 @@ class _Distillation:
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             old_logits = self.model(batch.inputs[0])
+        spend_macs(self.macs * len(batch.y))  # the teacher's pass counts in the training's compute
         return self.weight * distillation_loss(logits, old_logits, batch.y, self.temperature)

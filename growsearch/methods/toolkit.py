@@ -72,6 +72,7 @@ from growsearch.train.extension import (
     Training,
     TrainingRun,
 )
+from growsearch.train.module_macs import module_macs
 from growsearch.train.optim import make_optimizer
 from growsearch.train.stabilisers import IMPORTANCE, KINDS, Stabiliser, fisher_information
 from growsearch.train.trainer import FitResult, count_macs, fit, input_gradients, spend_macs
@@ -149,6 +150,7 @@ __all__ = [
     "layer_specs",
     "learning_pack",
     "make_optimizer",
+    "module_macs",
     "neurons",
     "node_data",
     "node_kind",

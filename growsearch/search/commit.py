@@ -23,6 +23,7 @@ from growsearch.store.run_folder import RunFolder
 from growsearch.task_record import TaskRecord, decision_margin
 from growsearch.train.augment import Augmentation
 from growsearch.train.candidate import train_candidate
+from growsearch.train.trainer import count_macs
 from growsearch.trial_record import counts_toward_budget, read_record, spent_macs
 
 
@@ -79,8 +80,9 @@ def commit_chosen(
     decided = read_record(best)
     commit_ctx = dataclasses.replace(ctx, decisions=dict(decided.decisions if decided else best.params))
     retrain = Retrainer(method, commit_ctx, seed, augmentation)
-    graph = method.commit(chosen, commit_ctx, retrain)
-    return graph, commit_ctx, retrain.macs
+    with count_macs() as committing:  # its retraining, and what else it trains (CCGN's task classifier)
+        graph = method.commit(chosen, commit_ctx, retrain)
+    return graph, commit_ctx, committing.macs
 
 
 def task_record(

@@ -41,7 +41,7 @@ from growsearch.task_record import TaskRecord
 from growsearch.train.augment import training_augmentation
 from growsearch.train.candidate import resolve_device
 from growsearch.train.pack_sizing import max_padding, pack_size
-from growsearch.train.trainer import EpochStats
+from growsearch.train.trainer import EpochStats, count_macs
 
 
 class Reporter(Protocol):
@@ -102,7 +102,8 @@ class GrowthPipeline:
         self, t: int, committed: ModuleGraph, records: Sequence[TaskRecord]
     ) -> tuple[ModuleGraph, TaskRecord]:
         started = time.perf_counter()
-        self.services.prepare(t)  # before the search: a method may build from the task's autoencoder
+        with count_macs() as inference:  # before the search: a method may build from the task's autoencoder
+            self.services.prepare(t)
         ctx = self.context(t, committed, records)
         plan = self.method.search_plan(ctx)
         study = self.search.open(ctx, plan)
@@ -115,6 +116,9 @@ class GrowthPipeline:
         rows = self.evaluation.rows(graph, t, self.services.router(t))
         seconds = time.perf_counter() - started
         record = task_record(self.method, commit_ctx, graph, study, best, rows, retrain_macs, seconds)
+        if self.services.trains_task_models:  # their training counts in the task's compute (CE)
+            train_macs = record.train_macs + inference.macs
+            record = dataclasses.replace(record, train_macs=train_macs, inference_macs=inference.macs)
         cost = self.services.inference_cost()
         if cost is not None:  # what task inference keeps beside the network, in the record with it
             record = dataclasses.replace(record, mechanism={**record.mechanism, "task_classifier": cost})

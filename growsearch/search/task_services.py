@@ -42,6 +42,12 @@ class TaskServices:
         self.task_classifier: TaskClassifier | None = None  # over the tasks learnt so far
         self.rehearsal = method.rehearsal()
 
+    @property
+    def trains_task_models(self) -> bool:
+        """Whether the run trains models of the tasks before each one (autoencoders: ExpertGate's gate or task
+        inference; a task classifier)."""
+        return self.plan.task_classifier is not None or self.plan.autoencoders is not None
+
     # ---- before a task's search ---------------------------------------------------------------------
     def prepare(self, t: int) -> None:
         """Train task t's autoencoder where the run keeps them (before the search: a method may build from

@@ -85,13 +85,17 @@ def test_the_solver_trains_on_generated_samples_of_the_old_classes(dgmw_run, dig
     memory = generator_memory(candidate.graph)
     assert torch.equal(memory.classes(0), torch.tensor([0, 1]))
     config = method.space.training
-    accuracy = {}
+    accuracy, spent = {}, {}
     for name, training in (("replay", candidate.training), ("none", PLAIN)):
         trained = train_candidate(
             candidate.graph, 1, ctx.task.train, ctx.task.val, config, seed=3, training=training
         )
         accuracy[name] = evaluate(trained.graph, 1, stream.tasks[0].test)
+        spent[name] = trained.train_macs
     assert accuracy["none"] < 0.1 < 0.5 < accuracy["replay"], accuracy
+    # CE counts the replayed samples' passes: about as many samples again, forward and backward
+    replayed = 3 * candidate.graph.macs(candidate.graph.view(1)) * len(replay) * config.epochs
+    assert spent["replay"] - spent["none"] == pytest.approx(replayed, rel=0.1)
 
 
 def test_one_head_over_every_class_seen_answers_for_every_task(dgmw_run):

@@ -138,4 +138,9 @@ def test_lwf_keeps_the_old_experts_answers_on_the_new_task(related_case, digits_
         head.weight.data, head.bias.data = (p.detach() for p in candidate.training.parameters)
         agreement[weight] = float((head(features).argmax(1) == old_answers).double().mean())
         assert trained.val_accuracy > 0.9  # the new task is learnt either way
+        # CE counts the distillation: the old expert's pass and the head copy's, on every training sample
+        seen = len(ctx.task.train) * config.epochs
+        own = 3 * candidate.graph.macs(candidate.graph.view(2))
+        teacher = committed.macs(committed.view(0)) + 3 * committed.macs([committed.head(0)])
+        assert trained.train_macs == (own + teacher) * seen
     assert agreement[1.0] > 0.8 and agreement[1.0] > agreement[0.0] + 0.15, agreement  # 0.89, 0.62

@@ -22,6 +22,7 @@ from growsearch.seeds import derived_seed
 from growsearch.store.run_folder import MEMORY_FILE, RunFolder
 from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.extension import TrainingRun
+from growsearch.train.trainer import count_macs
 
 from tiny_runs import tiny_space
 
@@ -176,6 +177,9 @@ def test_distillation_from_the_previous_model_with_phis_weight(rps_run, stream):
         distillation_loss(new_logits, previous, labels, 2.0).item()
     )
     assert training.batch_penalty(new_logits, Batch((x,), labels)).item() > 0
+    with count_macs() as spent:  # the teacher's pass counts in the training's compute (CE)
+        training.batch_penalty(new_logits, Batch((x,), labels))
+    assert spent.macs == task0.macs(task0.view(0)) * len(x)
 
 
 def test_one_classifier_answers_for_every_class_seen(rps_run):

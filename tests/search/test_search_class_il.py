@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import shutil
 
+import optuna
 import pytest
+from torch import nn
 
+from growsearch.data import load_benchmark
 from growsearch.errors import CheckpointError, ConfigError, ScenarioError
 from growsearch.report.html_report import write_report
 from growsearch.runner import RunOptions, resume_run, scenario_plan, start_run
 from growsearch.search.pipeline import SilentReporter
-from growsearch.store.run_folder import AUTOENCODER_FILE
+from growsearch.store.run_folder import AUTOENCODER_FILE, RunFolder
+from growsearch.train.module_macs import module_macs
+from growsearch.trial_record import counts_toward_budget, spent_macs
 
 from tiny_runs import assert_same_commits, tiny_space
 
@@ -47,6 +52,23 @@ def test_a_task_il_method_runs_class_il_with_the_task_inferred(pnn_class_il):
     final = pnn_class_il.records[-1]
     assert sum(final.task_inference_row) / 5 > 0.6  # the gate routes well above chance (0.2)
     assert pnn_class_il.metrics["metrics"]["average_accuracy"] == pytest.approx(sum(final.accuracy_row) / 5)
+
+
+def test_training_the_gates_counts_in_each_tasks_compute(pnn_class_il):
+    """CE counts what the run trains beside the network: each task's autoencoder, forward and backward over
+    its training inputs for the gate's epochs, in the task's train_macs and apart as inference_macs."""
+    stream = load_benchmark("split-digits", scenario="class-il", max_per_task=80, seed=0)
+    config = gated_pnn().inference
+    storage = RunFolder.open(pnn_class_il.path).storage()
+    for record in pnn_class_il.records:
+        train = stream.tasks[record.task].train
+        features = train.x[0].numel()
+        code = min(config.code_size, features)
+        per_sample = module_macs(nn.Sequential(nn.Linear(features, code), nn.Linear(code, features)))
+        assert record.inference_macs == 3 * per_sample * len(train) * config.epochs
+        study = optuna.load_study(study_name=f"task-{record.task}", storage=storage)
+        trials = sum(spent_macs(t) for t in study.get_trials() if counts_toward_budget(t))
+        assert record.train_macs == trials + record.inference_macs  # PNN's commit trains nothing
 
 
 def test_an_interrupted_class_il_run_resumes_with_its_gates(pnn_class_il, tmp_path):

@@ -18,8 +18,8 @@ from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods import get_method
 from growsearch.methods.base import TaskContext
-from growsearch.train.candidate import train_candidate
 from growsearch.train import packed as packed_module
+from growsearch.train.candidate import train_candidate
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 
 from tiny_runs import tiny_space
