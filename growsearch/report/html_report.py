@@ -164,7 +164,7 @@ def _task_table(records: list[TaskRecord]) -> tuple[tuple[str, ...], list[tuple[
                 record.parameters - previous,
                 "" if record.view_parameters is None else record.view_parameters,
                 _kept(record),
-                record.train_macs,
+                _train_macs(record),
                 f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{trials.get('fail', 0)}",
                 html.fmt_number(record.seconds, 1),
             )
@@ -185,10 +185,17 @@ TASK_HEADERS = (
     "added",
     "in view",
     "kept whole (parts; memory)",
-    "train MACs",
+    "train MACs (task inference's)",
     "complete/pruned/failed",
     "seconds",
 )
+
+
+def _train_macs(record: TaskRecord) -> str:
+    """The task's training compute, and the share of it that trained the task inference."""
+    if not record.inference_macs:
+        return f"{record.train_macs:,}"
+    return f"{record.train_macs:,} (task inference {record.inference_macs:,})"
 
 
 def _kept(record: TaskRecord) -> str:

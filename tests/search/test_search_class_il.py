@@ -116,6 +116,8 @@ def test_metrics_and_report_show_the_task_inference(pnn_class_il):
     write_report(pnn_class_il.path, engine="matplotlib")
     page = (pnn_class_il.path / "report.html").read_text()
     assert "Task inference" in page and "routed to it" in page
+    last = pnn_class_il.records[-1]  # the task table shows what training the gate cost, within train MACs
+    assert f"{last.train_macs:,} (task inference {last.inference_macs:,})" in page
 
 
 def test_a_task_il_method_runs_domain_il_with_the_task_inferred(tmp_path):
