@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 ERROR = "error"  # why a trial failed on its own
 SPENT_MACS = "spent_macs"  # multiply-adds spent by a trial, whatever its end
+RECORD = "record"  # a completed trial's TrialRecord, as a mapping of its fields
 RETRY_OF = "retry_of"  # a retried trial: the number of the one it replaces (and whose seed it keeps)
 PLANNED = "planned_decisions"  # an enqueued trial: the decisions it was enqueued with
 WORKER = "worker"  # where a Ray trial ran: node id and process id
@@ -52,16 +53,19 @@ class TrialRecord:
     capacity_used: float | None = None
 
     def to_attrs(self) -> dict[str, Any]:
-        attrs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        attrs[SPENT_MACS] = self.search_macs + self.train_macs
-        return attrs
+        """The record as one attribute (one journal write, not one per field), and the compute it spent."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {RECORD: record, SPENT_MACS: self.search_macs + self.train_macs}
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord | None:
+        """The record among a trial's attributes (one per field in a run folder written before 2026-12-06),
+        or None where the trial kept none."""
+        fields = attrs.get(RECORD, attrs)
         names = [f.name for f in dataclasses.fields(cls)]
-        if any(name not in attrs for name in names if name not in ("curve", "capacity_used")):
+        if any(name not in fields for name in names if name not in ("curve", "capacity_used")):
             return None
-        return cls(**{name: attrs[name] for name in names if name in attrs})
+        return cls(**{name: fields[name] for name in names if name in fields})
 
 
 def write_attrs(trial: AttributeSink, attrs: Mapping[str, Any]) -> None:
