@@ -60,3 +60,13 @@ def test_rcl_and_cleas_commit_the_best_reward_so_fewer_units_win_a_tie(method):
     assert committed_trial(study, 1, 0.0, scorer.score).number == 1
     study = _study([(0.96, 50, units), (0.95, 10, fewer)])  # +0.01 for 17 units: worth it at 1e-4 a unit
     assert committed_trial(study, 1, 0.0, scorer.score).number == 0
+
+
+def test_a_trials_record_is_one_attribute_and_an_older_per_field_record_still_reads():
+    record = TrialRecord({"k": 1}, {"m": 2}, 10, 20, 30, 40, 50, 1.5, [{"epoch": 0}], 0.25)
+    attrs = record.to_attrs()
+    assert set(attrs) == {"record", "spent_macs"} and attrs["spent_macs"] == 40 + 50
+    assert TrialRecord.from_attrs(attrs) == record
+    older = {**attrs["record"], "spent_macs": 90}  # a run folder written before: a field an attribute
+    assert TrialRecord.from_attrs(older) == record
+    assert TrialRecord.from_attrs({"spent_macs": 90}) is None  # a failed trial keeps none
