@@ -407,6 +407,13 @@ def run(
         float | None,
         typer.Option(help="share of each task's training pool held out for validation (default 0.15)"),
     ] = None,
+    min_val_per_task: Annotated[
+        int | None,
+        typer.Option(
+            help="floor on each task's validation samples, met where training can spare a tenth (default "
+            "100; 0: none)"
+        ),
+    ] = None,
     data_root: Annotated[str | None, typer.Option(help="folder of datasets in their standard layout")] = None,
     download: Annotated[bool, typer.Option(help="fetch a missing dataset into --data-root")] = False,
     seed: Annotated[int | None, typer.Option(help="the run's seed (default 0)")] = None,
@@ -464,6 +471,7 @@ def run(
         n_tasks=tasks,
         max_per_task=max_per_task,
         val_fraction=val_fraction,
+        min_val_per_task=min_val_per_task,
         data_root=str(Path(data_root).expanduser().resolve()) if data_root is not None else None,
         download=download,
         seed=seed if seed is not None else (seed_list[0] if seed_list else 0),
@@ -518,6 +526,7 @@ CLI_OPTIONS = {
     "n_tasks": "--tasks",
     "max_per_task": "--max-per-task",
     "val_fraction": "--val-fraction",
+    "min_val_per_task": "--min-val-per-task",
     "data_root": "--data-root",
     "seed": "--seed",
 }

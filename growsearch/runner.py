@@ -26,6 +26,7 @@ from growsearch.config.schema import from_mapping
 from growsearch.config.space import METHOD_SAMPLER_NAMES, SAMPLER_NAMES, SearchSpace, space_from_dict
 from growsearch.data.benchmarks import DEFAULT_BENCHMARK, get_benchmark_info, load_benchmark
 from growsearch.data.task import TaskStream
+from growsearch.data.validation_floor import with_validation_floor
 from growsearch.errors import CheckpointError, ConfigError, RunFolderError, ScenarioError, UnknownNameError
 from growsearch.grow.backbone import backbone_kind, count_parameters
 from growsearch.inference.boundaries import task_free_stream
@@ -59,6 +60,9 @@ def resolve_options(space: SearchSpace, options: RunOptions) -> RunOptions:
         n_tasks=options.n_tasks if options.n_tasks is not None else defaults.n_tasks,
         max_per_task=options.max_per_task if options.max_per_task is not None else defaults.max_per_task,
         val_fraction=options.val_fraction if options.val_fraction is not None else defaults.val_fraction,
+        min_val_per_task=(
+            options.min_val_per_task if options.min_val_per_task is not None else defaults.min_val_per_task
+        ),
     )
 
 
@@ -70,7 +74,7 @@ def _versions() -> dict[str, str]:
 def load_stream(options: RunOptions) -> TaskStream:
     """The stream `options` name (the default benchmark when they name none)."""
     held_out = {} if options.val_fraction is None else {"val_fraction": options.val_fraction}
-    return load_benchmark(
+    stream = load_benchmark(
         options.benchmark or DEFAULT_BENCHMARK,
         scenario=options.scenario,
         data_root=options.data_root,
@@ -80,6 +84,9 @@ def load_stream(options: RunOptions) -> TaskStream:
         max_per_task=options.max_per_task,
         **held_out,  # none given: the loader's share
     )
+    # None: a run folder from before the floor (its config.yaml names none), resumed on the splits it had
+    floor = options.min_val_per_task or 0
+    return with_validation_floor(stream, floor, options.seed) if floor else stream
 
 
 def scenario_name(options: RunOptions) -> str:
@@ -188,6 +195,7 @@ def start_run(
     resolved = dataclasses.replace(space, options=method.resolved_options())
     config = {
         "run": dataclasses.asdict(options),
+        "validation": stream.validation,  # what the validation floor did, task by task
         "ray": dataclasses.asdict(ray),
         "space": resolved.to_dict(),
         "space_source": space.source,

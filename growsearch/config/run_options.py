@@ -35,6 +35,7 @@ class RunOptions:
     n_tasks: int | None = None
     max_per_task: int | None = None
     val_fraction: float | None = None  # None: the YAML's benchmark.val_fraction
+    min_val_per_task: int | None = None  # None: the YAML's benchmark.min_val_per_task
     data_root: str | None = None
     download: bool = False
     seed: int = 0
@@ -59,6 +60,8 @@ def check_run_options(options: RunOptions, label: Callable[[str], str]) -> None:
             require(1 <= value <= bound, label(name), expected)
     if options.val_fraction is not None:
         check_val_fraction(options.val_fraction, label("val_fraction"))
+    if options.min_val_per_task is not None:
+        check_val_floor(options.min_val_per_task, label("min_val_per_task"))
     seed = options.seed
     expected = f"expected an integer from 0 to 2**63 - 1, got {shown(seed)}"
     require(0 <= seed <= MAX_SEED, label("seed"), expected)
@@ -75,6 +78,12 @@ def check_val_fraction(value: float, where: str) -> None:
         where,
         f"expected a share of the training pool above 0 and at most 0.5, got {shown(value)}",
     )
+
+
+def check_val_floor(value: int, where: str) -> None:
+    """A floor on a task's validation samples: 0 (none) or a count."""
+    expected = f"expected an integer from 0 to {MAX_SAMPLES:,}, got {shown(value)}"
+    require(0 <= value <= MAX_SAMPLES, where, expected)
 
 
 def check_logger(name: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from growsearch.config.network import DEFAULT_MAX_PARAMETERS, LayerConfig, parse_layers, preset_layers
-from growsearch.config.run_options import check_val_fraction
+from growsearch.config.run_options import check_val_floor, check_val_fraction
 from growsearch.config.schema import INT64, check_keys, from_mapping, require, require_at_most, shown
 from growsearch.config.training import TrainingConfig
 from growsearch.config.yaml_input import read_yaml
@@ -264,9 +264,13 @@ class BenchmarkDefaults:
     # the share of each task's training pool held out for validation, what every commit is decided on
     # (null: the loader's, 0.15)
     val_fraction: float | None = None
+    # a floor on each task's validation samples, met where its training split can spare a tenth of its
+    # samples (`data.validation_floor`); 0: none
+    min_val_per_task: int = 100
 
     def validate(self, where: str) -> None:
         require(bool(self.name.strip()), f"{where}.name", "expected a benchmark name, got ''")
+        check_val_floor(self.min_val_per_task, f"{where}.min_val_per_task")
         if self.val_fraction is not None:
             check_val_fraction(self.val_fraction, f"{where}.val_fraction")
         require(self.scenario is None or bool(self.scenario.strip()), f"{where}.scenario", "expected a name")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -46,6 +46,8 @@ class TaskStream:
     tasks: tuple[Task, ...]
     # the per-channel (x - mean) / std the loader applied to every split's [0, 1] inputs; None: none
     normalization: Normalization | None = None
+    # what the validation floor did (`data.validation_floor`): None where no floor was asked for
+    validation: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
