@@ -10,7 +10,6 @@ without an error of their own: the pipeline retries each with its decisions and 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import optuna
@@ -26,11 +25,9 @@ def epoch_reporter(trials: TaskTrials, trial: optuna.Trial) -> Callable[[EpochSt
 
     def on_epoch(stats: EpochStats) -> None:
         trials.on_epoch(trial.number, stats)
-        if trials.halving is not None:
-            point = (stats.val_accuracy if stats.val_accuracy is not None else math.nan, *stats.costs)
-            reason = trials.halving.judge(trial.number, stats.epoch + 1, point)
-            if reason is not None:
-                raise optuna.TrialPruned(reason)
+        reason = trials.halving.judge_epoch(trial.number, stats) if trials.halving is not None else None
+        if reason is not None:
+            raise optuna.TrialPruned(reason)
         if trials.multi_objective:
             return  # Optuna reports and prunes single-objective trials only
         trial.report(stats.val_accuracy, stats.epoch)

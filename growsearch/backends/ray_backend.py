@@ -222,10 +222,7 @@ def _halving(config: dict[str, Any]) -> SuccessiveHalving | None:
 
 def _judged(halving: SuccessiveHalving | None, number: int, stats: EpochStats) -> str | None:
     """Why successive halving stops trial `number` after this epoch, or None."""
-    if halving is None:
-        return None
-    point = (stats.val_accuracy if stats.val_accuracy is not None else math.nan, *stats.costs)
-    return halving.judge(number, stats.epoch + 1, point)
+    return halving.judge_epoch(number, stats) if halving is not None else None
 
 
 def _rungs(halving: SuccessiveHalving | None, number: int) -> dict[str, Any]:

@@ -29,14 +29,13 @@ from growsearch.trial_record import counts_toward_budget, read_record, spent_mac
 
 @dataclass
 class Retrainer:
-    """The commit policy's trainer (`Method.commit`'s `retrain`): the task's own data and settings, its own
-    seed, and the compute it spends counted into the task's record."""
+    """The commit policy's trainer (`Method.commit`'s `retrain`): the task's own data and settings and its own
+    seed (`commit_chosen` counts what it spends into the task's record)."""
 
     method: Method
     ctx: TaskContext
     seed: int
     augmentation: Augmentation | None = None
-    macs: int = 0
 
     def __call__(
         self,
@@ -62,7 +61,6 @@ class Retrainer:
             )
         except TrainingError as error:
             raise TrainingError(f"task {ctx.task_id}, commit's retraining: {error}") from None
-        self.macs += result.train_macs
         return result.graph
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from growsearch.train.epoch_stats import EpochStats
 from growsearch.trial_record import HALVING_STOPPED, RUNG, rung_point
 
 Point = tuple[float, ...]  # (accuracy, *costs)
@@ -69,6 +70,11 @@ class SuccessiveHalving:
                     if point is not None:
                         fresh.reached[rung].append(point)
         return fresh
+
+    def judge_epoch(self, number: int, stats: EpochStats) -> str | None:
+        """`judge` after an epoch of trial `number`: its validation accuracy and the costs `TrialJob` told."""
+        accuracy = stats.val_accuracy if stats.val_accuracy is not None else math.nan
+        return self.judge(number, stats.epoch + 1, (accuracy, *stats.costs))
 
     def judge(self, number: int, epochs_done: int, point: Point) -> str | None:
         """After trial `number`'s `epochs_done`-th epoch: None when it goes on (no rung, or it ranks in the

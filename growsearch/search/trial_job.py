@@ -204,26 +204,24 @@ class TrialJob:
         it trains (added parameters, forward multiply-adds; `capacity_used` is measured after)."""
         if on_epoch is None:
             return None
-        costs = tuple(float(v) for v in self._static_costs(candidate))
+        sizes = self._sizes(candidate.graph)
+        costs = tuple(float(sizes[name]) for name in self.objectives[1:] if name in sizes)
         return lambda stats: on_epoch(dataclasses.replace(stats, costs=costs))
 
-    def _static_costs(self, candidate: Candidate) -> list[int]:
-        graph, costs = candidate.graph, []
-        for name in self.objectives[1:]:
-            if name == "added_parameters":
-                costs.append(graph.n_parameters() - self.ctx.committed.n_parameters())
-            elif name == "forward_macs":
-                costs.append(graph.macs(graph.view(self.task_id)))
-        return costs
+    def _sizes(self, graph: ModuleGraph) -> dict[str, int]:
+        """What the candidate adds to the committed graph and one sample's forward pass through its view:
+        fixed by its structure, so known before it trains."""
+        return {
+            "added_parameters": graph.n_parameters() - self.ctx.committed.n_parameters(),
+            "forward_macs": graph.macs(graph.view(self.task_id)),
+        }
 
     def _outcome(self, candidate: Candidate, result: TrainingResult, building_macs: int) -> TrialOutcome:
-        view = candidate.graph.view(self.task_id)
         record = TrialRecord(
             decisions=candidate.decisions,
             mechanism=candidate.mechanism_record(),
-            added_parameters=candidate.graph.n_parameters() - self.ctx.committed.n_parameters(),
+            **self._sizes(candidate.graph),
             view_parameters=candidate.graph.view_parameters(self.task_id),
-            forward_macs=candidate.graph.macs(view),
             search_macs=building_macs,
             train_macs=result.train_macs,
             train_seconds=result.seconds,
