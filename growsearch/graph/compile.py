@@ -253,12 +253,9 @@ def compile_view(
         norms = norm_entries(node.spec)
         node_masks = (train_masks or {}).get(node_id, {})
         # a node whose every parameter's train mask is empty trains nothing: no gradient is computed for it
-        idle = (
-            bool(node.weights)
-            and not norms
-            and all(name in node_masks and not bool(node_masks[name].any()) for name in node.weights)
-        )
-        learns = train and not node.frozen and not idle
+        learns = train and not node.frozen
+        if learns and node.weights and not norms:  # the masks are read only for a node that could train
+            learns = not all(name in node_masks and not bool(node_masks[name].any()) for name in node.weights)
         norm_learns = train and bool(norms) and _trains_norm(graph, node_id, task, learns)
         _fix_norms(module, fixed=not norm_learns)
         for name, parameter in module.named_parameters():
@@ -281,7 +278,9 @@ def compile_view(
             norm_nodes.append(node_id)
         built[node_id] = module
     if train and not trainable and not norm_nodes:
-        raise GraphError(f"task {task}'s view has no trainable node: every node is frozen")
+        raise GraphError(
+            f"task {task}'s view has no trainable node: every node is frozen or its train masks are empty"
+        )
     applied = _view_gates(graph, view, task, gates or {})
     module = _fx_module(graph, built, view, [INPUT], [output], applied)
     module.train(train)  # a view for inference evaluates (a module may compute differently in training)

@@ -54,8 +54,10 @@ Active = tuple[tuple[int, ...], ...]  # the distinct modules a path uses, per la
 
 
 def packable(pool: ModulePool) -> bool:
-    """Whether the pool's modules can run as stacked copies: parameters only (no running statistics)."""
-    return not any(True for row in pool.layers for module in row for _ in module.buffers())
+    """Whether the pool's modules can run as stacked copies: parameters only (no running statistics), and
+    some in every layer (a layer without weights, a global pool, has nothing to stack: it runs serially)."""
+    no_buffers = not any(True for row in pool.layers for module in row for _ in module.buffers())
+    return no_buffers and all(any(True for _ in row[0].parameters()) for row in pool.layers)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ class GrowthPipeline:
         self, t: int, committed: ModuleGraph, records: Sequence[TaskRecord]
     ) -> tuple[ModuleGraph, TaskRecord]:
         started = time.perf_counter()
-        with count_macs() as inference:  # before the search: a method may build from the task's autoencoder
+        with count_macs() as task_models:  # before the search: a method may build from the task's autoencoder
             self.services.prepare(t)
         ctx = self.context(t, committed, records)
         plan = self.method.search_plan(ctx)
@@ -117,8 +117,8 @@ class GrowthPipeline:
         seconds = time.perf_counter() - started
         record = task_record(self.method, commit_ctx, graph, study, best, rows, retrain_macs, seconds)
         if self.services.trains_task_models:  # their training counts in the task's compute (CE)
-            train_macs = record.train_macs + inference.macs
-            record = dataclasses.replace(record, train_macs=train_macs, inference_macs=inference.macs)
+            train_macs = record.train_macs + task_models.macs
+            record = dataclasses.replace(record, train_macs=train_macs, inference_macs=task_models.macs)
         cost = self.services.inference_cost()
         if cost is not None:  # what task inference keeps beside the network, in the record with it
             record = dataclasses.replace(record, mechanism={**record.mechanism, "task_classifier": cost})

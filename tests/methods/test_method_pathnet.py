@@ -10,7 +10,7 @@ from growsearch.graph.compile import compile_view
 from growsearch.graph.module_graph import INPUT, ModuleGraph
 from growsearch.grow import operators as ops
 from growsearch.methods._pathnet_tournament import active_modules, evolve, random_population, tournament
-from growsearch.methods._pathnet_workers import PoolWorkers
+from growsearch.methods._pathnet_workers import PoolWorkers, packable
 from growsearch.methods.base import TaskContext
 from growsearch.methods.pathnet import ModulePool, PathNet, PathNetOptions, add_path, pool_id
 from growsearch.store.run_folder import RunFolder
@@ -386,3 +386,19 @@ def test_modules_other_than_dense_layers_train_together_through_vmap_to_the_same
     after, before = pool.state_dict(), start.state_dict()
     for name, value in before.items():
         assert torch.allclose(after[name], value + sum(c[name] for c in changes), atol=1e-6), name
+
+
+def test_a_pool_with_a_layer_without_weights_trains_its_contestants_serially(tmp_path):
+    """A global-pool layer has nothing to stack: the pool is not packable, and the shipped default
+    (`pack_contestants: true`) falls back to the serial GA instead of failing."""
+    from growsearch.runner import RunOptions, start_run
+
+    layers = [{"conv": {"channels": 4, "kernel": 3, "padding": 1}}, {"globalpool": {}}]
+    space = tiny_space("pathnet", options=TINY, network={"layers": layers})
+    method = PathNet(space)
+    specs = method.specs_for((1, 8, 8))
+    pool = ModulePool(ModuleGraph((1, 8, 8)), specs, 3, 2)
+    assert not packable(pool)
+    options = RunOptions(benchmark="split-digits", n_tasks=2, max_per_task=40, seed=0)
+    result = start_run(space, options, tmp_path / "run")
+    assert len(result.records) == 2
