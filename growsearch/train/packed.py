@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx as fx
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
@@ -48,6 +49,7 @@ from growsearch.train.candidate import (
     resolve_device,
 )
 from growsearch.train.extension import Training
+from growsearch.train.stacked_suffix import stacked_suffix
 from growsearch.train.trainer import EpochCallback, EpochStats, fit
 
 
@@ -260,10 +262,12 @@ class _StackedModel(nn.Module):
     the K rows still training (`select`: a pack sheds the candidates that stop; their rows stay in the
     stacked tensors, with no gradient, and cost only the optimiser's elementwise step)."""
 
-    def __init__(self, suffix: nn.Module, params: dict[str, torch.Tensor], n_inputs: int):
+    def __init__(self, suffix: fx.GraphModule, params: dict[str, torch.Tensor], n_inputs: int):
         super().__init__()
         self.suffix, self.params = suffix, params
         self.rows: torch.Tensor | None = None  # None: every row
+        # batched operations where the suffix has them (dense layers), else vmap of the suffix
+        self.direct = stacked_suffix(suffix, set(params))
         self.per_candidate = vmap(self._logits)
         self.shared_inputs = vmap(self._logits, in_dims=(0, *([None] * n_inputs)))
 
@@ -279,10 +283,14 @@ class _StackedModel(nn.Module):
         return functional_call(self.suffix, params, inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.direct is not None:
+            return self.direct(self._live(), *inputs)
         return self.per_candidate(self._live(), *inputs)
 
     def on_shared(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Every training candidate's logits for the same samples (batch, ...)."""
+        if self.direct is not None:
+            return self.direct(self._live(), *inputs, shared=True)
         return self.shared_inputs(self._live(), *inputs)
 
 

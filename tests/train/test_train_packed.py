@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from growsearch.errors import TrainingError
+from growsearch.graph.align import align
+from growsearch.graph.compile import compile_for_training
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods import get_method
 from growsearch.methods.base import TaskContext
 from growsearch.train import packed as packed_module
-from growsearch.train.candidate import train_candidate
+from growsearch.train.candidate import prefix_outputs, train_candidate
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 
 from tiny_runs import tiny_space
@@ -78,9 +80,13 @@ def _assert_same_training(alone, packed):
             )
 
 
+CONV = {"network": {"layers": [{"conv": {"channels": 4, "kernel": 3, "padding": 1}}, {"linear": 8}]}}
+
+
 @pytest.mark.parametrize(
     ("method", "sections"),
-    [("rcl", {}), ("cleas", {}), ("mntdp-d", {})],
+    [("rcl", {}), ("cleas", {}), ("mntdp-d", {}), ("rcl", CONV)],
+    ids=["rcl", "cleas", "mntdp-d", "rcl-conv (vmap)"],
 )
 def test_a_packed_candidate_ends_where_it_would_end_alone(method, sections, digits_stream):
     space, graphs = _task_one(method, digits_stream, 3, **sections)
@@ -97,6 +103,53 @@ def test_a_packed_candidate_ends_where_it_would_end_alone(method, sections, digi
         for node_id, node in graph.nodes():
             for name, value in node.weights.items():
                 assert torch.equal(value, before.node(node_id).weights[name])
+
+
+def _stacked_model(graphs, task: int = 1):
+    """The pack's model over its candidates' stacked initial weights, as `train_packed` builds it."""
+    alignment = align([g.copy() for g in graphs], task)
+    program = compile_for_training(alignment.template, task)
+    in_suffix = {id(p): name for name, p in program.suffix.named_parameters()}
+    names = {
+        (node_id, name): in_suffix[id(p)]
+        for node_id in alignment.trainable
+        for name, p in program.full.node_modules[node_id].named_parameters()
+    }
+    stack = packed_module._Stack(alignment, names, torch.device("cpu"))
+    n_inputs = len(prefix_outputs(program, torch.zeros(1, *graphs[0].input_shape), torch.device("cpu")))
+    return program, packed_module._StackedModel(program.suffix, stack.params, n_inputs)
+
+
+@pytest.mark.parametrize("method", ["rcl", "cleas", "mntdp-d"])
+def test_dense_candidates_run_as_batched_products_that_compute_what_vmap_computes(method, digits_stream):
+    """A pack of dense candidates runs its suffix as batched matrix products (`StackedSuffix`), not vmap:
+    the logits on per-candidate and on shared samples, and every stacked weight's gradient, are vmap's."""
+    _, graphs = _task_one(method, digits_stream, 3)
+    program, model = _stacked_model(graphs)
+    assert model.direct is not None
+    x = digits_stream.tasks[1].train.x[:20]
+    shared = prefix_outputs(program, x, torch.device("cpu"))
+    order = torch.stack([torch.randperm(20, generator=torch.Generator().manual_seed(k)) for k in range(3)])
+    stacked = [t[order] for t in shared]
+    for direct, through_vmap in (
+        (model(*stacked), model.per_candidate(model.params, *stacked)),
+        (model.on_shared(*shared), model.shared_inputs(model.params, *shared)),
+    ):
+        torch.testing.assert_close(direct, through_vmap, atol=1e-6, rtol=1e-5)
+    gradients = []
+    for logits in (model(*stacked), model.per_candidate(model.params, *stacked)):
+        gradients.append(torch.autograd.grad(logits.square().sum(), list(model.params.values())))
+    for direct, through_vmap in zip(*gradients, strict=True):
+        torch.testing.assert_close(direct, through_vmap, atol=1e-5, rtol=1e-4)
+    model.select(torch.tensor([2, 0]))  # the rows still training, in the order the pack holds them
+    torch.testing.assert_close(
+        model(*[t[:2] for t in stacked]), model.per_candidate(model._live(), *[t[:2] for t in stacked])
+    )
+
+
+def test_a_pack_with_convolutions_keeps_vmap(digits_stream):
+    _, graphs = _task_one("rcl", digits_stream, 2, **CONV)
+    assert _stacked_model(graphs)[1].direct is None
 
 
 def test_a_diverging_candidate_fails_alone_and_a_stopped_one_stops_alone(digits_stream, monkeypatch):
