@@ -229,8 +229,7 @@ def replaced_pack(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | No
 
 
 def learning_pack(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
-    """The pack whose updates a trial's result joins, for a sampler that learns once a pack is told: a
-    retry's is the pack its interrupted trial was in, so a resumed pack teaches what it would have taught
-    whole."""
+    """The pack whose update a trial's result joins, for a sampler that learns once per pack: a retry's is
+    the pack its interrupted trial was in, so a resumed pack teaches what it would have taught whole."""
     replaced = replaced_pack(trial, trials)
     return replaced if replaced is not None else pack_of(trial)

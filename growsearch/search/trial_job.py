@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -24,9 +24,10 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
 from growsearch.train.augment import Augmentation
-from growsearch.train.candidate import TrainingResult, train_candidate
+from growsearch.train.candidate import MAX_CACHED_BYTES, TrainingResult, train_candidate
 from growsearch.train.extension import PLAIN
 from growsearch.train.packed import NotPackable, PackMember, train_packed
+from growsearch.train.prefix_cache import PrefixCache
 from growsearch.train.trainer import EpochCallback, count_macs
 from growsearch.trial_record import TrialRecord, search_position
 
@@ -63,6 +64,10 @@ class TrialJob:
     run_seed: int
     objectives: tuple[Objective, ...] = ("accuracy",)
     augmentation: Augmentation | None = None  # what each training batch goes through (None: nothing)
+    # the task's frozen-prefix outputs, kept across its trials in this process (shipped empty)
+    prefix_cache: PrefixCache = field(
+        default_factory=lambda: PrefixCache(MAX_CACHED_BYTES), compare=False, repr=False
+    )
 
     @property
     def task_id(self) -> int:
@@ -137,7 +142,14 @@ class TrialJob:
             task = self.ctx.task
             config = self.training
             packed = train_packed(
-                members, self.task_id, task.train, task.val, config, layout=layout, max_padding=max_padding
+                members,
+                self.task_id,
+                task.train,
+                task.val,
+                config,
+                layout=layout,
+                max_padding=max_padding,
+                prefix_cache=self.prefix_cache,
             )
         except NotPackable:
             for i, (candidate, seed, building_macs) in built.items():
@@ -197,6 +209,7 @@ class TrialJob:
             on_epoch=self._with_costs(on_epoch, candidate),
             training=candidate.training or PLAIN,
             augmentation=self.augmentation,
+            prefix_cache=self.prefix_cache,
         )
 
     def _with_costs(self, on_epoch: EpochCallback | None, candidate: Candidate) -> EpochCallback | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from growsearch.train.batches import Minibatches
 from growsearch.train.extension import PLAIN, Training, TrainingRun
 from growsearch.train.schedules import lr_schedule
 from growsearch.train.trainer import EpochCallback, EpochStats, count_macs, fit, spend_macs
+
+if TYPE_CHECKING:
+    from growsearch.train.prefix_cache import PrefixCache
 
 EVAL_BATCH = 2048
 MAX_CACHED_BYTES = 2 << 30  # above this, frozen-prefix outputs are recomputed per batch instead of cached
@@ -96,6 +100,24 @@ def prefix_outputs(program: TrainingProgram, x: torch.Tensor, device: torch.devi
     return run_in_batches(program.prefix, [x.to(device)])
 
 
+def kept_prefix_outputs(
+    program: TrainingProgram,
+    samples: torch.Tensor,
+    device: torch.device,
+    macs_per_sample: int,
+    cache: PrefixCache | None,
+) -> list[torch.Tensor]:
+    """The frozen prefix's outputs for `samples`, from `cache` where an earlier trial computed them; the
+    compute (`macs_per_sample` a sample) is charged only where the prefix runs."""
+    if cache is None:
+        outputs, computed = prefix_outputs(program, samples, device), True
+    else:
+        outputs, computed = cache.outputs(program, samples, device)
+    if computed:
+        spend_macs(macs_per_sample * len(samples))
+    return outputs
+
+
 def train_candidate(
     graph: ModuleGraph,
     task: int,
@@ -110,11 +132,13 @@ def train_candidate(
     lr_scale: float = 1.0,
     training: Training = PLAIN,
     augmentation: Augmentation | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> TrainingResult:
     """Train `graph`'s view of `task` (a copy; `graph` is untouched) and return it with its accuracy.
     `training`: what the method changes in this training (gates, masks, penalties, callbacks);
     `augmentation`: what each training batch goes through (seeded per step: the prefix then runs per
-    batch). The YAML's schedule, precision and device apply (`on_device`)."""
+    batch); `prefix_cache`: the task's frozen-prefix outputs kept from its earlier trials. The YAML's
+    schedule, precision and device apply (`on_device`)."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     graph = graph.copy()
@@ -137,8 +161,7 @@ def train_candidate(
     augmenting = augmentation is not None and augmentation.active
     with count_macs() as spent:
         if prefix_bytes * len(train) <= cache_limit(device) and not augmenting:  # the prefix runs once
-            train_inputs = prefix_outputs(program, train.x, device)
-            spend_macs(prefix_macs * len(train))
+            train_inputs = kept_prefix_outputs(program, train.x, device, prefix_macs, prefix_cache)
             batches = Minibatches(train_inputs, train.y.to(device), config.batch_size, seed)
         else:  # augmented, or too large to keep: each batch moves to the device and runs the prefix
             steps = itertools.count()
@@ -151,7 +174,7 @@ def train_candidate(
                 return prefix_outputs(program, x, device)
 
             batches = Minibatches([train.x], train.y.to(device), config.batch_size, seed, prefix)
-        val_inputs, y_val = prefix_outputs(program, val.x, device), val.y.to(device)
+        val_inputs, y_val = kept_prefix_outputs(program, val.x, device, 0, prefix_cache), val.y.to(device)
         epochs = config.epochs if epochs is None else epochs
         if training.start is not None:
             training.start(TrainingRun(program, batches, epochs))

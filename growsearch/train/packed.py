@@ -2,9 +2,10 @@
 
 The candidates are aligned into one template graph (`graph.align`); each candidate's weights, padded to
 the template, are stacked along a leading dimension, and the template's trainable suffix runs over all of
-them through `torch.func.vmap` of `functional_call`: one forward, one backward and one optimiser step per
-batch for the whole pack, batched matrix products instead of K small ones. The frozen prefix (old
-columns, reused modules) is computed once for the pack.
+them: one forward, one backward and one optimiser step per batch for the whole pack, batched matrix
+products instead of K small ones (`train.stacked_suffix` where the suffix is dense layers, else
+`torch.func.vmap` of `functional_call`). The frozen prefix (old columns, reused modules) is computed once
+for the pack, or read from the task's `PrefixCache`.
 
 Each candidate sees what it would see trained alone by `train_candidate`: its own initial weights, its own
 seeded batch order (every candidate has the same number of samples, so the packs' batches line up), and
@@ -49,6 +50,7 @@ from growsearch.train.candidate import (
     resolve_device,
 )
 from growsearch.train.extension import Training
+from growsearch.train.prefix_cache import PrefixCache
 from growsearch.train.stacked_suffix import stacked_suffix
 from growsearch.train.trainer import EpochCallback, EpochStats, fit
 
@@ -108,7 +110,7 @@ class _Stack:
         return [
             param.register_hook(lambda grad, keep=self.gradient_masks[key]: grad * keep)
             for key, param in self.params.items()
-            if key not in self.frozen
+            if key not in self.frozen and not bool(self.masks[key].all())  # all trained: nothing to mask
         ]
 
     def held(self) -> list[MaskedParameter]:
@@ -133,11 +135,14 @@ def train_packed(
     epochs: int | None = None,
     layout: Sequence[Mapping[str, Any]] | None = None,
     max_padding: float | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> PackedTraining:
     """Train every member's candidate for `task` (copies; the graphs given are untouched), as one pack;
     in the template `layout` when given (the pack they were first trained in: its rounding is theirs).
     Raises NotPackable before training anything when the candidates cannot share a template, or (without
-    a layout) when padding them to it would multiply their compute by more than `max_padding`."""
+    a layout) when padding them to it would multiply their compute by more than `max_padding`.
+    `prefix_cache`: the task's frozen-prefix outputs kept from its earlier trials (each member is charged
+    the prefix's pass over the training samples where it ran for the pack)."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     try:
@@ -163,14 +168,20 @@ def train_packed(
     one = prefix_outputs(program, train.x[:1], device)
     if sum(t.numel() * t.element_size() for t in one) * len(train) > MAX_CACHED_BYTES:
         raise NotPackable("the frozen prefix's outputs are too large to keep for the task")
-    train_inputs, y_train = prefix_outputs(program, train.x, device), train.y.to(device)
-    val_inputs, y_val = prefix_outputs(program, val.x, device), val.y.to(device)
+
+    def run_prefix(samples: torch.Tensor) -> tuple[list[torch.Tensor], bool]:
+        if prefix_cache is None:
+            return prefix_outputs(program, samples, device), True
+        return prefix_cache.outputs(program, samples, device)
+
+    (train_inputs, computed), y_train = run_prefix(train.x), train.y.to(device)
+    (val_inputs, _), y_val = run_prefix(val.x), val.y.to(device)
     stack = _Stack(alignment, names, device)
 
     model = _StackedModel(suffix, stack.params, len(train_inputs))
     k_count = len(members)
     batches = _PackBatches([Minibatches(train_inputs, y_train, config.batch_size, m.seed) for m in members])
-    macs = [prefix * len(train) for prefix, _ in per_sample]
+    macs = [prefix * len(train) if computed else 0 for prefix, _ in per_sample]
     errors: list[BaseException | None] = [None] * k_count
     histories: list[list[EpochStats]] = [[] for _ in members]
     epoch_losses, seen, step = [0.0] * k_count, [0], [0]

@@ -191,15 +191,15 @@ def _step(node: fx.Node, modules: dict[str, nn.Module], stacked: set[str], cover
         if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
             return None
         source = node.args[0].name
-        if isinstance(module, nn.Linear):
+        if type(module) is nn.Linear:  # a subclass may compute something else
             weight, bias = f"{node.target}.weight", f"{node.target}.bias"
             covered.update(name for name in (weight, bias) if name in stacked)
             return _linear(source, weight, bias if module.bias is not None else None, module)
         if any(f"{node.target}.{name}" in stacked for name, _ in module.named_parameters()):
             return None
-        if isinstance(module, nn.Flatten):
+        if type(module) is nn.Flatten:
             return _flatten(source, module.start_dim, module.end_dim)
-        if isinstance(module, ELEMENTWISE_MODULES):
+        if type(module) in ELEMENTWISE_MODULES:
             return _elementwise(module, (node.args[0],), {})
         return None
     if node.op == "call_function":

@@ -9,6 +9,7 @@ and candidates that cannot share a template are refused before anything trains."
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import optuna
 import pytest
@@ -23,6 +24,7 @@ from growsearch.methods.base import TaskContext
 from growsearch.train import packed as packed_module
 from growsearch.train.candidate import prefix_outputs, train_candidate
 from growsearch.train.packed import NotPackable, PackMember, train_packed
+from growsearch.train.prefix_cache import PrefixCache
 
 from tiny_runs import tiny_space
 
@@ -232,3 +234,48 @@ def test_part_of_a_pack_retrains_bit_for_bit_in_the_pack_layout(digits_stream):
     for node_id, node in first.nodes():
         for name, value in node.weights.items():
             assert torch.equal(again.node(node_id).weights[name], value), (node_id, name)
+
+
+def test_a_task_s_later_trials_reuse_its_frozen_prefix_outputs_and_are_charged_only_where_they_ran(
+    digits_stream,
+):
+    space, candidates = _task_one("rcl", digits_stream, 7)
+    by_prefix: dict[str, list[ModuleGraph]] = {}  # a candidate that adds no unit below has another frontier
+    for graph in candidates:
+        by_prefix.setdefault(compile_for_training(graph.copy(), 1).prefix.code, []).append(graph)
+    graphs = max(by_prefix.values(), key=len)[:4]
+    assert len(graphs) == 4
+    task = digits_stream.tasks[1]
+    cache = PrefixCache(1 << 30)
+    alone = [
+        train_candidate(g, 1, task.train, task.val, space.training, seed=10 + i) for i, g in enumerate(graphs)
+    ]
+    kept = [
+        train_candidate(g, 1, task.train, task.val, space.training, seed=10 + i, prefix_cache=cache)
+        for i, g in enumerate(graphs[:2])
+    ]
+    members = [PackMember(g, 12 + i) for i, g in enumerate(graphs[2:])]
+    packed = train_packed(members, 1, task.train, task.val, space.training, prefix_cache=cache).outcomes
+    uncached = train_packed(members, 1, task.train, task.val, space.training).outcomes
+    prefix = packed_module._macs(graphs[0], 1)[0] * len(task.train)  # one pass over the training samples
+    assert prefix > 0
+    for first, again in zip(alone[:2], kept, strict=True):  # the same training, bit for bit
+        assert again.val_accuracy == first.val_accuracy
+        for node_id, node in first.graph.nodes():
+            for name, value in node.weights.items():
+                assert torch.equal(again.graph.node(node_id).weights[name], value)
+    assert kept[0].train_macs == alone[0].train_macs  # the first trial ran the prefix
+    assert kept[1].train_macs == alone[1].train_macs - prefix  # the second read what it kept
+    for outcome, plain in zip(packed, uncached, strict=True):
+        assert outcome.result.val_accuracy == plain.result.val_accuracy
+        assert outcome.train_macs == plain.train_macs - prefix
+
+    changed = graphs[0].copy()  # a candidate whose frozen prefix computes something else
+    node = changed.node("t0/L0")  # the committed first layer
+    assert node.frozen
+    next(iter(node.weights.values())).add_(0.01)
+    program = compile_for_training(changed, 1)
+    assert cache.outputs(program, task.train.x, torch.device("cpu"))[1]  # computed, not read
+    program = compile_for_training(graphs[0].copy(), 1)
+    assert not cache.outputs(program, task.train.x, torch.device("cpu"))[1]
+    assert pickle.loads(pickle.dumps(cache))._entries == []  # shipped (to a Ray worker) empty

@@ -13,7 +13,7 @@ rewards (CLEAS).
 (define-by-run), sampled jointly by the policy through `sample_relative`. The policy keeps no state
 Optuna does not already store: before each sample it applies, in trial-number order, the REINFORCE update
 of every finished trial it has not seen (params = actions, the method's reward function = reward; the
-trials of a pack, all sampled from the policy as it stood before the pack, once the pack is told). A
+trials of a pack, all sampled from one policy, in one update on the mean of their terms). A
 fresh sampler, after a resume for instance, therefore replays the study and reaches the same weights as
 an uninterrupted run. Sampling draws from a generator seeded by (seed, trial position), where the position
 does not count trials a killed process left behind, so a resumed run samples what the uninterrupted run
@@ -202,14 +202,19 @@ class ReinforcePolicy:
         return float((weights * previous).sum() / weights.sum())
 
     def update(self, actions: Sequence[int], reward: float) -> None:
-        """One REINFORCE step on one episode (the papers' update after every architecture):
-        -(R - b) * log pi(actions), with the baseline b from before it."""
+        """One REINFORCE step on one episode (the papers' update after every architecture)."""
+        self.update_batch([(actions, reward)])
+
+    def update_batch(self, episodes: Sequence[tuple[Sequence[int], float]]) -> None:
+        """One REINFORCE step on episodes sampled from the same policy (a pack): the mean over them of
+        -(R - b) * log pi(actions), with the baseline b from before them."""
         with one_thread():
-            advantage = torch.tensor([float(reward)]) - self.baseline([float(reward)])
-            self.rewards.append(float(reward))
-            log_prob = self.network.log_probs([actions])
+            rewards = [float(r) for _, r in episodes]
+            advantages = torch.tensor(rewards) - self.baseline(rewards)
+            self.rewards.extend(rewards)
+            log_probs = self.network.log_probs([actions for actions, _ in episodes])
             self.optimizer.zero_grad()
-            (-(advantage * log_prob).mean()).backward()
+            (-(advantages * log_probs).mean()).backward()
             self.optimizer.step()
         self._distributions = None
 
@@ -273,10 +278,9 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
 
     def catch_up(self, trials: Sequence[FrozenTrial], before: int) -> None:
         """Apply, in number order, the updates of the finished trials below `before`, stopping at the first
-        one still running (so updates arrive in the same order however trials interleave). Every finished
-        trial is one update; the trials of a pack, all sampled from the policy as it stood before the pack,
-        update it once the whole pack is told (with the retries of its interrupted trials: see
-        `learning_pack`), one after another."""
+        one still running (so updates arrive in the same order however trials interleave). Trials trained
+        alone update the policy one by one; the trials of a pack, all sampled from one policy, update
+        it once, together (with the retries of its interrupted trials: see `learning_pack`)."""
         group: list[FrozenTrial] = []
         group_pack: int | None = None
         for trial in trials:
@@ -301,8 +305,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             reward = None if is_interrupted(trial) else self.reward(trial)
             if reward is not None and all(d.name in trial.params for d in self.decisions):
                 episodes.append((self.actions(trial.params), reward))
-        for actions, reward in episodes:  # one update per architecture, as in the papers, in trial order
-            self.policy.update(actions, reward)
+        if episodes:
+            self.policy.update_batch(episodes)
             self.updates += 1
         self.applied_until = group[-1].number + 1
 
@@ -341,9 +345,9 @@ class PolicySearchMethod(Method):
 
     def search_plan(self, ctx: TaskContext) -> SearchPlan:
         """One trial (the base network) for the first task, nothing to sample; then the task's
-        architectures, a fifth of them at a time with `search.pack: auto` (a pack's architectures are all
-        sampled from the policy as it stood before the pack, which then takes one update per architecture,
-        as one at a time), ranked by reward."""
+        architectures, a tenth of them at a time with `search.pack: auto` (the policy still learns between
+        packs ten times a task: every architecture of a pack is sampled from the same policy), ranked by
+        reward."""
         if ctx.task_id == 0:
             budget = 1
             sampler: optuna.samplers.BaseSampler | None = SeededRandomSampler(seed=ctx.seed)
@@ -353,7 +357,7 @@ class PolicySearchMethod(Method):
             if (self.space.search.sampler or "reinforce") == "reinforce":
                 decisions = self.search_decisions(ctx)
                 sampler = ReinforceSampler(decisions, self.reward, seed=ctx.seed, config=self.policy_config())
-        return SearchPlan(budget, sampler=sampler, pack_limit=max(1, budget // 5), score=self.score)
+        return SearchPlan(budget, sampler=sampler, pack_limit=max(1, budget // 10), score=self.score)
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if ctx.task_id == 0:
