@@ -24,9 +24,8 @@ from the pool as the wave found it, so their fitnesses may differ, and with them
 tournament whose winner changes, the GA: the PathNet line says, per task, how many tournaments the two
 runs share before a winner differs (``=``: all of them, and the same committed path).
 
-The packed RCL and CLEAS searches sample each pack from the REINFORCE policy as it stood before the pack
-(then update it once per architecture, in trial order), so their decisions (and A_T) may differ from the
-unpacked ones; MNTDP-D's search is deterministic
+The packed RCL and CLEAS searches sample each pack from one REINFORCE policy and update it once per
+pack, so their decisions (and A_T) may differ from the unpacked ones; MNTDP-D's search is deterministic
 and commits the same decisions. The last line prints the smallest speed-up of RCL, CLEAS and PathNet
 (of those run; else of all) as ``packing speed-up: X``.
 
