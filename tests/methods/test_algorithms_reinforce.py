@@ -26,6 +26,16 @@ def test_the_rcl_policy_shifts_probability_toward_the_higher_reward_actions():
     assert 0.5 < float(policy.network.state_value().detach()) < 1.0  # the baseline tracks the reward
 
 
+def test_samples_follow_each_step_s_distribution():
+    policy = ReinforcePolicy([(2, 0)] * 3 + [(5, 1)], PolicyConfig(hidden_size=8, init_range=1.0), seed=2)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([policy.sample(generator) for _ in range(4000)])
+    for step, p in enumerate(policy.distributions()):
+        counts = torch.bincount(draws[:, step], minlength=p.numel())
+        assert counts.numel() == p.numel()  # no action beyond the step's choices
+        assert torch.allclose(counts / len(draws), p, atol=0.03)
+
+
 def test_the_moving_average_baseline_learns_too():
     config = PolicyConfig(
         hidden_size=32, num_layers=1, optimizer="rmsprop", lr=0.01, baseline="moving-average"

@@ -181,9 +181,15 @@ class ReinforcePolicy:
         )
         self.rewards: list[float] = []
         self._distributions: list[torch.Tensor] | None = None
+        self._cdf: tuple[torch.Tensor, torch.Tensor] | None = None  # of `_distributions`
 
     def sample(self, generator: torch.Generator) -> list[int]:
-        return [int(torch.multinomial(p, 1, generator=generator)) for p in self.distributions()]
+        """One action per step, each drawn from its step's distribution by inverse CDF: one uniform draw a
+        step, all steps at once (CLEAS's policy has a step per old neuron: drawing them one by one took
+        a tenth of its search)."""
+        cdf, last = self._cumulative()
+        u = torch.rand(len(last), generator=generator, dtype=cdf.dtype)
+        return torch.minimum((cdf < u.unsqueeze(1)).sum(1), last).tolist()
 
     def baseline(self, rewards: Sequence[float]) -> float:
         """The baseline of episodes with these rewards, from what came before them: the value network's
@@ -223,7 +229,21 @@ class ReinforcePolicy:
         if self._distributions is None:
             with torch.no_grad(), one_thread():
                 self._distributions = [torch.softmax(logits, 0) for logits in self.network.step_logits()]
+            self._cdf = None
         return self._distributions
+
+    def _cumulative(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every step's cumulative distribution (steps x most choices, in float64, padded with 2: above any
+        draw) and each step's last action."""
+        distributions = self.distributions()
+        if self._cdf is None:
+            width = max(p.numel() for p in distributions)
+            cdf = torch.full((len(distributions), width), 2.0, dtype=torch.float64)
+            for i, p in enumerate(distributions):
+                cdf[i, : p.numel()] = torch.cumsum(p.double(), 0)
+            last = torch.tensor([p.numel() - 1 for p in distributions])
+            self._cdf = (cdf, last)
+        return self._cdf
 
 
 @contextmanager
