@@ -3,11 +3,11 @@
 `train.packed` trains a pack through `torch.func.vmap` of `functional_call`, which takes any suffix. Its
 per-call cost (wrapping every tensor, swapping every parameter in and out) is most of a step when the
 candidates are small: on two CPU cores, a step of five RCL children (two dense layers and a head) took
-2.2 ms through vmap against 1 ms for one child trained alone. Where every operation of the suffix has a
-batched form (dense layers: one batched matrix product for the K candidates; activations; flattening,
-concatenation, stacking and sums along shifted axes), `StackedSuffix` runs it directly on (K, batch, ...)
-tensors: the same arithmetic, without the wrapping. Anything else (convolutions, normalisation, custom
-modules) makes `stacked_suffix` return None, and the pack keeps vmap.
+3.2 ms through vmap, 1.6 ms as batched products here, and one child alone 1 ms. Where every operation of
+the suffix has a batched form (dense layers: one batched matrix product for the K candidates;
+activations; flattening, concatenation, stacking and sums along shifted axes), `StackedSuffix` runs it
+directly on (K, batch, ...) tensors: the same arithmetic, without the wrapping. Anything else
+(convolutions, normalisation, custom modules) makes `stacked_suffix` return None, and the pack keeps vmap.
 
 A value is either stacked (one per candidate: (K, batch, ...)) or shared by every candidate (batch, ...:
 the samples every candidate is measured on, and what only frozen inputs compute); an operation mixing the
