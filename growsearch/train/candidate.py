@@ -109,13 +109,20 @@ def kept_prefix_outputs(
 ) -> list[torch.Tensor]:
     """The frozen prefix's outputs for `samples`, from `cache` where an earlier trial computed them; the
     compute (`macs_per_sample` a sample) is charged only where the prefix runs."""
-    if cache is None:
-        outputs, computed = prefix_outputs(program, samples, device), True
-    else:
-        outputs, computed = cache.outputs(program, samples, device)
+    outputs, computed = cached_prefix_outputs(program, samples, device, cache)
     if computed:
         spend_macs(macs_per_sample * len(samples))
     return outputs
+
+
+def cached_prefix_outputs(
+    program: TrainingProgram, samples: torch.Tensor, device: torch.device, cache: PrefixCache | None
+) -> tuple[list[torch.Tensor], bool]:
+    """The frozen prefix's outputs for `samples` (from `cache` where it keeps them), and whether they were
+    computed now."""
+    if cache is None:
+        return prefix_outputs(program, samples, device), True
+    return cache.outputs(program, samples, device)
 
 
 def train_candidate(

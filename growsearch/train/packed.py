@@ -46,6 +46,7 @@ from growsearch.train.candidate import (
     EVAL_BATCH,
     MAX_CACHED_BYTES,
     TrainingResult,
+    cached_prefix_outputs,
     prefix_outputs,
     resolve_device,
 )
@@ -168,14 +169,9 @@ def train_packed(
     one = prefix_outputs(program, train.x[:1], device)
     if sum(t.numel() * t.element_size() for t in one) * len(train) > MAX_CACHED_BYTES:
         raise NotPackable("the frozen prefix's outputs are too large to keep for the task")
-
-    def run_prefix(samples: torch.Tensor) -> tuple[list[torch.Tensor], bool]:
-        if prefix_cache is None:
-            return prefix_outputs(program, samples, device), True
-        return prefix_cache.outputs(program, samples, device)
-
-    (train_inputs, computed), y_train = run_prefix(train.x), train.y.to(device)
-    (val_inputs, _), y_val = run_prefix(val.x), val.y.to(device)
+    train_inputs, computed = cached_prefix_outputs(program, train.x, device, prefix_cache)
+    val_inputs = cached_prefix_outputs(program, val.x, device, prefix_cache)[0]
+    y_train, y_val = train.y.to(device), val.y.to(device)
     stack = _Stack(alignment, names, device)
 
     model = _StackedModel(suffix, stack.params, len(train_inputs))
