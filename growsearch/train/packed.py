@@ -39,7 +39,7 @@ from growsearch.config.training import TrainingConfig
 from growsearch.data.task import Split
 from growsearch.errors import GraphError, TrainingError
 from growsearch.graph.align import Alignment, align
-from growsearch.graph.compile import MaskedParameter, compile_for_training, frozen_prefix
+from growsearch.graph.compile import compile_for_training, frozen_prefix
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.candidate import (
@@ -85,7 +85,8 @@ def _macs(graph: ModuleGraph, task: int) -> tuple[int, int]:
 
 class _Stack:
     """The pack's trainable tensors: per template parameter, K candidates' padded weights, which entries
-    each trains, and the values the others are put back to."""
+    each trains, and the values the others are put back to. It masks their gradients itself (`hooks`,
+    removed by `close`) and puts the held entries back after each step (`restore_held`)."""
 
     def __init__(self, alignment: Alignment, names: dict[tuple[str, str], str], device: torch.device):
         """`names`: (node, parameter) -> the parameter's name in the compiled suffix."""
@@ -100,24 +101,55 @@ class _Stack:
         # entries held at zero (padding, weights a candidate drops) stay zero by themselves once their
         # gradient is masked: every optimiser here moves a zero entry with zero gradient by zero (weight
         # decay and momentum included); only parameters holding non-zero values need putting back
-        self.frozen = {
+        self.held = {
             key: value.detach().clone()
             for key, value in self.params.items()
             if bool(((~self.masks[key]) & (value != 0)).any())
         }
+        self.hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._mask_gradients()
 
-    def mask_gradients(self) -> list[torch.utils.hooks.RemovableHandle]:
-        """Hooks zeroing the gradient of every entry a candidate does not train (`held` ones included)."""
-        return [
+    def _mask_gradients(self) -> None:
+        """Hooks zeroing the gradient of every entry a candidate does not train."""
+        self.close()
+        self.hooks = [
             param.register_hook(lambda grad, keep=self.gradient_masks[key]: grad * keep)
             for key, param in self.params.items()
-            if key not in self.frozen and not bool(self.masks[key].all())  # all trained: nothing to mask
+            if not bool(self.masks[key].all())  # all trained: nothing to mask
         ]
 
-    def held(self) -> list[MaskedParameter]:
-        """The parameters holding non-zero entries a candidate does not train: `fit` masks their gradient
-        and puts those entries back after every step."""
-        return [MaskedParameter(self.params[key], self.masks[key], held) for key, held in self.frozen.items()]
+    def restore_held(self, _: object = None) -> None:
+        """Put back the held entries whatever the optimiser did to them (weight decay, momentum)."""
+        with torch.no_grad():
+            for key, held in self.held.items():
+                self.params[key].copy_(torch.where(self.masks[key], self.params[key], held))
+
+    def keep(self, rows: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Only these rows train on: every stacked tensor is replaced by one holding them alone, in `params`
+        (the dict the model reads), in the optimiser with its state, and in the masks, the held values and
+        the hooks. A step then costs what a pack of the rows kept costs."""
+        with torch.no_grad():
+            for key, old in list(self.params.items()):
+                new = old.detach().index_select(0, rows).requires_grad_()
+                self.params[key] = new
+                state = optimizer.state.pop(old, {})
+                optimizer.state[new] = {  # per-entry state (momentum, Adam's moments) keeps the rows too
+                    name: value.index_select(0, rows)
+                    if isinstance(value, torch.Tensor) and value.shape == old.shape
+                    else value
+                    for name, value in state.items()
+                }
+                for group in optimizer.param_groups:
+                    group["params"] = [new if p is old else p for p in group["params"]]
+                for tensors in (self.masks, self.gradient_masks, self.held):
+                    if key in tensors:
+                        tensors[key] = tensors[key].index_select(0, rows)
+        self._mask_gradients()
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
 
 
 @dataclass(frozen=True)
@@ -183,6 +215,7 @@ def train_packed(
     epoch_losses, seen, step = [0.0] * k_count, [0], [0]
     rows = list(range(k_count))  # the member each row of the stacked tensors holds (the pack shrinks)
     correct = [torch.zeros(k_count, dtype=torch.long, device=device)]  # per row; read once per epoch
+    optimizers: list[torch.optim.Optimizer] = []  # the one `fit` builds
 
     def live() -> list[int]:
         return [k for k in rows if errors[k] is None]
@@ -229,11 +262,10 @@ def train_packed(
         kept = [r for r, k in enumerate(rows) if errors[k] is None]
         if kept and len(kept) < len(rows):
             batches.keep(kept)
+            stack.keep(torch.tensor(kept, device=device), optimizers[0])
             rows[:] = [rows[r] for r in kept]
-            model.select(torch.tensor(rows, device=device))
         correct[0] = torch.zeros(len(rows), dtype=torch.long, device=device)
 
-    handles = stack.mask_gradients()
     try:
         fit(
             model,
@@ -241,14 +273,13 @@ def train_packed(
             list(stack.params.values()),
             config.optimizer_settings(),
             epochs=config.epochs if epochs is None else epochs,
-            masked=stack.held(),
-            training=Training(should_stop=lambda _: not live()),
+            training=Training(after_step=stack.restore_held, should_stop=lambda _: not live()),
             on_epoch=end_epoch,
             loss=pack_loss,
+            on_optimizer=optimizers.append,
         )
     finally:
-        for handle in handles:
-            handle.remove()
+        stack.close()
     share = (time.perf_counter() - started) / k_count
     outcomes = []
     for k in range(k_count):
@@ -256,7 +287,7 @@ def train_packed(
             outcomes.append(PackedOutcome(None, errors[k], macs[k]))
             continue
         for (node_id, name), key in names.items():
-            alignment.write(k, node_id, name, stack.params[key][k])
+            alignment.write(k, node_id, name, stack.params[key][rows.index(k)])
         history = tuple(histories[k])
         val_accuracy = history[-1].val_accuracy if history else float("nan")
         result = TrainingResult(alignment.candidates[k], val_accuracy, history, macs[k], share)
@@ -265,40 +296,30 @@ def train_packed(
 
 
 class _StackedModel(nn.Module):
-    """The template's suffix over the stacked weights: inputs (K, batch, ...) to logits (K, batch, C), for
-    the K rows still training (`select`: a pack sheds the candidates that stop; their rows stay in the
-    stacked tensors, with no gradient, and cost only the optimiser's elementwise step)."""
+    """The template's suffix over the stacked weights: inputs (K, batch, ...) to logits (K, batch, C) for
+    the K rows the stacked tensors hold (a pack sheds the rows of candidates that stop: `_Stack.keep`)."""
 
     def __init__(self, suffix: fx.GraphModule, params: dict[str, torch.Tensor], n_inputs: int):
         super().__init__()
         self.suffix, self.params = suffix, params
-        self.rows: torch.Tensor | None = None  # None: every row
         # batched operations where the suffix has them (dense layers), else vmap of the suffix
         self.direct = stacked_suffix(suffix, set(params))
         self.per_candidate = vmap(self._logits)
         self.shared_inputs = vmap(self._logits, in_dims=(0, *([None] * n_inputs)))
-
-    def select(self, rows: torch.Tensor) -> None:
-        self.rows = rows
-
-    def _live(self) -> dict[str, torch.Tensor]:
-        if self.rows is None:
-            return self.params
-        return {name: value.index_select(0, self.rows) for name, value in self.params.items()}
 
     def _logits(self, params: dict[str, torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(self.suffix, params, inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.direct is not None:
-            return self.direct(self._live(), *inputs)
-        return self.per_candidate(self._live(), *inputs)
+            return self.direct(self.params, *inputs)
+        return self.per_candidate(self.params, *inputs)
 
     def on_shared(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Every training candidate's logits for the same samples (batch, ...)."""
         if self.direct is not None:
-            return self.direct(self._live(), *inputs, shared=True)
-        return self.shared_inputs(self._live(), *inputs)
+            return self.direct(self.params, *inputs, shared=True)
+        return self.shared_inputs(self.params, *inputs)
 
 
 class _PackBatches(Minibatches):

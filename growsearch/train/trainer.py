@@ -144,6 +144,7 @@ def fit(
     loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
     lr_schedule: Callable[[int], float] | None = None,
     autocast: torch.dtype | None = None,
+    on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> FitResult:
     """Train `parameters` of `model` (called as `model(*batch.inputs)`, returning logits), and the
     `training`'s own parameters, on `batches` for `epochs` passes, or for `steps` minibatches continuing
@@ -156,11 +157,14 @@ def fit(
     the device and read once per epoch. `loss` computes a step's loss from the logits and the batch
     instead of their cross-entropy (a pack of candidates: the sum of each one's own). `lr_schedule` maps a
     0-based step to the factor of the learning rate (`train.schedules`); `autocast` runs the forward pass
-    and the loss in that precision (bf16 on CUDA)."""
+    and the loss in that precision (bf16 on CUDA). `on_optimizer` is called once with the optimiser built
+    for `parameters` (a pack sheds the rows of candidates that stop from its state)."""
     if (epochs is None) == (steps is None):
         raise ValueError("fit takes epochs or steps, not both")
     parameters = [*parameters, *training.parameters]
     optimizer = make_optimizer(parameters, settings)
+    if on_optimizer is not None:
+        on_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule) if lr_schedule else None
     precision = (
         torch.autocast(batches.y.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
