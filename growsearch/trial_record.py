@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from optuna.trial import FrozenTrial, TrialState
 
+from growsearch.journal_writes import together
+
 ERROR = "error"  # why a trial failed on its own
 SPENT_MACS = "spent_macs"  # multiply-adds spent by a trial, whatever its end
 RECORD = "record"  # a completed trial's TrialRecord, as a mapping of its fields
@@ -69,8 +71,10 @@ class TrialRecord:
 
 
 def write_attrs(trial: AttributeSink, attrs: Mapping[str, Any]) -> None:
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    """Every attribute on the trial, in one append of a run's journal."""
+    with together():
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
 
 
 def read_record(trial: FrozenTrial) -> TrialRecord | None:

@@ -21,6 +21,7 @@ from growsearch.config.space import Objective
 from growsearch.config.training import TrainingConfig
 from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
+from growsearch.journal_writes import together
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
 from growsearch.seeds import derived_seed
 from growsearch.train.augment import Augmentation
@@ -84,8 +85,10 @@ class TrialJob:
         return search_position(trial, trial.study.get_trials(deepcopy=False))
 
     def decide(self, trial: optuna.Trial) -> Decisions:
-        """The method's decisions for `trial`, sampled define-by-run (a Ray driver does only this)."""
-        return self.method.decide(trial, self.ctx)
+        """The method's decisions for `trial`, sampled define-by-run (a Ray driver does only this); its
+        params reach the journal in one append (a trial reads its params from its own cache)."""
+        with together():
+            return self.method.decide(trial, self.ctx)
 
     def run(
         self, decisions: Decisions, number: int, seed_number: int, on_epoch: EpochCallback | None = None

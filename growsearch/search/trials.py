@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.graph.module_graph import ModuleGraph
+from growsearch.journal_writes import together
 from growsearch.search.halving import SuccessiveHalving
 from growsearch.search.trial_job import TrialFailure, TrialJob, TrialOutcome
 from growsearch.train.trainer import EpochStats
@@ -154,8 +155,9 @@ def next_trials(trials: TaskTrials, remaining: int) -> tuple[list[optuna.Trial],
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
         asked = [study.ask() for _ in range(size)]
     if trials.pack > 1:  # a sampler that learns per pack (REINFORCE) reads which trials it held
-        for trial in asked:
-            write_attrs(trial, pack_attrs(asked[0].number, len(asked), trial.number))
+        with together():
+            for trial in asked:
+                write_attrs(trial, pack_attrs(asked[0].number, len(asked), trial.number))
     return asked, layout
 
 

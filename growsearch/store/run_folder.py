@@ -215,10 +215,12 @@ class RunFolder:
         first damaged record."""
         from optuna.storages.journal import JournalFileBackend
 
+        from growsearch.journal_writes import HeldWrites
+
         journal = self.path / JOURNAL_FILE
         if getattr(self, "_lock", None) is not None:
             self._repair_journal_alone()
-            return JournalFileBackend(str(journal))
+            return HeldWrites(JournalFileBackend(str(journal)))
         if not os.access(self.path, os.W_OK):
             return self._journal_as_it_stands("the run folder is read-only")
         try:
@@ -231,7 +233,7 @@ class RunFolder:
             self._repair_journal_alone()
         finally:
             probe.release()
-        return JournalFileBackend(str(journal))
+        return HeldWrites(JournalFileBackend(str(journal)))
 
     def _repair_journal_alone(self) -> None:
         """With no other writer possible (only the run's driver writes the journal): a lock file left
