@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -309,6 +309,15 @@ class ModuleGraph:
         return copy.deepcopy(self)
 
     def __deepcopy__(self, memo: dict) -> ModuleGraph:
+        return self._copied(lambda tensor: tensor.clone())
+
+    def sharing_copy(self) -> ModuleGraph:
+        """A copy whose nodes hold this graph's tensors, not clones (its own dicts and structure): for code
+        that replaces a copy's tensors and never changes one in place (a pack writing back what its
+        candidates trained), so copying costs no weights."""
+        return self._copied(lambda tensor: tensor)
+
+    def _copied(self, tensor_copy: Callable[[torch.Tensor], torch.Tensor]) -> ModuleGraph:
         new = ModuleGraph.__new__(ModuleGraph)
         new.input_shape = self.input_shape
         new.heads = dict(self.heads)
@@ -325,13 +334,13 @@ class ModuleGraph:
                     frozen=node.frozen,
                     merge=node.merge,
                     layer=node.layer,
-                    weights={k: v.clone() for k, v in node.weights.items()},
-                    owners={k: v.clone() for k, v in node.owners.items()},
+                    weights={k: tensor_copy(v) for k, v in node.weights.items()},
+                    owners={k: tensor_copy(v) for k, v in node.owners.items()},
                     shares=node.shares,
-                    gates={t: g.clone() for t, g in node.gates.items()},
-                    masks={t: {k: v.clone() for k, v in m.items()} for t, m in node.masks.items()},
-                    state={k: v.clone() for k, v in node.state.items()},
-                    norms={t: {k: v.clone() for k, v in n.items()} for t, n in node.norms.items()},
+                    gates={t: tensor_copy(g) for t, g in node.gates.items()},
+                    masks={t: {k: tensor_copy(v) for k, v in m.items()} for t, m in node.masks.items()},
+                    state={k: tensor_copy(v) for k, v in node.state.items()},
+                    norms={t: {k: tensor_copy(v) for k, v in n.items()} for t, n in node.norms.items()},
                 ),
             )
         new._nx.add_edges_from(self._nx.edges)

@@ -179,7 +179,7 @@ def train_packed(
     started = time.perf_counter()
     device = resolve_device(config.device)
     try:
-        alignment = align([m.graph.copy() for m in members], task, layout)
+        alignment = align([m.graph.sharing_copy() for m in members], task, layout)
     except GraphError as error:
         raise NotPackable(str(error)) from None
     per_sample = [_macs(m.graph, task) for m in members]

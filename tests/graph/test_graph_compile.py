@@ -96,3 +96,17 @@ def test_a_refused_node_leaves_the_graph_as_it_was():
     with pytest.raises(GraphError):
         graph.add("c", Linear(10, 4), ["b"], 0)
     assert list(graph) == before
+
+
+def test_a_copy_clones_every_tensor_and_a_sharing_copy_none():
+    graph = mlp_graph()
+    deep, sharing = graph.copy(), graph.sharing_copy()
+    for node_id, node in graph.nodes():
+        for name, value in node.weights.items():
+            assert deep.node(node_id).weights[name] is not value
+            assert torch.equal(deep.node(node_id).weights[name], value)
+            assert sharing.node(node_id).weights[name] is value
+    name = next(iter(graph.node("b").weights))
+    sharing.node("b").weights[name] = torch.zeros(1)  # replaced in the copy alone
+    sharing.add("c", Linear(12, 12), ["b"], 1)  # its own dicts and structure: the original is untouched
+    assert "c" not in dict(graph.nodes()) and all(v.numel() > 1 for v in graph.node("b").weights.values())
