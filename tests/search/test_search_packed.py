@@ -58,6 +58,17 @@ def test_the_replayed_policy_makes_one_update_per_pack(rcl_packed):
     assert sampler.updates == 2
 
 
+@pytest.mark.parametrize(("fidelity", "packs"), [("full", 10), ("halving", 5)])
+def test_the_policy_learns_ten_times_a_task_or_five_times_with_halving(fidelity, packs):
+    """With halving a pack costs about its longest survivor's epochs whatever its size: packs of a fifth."""
+    stream = load_stream(tiny_options())
+    space = tiny_space("rcl", search={"n_trials": 50, "fidelity": fidelity})
+    method = build_method(space, stream)
+    ctx = TaskContext(1, stream.tasks[1], None, method.specs_for(stream.input_shape), (), seed=0, n_tasks=5)
+    plan = method.search_plan(ctx)
+    assert plan.budget == 50 and plan.pack_limit == 50 // packs
+
+
 def test_a_pack_interrupted_between_its_tells_resumes_bit_for_bit(rcl_packed, tmp_path):
     class StopAfterOneTell(SilentReporter):
         def trial_finished(self, task, trial):

@@ -365,9 +365,10 @@ class PolicySearchMethod(Method):
 
     def search_plan(self, ctx: TaskContext) -> SearchPlan:
         """One trial (the base network) for the first task, nothing to sample; then the task's
-        architectures, a tenth of them at a time with `search.pack: auto` (the policy still learns between
-        packs ten times a task: every architecture of a pack is sampled from the same policy), ranked by
-        reward."""
+        architectures, ranked by reward, a tenth of them at a time with `search.pack: auto` (the policy
+        still learns between packs ten times a task: every architecture of a pack is sampled from the same
+        policy); a fifth with successive halving, where a pack costs about the epochs of its longest
+        survivor whatever its size (five updates a task)."""
         if ctx.task_id == 0:
             budget = 1
             sampler: optuna.samplers.BaseSampler | None = SeededRandomSampler(seed=ctx.seed)
@@ -377,7 +378,8 @@ class PolicySearchMethod(Method):
             if (self.space.search.sampler or "reinforce") == "reinforce":
                 decisions = self.search_decisions(ctx)
                 sampler = ReinforceSampler(decisions, self.reward, seed=ctx.seed, config=self.policy_config())
-        return SearchPlan(budget, sampler=sampler, pack_limit=max(1, budget // 10), score=self.score)
+        packs = 5 if self.space.search.fidelity == "halving" else 10
+        return SearchPlan(budget, sampler=sampler, pack_limit=max(1, budget // packs), score=self.score)
 
     def decide(self, trial: optuna.Trial, ctx: TaskContext) -> Decisions:
         if ctx.task_id == 0:
