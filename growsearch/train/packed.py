@@ -41,6 +41,7 @@ from growsearch.errors import GraphError, TrainingError
 from growsearch.graph.align import Alignment, align
 from growsearch.graph.compile import compile_for_training, frozen_prefix
 from growsearch.graph.module_graph import ModuleGraph
+from growsearch.journal_writes import together
 from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.candidate import (
     EVAL_BATCH,
@@ -128,12 +129,13 @@ class _Stack:
         """Only these rows train on: every stacked tensor is replaced by one holding them alone, in `params`
         (the dict the model reads), in the optimiser with its state, and in the masks, the held values and
         the hooks. A step then costs what a pack of the rows kept costs."""
+        per_parameter = optimizer.state  # (the optimiser's, not a graph node's)
         with torch.no_grad():
             for key, old in list(self.params.items()):
                 new = old.detach().index_select(0, rows).requires_grad_()
                 self.params[key] = new
-                state = optimizer.state.pop(old, {})
-                optimizer.state[new] = {  # per-entry state (momentum, Adam's moments) keeps the rows too
+                state = per_parameter.pop(old, {})
+                per_parameter[new] = {  # per-entry state (momentum, Adam's moments) keeps the rows too
                     name: value.index_select(0, rows)
                     if isinstance(value, torch.Tensor) and value.shape == old.shape
                     else value
@@ -230,32 +232,37 @@ def train_packed(
         )
         values = dict(zip(rows, ce.detach().tolist(), strict=True))
         n = batch.y.shape[1]
-        for k in live():
+        training = live()
+        for k in training:
             if not math.isfinite(values[k]):
                 errors[k] = TrainingError(
                     f"the training loss became {values[k]} at epoch {len(histories[k]) + 1}, step {step[0]}; "
                     "expected a finite loss (try a lower training.lr)"
                 )
-        for k in live():
+        training = live()
+        for k in training:
             epoch_losses[k] += values[k] * n
             macs[k] += 3 * per_sample[k][1] * n
         seen[0] += n
         correct[0].add_((logits.detach().argmax(-1) == batch.y).sum(1))
-        return ce[[rows.index(k) for k in live()]].sum()
+        if len(training) == len(rows):  # every row trains: no rows to leave out of the loss
+            return ce.sum()
+        return ce[[rows.index(k) for k in training]].sum()
 
     def end_epoch(_: EpochStats) -> None:
         """Each live candidate's epoch, told to its own callback (which may stop it alone)."""
         accuracies = dict(zip(rows, _accuracies(model, val_inputs, y_val, len(rows)), strict=True))
         trained = dict(zip(rows, (c / max(seen[0], 1) for c in correct[0].tolist()), strict=True))  # exact
-        for k in live():
-            loss = epoch_losses[k] / max(seen[0], 1)
-            stats = EpochStats(len(histories[k]), loss, trained[k], accuracies[k])
-            histories[k].append(stats)
-            if members[k].on_epoch is not None:
-                try:
-                    members[k].on_epoch(stats)
-                except Exception as error:  # a pruner's TrialPruned: this candidate stops, the pack goes on
-                    errors[k] = error
+        with together():  # what the members' callbacks write to a run's journal: one append
+            for k in live():
+                loss = epoch_losses[k] / max(seen[0], 1)
+                stats = EpochStats(len(histories[k]), loss, trained[k], accuracies[k])
+                histories[k].append(stats)
+                if members[k].on_epoch is not None:
+                    try:
+                        members[k].on_epoch(stats)
+                    except Exception as error:  # successive halving's stop: this candidate stops alone
+                        errors[k] = error
         epoch_losses[:] = [0.0] * k_count
         seen[0] = 0
         # the candidates that stopped or failed leave the pack: the rest train on without their compute
