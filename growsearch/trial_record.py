@@ -28,6 +28,7 @@ WORKER = "worker"  # where a Ray trial ran: node id and process id
 PACK = "pack"  # a trial trained in a pack: the number of the pack's first trial
 PACK_SIZE = "pack_size"  # on a pack's first trial, its first record: how many trials the pack asked
 PACK_LAYOUT = "pack_layout"  # on a pack's first trial: the template it trained in (before any is told)
+SPLIT = "split"  # a pack layout's key, where it trained as smaller packs: each of its trials' template
 COMMITTED = "committed"  # on a study: the number of the trial growsearch committed
 RUNG = "halving_rung_"  # + a rung's epochs: a trial's point there (successive halving), [accuracy, *costs]
 HALVING_STOPPED = "halving_stopped_after"  # the epochs a trial trained before successive halving stopped it
@@ -198,29 +199,55 @@ def pack_in(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
     )
 
 
-def pack_layout_attrs(layout: list[dict[str, Any]]) -> dict[str, Any]:
+PackLayout = list[dict[str, Any]] | dict[str, Any]  # one template, or `split_layout`'s
+
+
+def pack_layout_attrs(layout: PackLayout) -> dict[str, Any]:
     return {PACK_LAYOUT: layout}
+
+
+def split_layout(layouts: Sequence[list[dict[str, Any]] | None]) -> dict[str, Any]:
+    """The layout of a pack that trained as smaller packs: per trial, by its place in the pack, the template
+    it trained in (None: it trained alone)."""
+    return {SPLIT: list(layouts)}
 
 
 def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict[str, Any]] | None]:
     """How many trials the next pack asks for, and the layout it trains in. The waiting retries of one
     interrupted pack go together, in the layout that pack recorded, so they train exactly as they would
-    have (the pipeline enqueued them in trial order, and Optuna asks waiting trials first); other waiting
-    trials and fresh ones fill packs of up to `limit`, never mixed with such retries."""
+    have (the pipeline enqueued them in trial order, and Optuna asks waiting trials first); of a pack that
+    trained as smaller packs, those of one smaller pack go together, and one that trained alone retrains
+    alone. Other waiting trials and fresh ones fill packs of up to `limit`, never mixed with such retries."""
     waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
-
-    packs = [replaced_pack(t, trials) for t in waiting]
-    if packs and packs[0] is not None:
-        size = next((i for i, p in enumerate(packs) if p != packs[0]), len(packs))
-        recorded = (t.user_attrs.get(PACK_LAYOUT) for t in trials if pack_in(t, trials) == packs[0])
-        return size, next((layout for layout in recorded if layout is not None), None)
-    lead = next((i for i, p in enumerate(packs) if p is not None), None)
+    places = [_retry_place(t, trials) for t in waiting]
+    if places and places[0] is not None:
+        pack, layout = places[0]
+        if pack is None:  # it trained alone
+            return 1, None
+        return next((i for i, p in enumerate(places) if p != places[0]), len(places)), layout
+    lead = next((i for i, p in enumerate(places) if p is not None), None)
     return (limit if lead is None else min(limit, lead)), None
 
 
-def replaced_pack(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
-    """For a retry: the pack the trial it replaces (the newest earlier one of its line) was interrupted in;
-    None when that one trained alone, or `retry` is no retry."""
+def _retry_place(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> tuple[int | None, Any] | None:
+    """For a waiting retry of a trial interrupted in a pack: (the pack, the layout it retrains in), or
+    (None, None) where that trial trained alone in a pack that trained as smaller packs. None for any other
+    trial."""
+    replaced = _replaced(retry, trials)
+    pack = pack_in(replaced, trials) if replaced is not None else None
+    if replaced is None or pack is None:
+        return None
+    recorded = (t.user_attrs.get(PACK_LAYOUT) for t in trials if pack_in(t, trials) == pack)
+    layout = next((layout for layout in recorded if layout is not None), None)
+    if isinstance(layout, dict):  # split: this trial's own template, by its place in the pack
+        place = replaced.number - pack
+        own = layout[SPLIT][place] if 0 <= place < len(layout[SPLIT]) else None
+        return (pack, own) if own is not None else (None, None)
+    return pack, layout
+
+
+def _replaced(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """For a retry: the trial it replaces (the newest earlier one of its line); None for no retry."""
     line = retry_of(retry)
     if line is None:
         return None
@@ -229,7 +256,14 @@ def replaced_pack(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | No
         for t in trials
         if t.number < retry.number and t.state != TrialState.WAITING and line in (t.number, retry_of(t))
     ]
-    return pack_in(max(replaced, key=lambda t: t.number), trials) if replaced else None
+    return max(replaced, key=lambda t: t.number) if replaced else None
+
+
+def replaced_pack(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
+    """For a retry: the pack the trial it replaces (the newest earlier one of its line) was interrupted in;
+    None when that one trained alone, or `retry` is no retry."""
+    replaced = _replaced(retry, trials)
+    return pack_in(replaced, trials) if replaced is not None else None
 
 
 def learning_pack(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:

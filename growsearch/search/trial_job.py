@@ -30,7 +30,7 @@ from growsearch.train.extension import PLAIN
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 from growsearch.train.prefix_cache import PrefixCache
 from growsearch.train.trainer import EpochCallback, count_macs
-from growsearch.trial_record import TrialRecord, search_position
+from growsearch.trial_record import PackLayout, TrialRecord, search_position, split_layout
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,13 @@ class TrialFailure:
 @dataclass(frozen=True)
 class PackResults:
     results: list[TrialOutcome | TrialFailure]  # one per trial, in order
-    layout: list[dict[str, Any]] | None  # the template the pack trained in (None: none trained packed)
+    layout: PackLayout | None  # the template the pack trained in (`trial_record.split_layout`: each trial's,
+    # where it trained as smaller packs; None: none trained packed)
+
+
+# a pack that padding refuses trains as its halves from this size (a pack of two saves a step's fixed cost
+# once, which on a CPU does not pay for padding large candidates: MNTDP-D's three train one by one)
+SPLIT_FROM = 4
 
 
 @dataclass(frozen=True)
@@ -115,11 +121,11 @@ class TrialJob:
         """`run` for several trials at once: the candidates that train plainly (no `Training` of their
         own) and align into one template train as one pack (`train.packed`; in `layout`, the template of
         the pack they were first trained in, when they are its unfinished part); the others, or all of
-        them when they do not align (or padding them would multiply their compute by more than
-        `max_padding`), train one by one. Each trial's outcome is what `run` would return, up to float
-        rounding; a trial that fails (a NaN loss, a pruner's stop) fails alone, as a `TrialFailure`."""
+        them when they do not align, train one by one; where padding them would multiply their compute
+        by more than `max_padding`, they train as smaller packs (`_train_packs`). Each trial's outcome is
+        what `run` would return, up to float rounding; a trial that fails (a NaN loss, a pruner's stop)
+        fails alone, as a `TrialFailure`."""
         results: list[TrialOutcome | TrialFailure | None] = [None] * len(decisions)
-        used_layout = None
         built: dict[int, tuple[Candidate, int, int]] = {}
         for i, (chosen, number, seed_number) in enumerate(zip(decisions, numbers, seed_numbers, strict=True)):
             seed = derived_seed(self.run_seed, self.task_id, seed_number)
@@ -133,43 +139,72 @@ class TrialJob:
                 built[i] = (candidate, seed, building_macs)
             else:
                 results[i] = self._run_alone(candidate, seed, building_macs, number, on_epochs[i])
+        layouts = self._train_packs(list(built), built, numbers, on_epochs, layout, max_padding, results)
+        packs = {id(layouts[i]): layouts[i] for i in built if layouts[i] is not None}
+        used_layout: PackLayout | None = None
+        if len(packs) == 1 and all(layouts[i] is not None for i in built):  # one pack: its template
+            used_layout = next(iter(packs.values()))
+        elif packs:  # smaller packs (and some alone): each trial's template, by its place in the pack
+            used_layout = split_layout([layouts.get(i) for i in range(len(decisions))])
+        return PackResults([r for r in results if r is not None], used_layout)
+
+    def _train_packs(
+        self,
+        group: list[int],
+        built: dict[int, tuple[Candidate, int, int]],
+        numbers: Sequence[int],
+        on_epochs: Sequence[EpochCallback | None],
+        layout: Sequence[Mapping[str, Any]] | None,
+        max_padding: float | None,
+        results: list[TrialOutcome | TrialFailure | None],
+    ) -> dict[int, list[dict[str, Any]] | None]:
+        """Train the built candidates of `group` (indices, in trial order) as one pack, filling `results`;
+        where padding them to one template would cost more than `max_padding`, a group of `SPLIT_FROM` or
+        more as the packs of its first and of its second half (each judged in trial order, as the whole
+        would be), a smaller one one by one. Each one's template (None: it trained alone)."""
+        if not group:
+            return {}
         try:
-            if not built or (len(built) == 1 and layout is None):
+            if len(group) == 1 and layout is None:
                 raise NotPackable("a pack needs two candidates that train plainly, or a recorded layout")
             if self.augmentation is not None and self.augmentation.active:
                 raise NotPackable("augmented batches differ per candidate: each trains alone")
             members = [
-                PackMember(c.graph, seed, self._with_costs(on_epochs[i], c))
-                for i, (c, seed, _) in built.items()
+                PackMember(built[i][0].graph, built[i][1], self._with_costs(on_epochs[i], built[i][0]))
+                for i in group
             ]
             task = self.ctx.task
-            config = self.training
             packed = train_packed(
                 members,
                 self.task_id,
                 task.train,
                 task.val,
-                config,
+                self.training,
                 layout=layout,
                 max_padding=max_padding,
                 prefix_cache=self.prefix_cache,
             )
-        except NotPackable:
-            for i, (candidate, seed, building_macs) in built.items():
+        except NotPackable as refused:
+            if refused.padding is not None and len(group) >= SPLIT_FROM:
+                half, rest = group[: len(group) // 2], group[len(group) // 2 :]
+                return {
+                    **self._train_packs(half, built, numbers, on_epochs, None, max_padding, results),
+                    **self._train_packs(rest, built, numbers, on_epochs, None, max_padding, results),
+                }
+            for i in group:
+                candidate, seed, building_macs = built[i]
                 results[i] = self._run_alone(candidate, seed, building_macs, numbers[i], on_epochs[i])
-        else:
-            used_layout = packed.layout
-            for (i, (candidate, _, building_macs)), outcome in zip(
-                built.items(), packed.outcomes, strict=True
-            ):
-                if outcome.result is None:
-                    if not isinstance(outcome.error, TrainingError | optuna.TrialPruned):
-                        raise outcome.error  # a bug in a callback surfaces as it would unpacked
-                    error = self._named(outcome.error, numbers[i])
-                    results[i] = TrialFailure(error, building_macs + outcome.train_macs)
-                else:
-                    results[i] = self._outcome(candidate, outcome.result, building_macs)
-        return PackResults([r for r in results if r is not None], used_layout)
+            return dict.fromkeys(group)
+        for i, outcome in zip(group, packed.outcomes, strict=True):
+            candidate, _, building_macs = built[i]
+            if outcome.result is None:
+                if not isinstance(outcome.error, TrainingError | optuna.TrialPruned):
+                    raise outcome.error  # a bug in a callback surfaces as it would unpacked
+                error = self._named(outcome.error, numbers[i])
+                results[i] = TrialFailure(error, building_macs + outcome.train_macs)
+            else:
+                results[i] = self._outcome(candidate, outcome.result, building_macs)
+        return dict.fromkeys(group, packed.layout)
 
     def _named(self, error: BaseException | None, number: int) -> BaseException:
         if isinstance(error, TrainingError):

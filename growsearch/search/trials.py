@@ -11,7 +11,7 @@ it on resume.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -25,6 +25,7 @@ from growsearch.search.trial_job import TrialFailure, TrialJob, TrialOutcome
 from growsearch.train.trainer import EpochStats
 from growsearch.trial_record import (
     ERROR,
+    PackLayout,
     failure_attrs,
     next_pack,
     pack_attrs,
@@ -161,8 +162,8 @@ def next_trials(trials: TaskTrials, remaining: int) -> tuple[list[optuna.Trial],
     return asked, layout
 
 
-def record_layout(trial: optuna.Trial, layout: Sequence[dict[str, Any]] | None) -> None:
-    """On a pack's first trial, before any is told: the template it trained in (a resume retrains the rest
-    of the pack in it)."""
+def record_layout(trial: optuna.Trial, layout: PackLayout | None) -> None:
+    """On a pack's first trial, before any is told: the template it trained in, or each trial's where it
+    trained as smaller packs (a resume retrains the rest of the pack in it)."""
     if layout is not None:
-        write_attrs(trial, pack_layout_attrs(list(layout)))
+        write_attrs(trial, pack_layout_attrs(layout))

@@ -58,7 +58,13 @@ from growsearch.train.trainer import EpochCallback, EpochStats, fit
 
 
 class NotPackable(Exception):
-    """These candidates cannot train as one pack (the message says why); train them one by one."""
+    """These candidates cannot train as one pack (the message says why); train them one by one, or, where
+    `padding` is set (padding them to one template would multiply their compute by that much), in smaller
+    packs."""
+
+    def __init__(self, message: str, padding: float | None = None):
+        super().__init__(message)
+        self.padding = padding
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,7 @@ def train_packed(
     per_sample = [_macs(m.graph, task) for m in members]
     padding = len(members) * _macs(alignment.template, task)[1] / max(sum(s for _, s in per_sample), 1)
     if layout is None and max_padding is not None and padding > max_padding:
-        raise NotPackable(f"padding to one template would multiply the compute by {padding:.2f}")
+        raise NotPackable(f"padding to one template would multiply the compute by {padding:.2f}", padding)
     program = compile_for_training(alignment.template, task)
     suffix = program.suffix.to(device)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in suffix.modules()):

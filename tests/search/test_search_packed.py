@@ -12,13 +12,26 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.algorithms.reinforce import ReinforceSampler
 from growsearch.methods.base import TaskContext
 from growsearch.runner import build_method, load_stream, resume_run, start_run
 from growsearch.search.pipeline import SilentReporter
+from growsearch.search.trial_job import TrialJob
 from growsearch.store.run_folder import RunFolder
+from growsearch.train import packed as packed_module
+from growsearch.train.candidate import train_candidate
 from growsearch.train.pack_sizing import free_memory
-from growsearch.trial_record import next_pack, pack_of
+from growsearch.trial_record import (
+    PACK_LAYOUT,
+    SPLIT,
+    next_pack,
+    pack_attrs,
+    pack_layout_attrs,
+    pack_of,
+    retry_attrs,
+    split_layout,
+)
 
 from tiny_runs import assert_same_commits, tiny_options, tiny_space
 
@@ -127,3 +140,108 @@ def test_free_memory_falls_back_where_the_system_does_not_say_what_is_available(
 
     monkeypatch.setattr(os, "sysconf", nothing)
     assert free_memory(torch.device("cpu")) == 4 << 30
+
+
+def _rcl_job(stream):
+    """A task-1 RCL trial job on a trained task 0."""
+    space = tiny_space("rcl", training={"epochs": 2})
+    method = build_method(space, stream)
+    specs = method.specs_for(stream.input_shape)
+    ctx0 = TaskContext(0, stream.tasks[0], ModuleGraph(stream.input_shape), specs, (), seed=0, n_tasks=5)
+    torch.manual_seed(0)
+    base = method.build({}, ctx0).graph
+    committed = train_candidate(base, 0, stream.tasks[0].train, stream.tasks[0].val, space.training, seed=1)
+    for _, node in committed.graph.nodes():
+        node.frozen = True
+    ctx = TaskContext(1, stream.tasks[1], committed.graph, specs, ({},), seed=0, n_tasks=5)
+    return TrialJob(method, ctx, run_seed=0)
+
+
+def test_a_pack_padded_past_the_limit_trains_as_the_packs_of_its_halves(digits_stream, monkeypatch):
+    """Four candidates, two narrow and two wide: as one pack their padding passes the limit, so each half
+    trains as a pack of its own (in trial order), each candidate ending where it ends alone, and the pack
+    records each trial's template."""
+    job = _rcl_job(digits_stream)
+    decisions = [{"add_units_L0": u, "add_units_L1": u} for u in (1, 2, 28, 29)]
+    sizes = []
+    real = packed_module.train_packed
+
+    def counted(members, *args, **kwargs):
+        sizes.append(len(members))
+        return real(members, *args, **kwargs)
+
+    monkeypatch.setattr("growsearch.search.trial_job.train_packed", counted)
+    pack = job.run_pack(decisions, [0, 1, 2, 3], [0, 1, 2, 3], [None] * 4, None, max_padding=1.5)
+    assert sizes == [4, 2, 2]  # refused whole (nothing trained), then its halves
+    layouts = pack.layout[SPLIT]
+    assert layouts[0] == layouts[1] != layouts[2] == layouts[3] and None not in layouts
+    for number, (chosen, result) in enumerate(zip(decisions, pack.results, strict=True)):
+        alone = job.run(chosen, number, number)
+        assert result.accuracy == alone.accuracy
+        for node_id, node in alone.graph.nodes():
+            for name, value in node.weights.items():
+                trained = result.graph.node(node_id).weights[name]
+                torch.testing.assert_close(trained, value, atol=2e-5, rtol=1e-4)
+    sizes.clear()
+    whole = job.run_pack(decisions, [0, 1, 2, 3], [0, 1, 2, 3], [None] * 4, None, max_padding=None)
+    assert sizes == [4] and isinstance(whole.layout, list)
+    sizes.clear()
+    job.run_pack(decisions[:3], [0, 1, 2], [0, 1, 2], [None] * 3, None, max_padding=1.0)
+    assert sizes == [3]  # too few to split: refused, each trains alone
+
+
+def _trial(number, state, attrs):
+    trial = optuna.trial.create_trial(
+        state=state, user_attrs=attrs, value=0.5 if state == TrialState.COMPLETE else None
+    )
+    trial.number = number
+    return trial
+
+
+def test_the_retries_of_a_pack_that_trained_as_smaller_packs_retrain_each_in_its_own():
+    """Trials 0-4 asked as one pack: 0-1 trained in template A, 2 alone, 3-4 in template B; a kill left
+    1, 2, 3 and 4 unfinished. Their retries go as the smaller packs went: 5 in A, 6 alone, 7-8 in B."""
+    a, b = [{"id": "a"}], [{"id": "b"}]
+    first = {**pack_attrs(0, 5, 0), **pack_layout_attrs(split_layout([a, a, None, b, b]))}
+    trials = [_trial(0, TrialState.COMPLETE, first)]
+    trials += [_trial(n, TrialState.FAIL, pack_attrs(0, 5, n)) for n in (1, 2, 3, 4)]
+    trials += [_trial(4 + n, TrialState.WAITING, retry_attrs(trials[n])) for n in (1, 2, 3, 4)]
+    assert next_pack(trials, 5) == (1, a)
+    trials[5] = _trial(5, TrialState.COMPLETE, {**retry_attrs(trials[1]), **pack_attrs(5, 1, 5)})
+    assert next_pack(trials, 5) == (1, None)  # it trained alone: it retrains alone
+    trials[6] = _trial(6, TrialState.COMPLETE, retry_attrs(trials[2]))
+    assert next_pack(trials, 5) == (2, b)
+    assert trials[0].user_attrs[PACK_LAYOUT][SPLIT][2] is None
+
+
+def test_a_pack_that_trained_as_smaller_packs_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """Packs of four that padding refuses (simulated: four never fit, two always do) train as the packs of
+    their halves; interrupted after one tell, the rest retrain in their halves' layouts, and the resumed
+    run commits bit for bit what the uninterrupted one commits."""
+    real = packed_module.train_packed
+
+    def four_too_padded(members, *args, layout=None, max_padding=None, **kwargs):
+        if len(members) >= 4 and layout is None:
+            raise packed_module.NotPackable("padded too much (simulated)", padding=9.0)
+        return real(members, *args, layout=layout, max_padding=None, **kwargs)
+
+    monkeypatch.setattr("growsearch.search.trial_job.train_packed", four_too_padded)
+    space = tiny_space("rcl", search={"n_trials": 8, "pack": 4}, training={"epochs": 1})
+    reference = start_run(space, tiny_options(), tmp_path / "reference")
+    layout = _study(reference.path, 2).get_trials()[4].user_attrs["pack_layout"][SPLIT]
+    assert layout[0] == layout[1] != layout[2] == layout[3] and None not in layout
+
+    class StopAfterOneTell(SilentReporter):
+        def trial_finished(self, task, trial):
+            if task == 2 and trial.number == 4:  # the second pack: 5 (first half), 6 and 7 (second) untold
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        start_run(space, tiny_options(), tmp_path / "run", reporter=StopAfterOneTell())
+    resumed = resume_run(tmp_path / "run")
+    trials = _study(tmp_path / "run", 2).get_trials()
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert sorted(retries) == [5, 6, 7]
+    assert retries[5].user_attrs["pack_layout"] == layout[1]  # alone, in its half's template
+    assert retries[6].user_attrs["pack_layout"] == layout[2] and pack_of(retries[7]) == pack_of(retries[6])
+    assert_same_commits(resumed, reference, 4)
