@@ -238,14 +238,13 @@ def train_packed(
         )
         values = dict(zip(rows, ce.detach().tolist(), strict=True))
         n = batch.y.shape[1]
-        training = live()
-        for k in training:
+        for k in live():
             if not math.isfinite(values[k]):
                 errors[k] = TrainingError(
                     f"the training loss became {values[k]} at epoch {len(histories[k]) + 1}, step {step[0]}; "
                     "expected a finite loss (try a lower training.lr)"
                 )
-        training = live()
+        training = live()  # less those that just failed
         for k in training:
             epoch_losses[k] += values[k] * n
             macs[k] += 3 * per_sample[k][1] * n
