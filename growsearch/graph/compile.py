@@ -360,9 +360,11 @@ def compile_for_training(
     train_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     gates: Mapping[str, nn.Module] | None = None,
     changing: Iterable[str] = (),
+    modules: Mapping[str, nn.Module] | None = None,
 ) -> TrainingProgram:
     """Compile the candidate for task `task` for training, split at its frozen frontier. Nodes with a
-    gate being learnt, and the `changing` ones, run per batch although frozen."""
+    gate being learnt, and the `changing` ones, run per batch although frozen. `modules`: modules built
+    before for some frozen nodes (`train.frozen_modules`), used instead of new copies of their weights."""
     full = compile_view(
         graph,
         task,
@@ -370,6 +372,7 @@ def compile_for_training(
         train=True,
         train_owner=train_owner,
         train_masks=train_masks,
+        modules=modules,
         gates=gates,
     )
     view = graph.view(task)

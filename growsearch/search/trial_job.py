@@ -27,6 +27,7 @@ from growsearch.seeds import derived_seed
 from growsearch.train.augment import Augmentation
 from growsearch.train.candidate import MAX_CACHED_BYTES, TrainingResult, train_candidate
 from growsearch.train.extension import PLAIN
+from growsearch.train.frozen_modules import FrozenModules
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 from growsearch.train.prefix_cache import PrefixCache
 from growsearch.train.trainer import EpochCallback, count_macs
@@ -75,6 +76,8 @@ class TrialJob:
     prefix_cache: PrefixCache = field(
         default_factory=lambda: PrefixCache(MAX_CACHED_BYTES), compare=False, repr=False
     )
+    # and its compiled frozen nodes (the committed graph's modules)
+    frozen_modules: FrozenModules = field(default_factory=FrozenModules, compare=False, repr=False)
 
     @property
     def task_id(self) -> int:
@@ -183,6 +186,7 @@ class TrialJob:
                 layout=layout,
                 max_padding=max_padding,
                 prefix_cache=self.prefix_cache,
+                frozen_modules=self.frozen_modules,
             )
         except NotPackable as refused:
             if refused.padding is not None and len(group) >= SPLIT_FROM:
@@ -248,6 +252,7 @@ class TrialJob:
             training=candidate.training or PLAIN,
             augmentation=self.augmentation,
             prefix_cache=self.prefix_cache,
+            frozen_modules=self.frozen_modules,
         )
 
     def _with_costs(self, on_epoch: EpochCallback | None, candidate: Candidate) -> EpochCallback | None:

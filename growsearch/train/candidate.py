@@ -24,6 +24,7 @@ from growsearch.graph.module_graph import FREE, ModuleGraph
 from growsearch.train.augment import Augmentation, batch_generator
 from growsearch.train.batches import Minibatches
 from growsearch.train.extension import PLAIN, Training, TrainingRun
+from growsearch.train.frozen_modules import FrozenModules
 from growsearch.train.schedules import lr_schedule
 from growsearch.train.trainer import EpochCallback, EpochStats, count_macs, fit, spend_macs
 
@@ -140,15 +141,19 @@ def train_candidate(
     training: Training = PLAIN,
     augmentation: Augmentation | None = None,
     prefix_cache: PrefixCache | None = None,
+    frozen_modules: FrozenModules | None = None,
 ) -> TrainingResult:
     """Train `graph`'s view of `task` (a copy; `graph` is untouched) and return it with its accuracy.
     `training`: what the method changes in this training (gates, masks, penalties, callbacks);
     `augmentation`: what each training batch goes through (seeded per step: the prefix then runs per
-    batch); `prefix_cache`: the task's frozen-prefix outputs kept from its earlier trials. The YAML's
-    schedule, precision and device apply (`on_device`)."""
+    batch); `prefix_cache` and `frozen_modules`: the task's frozen-prefix outputs and compiled frozen
+    nodes kept from its earlier trials (the modules only in a plain training). The YAML's schedule,
+    precision and device apply (`on_device`)."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     graph = graph.copy()
+    reusing = frozen_modules if training is PLAIN else None
+    include_free = train_owner == FREE
     program = compile_for_training(
         graph,
         task,
@@ -156,7 +161,10 @@ def train_candidate(
         train_masks=training.train_masks,
         gates=training.gates,
         changing=training.changing,
+        modules=reusing.for_graph(graph, task, include_free) if reusing is not None else None,
     )
+    if reusing is not None:
+        reusing.keep(graph, task, include_free, program.full.node_modules)
     autocast = on_device(program, config, device)
     for masked in program.full.masked:
         masked.trainable, masked.frozen_values = masked.trainable.to(device), masked.frozen_values.to(device)

@@ -52,6 +52,7 @@ from growsearch.train.candidate import (
     resolve_device,
 )
 from growsearch.train.extension import Training
+from growsearch.train.frozen_modules import FrozenModules
 from growsearch.train.prefix_cache import PrefixCache
 from growsearch.train.stacked_suffix import stacked_suffix
 from growsearch.train.trainer import EpochCallback, EpochStats, fit
@@ -177,13 +178,15 @@ def train_packed(
     layout: Sequence[Mapping[str, Any]] | None = None,
     max_padding: float | None = None,
     prefix_cache: PrefixCache | None = None,
+    frozen_modules: FrozenModules | None = None,
 ) -> PackedTraining:
     """Train every member's candidate for `task` (copies; the graphs given are untouched), as one pack;
     in the template `layout` when given (the pack they were first trained in: its rounding is theirs).
     Raises NotPackable before training anything when the candidates cannot share a template, or (without
     a layout) when padding them to it would multiply their compute by more than `max_padding`.
     `prefix_cache`: the task's frozen-prefix outputs kept from its earlier trials (each member is charged
-    the prefix's pass over the training samples where it ran for the pack)."""
+    the prefix's pass over the training samples where it ran for the pack); `frozen_modules`: its
+    compiled frozen nodes."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     try:
@@ -194,7 +197,10 @@ def train_packed(
     padding = len(members) * _macs(alignment.template, task)[1] / max(sum(s for _, s in per_sample), 1)
     if layout is None and max_padding is not None and padding > max_padding:
         raise NotPackable(f"padding to one template would multiply the compute by {padding:.2f}", padding)
-    program = compile_for_training(alignment.template, task)
+    reused = frozen_modules.for_graph(alignment.template, task, True) if frozen_modules is not None else None
+    program = compile_for_training(alignment.template, task, modules=reused)
+    if frozen_modules is not None:
+        frozen_modules.keep(alignment.template, task, True, program.full.node_modules)
     suffix = program.suffix.to(device)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in suffix.modules()):
         raise NotPackable("the candidates have batch norm, whose running statistics do not vectorise")

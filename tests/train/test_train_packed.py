@@ -23,6 +23,7 @@ from growsearch.methods import get_method
 from growsearch.methods.base import TaskContext
 from growsearch.train import packed as packed_module
 from growsearch.train.candidate import prefix_outputs, train_candidate
+from growsearch.train.frozen_modules import FrozenModules
 from growsearch.train.packed import NotPackable, PackMember, train_packed
 from growsearch.train.prefix_cache import PrefixCache
 
@@ -279,3 +280,54 @@ def test_a_task_s_later_trials_reuse_its_frozen_prefix_outputs_and_are_charged_o
     program = compile_for_training(graphs[0].copy(), 1)
     assert not cache.outputs(program, task.train.x, torch.device("cpu"))[1]
     assert pickle.loads(pickle.dumps(cache))._entries == []  # shipped (to a Ray worker) empty
+
+
+def test_a_task_s_later_trials_reuse_its_compiled_frozen_nodes_and_train_the_same(digits_stream, monkeypatch):
+    """The committed columns' modules, built for one candidate, serve the task's later candidates alone
+    and packed (the same objects, no copy of their weights), and training ends bit for bit as without;
+    a candidate whose committed node differs builds its own; the cache is shipped empty."""
+    space, graphs = _task_one("rcl", digits_stream, 3)
+    task = digits_stream.tasks[1]
+    reused: list[set[str]] = []
+    compile_real = packed_module.compile_for_training
+
+    def spied(graph, task_id, *args, modules=None, **kwargs):
+        reused.append(set(modules or {}))
+        return compile_real(graph, task_id, *args, modules=modules, **kwargs)
+
+    monkeypatch.setattr("growsearch.train.candidate.compile_for_training", spied)
+    monkeypatch.setattr(packed_module, "compile_for_training", spied)
+    frozen = {n for n in graphs[0].view(1) if graphs[0].node(n).frozen and graphs[0].node(n).weights}
+    cache = FrozenModules()
+
+    def train(graph, seed, **kwargs):
+        return train_candidate(graph, 1, task.train, task.val, space.training, seed=seed, **kwargs)
+
+    first = train(graphs[0], 10, frozen_modules=cache)
+    second = train(graphs[1], 11, frozen_modules=cache)
+    assert reused == [set(), frozen] and frozen
+    fresh = train(graphs[1], 11)
+    _assert_bit_identical(second.graph, fresh.graph)
+    assert second.val_accuracy == fresh.val_accuracy and first.graph is not graphs[0]
+
+    members = [PackMember(graphs[1], 11), PackMember(graphs[2], 12)]
+    packed = train_packed(members, 1, task.train, task.val, space.training, frozen_modules=cache).outcomes
+    alone = train_packed(members, 1, task.train, task.val, space.training).outcomes
+    assert reused[-2] == frozen and reused[-1] == set()
+    for with_cache, without in zip(packed, alone, strict=True):
+        _assert_bit_identical(with_cache.result.graph, without.result.graph)
+
+    changed = graphs[2].copy()
+    node_id = sorted(frozen)[0]
+    weight = next(iter(changed.node(node_id).weights))
+    changed.node(node_id).weights[weight] = changed.node(node_id).weights[weight] + 1.0
+    train(changed, 12, frozen_modules=cache)
+    assert reused[-1] == frozen - {node_id}  # its own module for the node that differs
+    assert pickle.loads(pickle.dumps(cache))._kept == {}
+
+
+def _assert_bit_identical(graph, expected):
+    assert list(graph) == list(expected)
+    for node_id, node in expected.nodes():
+        for name, value in node.weights.items():
+            assert torch.equal(graph.node(node_id).weights[name], value), (node_id, name)
