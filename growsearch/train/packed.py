@@ -14,11 +14,13 @@ the stacked tensors is K independent ones. The loss is the sum of the candidates
 so each candidate's gradient is its own; entries a candidate does not train (its padding, weights owned
 by others) have their gradient masked and are put back after every step, as `fit` does. Results match
 unpacked training to float tolerance (summation order differs). A candidate whose loss is not finite
-fails alone (a `TrainingError` naming the epoch and step), and one whose epoch callback raises (a pruner)
-stops alone; the others go on.
+fails alone (a `TrainingError` naming the epoch and step), and one whose epoch callback raises (a pruner,
+successive halving) stops alone; the others go on, and after that epoch the stacked tensors (with their
+optimiser state) hold only their rows.
 
 Only candidates trained without a method's `Training` pack (no gates, masks or hooks being learnt), on
-parameter-only modules (no batch norm); `NotPackable` says why not, and the caller trains them one by one.
+parameter-only modules (no batch norm); `NotPackable` says why not, and the caller trains them one by one
+(or, where only the padding was too costly, in smaller packs).
 """
 
 from __future__ import annotations
