@@ -41,7 +41,7 @@ from growsearch.config.training import TrainingConfig
 from growsearch.data.task import Split
 from growsearch.errors import GraphError, TrainingError
 from growsearch.graph.align import Alignment, align
-from growsearch.graph.compile import compile_for_training, frozen_prefix
+from growsearch.graph.compile import MaskedParameter, compile_for_training, frozen_prefix
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.journal_writes import together
 from growsearch.train.batches import Batch, Minibatches
@@ -96,7 +96,9 @@ def _macs(graph: ModuleGraph, task: int) -> tuple[int, int]:
 class _Stack:
     """The pack's trainable tensors: per template parameter, K candidates' padded weights, which entries
     each trains, and the values the others are put back to. It masks their gradients itself (`hooks`,
-    removed by `close`) and puts the held entries back after each step (`restore_held`)."""
+    removed by `close`) and puts the held entries back after each step (`restore_held`, through the
+    trainer's `MaskedParameter`): `fit` holds its parameters for the whole training, a pack replaces them
+    when it sheds rows (`keep`)."""
 
     def __init__(self, alignment: Alignment, names: dict[tuple[str, str], str], device: torch.device):
         """`names`: (node, parameter) -> the parameter's name in the compiled suffix."""
@@ -117,22 +119,26 @@ class _Stack:
             if bool(((~self.masks[key]) & (value != 0)).any())
         }
         self.hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._mask_gradients()
+        self.restoring: list[MaskedParameter] = []
+        self._attach()
 
-    def _mask_gradients(self) -> None:
-        """Hooks zeroing the gradient of every entry a candidate does not train."""
+    def _attach(self) -> None:
+        """Hooks zeroing the gradient of every entry a candidate does not train, and what puts the held
+        entries back, on the current tensors."""
         self.close()
         self.hooks = [
             param.register_hook(lambda grad, keep=self.gradient_masks[key]: grad * keep)
             for key, param in self.params.items()
             if not bool(self.masks[key].all())  # all trained: nothing to mask
         ]
+        self.restoring = [
+            MaskedParameter(self.params[k], self.masks[k], held) for k, held in self.held.items()
+        ]
 
     def restore_held(self, _: object = None) -> None:
         """Put back the held entries whatever the optimiser did to them (weight decay, momentum)."""
-        with torch.no_grad():
-            for key, held in self.held.items():
-                self.params[key].copy_(torch.where(self.masks[key], self.params[key], held))
+        for masked in self.restoring:
+            masked.restore_frozen()
 
     def keep(self, rows: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Only these rows train on: every stacked tensor is replaced by one holding them alone, in `params`
@@ -155,7 +161,7 @@ class _Stack:
                 for tensors in (self.masks, self.gradient_masks, self.held):
                     if key in tensors:
                         tensors[key] = tensors[key].index_select(0, rows)
-        self._mask_gradients()
+        self._attach()
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -293,7 +299,9 @@ def train_packed(
             list(stack.params.values()),
             config.optimizer_settings(),
             epochs=config.epochs if epochs is None else epochs,
-            training=Training(after_step=stack.restore_held, should_stop=lambda _: not live()),
+            training=Training(
+                after_step=stack.restore_held if stack.held else None, should_stop=lambda _: not live()
+            ),
             on_epoch=end_epoch,
             loss=pack_loss,
             on_optimizer=optimizers.append,
