@@ -36,7 +36,8 @@ class Minibatches:
     def __len__(self) -> int:
         return len(self.y)
 
-    def _batch(self, index: torch.Tensor) -> Batch:
+    def take(self, index: torch.Tensor) -> Batch:
+        """The samples at `index` (any number of them) as one batch."""
         # index_select: the same rows as indexing with `index`, at a third of its cost on small batches
         y = self.y.index_select(0, index)
         if self.transform is not None:
@@ -48,7 +49,7 @@ class Minibatches:
 
     def epoch(self) -> Iterator[Batch]:
         for index in self.epoch_indices():
-            yield self._batch(index)
+            yield self.take(index)
 
     def epoch_indices(self) -> Iterator[torch.Tensor]:
         """One pass's sample indices, batch by batch (what `epoch` yields the samples of)."""
@@ -57,8 +58,12 @@ class Minibatches:
             yield order[start : start + self.batch_size]
 
     def next(self) -> Batch:
+        return self.take(self.next_indices())
+
+    def next_indices(self) -> torch.Tensor:
+        """The sample indices of the batch `next` would return, advancing the stream as it does."""
         if self.position >= len(self.order):
             self.order, self.position = self._permutation(), 0
         index = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        return self._batch(index)
+        return index
