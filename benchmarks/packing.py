@@ -19,10 +19,10 @@ PathNet trains inside its tournaments, not trial by trial: its rows run its ship
 (its network, training and GA options; ``search.pack``, set as above, has nothing to pack in its one
 trial a task) with ``options.pack_contestants: false`` (each contestant in turn: the serial GA) and
 ``true`` (a wave of tournaments' contestants trained as one computation: `_pathnet_workers`). The packed
-GA meets the same pairs and mutates the same genes for the same seed, but a wave's contestants train
-from the pool as the wave found it, so their fitnesses may differ, and with them, from the first
-tournament whose winner changes, the GA: the PathNet line says, per task, how many tournaments the two
-runs share before a winner differs (``=``: all of them, and the same committed path).
+GA meets the same pairs and mutates the same genes for the same seed, but a wave's contestants step the
+shared pool together, each seeing the others' training, so their fitnesses may differ, and with them,
+from the first tournament whose winner changes, the GA: the PathNet line says, per task, how many
+tournaments the two runs share before a winner differs (``=``: all of them, and the same committed path).
 
 The packed RCL and CLEAS searches sample each pack from one REINFORCE policy and update it once per
 pack, so their decisions (and A_T) may differ from the unpacked ones; MNTDP-D's search is deterministic

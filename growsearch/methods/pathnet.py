@@ -17,19 +17,19 @@ run in parallel on Ray, one GA per worker, and the best on validation is committ
 nothing, so a Ray driver never runs a GA.
 
 Training the contestants. By default (`options.pack_contestants`) a wave of consecutive tournaments whose
-contestants are distinct population slots trains as one vectorised computation (`_pathnet_workers`): each
-contestant a worker with its own copy of its path's weights, taken from the pool as the wave found it,
-and its own T minibatches; every worker's update lands on the pool when the wave ends. Departure: the
-paper evolves its supervised tasks serially, and its parallel workers (the A3C runs) update the shared
-pool asynchronously; here a wave's later contestants do not see the earlier ones' training (the head,
-which every path trains, and any module two paths share), as serially they would. The GA itself is the
-serial one: for the same seed it meets the same pairs and mutates the same genes
-(`_pathnet_tournament.evolve`), only the fitnesses differ, so the committed path is the serial one's
-for as long as the tournaments are won by the same contestants. With `pack_contestants: false` each
-contestant is its path compiled as a graph over the pool's module objects and trained for T minibatches
-by the one trainer in turn (the paper's serial algorithm). Either way a contestant whose loss diverges
-loses with fitness 0 and its training is undone (serially: the pool gets back its weights from before
-its turn; in a wave: its update is dropped).
+contestants are distinct population slots trains as one vectorised computation (`_pathnet_workers`):
+each contestant a worker on the shared pool with its own T minibatches, all of them stepping together,
+the sum of their gradients updating the pool at every step. Departure: the paper evolves its supervised
+tasks serially, and its parallel workers (the A3C runs) update the shared pool asynchronously; here a
+wave's contestants see each other's training step by step, where serially each would see the earlier
+ones' whole and the later ones' not at all. The GA itself is the serial one: for the same seed it meets
+the same pairs and mutates the same genes (`_pathnet_tournament.evolve`), only the fitnesses differ, so
+the committed path is the serial one's for as long as the tournaments are won by the same contestants.
+With `pack_contestants: false` each contestant is its path compiled as a graph over the pool's module
+objects and trained for T minibatches by the one trainer in turn (the paper's serial algorithm). Either
+way a contestant whose loss diverges loses with fitness 0 and its training is undone (serially: the pool
+gets back its weights from before its turn; in a wave: what it trained keeps its weights from before the
+wave).
 
 The graph. The pool module (l, m) is the node `pool/L{l}/M{m}`, added by the task that first trained it;
 a path's layer l is a parameter-free sum join `t{task}/L{l}` over its modules. Only modules on committed
