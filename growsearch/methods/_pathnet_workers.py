@@ -20,7 +20,8 @@ gathers its modules' rows: a layer of dense modules runs as one batched matrix p
 contestant's slots, any other module through `torch.func.vmap` of `functional_call`, and the head, which
 every path shares, on all the contestants' features at once; a path with
 fewer distinct modules than a layer's slots weights the padding slots' outputs 0. One optimiser, fresh
-for the wave, steps the pool (serially: a fresh one per contestant; the same for plain SGD).
+for the wave, steps the modules the wave uses (serially: a fresh one per contestant; the same for plain
+SGD, but a module's weight decay acts once a step, not once per contestant training it).
 
 The trained modules and head land on the pool when the wave ends, the tournaments after the one that
 ended the GA included (their training is part of the others'). A contestant whose loss stops being finite
@@ -88,10 +89,10 @@ class _WaveBatches(Minibatches):
 
 
 class _Wave(nn.Module):
-    """The pool as a wave trains it: per layer, its trainable modules' parameters stacked (module x ...)
-    and trained in place, its frozen ones stacked as constants, and the head; each contestant's path
-    gathers its modules' rows at every step. `live` are the contestants still training (one whose loss
-    stops being finite leaves the computation, so nothing of it reaches the shared weights)."""
+    """The pool as a wave trains it: per layer, the parameters of the modules the wave's paths use, stacked
+    (module x ...): the trainable ones trained in place, the frozen ones constants; and the head. Each
+    contestant's path gathers its modules' rows at every step. `live` are the contestants still training
+    (one whose loss stops being finite leaves before its non-finite values reach the shared weights)."""
 
     def __init__(self, pool: ModulePool, templates: Sequence[nn.Module], actives: Sequence[Active]):
         super().__init__()
@@ -101,9 +102,12 @@ class _Wave(nn.Module):
         self.layer_frozen: list[dict[str, torch.Tensor]] = []  # frozen rows (after the trained ones)
         self.rows: list[list[list[int]]] = []  # per layer, per contestant: its slots' rows (padding: 0)
         self.slot_weights: list[torch.Tensor] = []  # (contestants, slots): 1 for a module, 0 for padding
+        self.names: list[list[str]] = []  # per layer: a module's parameter names
         for layer, row in enumerate(pool.layers):
-            trained = [m for m in range(len(row)) if not pool.frozen[layer][m]]
-            frozen = [m for m in range(len(row)) if pool.frozen[layer][m]]
+            # only the modules some path uses: an optimiser's weight decay would move the others
+            used = sorted({m for active in actives for m in active[layer]})
+            trained = [m for m in used if not pool.frozen[layer][m]]
+            frozen = [m for m in used if pool.frozen[layer][m]]
             position = {m: r for r, m in enumerate(trained + frozen)}
             slots = max(len(active[layer]) for active in actives)
             self.rows.append(
@@ -114,6 +118,7 @@ class _Wave(nn.Module):
                 return torch.stack([row[m].get_parameter(name).detach() for m in modules]).clone()
 
             names = [name for name, _ in row[0].named_parameters()]
+            self.names.append(names)
             self.trained.append(trained)
             self.layer_params.append({n: stacked(trained, n).requires_grad_() for n in names if trained})
             self.layer_frozen.append({n: stacked(frozen, n) for n in names if frozen})
@@ -140,12 +145,18 @@ class _Wave(nn.Module):
         """Every contestant's inputs (contestants, batch, ...) to the live ones' logits (live, batch, ...)."""
         h = x if len(self.live) == len(self.actives) else x.index_select(0, self.live_index)
         layers = zip(
-            self.layer_runs, self.layer_params, self.layer_frozen, self._index, self._weights, strict=True
+            self.layer_runs,
+            self.names,
+            self.layer_params,
+            self.layer_frozen,
+            self._index,
+            self._weights,
+            strict=True,
         )
-        for run, params, frozen, index, weights in layers:
+        for run, names, params, frozen, index, weights in layers:
             flat = index.view(-1)
             gathered = {}
-            for name in params.keys() | frozen.keys():
+            for name in names:
                 parts = [part[name] for part in (params, frozen) if name in part]
                 rows = parts[0] if len(parts) == 1 else torch.cat(parts)
                 gathered[name] = rows.index_select(0, flat).view(*index.shape, *rows.shape[1:])

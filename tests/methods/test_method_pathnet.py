@@ -252,8 +252,11 @@ def assert_same_pool(pool, reference):
         assert torch.allclose(pool.state_dict()[name], value, atol=1e-6), name
 
 
-def test_a_waves_contestants_train_the_shared_pool_step_by_step_as_workers_taking_turns_would(digits_stream):
-    space = tiny_space("pathnet", options=TINY)
+@pytest.mark.parametrize("optimizer", [{}, {"momentum": 0.9, "weight_decay": 0.01}])
+def test_a_waves_contestants_train_the_shared_pool_step_by_step_as_workers_taking_turns_would(
+    digits_stream, optimizer
+):
+    space = tiny_space("pathnet", options=TINY, training=optimizer)
     specs = PathNet(space).specs_for(digits_stream.input_shape)
     torch.manual_seed(1)
     pool = ModulePool(committed_task0(digits_stream, specs), specs, 3, 2)  # L0/M0, L0/M1, L1/M2 frozen
@@ -318,6 +321,23 @@ def test_a_diverging_contestant_of_a_wave_scores_0_and_its_update_is_dropped_whi
     assert scores[0] == 0.0 and alone[0] > 0 and scores[1] == pytest.approx(alone[0], abs=1e-12)
     assert workers.diverged == 1 and workers.kept_back == 0  # it left before its first backward pass
     assert_same_pool(pool, reference)  # only the second contestant's training landed
+
+
+def test_a_wave_leaves_the_modules_its_paths_do_not_use_as_they_were_under_weight_decay(digits_stream):
+    space = tiny_space("pathnet", options=TINY, training={"weight_decay": 0.1})
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    start = copy.deepcopy(pool)
+    genomes = [((0, 1), (1, 1)), ((1, 1), (0, 1))]  # neither uses L0/M2, L1/M2
+    train = digits_stream.tasks[0].train
+    workers = PoolWorkers(pool, stream_of(train, 16), space.training.optimizer_settings(), 3, active_modules)
+    workers.train(genomes)
+    workers.land(2)
+    after, before = pool.state_dict(), start.state_dict()
+    for name in before:
+        unused = name.startswith(("layers.0.2.", "layers.1.2."))
+        assert torch.equal(after[name], before[name]) == unused, name
 
 
 def test_contestants_of_a_wave_that_diverge_after_training_leave_the_shared_pool_as_it_was(digits_stream):
