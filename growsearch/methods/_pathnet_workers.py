@@ -14,20 +14,23 @@ about the tournaments the serial one needs to reach its target fitness (split-mn
 against 791). A test checks the fitnesses and the pool against a reference that, step by step, takes
 each contestant's gradient on the pool in turn and applies their sum.
 
-The pool is held per layer as two stacks (module x parameter): its trainable modules' parameters, trained
-in place, and its frozen ones (earlier tasks' paths), constants that no gradient reaches. Each step a path
-gathers its modules' rows: a layer of dense modules runs as one batched matrix product over every
-contestant's slots, any other module through `torch.func.vmap` of `functional_call`, and the head, which
-every path shares, on all the contestants' features at once; a path with
-fewer distinct modules than a layer's slots weights the padding slots' outputs 0. One optimiser, fresh
-for the wave, steps the modules the wave uses (serially: a fresh one per contestant; the same for plain
-SGD, but a module's weight decay acts once a step, not once per contestant training it).
+The wave holds, per layer, copies of the modules its paths use as two stacks (module x parameter): the
+trainable ones, trained, and the frozen ones (earlier tasks' paths), constants that no gradient reaches;
+and a copy of the head. Each step a path gathers its modules' rows: a layer of dense modules runs as one
+batched matrix product over every contestant's slots, any other module through `torch.func.vmap` of
+`functional_call`, and the head, which every path shares, on all the contestants' features at once; a
+path with fewer distinct modules than a layer's slots fills the others with its own first module, whose
+output there weighs 0. One optimiser, fresh for the wave, steps the copies (serially: a fresh one per
+contestant; the same for plain SGD, but a module's weight decay acts once a step, not once per contestant
+training it). On CUDA the gathers' backward pass adds up rows with atomic adds, so a packed GA on a GPU
+is not bit-reproducible from its seed (on a CPU it is).
 
 The trained modules and head land on the pool when the wave ends, the tournaments after the one that
 ended the GA included (their training is part of the others'). A contestant whose loss stops being finite
 scores 0 and leaves the computation before that step's backward pass; if it had trained before, the
 modules and head it trained keep their weights from before the wave (serially: the pool gets back its
-weights from before its turn), and so does any module the wave left non-finite.
+weights from before its turn; here the others' training of them goes too), and so do the modules only
+failed contestants used and any the wave left not finite.
 """
 
 from __future__ import annotations
@@ -89,10 +92,11 @@ class _WaveBatches(Minibatches):
 
 
 class _Wave(nn.Module):
-    """The pool as a wave trains it: per layer, the parameters of the modules the wave's paths use, stacked
-    (module x ...): the trainable ones trained in place, the frozen ones constants; and the head. Each
-    contestant's path gathers its modules' rows at every step. `live` are the contestants still training
-    (one whose loss stops being finite leaves before its non-finite values reach the shared weights)."""
+    """The pool as a wave trains it: per layer, copies of the parameters of the modules the wave's paths use,
+    stacked (module x ...): the trainable ones trained, the frozen ones constants; and a copy of the head.
+    Each contestant's path gathers its modules' rows at every step; `land` writes the trained ones back.
+    `live` are the contestants still training (one whose loss stops being finite leaves before its
+    non-finite values reach the shared weights)."""
 
     def __init__(self, pool: ModulePool, templates: Sequence[nn.Module], actives: Sequence[Active]):
         super().__init__()
@@ -100,33 +104,37 @@ class _Wave(nn.Module):
         self.trained: list[list[int]] = []  # per layer: the pool modules of the trained rows, in row order
         self.layer_params: list[dict[str, torch.Tensor]] = []  # trained rows (leaves)
         self.layer_frozen: list[dict[str, torch.Tensor]] = []  # frozen rows (after the trained ones)
-        self.rows: list[list[list[int]]] = []  # per layer, per contestant: its slots' rows (padding: 0)
+        self.rows: list[list[list[int]]] = []  # per layer, per contestant: its slots' stack rows
         self.slot_weights: list[torch.Tensor] = []  # (contestants, slots): 1 for a module, 0 for padding
         self.names: list[list[str]] = []  # per layer: a module's parameter names
-        for layer, row in enumerate(pool.layers):
+        for layer, modules in enumerate(pool.layers):
             # only the modules some path uses: an optimiser's weight decay would move the others
             used = sorted({m for active in actives for m in active[layer]})
             trained = [m for m in used if not pool.frozen[layer][m]]
             frozen = [m for m in used if pool.frozen[layer][m]]
             position = {m: r for r, m in enumerate(trained + frozen)}
             slots = max(len(active[layer]) for active in actives)
+            # a padding slot reads the path's own first module (its output weighs 0): never another path's,
+            # whose values might stop being finite
             self.rows.append(
-                [[position[a[layer][s]] if s < len(a[layer]) else 0 for s in range(slots)] for a in actives]
+                [[position[a[layer][min(s, len(a[layer]) - 1)]] for s in range(slots)] for a in actives]
             )
 
-            def stacked(modules: list[int], name: str, row: list[nn.Module] = row) -> torch.Tensor:
-                return torch.stack([row[m].get_parameter(name).detach() for m in modules]).clone()
+            def stacked(indices: list[int], name: str, modules: list[nn.Module] = modules) -> torch.Tensor:
+                return torch.stack([modules[m].get_parameter(name).detach() for m in indices]).clone()
 
-            names = [name for name, _ in row[0].named_parameters()]
+            names = [name for name, _ in modules[0].named_parameters()]
             self.names.append(names)
             self.trained.append(trained)
             self.layer_params.append({n: stacked(trained, n).requires_grad_() for n in names if trained})
             self.layer_frozen.append({n: stacked(frozen, n) for n in names if frozen})
             real = [[float(s < len(a[layer])) for s in range(slots)] for a in actives]
-            self.slot_weights.append(torch.tensor(real, device=next(row[0].parameters()).device))
+            reference = next(modules[0].parameters())
+            self.slot_weights.append(torch.tensor(real, dtype=reference.dtype, device=reference.device))
         self.head_params = {n: p.detach().clone().requires_grad_() for n, p in pool.head.named_parameters()}
         self.layer_runs = [_layer_runner(t) for t in templates[:-1]]
-        self.head = templates[-1]
+        head = templates[-1]  # not a submodule: its weights are the template's, not the wave's
+        self.run_head = lambda params, x: functional_call(head, params, (x,))
         self.live: list[int] = []
         self.keep(range(len(actives)))
 
@@ -161,30 +169,39 @@ class _Wave(nn.Module):
                 rows = parts[0] if len(parts) == 1 else torch.cat(parts)
                 gathered[name] = rows.index_select(0, flat).view(*index.shape, *rows.shape[1:])
             h = run(gathered, weights, h)
-        out = functional_call(self.head, self.head_params, (h.flatten(0, 1),))
+        out = self.run_head(self.head_params, h.flatten(0, 1))
         return out.view(*h.shape[:2], *out.shape[1:])
 
     @torch.no_grad()
-    def land(self, pool: ModulePool, undone: Sequence[int]) -> int:
-        """Write the trained modules and head back to the pool, but for those the `undone` contestants
-        trained and any whose values are not all finite: these keep their weights from before the wave.
-        How many were kept back."""
+    def land(self, pool: ModulePool, failed: Sequence[bool], undone: Sequence[int]) -> int:
+        """Write the trained modules and head back to the pool, but for those kept back: what an `undone`
+        contestant trained, what only `failed` contestants used (an optimiser's weight decay alone moved
+        it) and whatever the wave left not finite; these keep their weights from before the wave. How
+        many were kept back."""
+        finished = [k for k, lost in enumerate(failed) if not lost]
         kept_back = 0
         for layer, params in enumerate(self.layer_params):
-            touched = {m for k in undone for m in self.actives[k][layer]}
+            by_undone = {m for k in undone for m in self.actives[k][layer]}
+            by_finished = {m for k in finished for m in self.actives[k][layer]}
             for r, m in enumerate(self.trained[layer]):
                 values = {name: param[r] for name, param in params.items()}
-                kept_back += m in touched or not _write(pool.layers[layer][m], values)
-        return kept_back + (bool(undone) or not _write(pool.head, self.head_params))
+                if m in by_undone or m not in by_finished or not _finite(values):
+                    kept_back += 1
+                else:
+                    _copy_into(pool.layers[layer][m], values)
+        if undone or not finished or not _finite(self.head_params):
+            return kept_back + 1
+        _copy_into(pool.head, self.head_params)
+        return kept_back
 
 
-def _write(module: nn.Module, values: dict[str, torch.Tensor]) -> bool:
-    """Copy `values` into the module's parameters if all are finite; whether they were."""
-    if not all(bool(torch.isfinite(v).all()) for v in values.values()):
-        return False
+def _finite(values: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in values.values())
+
+
+def _copy_into(module: nn.Module, values: dict[str, torch.Tensor]) -> None:
     for name, value in values.items():
         module.get_parameter(name).copy_(value)
-    return True
 
 
 @dataclass(frozen=True)
@@ -260,8 +277,8 @@ class PoolWorkers:
         self.pool, self.batches, self.settings, self.steps = pool, batches, settings, steps
         self.path_of = path_of  # a genome's distinct modules per layer
         self.templates = [copy.deepcopy(row[0]) for row in pool.layers] + [copy.deepcopy(pool.head)]
-        self.diverged = 0  # landed contestants whose loss stopped being finite, over every wave
-        self.kept_back = 0  # modules (and heads) a wave left non-finite, so kept as they were before it
+        self.diverged = 0  # settled contestants whose loss stopped being finite, over every wave
+        self.kept_back = 0  # modules (and heads) that kept their weights from before a wave (`_Wave.land`)
         self._wave: _Wave | None = None
         self._failed: list[bool] = []
         self._undone: list[int] = []
@@ -347,6 +364,6 @@ class PoolWorkers:
         the GA (past `count`) trained the shared weights with the others, step by step."""
         if self._wave is None:
             raise RuntimeError("land follows train")
-        self.kept_back += self._wave.land(self.pool, self._undone)
+        self.kept_back += self._wave.land(self.pool, self._failed, self._undone)
         self.diverged += sum(self._failed[:count])
         self._wave = None

@@ -1,4 +1,5 @@
 import copy
+import math
 import random
 
 import optuna
@@ -298,10 +299,11 @@ def test_a_waves_contestants_train_the_shared_pool_step_by_step_as_workers_takin
     assert not torch.allclose(pool.head.weight, one_after_another.head.weight, atol=1e-4)
 
 
-def test_a_diverging_contestant_of_a_wave_scores_0_and_its_update_is_dropped_while_the_others_train(
-    digits_stream,
+@pytest.mark.parametrize("optimizer", [{}, {"weight_decay": 0.1}])
+def test_a_contestant_of_a_wave_diverging_at_once_scores_0_and_leaves_the_others_training_as_alone(
+    digits_stream, optimizer
 ):
-    space = tiny_space("pathnet", options=TINY)
+    space = tiny_space("pathnet", options=TINY, training=optimizer)
     specs = PathNet(space).specs_for(digits_stream.input_shape)
     torch.manual_seed(0)
     pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
@@ -319,8 +321,79 @@ def test_a_diverging_contestant_of_a_wave_scores_0_and_its_update_is_dropped_whi
         batches.next()
     alone, reference = contestants_step_by_step(start, genomes[1:], batches, steps, config)
     assert scores[0] == 0.0 and alone[0] > 0 and scores[1] == pytest.approx(alone[0], abs=1e-12)
-    assert workers.diverged == 1 and workers.kept_back == 0  # it left before its first backward pass
+    # it left before its first backward pass; L1/M2, which only it used, keeps its weights (no weight decay)
+    assert workers.diverged == 1 and workers.kept_back == 1
     assert_same_pool(pool, reference)  # only the second contestant's training landed
+
+
+def test_a_padding_slot_never_reads_another_paths_module(digits_stream):
+    space = tiny_space("pathnet", options=TINY)
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    with torch.no_grad():
+        for p in pool.layers[1][0].parameters():
+            p.fill_(math.nan)  # L1/M0: whoever runs it fails
+    start = copy.deepcopy(pool)
+    genomes = [((0, 1), (0, 1)), ((1, 2), (2, 2))]  # the second runs L1/M2 alone: one slot padded
+    train = digits_stream.tasks[0].train
+    workers = PoolWorkers(pool, stream_of(train, 16), space.training.optimizer_settings(), 3, active_modules)
+    scores = workers.train(genomes)
+    workers.land(2)
+    batches = stream_of(train, 16)
+    for _ in range(3):
+        batches.next()
+    alone, reference = contestants_step_by_step(start, genomes[1:], batches, 3, space.training)
+    assert scores[0] == 0.0 and alone[0] > 0 and scores[1] == pytest.approx(alone[0], abs=1e-12)
+    for name, value in reference.state_dict().items():
+        assert torch.allclose(pool.state_dict()[name], value, atol=1e-6, equal_nan=True), name
+
+
+def test_a_contestant_that_trains_then_diverges_is_undone_with_what_it_shares_while_the_others_land(
+    digits_stream,
+):
+    space = tiny_space("pathnet", options=TINY)
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    task = digits_stream.tasks[0]
+    steps = 2
+    batches = stream_of(task.train, 16)
+    second = [batches.next_indices() for _ in range(steps)][1]  # the first contestant's second minibatch
+    assert len(task.train) > 2 * steps * 16  # the second one's minibatches come from the same pass
+    x = task.train.x.clone()
+    x[second] = math.nan  # its loss stops being finite at its second step, after one of training
+    poisoned = Minibatches([x], task.train.y, 16, seed=0)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    start = copy.deepcopy(pool)
+    genomes = [((0, 1), (0, 0)), ((2, 2), (1, 2))]  # no module shared; the head is
+    workers = PoolWorkers(pool, poisoned, space.training.optimizer_settings(), steps, active_modules)
+    scores = workers.train(genomes)
+    workers.land(2)
+    assert scores[0] == 0.0 and scores[1] > 0 and workers.diverged == 1
+    assert workers.kept_back == 3 + 1  # L0/M0, L0/M1, L1/M0 and the head
+    after, before = pool.state_dict(), start.state_dict()
+    for name in before:
+        undone = name.startswith(("head.", "layers.0.0.", "layers.0.1.", "layers.1.0."))
+        assert torch.equal(after[name], before[name]) == undone, name  # the second one's modules landed
+
+
+def test_a_module_a_wave_leaves_not_finite_keeps_its_weights(digits_stream):
+    space = tiny_space("pathnet", options=TINY, training={"lr": 3e38})
+    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    torch.manual_seed(0)
+    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    start = copy.deepcopy(pool)
+    genomes = [((0, 1), (2, 2)), ((1, 2), (0, 1))]
+    train = digits_stream.tasks[0].train
+    loud = Minibatches(
+        [train.x * 1e3], train.y, 16, seed=0
+    )  # gradients large enough for lr x grad to overflow
+    workers = PoolWorkers(pool, loud, space.training.optimizer_settings(), 1, active_modules)
+    scores = workers.train(genomes)  # one step: both losses finite, the update is not
+    workers.land(2)
+    assert min(scores) > 0 and workers.diverged == 0
+    assert workers.kept_back == 3 + 3 + 1
+    assert all(torch.equal(v, pool.state_dict()[k]) for k, v in start.state_dict().items())
 
 
 def test_a_wave_leaves_the_modules_its_paths_do_not_use_as_they_were_under_weight_decay(digits_stream):
