@@ -37,8 +37,9 @@ class Workers(Protocol):
         ...
 
     def land(self, count: int) -> None:
-        """Put the training of the first `count` contestants of the last `train` into the shared weights
-        (the others' is dropped: they come after the tournament that ended the GA)."""
+        """Put the last `train`'s training into the shared weights; its first `count` contestants are the
+        settled ones (the others come after the tournament that ended the GA; workers that train the
+        shared weights together cannot take their training out, and keep it)."""
         ...
 
 
@@ -232,7 +233,8 @@ def evolve(
     With a `fitness` function, each contestant trains and is scored in turn. With `Workers`, a wave of up
     to `parallel` consecutive tournaments with distinct slots trains at once (the next tournament, when it
     meets a slot of the wave, starts the next wave); the tournaments of a wave are then settled in order,
-    and when one of them reaches the target the ones after it are dropped, their training with them."""
+    and when one of them reaches the target the ones after it are dropped (`Workers.land` is told how many
+    were settled)."""
     evolution = Evolution(list(population))
     serial = callable(fitness)
     per_wave = 1 if serial else max(parallel, 1)

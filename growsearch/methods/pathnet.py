@@ -29,7 +29,7 @@ With `pack_contestants: false` each contestant is its path compiled as a graph o
 objects and trained for T minibatches by the one trainer in turn (the paper's serial algorithm). Either
 way a contestant whose loss diverges loses with fitness 0 and its training is undone (serially: the pool
 gets back its weights from before its turn; in a wave: what it trained keeps its weights from before the
-wave).
+wave, with the other contestants' training of them, recorded as `modules_kept_back`).
 
 The graph. The pool module (l, m) is the node `pool/L{l}/M{m}`, added by the task that first trained it;
 a path's layer l is a parameter-free sum join `t{task}/L{l}` over its modules. Only modules on committed
@@ -125,6 +125,9 @@ class PathNetSearch:
     diverged_contestants: int  # contestants whose loss diverged: they lost with fitness 0
     trained_together: bool  # a wave's contestants trained as one computation (else: one after another)
     waves: int  # how many times contestants trained (serially: once a tournament)
+    # modules (a head counts as one) a wave left as they were before it: what a contestant that diverged
+    # after training trained, what only diverged contestants used, what the wave left not finite
+    modules_kept_back: int
     shared_modules: list[str]  # nodes sharing a frozen module's weights behind a new input
     tournaments: list[dict[str, Any]]
 
@@ -331,6 +334,7 @@ class PathNet(Method):
             diverged_contestants=diverged[0],
             trained_together=together,
             waves=evolution.waves,
+            modules_kept_back=workers.kept_back if workers is not None else 0,
             shared_modules=sorted(
                 n for n, node in graph.nodes() if n not in ctx.committed and node.shares is not None
             ),
