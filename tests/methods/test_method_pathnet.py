@@ -49,6 +49,15 @@ def train_contestant(pool, active, batches, steps, config):
     )
 
 
+def fresh_pool(stream, **sections):
+    """A fresh pool (M = 3, seed 0) for the tiny PathNet space with these sections; its training config."""
+    space = tiny_space("pathnet", options=TINY, **sections)
+    torch.manual_seed(0)
+    return ModulePool(
+        ModuleGraph(stream.input_shape), PathNet(space).specs_for(stream.input_shape), 3, 2
+    ), space.training
+
+
 def stream_of(split, batch_size):
     return Minibatches([split.x], split.y, batch_size, seed=0)
 
@@ -303,16 +312,13 @@ def test_a_waves_contestants_train_the_shared_pool_step_by_step_as_workers_takin
 def test_a_contestant_of_a_wave_diverging_at_once_scores_0_and_leaves_the_others_training_as_alone(
     digits_stream, optimizer
 ):
-    space = tiny_space("pathnet", options=TINY, training=optimizer)
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    pool, config = fresh_pool(digits_stream, training=optimizer)
     with torch.no_grad():
         for p in pool.layers[1][2].parameters():
             p.fill_(1e38)  # L1/M2's outputs overflow: its path's loss is not finite from the first step
     start = copy.deepcopy(pool)
     genomes = [((0, 1), (2, 2)), ((0, 1), (0, 1))]  # they share L0/M0, L0/M1 and the head
-    steps, config, train = 4, space.training, digits_stream.tasks[0].train
+    steps, train = 4, digits_stream.tasks[0].train
     workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), steps, active_modules)
     scores = workers.train(genomes)
     workers.land(2)
@@ -327,23 +333,20 @@ def test_a_contestant_of_a_wave_diverging_at_once_scores_0_and_leaves_the_others
 
 
 def test_a_padding_slot_never_reads_another_paths_module(digits_stream):
-    space = tiny_space("pathnet", options=TINY)
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    pool, config = fresh_pool(digits_stream)
     with torch.no_grad():
         for p in pool.layers[1][0].parameters():
             p.fill_(math.nan)  # L1/M0: whoever runs it fails
     start = copy.deepcopy(pool)
     genomes = [((0, 1), (0, 1)), ((1, 2), (2, 2))]  # the second runs L1/M2 alone: one slot padded
     train = digits_stream.tasks[0].train
-    workers = PoolWorkers(pool, stream_of(train, 16), space.training.optimizer_settings(), 3, active_modules)
+    workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), 3, active_modules)
     scores = workers.train(genomes)
     workers.land(2)
     batches = stream_of(train, 16)
     for _ in range(3):
         batches.next()
-    alone, reference = contestants_step_by_step(start, genomes[1:], batches, 3, space.training)
+    alone, reference = contestants_step_by_step(start, genomes[1:], batches, 3, config)
     assert scores[0] == 0.0 and alone[0] > 0 and scores[1] == pytest.approx(alone[0], abs=1e-12)
     for name, value in reference.state_dict().items():
         assert torch.allclose(pool.state_dict()[name], value, atol=1e-6, equal_nan=True), name
@@ -352,8 +355,7 @@ def test_a_padding_slot_never_reads_another_paths_module(digits_stream):
 def test_a_contestant_that_trains_then_diverges_is_undone_with_what_it_shares_while_the_others_land(
     digits_stream,
 ):
-    space = tiny_space("pathnet", options=TINY)
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
+    pool, config = fresh_pool(digits_stream)
     task = digits_stream.tasks[0]
     steps = 2
     batches = stream_of(task.train, 16)
@@ -362,11 +364,9 @@ def test_a_contestant_that_trains_then_diverges_is_undone_with_what_it_shares_wh
     x = task.train.x.clone()
     x[second] = math.nan  # its loss stops being finite at its second step, after one of training
     poisoned = Minibatches([x], task.train.y, 16, seed=0)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
     start = copy.deepcopy(pool)
     genomes = [((0, 1), (0, 0)), ((2, 2), (1, 2))]  # no module shared; the head is
-    workers = PoolWorkers(pool, poisoned, space.training.optimizer_settings(), steps, active_modules)
+    workers = PoolWorkers(pool, poisoned, config.optimizer_settings(), steps, active_modules)
     scores = workers.train(genomes)
     workers.land(2)
     assert scores[0] == 0.0 and scores[1] > 0 and workers.diverged == 1
@@ -378,17 +378,12 @@ def test_a_contestant_that_trains_then_diverges_is_undone_with_what_it_shares_wh
 
 
 def test_a_module_a_wave_leaves_not_finite_keeps_its_weights(digits_stream):
-    space = tiny_space("pathnet", options=TINY, training={"lr": 3e38})
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    pool, config = fresh_pool(digits_stream, training={"lr": 3e38})
     start = copy.deepcopy(pool)
     genomes = [((0, 1), (2, 2)), ((1, 2), (0, 1))]
     train = digits_stream.tasks[0].train
-    loud = Minibatches(
-        [train.x * 1e3], train.y, 16, seed=0
-    )  # gradients large enough for lr x grad to overflow
-    workers = PoolWorkers(pool, loud, space.training.optimizer_settings(), 1, active_modules)
+    loud = Minibatches([train.x * 1e3], train.y, 16, seed=0)  # gradients for which lr x grad overflows
+    workers = PoolWorkers(pool, loud, config.optimizer_settings(), 1, active_modules)
     scores = workers.train(genomes)  # one step: both losses finite, the update is not
     workers.land(2)
     assert min(scores) > 0 and workers.diverged == 0
@@ -397,14 +392,11 @@ def test_a_module_a_wave_leaves_not_finite_keeps_its_weights(digits_stream):
 
 
 def test_a_wave_leaves_the_modules_its_paths_do_not_use_as_they_were_under_weight_decay(digits_stream):
-    space = tiny_space("pathnet", options=TINY, training={"weight_decay": 0.1})
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    pool, config = fresh_pool(digits_stream, training={"weight_decay": 0.1})
     start = copy.deepcopy(pool)
     genomes = [((0, 1), (1, 1)), ((1, 1), (0, 1))]  # neither uses L0/M2, L1/M2
     train = digits_stream.tasks[0].train
-    workers = PoolWorkers(pool, stream_of(train, 16), space.training.optimizer_settings(), 3, active_modules)
+    workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), 3, active_modules)
     workers.train(genomes)
     workers.land(2)
     after, before = pool.state_dict(), start.state_dict()
@@ -414,14 +406,11 @@ def test_a_wave_leaves_the_modules_its_paths_do_not_use_as_they_were_under_weigh
 
 
 def test_contestants_of_a_wave_that_diverge_after_training_leave_the_shared_pool_as_it_was(digits_stream):
-    space = tiny_space("pathnet", options=TINY, training={"lr": 1e30, "momentum": 0.0})
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    pool, config = fresh_pool(digits_stream, training={"lr": 1e30, "momentum": 0.0})
     start = copy.deepcopy(pool)
     genomes = [((0, 1), (2, 2)), ((1, 2), (0, 1))]
     train = digits_stream.tasks[0].train
-    workers = PoolWorkers(pool, stream_of(train, 16), space.training.optimizer_settings(), 4, active_modules)
+    workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), 4, active_modules)
     scores = workers.train(genomes)  # the first step's loss is finite, its update overflows the next one's
     workers.land(2)
     assert scores == [0.0, 0.0] and workers.diverged == 2
@@ -491,13 +480,10 @@ def test_packed_and_serial_gas_meet_the_same_pairs(digits_stream):
 
 def test_modules_other_than_dense_layers_train_together_through_vmap_to_the_same_fitnesses(digits_stream):
     conv = {"conv": {"channels": 4, "kernel": 3, "padding": 1}}
-    space = tiny_space("pathnet", network={"layers": [conv, conv]}, options=TINY)
-    specs = PathNet(space).specs_for(digits_stream.input_shape)
-    torch.manual_seed(0)
-    pool = ModulePool(ModuleGraph(digits_stream.input_shape), specs, 3, 2)
+    pool, config = fresh_pool(digits_stream, network={"layers": [conv, conv]})
     start = copy.deepcopy(pool)
     genomes = [((0, 2), (0, 1)), ((2, 2), (0, 2)), ((1, 0), (1, 1))]
-    steps, config, train = 5, space.training, digits_stream.tasks[0].train
+    steps, train = 5, digits_stream.tasks[0].train
     workers = PoolWorkers(pool, stream_of(train, 16), config.optimizer_settings(), steps, active_modules)
     together = workers.train(genomes)
     workers.land(len(genomes))
