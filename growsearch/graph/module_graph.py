@@ -153,20 +153,38 @@ class ModuleGraph:
 
     def shapes(self, node_ids: Iterable[str] | None = None) -> dict[str, Shape]:
         """Output shape of every node (of `node_ids` and their ancestors), checking every merge."""
-        wanted = set(self._nx) if node_ids is None else set(node_ids)
-        for n in list(wanted):
-            wanted |= nx.ancestors(self._nx, n)
         shapes: dict[str, Shape] = {}
-        for node_id in [n for n in self._order() if n in wanted]:
-            node = self.node(node_id)
-            merged = self.merged_input_shape(node_id, shapes)
-            try:
-                shapes[node_id] = node.spec.output_shape(merged)
-            except GraphError as error:
-                raise GraphError(
-                    f"node {node_id!r} ({node.spec.kind} after {list(node.inputs)}): {error}"
-                ) from None
+        if node_ids is None:
+            for node_id in self._order():
+                self._shape_into(node_id, shapes)
+            return shapes
+        for target in node_ids:
+            # depth first from the target, through its ancestors alone: `add` checks each new node this
+            # way, and a topological sort of the whole graph per node would cost more than the rest
+            pending = [target]
+            while pending:
+                node_id = pending[-1]
+                if node_id in shapes:
+                    pending.pop()
+                    continue
+                missing = [i for i in self.node(node_id).inputs if i not in shapes]
+                if missing:
+                    pending.extend(missing)
+                    continue
+                pending.pop()
+                self._shape_into(node_id, shapes)
         return shapes
+
+    def _shape_into(self, node_id: str, shapes: dict[str, Shape]) -> None:
+        """Add `node_id`'s output shape to `shapes`, which holds its inputs'."""
+        node = self.node(node_id)
+        merged = self.merged_input_shape(node_id, shapes)
+        try:
+            shapes[node_id] = node.spec.output_shape(merged)
+        except GraphError as error:
+            raise GraphError(
+                f"node {node_id!r} ({node.spec.kind} after {list(node.inputs)}): {error}"
+            ) from None
 
     def merged_input_shape(self, node_id: str, shapes: dict[str, Shape]) -> Shape:
         node = self.node(node_id)
