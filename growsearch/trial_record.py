@@ -29,6 +29,7 @@ PACK = "pack"  # a trial trained in a pack: the number of the pack's first trial
 PACK_SIZE = "pack_size"  # on a pack's first trial, its first record: how many trials the pack asked
 PACK_LAYOUT = "pack_layout"  # on a pack's first trial: the template it trained in (before any is told)
 SPLIT = "split"  # a pack layout's key, where it trained as smaller packs: each of its trials' template
+SPLIT_PART = "split_part"  # and which of the smaller packs each trial trained in (None: alone)
 COMMITTED = "committed"  # on a study: the number of the trial growsearch committed
 RUNG = "halving_rung_"  # + a rung's epochs: a trial's point there (successive halving), [accuracy, *costs]
 HALVING_STOPPED = "halving_stopped_after"  # the epochs a trial trained before successive halving stopped it
@@ -206,10 +207,13 @@ def pack_layout_attrs(layout: PackLayout) -> dict[str, Any]:
     return {PACK_LAYOUT: layout}
 
 
-def split_layout(layouts: Sequence[list[dict[str, Any]] | None]) -> dict[str, Any]:
+def split_layout(
+    layouts: Sequence[list[dict[str, Any]] | None], parts: Sequence[int | None]
+) -> dict[str, Any]:
     """The layout of a pack that trained as smaller packs: per trial, by its place in the pack, the template
-    it trained in (None: it trained alone)."""
-    return {SPLIT: list(layouts)}
+    it trained in and which smaller pack it trained in (None for both: it trained alone). Two smaller packs
+    may share a template; their trials retrain apart all the same."""
+    return {SPLIT: list(layouts), SPLIT_PART: list(parts)}
 
 
 def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict[str, Any]] | None]:
@@ -221,7 +225,7 @@ def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict
     waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
     places = [_retry_place(t, trials) for t in waiting]
     if places and places[0] is not None:
-        pack, layout = places[0]
+        pack, _, layout = places[0]
         if pack is None:  # it trained alone
             return 1, None
         return next((i for i, p in enumerate(places) if p != places[0]), len(places)), layout
@@ -229,10 +233,12 @@ def next_pack(trials: Sequence[FrozenTrial], limit: int) -> tuple[int, list[dict
     return (limit if lead is None else min(limit, lead)), None
 
 
-def _retry_place(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> tuple[int | None, Any] | None:
-    """For a waiting retry of a trial interrupted in a pack: (the pack, the layout it retrains in), or
-    (None, None) where that trial trained alone in a pack that trained as smaller packs. None for any other
-    trial."""
+def _retry_place(
+    retry: FrozenTrial, trials: Sequence[FrozenTrial]
+) -> tuple[int | None, int | None, Any] | None:
+    """For a waiting retry of a trial interrupted in a pack: (the pack, the smaller pack it trained in where
+    the pack split, the layout it retrains in), or (None, None, None) where that trial trained alone in a
+    pack that trained as smaller packs. None for any other trial."""
     replaced = _replaced(retry, trials)
     pack = pack_in(replaced, trials) if replaced is not None else None
     if replaced is None or pack is None:
@@ -242,8 +248,10 @@ def _retry_place(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> tuple[int
     if isinstance(layout, dict):  # split: this trial's own template, by its place in the pack
         place = replaced.number - pack
         own = layout[SPLIT][place] if 0 <= place < len(layout[SPLIT]) else None
-        return (pack, own) if own is not None else (None, None)
-    return pack, layout
+        # runs written before the parts were recorded: a smaller pack is told apart by its template alone
+        parts = layout.get(SPLIT_PART) or [None] * len(layout[SPLIT])
+        return (pack, parts[place], own) if own is not None else (None, None, None)
+    return pack, None, layout
 
 
 def _replaced(retry: FrozenTrial, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:

@@ -147,8 +147,10 @@ class TrialJob:
         used_layout: PackLayout | None = None
         if len(packs) == 1 and all(layouts[i] is not None for i in built):  # one pack: its template
             used_layout = next(iter(packs.values()))
-        elif packs:  # smaller packs (and some alone): each trial's template, by its place in the pack
-            used_layout = split_layout([layouts.get(i) for i in range(len(decisions))])
+        elif packs:  # smaller packs (and some alone): each trial's template and smaller pack, by its place
+            part = {key: n for n, key in enumerate(packs)}
+            placed = [layouts.get(i) for i in range(len(decisions))]
+            used_layout = split_layout(placed, [None if t is None else part[id(t)] for t in placed])
         return PackResults([r for r in results if r is not None], used_layout)
 
     def _train_packs(

@@ -25,6 +25,7 @@ from growsearch.train.pack_sizing import free_memory
 from growsearch.trial_record import (
     PACK_LAYOUT,
     SPLIT,
+    SPLIT_PART,
     next_pack,
     pack_attrs,
     pack_layout_attrs,
@@ -202,7 +203,7 @@ def test_the_retries_of_a_pack_that_trained_as_smaller_packs_retrain_each_in_its
     """Trials 0-4 asked as one pack: 0-1 trained in template A, 2 alone, 3-4 in template B; a kill left
     1, 2, 3 and 4 unfinished. Their retries go as the smaller packs went: 5 in A, 6 alone, 7-8 in B."""
     a, b = [{"id": "a"}], [{"id": "b"}]
-    first = {**pack_attrs(0, 5, 0), **pack_layout_attrs(split_layout([a, a, None, b, b]))}
+    first = {**pack_attrs(0, 5, 0), **pack_layout_attrs(split_layout([a, a, None, b, b], [0, 0, None, 1, 1]))}
     trials = [_trial(0, TrialState.COMPLETE, first)]
     trials += [_trial(n, TrialState.FAIL, pack_attrs(0, 5, n)) for n in (1, 2, 3, 4)]
     trials += [_trial(4 + n, TrialState.WAITING, retry_attrs(trials[n])) for n in (1, 2, 3, 4)]
@@ -212,6 +213,25 @@ def test_the_retries_of_a_pack_that_trained_as_smaller_packs_retrain_each_in_its
     trials[6] = _trial(6, TrialState.COMPLETE, retry_attrs(trials[2]))
     assert next_pack(trials, 5) == (2, b)
     assert trials[0].user_attrs[PACK_LAYOUT][SPLIT][2] is None
+
+
+def test_the_retries_of_two_smaller_packs_with_one_template_retrain_apart():
+    """Trials 0-3 trained as the packs 0-1 and 2-3, both in template A; a kill left 1, 2 and 3 unfinished.
+    The retry of 1 retrains alone in A, as its smaller pack's rest; those of 2 and 3 together. A layout
+    written before the parts were recorded groups by template alone, as it did."""
+    a = [{"id": "a"}]
+    for parts, first_size in (([0, 0, 1, 1], 1), (None, 3)):
+        layout = split_layout([a, a, a, a], parts or [None] * 4)
+        if parts is None:
+            del layout[SPLIT_PART]
+        first = {**pack_attrs(0, 4, 0), **pack_layout_attrs(layout)}
+        trials = [_trial(0, TrialState.COMPLETE, first)]
+        trials += [_trial(n, TrialState.FAIL, pack_attrs(0, 4, n)) for n in (1, 2, 3)]
+        trials += [_trial(3 + n, TrialState.WAITING, retry_attrs(trials[n])) for n in (1, 2, 3)]
+        assert next_pack(trials, 4) == (first_size, a)
+        if parts is not None:
+            trials[4] = _trial(4, TrialState.COMPLETE, {**retry_attrs(trials[1]), **pack_attrs(4, 1, 4)})
+            assert next_pack(trials, 4) == (2, a)
 
 
 def test_a_pack_that_trained_as_smaller_packs_resumes_bit_for_bit(tmp_path, monkeypatch):
