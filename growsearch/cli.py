@@ -284,9 +284,11 @@ def interrupt_line(number: int) -> str:
 def _complete(run: Path, committed: int) -> bool:
     import json
 
+    from growsearch.store.run_folder import run_complete
+
     try:
-        return json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("n_tasks") == committed
-    except (OSError, ValueError, RecursionError, AttributeError):
+        return run_complete(json.loads((run / "metrics.json").read_text(encoding="utf-8")), committed)
+    except (OSError, ValueError, RecursionError):
         return False
 
 

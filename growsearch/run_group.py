@@ -88,11 +88,13 @@ class RunGroup:
         path = self.member(seed)
         if not (path / "config.yaml").is_file():
             return "new"
+        from growsearch.store.run_folder import run_complete
+
         try:
             metrics = read_json(path / "metrics.json")
             tasks = path / "tasks"
             committed = sum(1 for p in tasks.iterdir() if p.name.isdigit()) if tasks.is_dir() else 0
-            return "complete" if metrics.get("n_tasks") == committed and committed else "started"
+            return "complete" if run_complete(metrics, committed) else "started"
         except (CheckpointError, OSError, AttributeError):
             return "started"
 

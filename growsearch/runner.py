@@ -36,7 +36,7 @@ from growsearch.search.evaluation import independent_accuracy, random_init_accur
 from growsearch.search.loggers import check_loggers, make_loggers
 from growsearch.search.pipeline import GrowthPipeline, Reporter, SilentReporter
 from growsearch.search.scenario_plan import ScenarioPlan, resolve_plan
-from growsearch.store.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder
+from growsearch.store.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder, run_complete
 from growsearch.task_record import TaskRecord
 from growsearch.train.candidate import resolve_device
 
@@ -301,10 +301,10 @@ def resume_summary(folder: Path | RunFolder) -> str:
 
 
 def _complete(run: RunFolder, committed: int) -> bool:
-    """Whether every task of the stream is committed (metrics.json knows the stream's length)."""
+    """Whether every task of the stream is committed and scored (metrics.json knows the stream's length)."""
     try:
-        return read_json(run.path / METRICS_FILE)["n_tasks"] == committed
-    except (CheckpointError, KeyError, TypeError):
+        return run_complete(read_json(run.path / METRICS_FILE), committed)
+    except CheckpointError:
         return False
 
 

@@ -105,6 +105,15 @@ _KEPT_DTYPES = {
 _WARNED: set[Path] = set()  # damaged journals read as they stand, already warned of
 
 
+def run_complete(metrics: Any, committed: int) -> bool:
+    """Whether a run whose folder holds `committed` task folders is complete: its metrics.json (`metrics`)
+    scores every one of them and the stream has no more. A run stopped between its last commit and the
+    rewrite of its metrics is not: resuming it rewrites them."""
+    if not isinstance(metrics, dict) or not committed:
+        return False
+    return metrics.get("n_tasks") == committed and metrics.get("tasks_committed") == committed
+
+
 def _task_name(name: str) -> bool:
     """A committed task's folder name: its number in ASCII digits (not '.0.partial', not '²')."""
     return name.isascii() and name.isdigit()

@@ -4,10 +4,12 @@ the result equals an uninterrupted run with the same seed."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import optuna
 
+from growsearch.cli import _Signals, interrupt_line
 from growsearch.runner import resume_run, resume_summary, start_run
 from growsearch.store.run_folder import RunFolder
 
@@ -77,9 +79,25 @@ def test_sigkill_mid_task_then_resume_completes_without_redoing_work(tmp_path):
     assert resumed.metrics["metrics"] == reference.metrics["metrics"]
 
 
-def test_resume_of_a_finished_run_redoes_nothing(run_tiny):
+def test_resume_of_a_finished_run_redoes_nothing(run_tiny, monkeypatch):
     result = run_tiny("pnn", training={"epochs": 1})
     before = _snapshot(result.path)
     again = resume_run(result.path)
     assert _snapshot(result.path) == before
     assert again.metrics["accuracy"] == result.metrics["accuracy"]
+
+    # stopped between its last commit and the rewrite of its metrics: every task is committed, but the run
+    # is not complete; the signal's line says to resume it, and the resume rewrites the metrics alone
+    metrics_file = result.path / "metrics.json"
+    complete = json.loads(metrics_file.read_text())
+    committed = complete["tasks_committed"]
+    metrics_file.write_text(json.dumps({**complete, "tasks_committed": committed - 1}))
+    assert "the run is complete" not in resume_summary(result.path)
+    signals = _Signals()
+    signals.run = result.path
+    monkeypatch.setattr("growsearch.cli.SIGNALS", signals)
+    assert f"resume with `growsearch resume {result.path}`" in interrupt_line(signal.SIGTERM)
+    resume_run(result.path)
+    assert _snapshot(result.path) == before
+    assert json.loads(metrics_file.read_text()) == complete
+    assert "the run is complete" in resume_summary(result.path)
