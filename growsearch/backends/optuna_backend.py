@@ -10,14 +10,23 @@ without an error of their own: the pipeline retries each with its decisions and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 
 from growsearch.errors import TrainingError
 from growsearch.search.trial_job import TrialFailure, TrialOutcome
-from growsearch.search.trials import TaskTrials, next_trials, record_layout, report_of, tell
+from growsearch.search.trials import (
+    TaskTrials,
+    TrialReport,
+    next_trials,
+    record_layout,
+    report_of,
+    tell,
+    tell_each,
+)
 from growsearch.train.trainer import EpochStats, count_macs
+from growsearch.trial_record import PackLayout
 
 
 def epoch_reporter(trials: TaskTrials, trial: optuna.Trial) -> Callable[[EpochStats], None]:
@@ -56,13 +65,8 @@ class OptunaBackend:
                 else:
                     numbers = [trial.number for trial in asked]
                     pack = job.run_pack(decisions, numbers, seeds, on_epochs, layout, trials.max_padding)
-                    record_layout(asked[0], pack.layout)
-                    results = pack.results
-                for trial, result in zip(asked, results, strict=True):
-                    rungs = trials.halving.attrs(trial.number) if trials.halving is not None else None
-                    report = report_of(trials.save_trial, job.task_id, trial.number, result, rungs)
-                    tell(trials, trial, report)
-                    told.add(trial.number)
+                    results, layout = pack.results, pack.layout
+                tell_each(trials, _reports(trials, asked, results, layout if trials.pack > 1 else None), told)
             except BaseException:  # Ctrl-C, or a bug: the untold trials are interrupted, not lost
                 for trial in asked:
                     if trial.number not in told:
@@ -72,6 +76,20 @@ class OptunaBackend:
 
     def close(self) -> None:
         pass
+
+
+def _reports(
+    trials: TaskTrials,
+    asked: Sequence[optuna.Trial],
+    results: Sequence[TrialOutcome | TrialFailure],
+    layout: PackLayout | None,
+) -> Iterator[tuple[optuna.Trial, TrialReport]]:
+    """Each trial's report, its candidate kept in the run folder as it comes (with its halving rungs); a
+    pack's layout first, on its first trial, before any is told."""
+    record_layout(asked[0], layout)
+    for trial, result in zip(asked, results, strict=True):
+        rungs = trials.halving.attrs(trial.number) if trials.halving is not None else None
+        yield trial, report_of(trials.save_trial, trials.job.task_id, trial.number, result, rungs)
 
 
 def _run_alone(

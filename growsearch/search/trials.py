@@ -10,8 +10,9 @@ it on resume.
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -124,6 +125,37 @@ def tell(trials: TaskTrials, trial: optuna.Trial, report: TrialReport | None) ->
     """Record `report` on `trial` and tell the study, then call `on_trial` with the finished trial. None,
     or an "interrupted" report: the trial was interrupted (Ctrl-C, a killed process, a lost node), failed
     without an error of its own and not passed to `on_trial`."""
+    frozen = _record(trials, trial, report)
+    if report is not None and report.state != "interrupted":
+        trials.on_trial(trials.study, frozen)
+    return frozen
+
+
+def tell_each(
+    trials: TaskTrials, reports: Iterable[tuple[optuna.Trial, TrialReport]], told: set[int]
+) -> None:
+    """`tell` each trial its report, as `reports` yields them (a pack's, each kept as it is reported): their
+    attributes and states reach the journal in one append, then `on_trial` is called for each. When
+    `reports` raises midway (Ctrl-C while a trial is kept), what was told is written all the same; `told`
+    holds the numbers of the trials told, so the caller can tell the rest they were interrupted."""
+    finished: list[optuna.Trial] = []
+    try:
+        with together():  # nothing reads a trial's attributes or state back until its tell is written
+            for trial, report in reports:
+                _record(trials, trial, report)
+                told.add(trial.number)
+                if report.state != "interrupted":
+                    finished.append(trial)
+    finally:
+        if finished:
+            by_number = {t.number: t for t in trials.study.get_trials(deepcopy=False)}
+            for trial in finished:
+                trials.on_trial(trials.study, copy.deepcopy(by_number[trial.number]))
+
+
+def _record(trials: TaskTrials, trial: optuna.Trial, report: TrialReport | None) -> FrozenTrial:
+    """`report`'s attributes on `trial`, and its state told to the study (the finished trial, as the
+    storage holds it: inside `together()`, before the block's writes)."""
     study = trials.study
     if report is None or report.state == "interrupted":
         if report is not None:
@@ -132,15 +164,12 @@ def tell(trials: TaskTrials, trial: optuna.Trial, report: TrialReport | None) ->
     write_attrs(trial, report.attrs)
     if report.state == "complete":
         assert report.values is not None
-        frozen = study.tell(trial, report.values if trials.multi_objective else report.values[0])
-    elif report.state == "pruned":
-        frozen = study.tell(trial, state=TrialState.PRUNED)
-    else:
-        message = report.attrs.get(ERROR)
-        optuna.logging.get_logger("optuna").warning(f"Trial {trial.number} failed: {message}")
-        frozen = study.tell(trial, state=TrialState.FAIL)
-    trials.on_trial(study, frozen)
-    return frozen
+        return study.tell(trial, report.values if trials.multi_objective else report.values[0])
+    if report.state == "pruned":
+        return study.tell(trial, state=TrialState.PRUNED)
+    message = report.attrs.get(ERROR)
+    optuna.logging.get_logger("optuna").warning(f"Trial {trial.number} failed: {message}")
+    return study.tell(trial, state=TrialState.FAIL)
 
 
 def next_trials(trials: TaskTrials, remaining: int) -> tuple[list[optuna.Trial], list[dict[str, Any]] | None]:

@@ -16,9 +16,8 @@ from growsearch.graph.module_graph import ModuleGraph
 from growsearch.methods.algorithms.reinforce import ReinforceSampler
 from growsearch.methods.base import TaskContext
 from growsearch.runner import build_method, load_stream, resume_run, start_run
-from growsearch.search.pipeline import SilentReporter
 from growsearch.search.trial_job import TrialJob
-from growsearch.store.run_folder import RunFolder
+from growsearch.store.run_folder import RunFolder, TrialSaver
 from growsearch.train import packed as packed_module
 from growsearch.train.candidate import train_candidate
 from growsearch.train.pack_sizing import free_memory
@@ -41,6 +40,18 @@ RCL_PACKED = {"search": {"n_trials": 6, "pack": 3}, "training": {"epochs": 1}}
 
 def _study(path, task):
     return optuna.load_study(study_name=f"task-{task}", storage=RunFolder.open(path).storage("journal"))
+
+
+def interrupt_keeping(monkeypatch, task, number):
+    """Ctrl-C while trial `number` of `task` is being kept in the run folder, before it is told."""
+    keep = TrialSaver.__call__
+
+    def interrupted(saver, at_task, at_number, graph):
+        if (at_task, at_number) == (task, number):
+            raise KeyboardInterrupt
+        return keep(saver, at_task, at_number, graph)
+
+    monkeypatch.setattr(TrialSaver, "__call__", interrupted)
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +94,11 @@ def test_the_policy_learns_ten_times_a_task_or_five_times_with_halving(fidelity,
     assert plan.budget == 50 and plan.pack_limit == 50 // packs
 
 
-def test_a_pack_interrupted_between_its_tells_resumes_bit_for_bit(rcl_packed, tmp_path):
-    class StopAfterOneTell(SilentReporter):
-        def trial_finished(self, task, trial):
-            if task == 2 and trial.number == 4:  # the second pack: one trial told, two not yet
-                raise KeyboardInterrupt
-
+def test_a_pack_interrupted_between_its_tells_resumes_bit_for_bit(rcl_packed, tmp_path, monkeypatch):
+    interrupt_keeping(monkeypatch, task=2, number=5)  # the second pack: 3 and 4 told, 5 not yet
     space = tiny_space("rcl", **RCL_PACKED)
     with pytest.raises(KeyboardInterrupt):
-        start_run(space, tiny_options(), tmp_path / "run", reporter=StopAfterOneTell())
+        start_run(space, tiny_options(), tmp_path / "run")
     study = _study(tmp_path / "run", 2)
     states = [t.state for t in sorted(study.get_trials(), key=lambda t: t.number)]
     assert states == [TrialState.COMPLETE] * 5 + [TrialState.FAIL]  # trial 5 was interrupted
@@ -251,13 +258,9 @@ def test_a_pack_that_trained_as_smaller_packs_resumes_bit_for_bit(tmp_path, monk
     layout = _study(reference.path, 2).get_trials()[4].user_attrs["pack_layout"][SPLIT]
     assert layout[0] == layout[1] != layout[2] == layout[3] and None not in layout
 
-    class StopAfterOneTell(SilentReporter):
-        def trial_finished(self, task, trial):
-            if task == 2 and trial.number == 4:  # the second pack: 5 (first half), 6 and 7 (second) untold
-                raise KeyboardInterrupt
-
+    interrupt_keeping(monkeypatch, task=2, number=5)  # the second pack: 5 (its first half), 6 and 7 untold
     with pytest.raises(KeyboardInterrupt):
-        start_run(space, tiny_options(), tmp_path / "run", reporter=StopAfterOneTell())
+        start_run(space, tiny_options(), tmp_path / "run")
     resumed = resume_run(tmp_path / "run")
     trials = _study(tmp_path / "run", 2).get_trials()
     retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
