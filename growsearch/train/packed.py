@@ -57,7 +57,7 @@ from growsearch.train.extension import Training
 from growsearch.train.frozen_modules import FrozenModules
 from growsearch.train.prefix_cache import PrefixCache
 from growsearch.train.stacked_suffix import stacked_suffix
-from growsearch.train.trainer import EpochCallback, EpochStats, fit
+from growsearch.train.trainer import EpochCallback, EpochStats, fit, mask_gradient
 
 
 class NotPackable(Exception):
@@ -127,7 +127,7 @@ class _Stack:
         entries back, on the current tensors."""
         self.close()
         self.hooks = [
-            param.register_hook(lambda grad, keep=self.gradient_masks[key]: grad * keep)
+            mask_gradient(param, self.gradient_masks[key])
             for key, param in self.params.items()
             if not bool(self.masks[key].all())  # all trained: nothing to mask
         ]

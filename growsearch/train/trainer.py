@@ -127,6 +127,17 @@ def _phase_step(
     return len(batch.y)
 
 
+def mask_gradient(parameter: torch.Tensor, keep: torch.Tensor) -> torch.utils.hooks.RemovableHandle:
+    """Zero the entries of `parameter`'s gradient that `keep` leaves out, in place, once each step's
+    gradient is in `.grad` (no tensor made per step)."""
+
+    def mask(tensor: torch.Tensor) -> None:
+        assert tensor.grad is not None
+        tensor.grad.mul_(keep)
+
+    return parameter.register_post_accumulate_grad_hook(mask)
+
+
 def fit(
     model: nn.Module,
     batches: Minibatches,
@@ -170,7 +181,7 @@ def fit(
         torch.autocast(batches.y.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
     )
     extra = [(phase, make_optimizer(phase.parameters, phase.settings)) for phase in training.phases]
-    handles = [m.parameter.register_hook(lambda g, keep=m.trainable: g * keep) for m in masked]
+    handles = [mask_gradient(m.parameter, m.trainable) for m in masked]
     restorable = [*parameters, *(p for phase in training.phases for p in phase.parameters)]
     snapshot = [p.detach().clone() for p in restorable] if training.on_divergence == "restore" else []
     tracked = track_accuracy or (loss is None and batches.y.dtype == torch.long)

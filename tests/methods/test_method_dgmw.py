@@ -61,7 +61,9 @@ def test_expansion_keeps_the_free_weights_and_grows_by_what_each_task_reserved(d
         done = record.mechanism
         before, after_task = done["free_weights_before"], done["free_weights_after_task"]
         reserved = [b - a for b, a in zip(before, after_task, strict=True)]
-        assert done["newly_used_weights"] == reserved and all(n > 0 for n in reserved)
+        # a task reserves what its masks newly use, somewhere (a layer may reuse only old weights: on
+        # some CPUs' rounding tasks 3 and 4 of this run reuse layer 0's)
+        assert done["newly_used_weights"] == reserved and sum(reserved) > 0 and min(reserved) >= 0
         widths = [w + a for w, a in zip(widths, done["units_added"], strict=True)]
         assert done["generator_widths"] == widths
         reading = [SECTIONS["options"]["latent"], *widths[:-1]]  # each layer's inputs after the expansion
@@ -70,6 +72,8 @@ def test_expansion_keeps_the_free_weights_and_grows_by_what_each_task_reserved(d
             if done["units_added"][i]:  # ...and not a unit more than that takes
                 assert free - reading[i] < before[i], (i, done)
     assert sum(sum(r.mechanism["units_added"]) for r in dgmw_run.records) > 0
+    for layer in range(len(widths)):  # every layer gives some task new weights
+        assert any(r.mechanism["newly_used_weights"][layer] > 0 for r in dgmw_run.records), layer
 
 
 def test_the_solver_trains_on_generated_samples_of_the_old_classes(dgmw_run, digits_stream):
