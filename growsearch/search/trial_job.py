@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-import torch
 
 from growsearch.config.space import Objective
 from growsearch.config.training import TrainingConfig
@@ -23,7 +22,7 @@ from growsearch.errors import TrainingError
 from growsearch.graph.module_graph import ModuleGraph
 from growsearch.journal_writes import together
 from growsearch.methods.base import Candidate, Decisions, Method, TaskContext
-from growsearch.seeds import derived_seed
+from growsearch.seeds import derived_seed, seed_torch
 from growsearch.train.augment import Augmentation
 from growsearch.train.candidate import MAX_CACHED_BYTES, TrainingResult, train_candidate
 from growsearch.train.extension import PLAIN
@@ -236,7 +235,7 @@ class TrialJob:
     def _build(self, decisions: Decisions, seed: int) -> tuple[Candidate, int]:
         """The candidate (its initial weights drawn from the trial's seed) and the compute building it
         spent (what a method trains while building: DEN's stages)."""
-        torch.manual_seed(seed)
+        seed_torch(seed)
         with count_macs() as building:
             candidate = self.method.build(decisions, self.ctx)
         return candidate, building.macs
