@@ -44,7 +44,8 @@ class Minibatches:
             return Batch(tuple(self.transform(self.inputs[0].index_select(0, index.cpu()))), y)
         return Batch(tuple(t.index_select(0, index) for t in self.inputs), y)
 
-    def _permutation(self) -> torch.Tensor:
+    def pass_order(self) -> torch.Tensor:
+        """A fresh pass over the samples: their order, drawn from the stream's generator."""
         return torch.randperm(len(self.y), generator=self.generator).to(self.y.device)
 
     def epoch(self) -> Iterator[Batch]:
@@ -53,7 +54,7 @@ class Minibatches:
 
     def epoch_indices(self) -> Iterator[torch.Tensor]:
         """One pass's sample indices, batch by batch (what `epoch` yields the samples of)."""
-        order = self._permutation()
+        order = self.pass_order()
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
@@ -63,7 +64,7 @@ class Minibatches:
     def next_indices(self) -> torch.Tensor:
         """The sample indices of the batch `next` would return, advancing the stream as it does."""
         if self.position >= len(self.order):
-            self.order, self.position = self._permutation(), 0
+            self.order, self.position = self.pass_order(), 0
         index = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
         return index

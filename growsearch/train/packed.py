@@ -364,9 +364,12 @@ class _PackBatches(Minibatches):
         self.streams = [self.streams[r] for r in kept]
 
     def epoch(self) -> Iterator[Batch]:
-        for indices in zip(*(s.epoch_indices() for s in self.streams), strict=True):
-            index = torch.stack(indices)
-            flat = index.view(-1)
+        # each member's pass drawn up front from its own generator (what its `epoch_indices` would draw),
+        # so a step slices one (K, batch) block of indices
+        orders = torch.stack([s.pass_order() for s in self.streams])
+        for start in range(0, orders.shape[1], self.batch_size):
+            index = orders[:, start : start + self.batch_size]
+            flat = index.reshape(-1)
             inputs = tuple(t.index_select(0, flat).view(*index.shape, *t.shape[1:]) for t in self.inputs)
             yield Batch(inputs, self.y.index_select(0, flat).view(index.shape))
 
