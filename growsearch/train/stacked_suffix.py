@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.fx as fx
@@ -49,8 +49,7 @@ ELEMENTWISE_FUNCTIONS = {
 AXIS_FUNCTIONS = {torch.cat, torch.stack}  # take a sequence of tensors and one axis
 
 
-@dataclass(frozen=True)
-class _Value:
+class _Value(NamedTuple):  # a tuple: made for every node at every step, cheaper than a dataclass
     tensor: torch.Tensor
     stacked: bool  # (K, batch, ...) rather than (batch, ...) shared by all K
 
@@ -109,6 +108,15 @@ def _flatten(source: str, start: int, end: int) -> Step:
 def _elementwise(function: Callable, args: tuple, kwargs: dict) -> Step:
     """An entry-by-entry operation; its tensor arguments broadcast (a shared (batch, ...) one against
     stacked (K, batch, ...) ones, from the right)."""
+
+    if len(args) == 1 and isinstance(args[0], fx.Node) and not kwargs:  # an activation: the common case
+        source = args[0].name
+
+        def run_one(values: dict[str, _Value], _: Mapping[str, torch.Tensor]) -> _Value:
+            x = values[source]
+            return _Value(function(x.tensor), x.stacked)
+
+        return run_one
 
     def run(values: dict[str, _Value], _: Mapping[str, torch.Tensor]) -> _Value:
         stacked = False
