@@ -20,13 +20,11 @@ from growsearch.search.trials import (
     TaskTrials,
     TrialReport,
     next_trials,
-    record_layout,
     report_of,
     tell,
     tell_each,
 )
 from growsearch.train.trainer import EpochStats, count_macs
-from growsearch.trial_record import PackLayout
 
 
 def epoch_reporter(trials: TaskTrials, trial: optuna.Trial) -> Callable[[EpochStats], None]:
@@ -66,7 +64,7 @@ class OptunaBackend:
                     numbers = [trial.number for trial in asked]
                     pack = job.run_pack(decisions, numbers, seeds, on_epochs, layout, trials.max_padding)
                     results, layout = pack.results, pack.layout
-                tell_each(trials, _reports(trials, asked, results, layout if trials.pack > 1 else None), told)
+                tell_each(trials, _reports(trials, asked, results), told, layout)
             except BaseException:  # Ctrl-C, or a bug: the untold trials are interrupted, not lost
                 for trial in asked:
                     if trial.number not in told:
@@ -79,14 +77,9 @@ class OptunaBackend:
 
 
 def _reports(
-    trials: TaskTrials,
-    asked: Sequence[optuna.Trial],
-    results: Sequence[TrialOutcome | TrialFailure],
-    layout: PackLayout | None,
+    trials: TaskTrials, asked: Sequence[optuna.Trial], results: Sequence[TrialOutcome | TrialFailure]
 ) -> Iterator[tuple[optuna.Trial, TrialReport]]:
-    """Each trial's report, its candidate kept in the run folder as it comes (with its halving rungs); a
-    pack's layout first, on its first trial, before any is told."""
-    record_layout(asked[0], layout)
+    """Each trial's report, its candidate kept in the run folder as it comes (with its halving rungs)."""
     for trial, result in zip(asked, results, strict=True):
         rungs = trials.halving.attrs(trial.number) if trials.halving is not None else None
         yield trial, report_of(trials.save_trial, trials.job.task_id, trial.number, result, rungs)

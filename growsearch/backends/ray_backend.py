@@ -41,13 +41,12 @@ from growsearch.search.trials import (
     TaskTrials,
     TrialReport,
     next_trials,
-    record_layout,
     report_of,
     tell,
     tell_each,
 )
 from growsearch.train.trainer import EpochStats, count_macs
-from growsearch.trial_record import PackLayout, TrialRecord, stopped_attrs, worker_attrs
+from growsearch.trial_record import TrialRecord, stopped_attrs, worker_attrs
 
 METRIC = "val_accuracy"
 EPOCH = "epoch_json"  # one epoch's statistics (EpochStats)
@@ -116,7 +115,8 @@ class StudySearcher(Searcher):
         if PACK_REPORTS in result and not error:
             reports = json.loads(result[PACK_REPORTS])
             layout = json.loads(result[LAYOUT]) if result.get(LAYOUT) else None
-            tell_each(self.trials, _pack_reports(asked, reports, layout), set())
+            told = ((trial, TrialReport.from_json(reports[str(trial.number)])) for trial in asked)
+            tell_each(self.trials, told, set(), layout)
             return
         last = TrialReport.from_json(json.loads(result[REPORT])) if REPORT in result else None
         for trial in asked:  # one trial, or a pack whose worker was lost
@@ -143,15 +143,6 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_metric": self._metric, "_mode": self._mode, "live": {}}
-
-
-def _pack_reports(
-    asked: list[optuna.Trial], reports: dict[str, Any], layout: PackLayout | None
-) -> Iterator[tuple[optuna.Trial, TrialReport]]:
-    """A pack's reports from its worker, each with its trial; its layout first, on its first trial."""
-    record_layout(asked[0], layout)
-    for trial in asked:
-        yield trial, TrialReport.from_json(reports[str(trial.number)])
 
 
 def _train_on_worker(config: dict[str, Any], job: TrialJob, save_trial: SaveTrial) -> None:

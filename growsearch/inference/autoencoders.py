@@ -26,6 +26,7 @@ from torch import nn
 from growsearch.config.space import InferenceConfig
 from growsearch.config.training import OptimizerSettings
 from growsearch.errors import ConfigError
+from growsearch.seeds import seed_torch
 from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.module_macs import module_macs
 from growsearch.train.trainer import fit
@@ -119,7 +120,7 @@ def train_autoencoder(x: torch.Tensor, config: InferenceConfig, seed: int) -> Ta
             f"{tuple(x.shape[1:])}: expected a sequence benchmark, or autoencoder auto or dense"
         )
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        seed_torch(seed)
         if recurrent:
             network: nn.Module = SequenceAutoencoder(
                 x.shape[2], min(config.code_size, x.shape[2] * x.shape[1])

@@ -35,6 +35,7 @@ from growsearch.config.space import InferenceConfig
 from growsearch.config.training import OptimizerSettings
 from growsearch.data.memory import ExemplarMemory
 from growsearch.errors import ConfigError
+from growsearch.seeds import seed_torch
 from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.module_macs import module_macs
 from growsearch.train.trainer import fit
@@ -118,7 +119,7 @@ def learn_task(
         return F.cross_entropy(output, batch.y, weight=weight)
 
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        seed_torch(seed)
         network = _network(x[0].numel(), config.classifier_hidden, task + 1)
         batches = Minibatches([samples], tasks, config.batch_size, seed)
         fit(

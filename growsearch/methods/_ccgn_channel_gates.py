@@ -27,6 +27,7 @@ from growsearch.methods.toolkit import (
     layer_fields,
     node_data,
     node_kind,
+    seed_torch,
     task_node,
 )
 
@@ -255,7 +256,7 @@ def reinitialise_units(graph: ModuleGraph, free: Mapping[str, torch.Tensor], see
     for i, (node_id, units) in enumerate(free.items()):
         node = graph.node(node_id)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + i)
+            seed_torch(seed + i)
             fresh = node.spec.build().state_dict()
         weights[node_id] = {}
         for name, value in node.weights.items():

@@ -28,6 +28,7 @@ from growsearch.methods.toolkit import (
     fit,
     module_macs,
     run_in_batches,
+    seed_torch,
     spend_macs,
 )
 
@@ -62,7 +63,7 @@ def train_task_classifier(
     balanced = class_balanced(samples, seed)
     features = path_features(graph, last_nodes, balanced.x)
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        seed_torch(seed)
         classifier = _classifier(features.shape[1], hidden, len(last_nodes))
     batches = Minibatches([features], balanced.y, BATCH, seed)
     settings = OptimizerSettings("adam", lr)

@@ -58,6 +58,7 @@ from growsearch.methods.toolkit import (
     derived_seed,
     ops,
     require,
+    seed_torch,
     train_candidate,
 )
 
@@ -126,7 +127,7 @@ class CPG(Method):
 
     def individual_accuracy(self, ctx: TaskContext) -> float:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derived_seed(ctx.seed, "cpg goal"))
+            seed_torch(derived_seed(ctx.seed, "cpg goal"))
             empty = ModuleGraph(ctx.committed.input_shape)
             alone = ops.reuse_prefix(empty, ctx.task_id, None, 0, ctx.specs, ctx.n_outputs)
             task = ctx.task

@@ -52,7 +52,7 @@ from growsearch.methods.base import (
     TaskContext,
 )
 from growsearch.seeded_samplers import SeededRandomSampler
-from growsearch.seeds import derived_seed
+from growsearch.seeds import derived_seed, seed_torch
 from growsearch.task_record import TaskRecord
 from growsearch.train.batches import Batch, Minibatches
 from growsearch.train.candidate import (
@@ -165,6 +165,7 @@ __all__ = [
     "require_size",
     "resolve_device",
     "run_in_batches",
+    "seed_torch",
     "spend_macs",
     "split_activation",
     "task_node",

@@ -31,7 +31,7 @@ from growsearch.graph.specs import NodeSpec
 from growsearch.grow import operators as ops
 from growsearch.methods.base import Method
 from growsearch.search.scenario_plan import ScenarioPlan
-from growsearch.seeds import derived_seed
+from growsearch.seeds import derived_seed, seed_torch
 from growsearch.train.candidate import evaluate, resolve_device, train_candidate
 
 Router = Callable[[torch.Tensor], torch.Tensor]  # test inputs -> the task each goes to (0..t after task t)
@@ -74,7 +74,7 @@ class Evaluation:
         return row
 
     def untrained_view(self, graph: ModuleGraph, t: int, j: int, task: Task) -> ModuleGraph:
-        torch.manual_seed(derived_seed(self.seed, t, j, "untrained"))
+        seed_torch(derived_seed(self.seed, t, j, "untrained"))
         last_layer = max(graph.layer_nodes(t).items())[1]
         return ops.add_head(graph, j, last_layer, task.n_outputs)
 
@@ -120,7 +120,7 @@ def random_init_accuracy(stream: TaskStream, specs: Sequence[NodeSpec], seed: in
     """b_j: test accuracy of a randomly initialised base network with a fresh head, per task."""
     row = []
     for j, task in enumerate(stream.tasks):
-        torch.manual_seed(derived_seed(seed, j, "random-init"))
+        seed_torch(derived_seed(seed, j, "random-init"))
         fresh = ops.reuse_prefix(ModuleGraph(stream.input_shape), j, None, 0, specs, task.n_outputs)
         row.append(evaluate(fresh, j, task.test))
     return row
@@ -134,7 +134,7 @@ def independent_accuracy(
     lr, epochs, batch size). Deterministic for `seed` (initial weights and batch order)."""
     j = len(stream) - 1
     task = stream.tasks[j]
-    torch.manual_seed(derived_seed(seed, j, "independent"))
+    seed_torch(derived_seed(seed, j, "independent"))
     fresh = ops.reuse_prefix(ModuleGraph(stream.input_shape), j, None, 0, specs, task.n_outputs)
     try:
         trained = train_candidate(

@@ -132,16 +132,22 @@ def tell(trials: TaskTrials, trial: optuna.Trial, report: TrialReport | None) ->
 
 
 def tell_each(
-    trials: TaskTrials, reports: Iterable[tuple[optuna.Trial, TrialReport]], told: set[int]
+    trials: TaskTrials,
+    reports: Iterable[tuple[optuna.Trial, TrialReport]],
+    told: set[int],
+    layout: PackLayout | None = None,
 ) -> None:
-    """`tell` each trial its report, as `reports` yields them (a pack's, each kept as it is reported): their
-    attributes and states reach the journal in one append, then `on_trial` is called for each. When
-    `reports` raises midway (Ctrl-C while a trial is kept), what was told is written all the same; `told`
-    holds the numbers of the trials told, so the caller can tell the rest they were interrupted."""
+    """`tell` each trial its report, as `reports` yields them (a pack's, each kept as it is reported), after
+    the pack's `layout` on its first trial (`record_layout`): all of it reaches the journal in one append,
+    then `on_trial` is called for each. When `reports` raises midway (Ctrl-C while a trial is kept), what
+    was told is written all the same; `told` holds the numbers of the trials told, so the caller can tell
+    the rest they were interrupted."""
     finished: list[optuna.Trial] = []
     try:
         with together():  # nothing reads a trial's attributes or state back until its tell is written
-            for trial, report in reports:
+            for place, (trial, report) in enumerate(reports):
+                if place == 0:  # the layout goes before any tell
+                    record_layout(trial, layout)
                 _record(trials, trial, report)
                 told.add(trial.number)
                 if report.state != "interrupted":

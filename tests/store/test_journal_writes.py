@@ -92,11 +92,13 @@ def test_a_pack_s_reports_and_states_reach_the_journal_in_one_append_then_each_t
     ]
     told: set[int] = set()
     before = len(appends)
-    tell_each(_pack_trials(study, seen), zip(asked, reports, strict=True), told)
-    assert len(appends) == before + 1  # three trials' attributes and states
+    layout = [{"id": "t1/L0", "inputs": ["input"]}]  # the template the pack trained in
+    tell_each(_pack_trials(study, seen), zip(asked, reports, strict=True), told, layout)
+    assert len(appends) == before + 1  # the layout, three trials' attributes and states
+    assert "pack_layout" in appends[-1][0]["user_attr"]  # before any tell
     assert told == {0, 1, 2}
     assert seen == [  # each handed on as the journal holds it once written
-        (0, TrialState.COMPLETE, {"kind": "done"}),
+        (0, TrialState.COMPLETE, {"pack_layout": layout, "kind": "done"}),
         (1, TrialState.PRUNED, {"kind": "stopped"}),
         (2, TrialState.FAIL, {ERROR: "the loss became nan"}),
     ]

@@ -52,6 +52,7 @@ from growsearch.methods.toolkit import (
     make_optimizer,
     neurons,
     pack_of,
+    seed_torch,
 )
 
 _THREADS = threading.RLock()
@@ -167,7 +168,7 @@ class ReinforcePolicy:
 
     def __init__(self, steps: Sequence[tuple[int, int | None]], config: PolicyConfig, seed: int):
         with torch.random.fork_rng():
-            torch.manual_seed(seed)
+            seed_torch(seed)
             self.network = PolicyNetwork(steps, config)
         self.config = config
         policy_parameters = [p for n, p in self.network.named_parameters() if not n.startswith("value.")]
